@@ -1,0 +1,477 @@
+//! The document actor: owns one `yrs::Doc` and its presence, and serves its subscribers.
+//!
+//! Messages are handled in arrival order. An update is applied, handed to the persistence writer
+//! and queued; it is relayed to every subscriber (sender included, as the reference server does)
+//! only once the writer reports it durable, so nobody ever sees an edit that a crash could lose.
+//! Every frame is encoded once and the same bytes go to all recipients.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws::CloseCode;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use super::messages::{
+    Durable, Gone, Inbound, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
+};
+use super::outbound::{Outbound, QueueError};
+use super::persist::PersistHandle;
+use super::registry::Registry;
+use crate::domain::DocId;
+use crate::store::{Compaction, StoredDoc};
+use crate::sync::presence::Presence;
+use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2};
+
+/// A presence state not renewed for this long is removed (clients renew every 15 s).
+pub const AWARENESS_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often expired presence states are looked for.
+const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
+/// A v1 update with no structs and no deletions: clients send it when they have nothing new.
+const EMPTY_UPDATE: &[u8] = &[0, 0];
+
+/// Settings a document actor needs.
+#[derive(Debug, Clone)]
+pub struct DocSettings {
+    pub idle_unload_delay: Duration,
+    pub compact_after_updates: u64,
+    pub compact_after_bytes: usize,
+}
+
+struct Subscriber {
+    outbound: Outbound,
+    can_write: bool,
+}
+
+/// Something to send once the updates before it are durable.
+enum Delivery {
+    /// To every subscriber.
+    Broadcast(Bytes),
+    /// To one subscriber.
+    To(SessionId, Bytes),
+}
+
+/// Builds the in-memory document from what the store holds.
+pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> {
+    let doc = Doc::new();
+    {
+        let mut txn = doc.transact_mut();
+        for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+            let update = Update::decode_v1(bytes)?;
+            if let Err(error) = txn.apply_update(update) {
+                // Stored updates were valid when accepted; keep going rather than lose the rest.
+                tracing::error!(%error, "a stored update failed to apply");
+            }
+        }
+    }
+    Ok(doc)
+}
+
+/// One loaded document.
+pub struct DocumentActor {
+    id: DocId,
+    doc: Doc,
+    presence: Presence,
+    subscribers: HashMap<SessionId, Subscriber>,
+    persist: PersistHandle,
+    registry: Addr<Registry>,
+    settings: Arc<DocSettings>,
+    /// Sequence number of the last update handed to the writer.
+    last_seq: u64,
+    /// Sequence number up to which the writer has committed.
+    durable_seq: u64,
+    /// Deliveries waiting for durability, in the order they were made.
+    waiting: VecDeque<(u64, Delivery)>,
+    /// Highest log row id known committed for this document.
+    max_log_id: i64,
+    /// Log growth since the last compaction.
+    log_updates: u64,
+    log_bytes: usize,
+    /// Bumped whenever the subscriber set changes, so a stale idle timer does nothing.
+    idle_generation: u64,
+    /// Set once unloading has begun: new subscribers are turned away.
+    closing: bool,
+}
+
+impl DocumentActor {
+    pub fn new(
+        id: DocId,
+        doc: Doc,
+        stored: &StoredDoc,
+        persist: PersistHandle,
+        registry: Addr<Registry>,
+        settings: Arc<DocSettings>,
+    ) -> Self {
+        Self {
+            id,
+            doc,
+            presence: Presence::default(),
+            subscribers: HashMap::new(),
+            persist,
+            registry,
+            settings,
+            last_seq: 0,
+            durable_seq: 0,
+            waiting: VecDeque::new(),
+            max_log_id: stored.max_log_id,
+            log_updates: stored.updates.len() as u64,
+            log_bytes: stored.log_bytes(),
+            idle_generation: 0,
+            closing: false,
+        }
+    }
+
+    /// Sends `frame` to one subscriber; a full queue closes that subscriber.
+    fn send_to(&mut self, session: SessionId, frame: Bytes) {
+        let result = match self.subscribers.get(&session) {
+            Some(sub) => sub.outbound.send(frame),
+            None => return,
+        };
+        if let Err(error) = result {
+            self.drop_subscriber(session, error);
+        }
+    }
+
+    /// The relay step: sends one encoded frame to every subscriber. Clients that cannot keep up
+    /// are closed instead of slowing the others.
+    fn broadcast(&mut self, frame: &Bytes) {
+        let mut failed = Vec::new();
+        for (&session, sub) in &self.subscribers {
+            if let Err(error) = sub.outbound.send(frame.clone()) {
+                failed.push((session, error));
+            }
+        }
+        for (session, error) in failed {
+            self.drop_subscriber(session, error);
+        }
+    }
+
+    fn drop_subscriber(&mut self, session: SessionId, error: QueueError) {
+        if let Some(sub) = self.subscribers.get(&session)
+            && error == QueueError::Full
+        {
+            tracing::warn!(doc = %self.id, session, "client too slow: outbound queue full");
+            sub.outbound
+                .close(CloseCode::Again, "too slow: outbound queue full");
+        }
+        self.remove_subscriber(session);
+    }
+
+    fn remove_subscriber(&mut self, session: SessionId) {
+        if self.subscribers.remove(&session).is_none() {
+            return;
+        }
+        self.idle_generation += 1;
+        let cleared = self.presence.remove_owner(session);
+        if let Some(frame) = self.presence.encode(&cleared) {
+            self.broadcast(&frame);
+        }
+    }
+
+    /// Sends now if everything before is durable, or queues behind the pending updates.
+    fn deliver(&mut self, delivery: Delivery) {
+        if self.waiting.is_empty() && self.durable_seq >= self.last_seq {
+            self.run_delivery(delivery);
+        } else {
+            self.waiting.push_back((self.last_seq, delivery));
+        }
+    }
+
+    fn run_delivery(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Broadcast(frame) => self.broadcast(&frame),
+            Delivery::To(session, frame) => self.send_to(session, frame),
+        }
+    }
+
+    fn handle_client_message(
+        &mut self,
+        session: SessionId,
+        message: ClientMessage,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ()> {
+        match message {
+            ClientMessage::SyncStep1(sv) => {
+                let diff = self.doc.transact().encode_state_as_update_v1(&sv);
+                self.deliver(Delivery::To(session, encode_sync_step2(&diff)));
+            }
+            ClientMessage::Update(update) => return self.apply_update(session, update, ctx),
+            ClientMessage::Awareness(entries) => {
+                let changed = self.presence.apply(session, entries, Instant::now());
+                if let Some(frame) = self.presence.encode(&changed) {
+                    self.broadcast(&frame);
+                }
+            }
+            ClientMessage::AwarenessQuery => {
+                if let Some(frame) = self.presence.encode_all() {
+                    self.send_to(session, frame);
+                }
+            }
+            ClientMessage::Auth => {}
+        }
+        Ok(())
+    }
+
+    fn apply_update(
+        &mut self,
+        session: SessionId,
+        incoming: IncomingUpdate,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), ()> {
+        let Some(sub) = self.subscribers.get(&session) else {
+            return Ok(());
+        };
+        if !sub.can_write {
+            sub.outbound.close(
+                CloseCode::Policy,
+                "read-only connection: updates are not allowed",
+            );
+            self.remove_subscriber(session);
+            return Err(());
+        }
+        if incoming.raw.as_ref() == EMPTY_UPDATE {
+            return Ok(());
+        }
+        let IncomingUpdate { update, raw, relay } = incoming;
+        let doc = &self.doc;
+        // yrs was not built for hostile input: if applying panics, this in-memory copy can no
+        // longer be trusted. The update was not stored, so reloading from the store is safe.
+        let applied = catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::info!(doc = %self.id, session, %error, "refused an update that does not apply");
+                if let Some(sub) = self.subscribers.get(&session) {
+                    sub.outbound.close(
+                        CloseCode::Invalid,
+                        format!("update does not apply: {error}"),
+                    );
+                }
+                self.remove_subscriber(session);
+                return Err(());
+            }
+            Err(_) => {
+                tracing::error!(doc = %self.id, session, "applying an update panicked; reloading the document");
+                self.fail(ctx);
+                return Err(());
+            }
+        }
+        self.last_seq += 1;
+        self.log_updates += 1;
+        self.log_bytes += raw.len();
+        if self
+            .persist
+            .append(
+                self.id.clone(),
+                raw,
+                self.last_seq,
+                ctx.address().recipient(),
+            )
+            .is_err()
+        {
+            tracing::error!(doc = %self.id, "persistence writer stopped; update not stored");
+        }
+        self.waiting
+            .push_back((self.last_seq, Delivery::Broadcast(relay)));
+        if self.log_updates >= self.settings.compact_after_updates
+            || self.log_bytes >= self.settings.compact_after_bytes
+        {
+            self.compact(None);
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot of the whole document and drops the log rows it covers.
+    fn compact(&mut self, done: Option<oneshot::Sender<()>>) {
+        let snapshot = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        tracing::debug!(doc = %self.id, bytes = snapshot.len(), covers = self.max_log_id, "compacting");
+        let compaction = Compaction {
+            doc: self.id.clone(),
+            snapshot,
+            covers_log_id: self.max_log_id,
+            after_appends: 0,
+        };
+        if self.persist.compact(compaction, done).is_err() {
+            tracing::error!(doc = %self.id, "persistence writer stopped; compaction skipped");
+        }
+        self.log_updates = 0;
+        self.log_bytes = 0;
+    }
+
+    /// The in-memory document is suspect: close everyone with 1011 and stop without writing.
+    fn fail(&mut self, ctx: &mut Context<Self>) {
+        self.closing = true;
+        for sub in self.subscribers.values() {
+            sub.outbound.close(
+                CloseCode::Error,
+                "internal error; reconnect to reload the document",
+            );
+        }
+        self.subscribers.clear();
+        self.waiting.clear();
+        self.registry.do_send(Unloaded {
+            doc: self.id.clone(),
+            addr: ctx.address(),
+        });
+        ctx.stop();
+    }
+
+    /// Compacts if the log is not empty, then stops once the writer has committed it all.
+    fn unload(&mut self, ctx: &mut Context<Self>) -> ResponseActFuture<Self, ()> {
+        self.closing = true;
+        let (done, wait) = oneshot::channel();
+        if self.log_updates > 0 {
+            self.compact(Some(done));
+        } else {
+            let persist = self.persist.clone();
+            actix_web::rt::spawn(async move {
+                let _ = persist.barrier().await;
+                let _ = done.send(());
+            });
+        }
+        let _ = ctx;
+        Box::pin(
+            async move {
+                let _ = wait.await;
+            }
+            .into_actor(self)
+            .map(|(), act, ctx| {
+                tracing::debug!(doc = %act.id, "document unloaded");
+                ctx.stop();
+            }),
+        )
+    }
+
+    fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
+        let generation = self.idle_generation;
+        ctx.run_later(self.settings.idle_unload_delay, move |act, ctx| {
+            if act.closing || act.idle_generation != generation || !act.subscribers.is_empty() {
+                return;
+            }
+            act.registry.do_send(Unloaded {
+                doc: act.id.clone(),
+                addr: ctx.address(),
+            });
+            let unload = act.unload(ctx);
+            ctx.wait(unload);
+        });
+    }
+}
+
+impl Actor for DocumentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::debug!(doc = %self.id, "document loaded");
+        ctx.run_interval(AWARENESS_SWEEP, |act, _| {
+            let expired = act.presence.expire(Instant::now(), AWARENESS_TIMEOUT);
+            if let Some(frame) = act.presence.encode(&expired) {
+                act.broadcast(&frame);
+            }
+        });
+        if self.log_updates >= self.settings.compact_after_updates
+            || self.log_bytes >= self.settings.compact_after_bytes
+        {
+            self.compact(None);
+        }
+        // A document loaded for a client that left before it was ready must still unload.
+        self.schedule_idle_check(ctx);
+    }
+}
+
+impl Handler<Subscribe> for DocumentActor {
+    type Result = Result<(), Gone>;
+
+    /// Adds a subscriber and greets it with our state vector and the current presence.
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) -> Self::Result {
+        if self.closing {
+            return Err(Gone);
+        }
+        let step1 = encode_sync_step1(&self.doc.transact().state_vector());
+        // A fresh queue has room for these two frames, so neither send can fail for space.
+        let _ = msg.outbound.send(step1);
+        if let Some(presence) = self.presence.encode_all() {
+            let _ = msg.outbound.send(presence);
+        }
+        self.subscribers.insert(
+            msg.session,
+            Subscriber {
+                outbound: msg.outbound,
+                can_write: msg.can_write,
+            },
+        );
+        self.idle_generation += 1;
+        Ok(())
+    }
+}
+
+impl Handler<Inbound> for DocumentActor {
+    type Result = ();
+
+    /// Handles the messages of one client frame in order; stops at the first refused one.
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        if !self.subscribers.contains_key(&msg.session) {
+            return;
+        }
+        for message in msg.messages {
+            if self
+                .handle_client_message(msg.session, message, ctx)
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for DocumentActor {
+    type Result = ();
+
+    /// Forgets a closed connection and clears the presence states it set.
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Context<Self>) {
+        self.remove_subscriber(msg.session);
+        if self.subscribers.is_empty() && !self.closing {
+            self.schedule_idle_check(ctx);
+        }
+    }
+}
+
+impl Handler<Durable> for DocumentActor {
+    type Result = ();
+
+    /// Relays everything that was waiting for the updates now committed.
+    fn handle(&mut self, msg: Durable, _: &mut Context<Self>) {
+        self.durable_seq = self.durable_seq.max(msg.up_to_seq);
+        self.max_log_id = self.max_log_id.max(msg.max_log_id);
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(seq, _)| *seq <= self.durable_seq)
+        {
+            if let Some((_, delivery)) = self.waiting.pop_front() {
+                self.run_delivery(delivery);
+            }
+        }
+    }
+}
+
+impl Handler<Shutdown> for DocumentActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Closes every session with 1001, then flushes and compacts.
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        for sub in self.subscribers.values() {
+            sub.outbound.close(CloseCode::Away, "server shutting down");
+        }
+        self.subscribers.clear();
+        self.unload(ctx)
+    }
+}

@@ -1,0 +1,89 @@
+//! Messages between the actors, one struct each.
+
+use actix::{Addr, Message};
+
+use super::document::DocumentActor;
+use super::outbound::Outbound;
+use crate::domain::DocId;
+use crate::sync::protocol::ClientMessage;
+
+/// Identifies one WebSocket connection for the lifetime of the process.
+pub type SessionId = u64;
+
+/// Session → Registry: give me the actor of this document, loading it if needed.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
+pub struct Join {
+    pub doc: DocId,
+}
+
+/// Why a session could not get a document.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JoinError {
+    /// The store could not load it; nothing was created in its place.
+    #[error("the document could not be loaded from the store")]
+    LoadFailed,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Session → Document: add me as a subscriber. The document sends its SyncStep1 and the current
+/// presence states through `outbound` before it answers.
+#[derive(Message)]
+#[rtype(result = "Result<(), Gone>")]
+pub struct Subscribe {
+    pub session: SessionId,
+    pub outbound: Outbound,
+    /// False for read-only connections: their document changes are refused.
+    pub can_write: bool,
+}
+
+/// The document actor is unloading; ask the registry again.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the document is unloading")]
+pub struct Gone;
+
+/// Session → Document: messages decoded from one client frame, in order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Inbound {
+    pub session: SessionId,
+    pub messages: Vec<ClientMessage>,
+}
+
+/// Session → Document: the connection is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub session: SessionId,
+}
+
+/// Writer → Document: updates up to `up_to_seq` are committed; the highest log row id among
+/// them is `max_log_id` (0 when unknown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Durable {
+    pub up_to_seq: u64,
+    pub max_log_id: i64,
+}
+
+/// Document → Registry: I am unloading (idle, or stopped after a failure); forget me.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unloaded {
+    pub doc: DocId,
+    pub addr: Addr<DocumentActor>,
+}
+
+/// Registry → Document: close every session with 1001, compact, and stop. Answers once the
+/// document's writes are committed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Application → Registry: refuse new joins and shut every document down; answers once all are
+/// flushed and compacted.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShutdownAll;

@@ -1,0 +1,17 @@
+//! The collaboration core: actors that connect sockets to documents and documents to the store.
+//!
+//! ```text
+//! socket ─▶ SessionActor ─▶ DocumentActor ─▶ persist::Writer ─▶ Store
+//!                ▲               │  (durable)      │
+//!                └── Outbound ◀──┴── relay ◀───────┘
+//! Registry: DocId ─▶ Addr<DocumentActor>, loads on first use, unloads when idle
+//! ```
+
+pub mod document;
+pub mod messages;
+pub mod outbound;
+pub mod persist;
+pub mod registry;
+pub mod session;
+
+pub use registry::Registry;

@@ -1,0 +1,229 @@
+//! The persistence writer: one task that commits the pending writes of every document together.
+//!
+//! Documents hand it appends and compactions without waiting. It takes everything queued, writes
+//! it in one transaction (group commit), and then tells each document how far its updates are
+//! durable, so the document can relay them. Requests are handled strictly in order, which is what
+//! lets a compaction, a barrier or a later load reason about "everything sent before".
+//! If the store fails, the batch is retried with backoff and nothing queued is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::messages::Durable;
+use crate::domain::DocId;
+use crate::store::{Append, Batch, Compaction, Store};
+
+/// Most requests in one transaction: bounds commit latency when a backlog has built up.
+const MAX_BATCH_REQUESTS: usize = 4096;
+/// Most update bytes in one transaction, for the same reason.
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// First wait after a failed commit; doubles up to `MAX_RETRY_DELAY`.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+enum Request {
+    Append {
+        doc: DocId,
+        data: Bytes,
+        seq: u64,
+        notify: Recipient<Durable>,
+    },
+    Compact {
+        compaction: Compaction,
+        done: Option<oneshot::Sender<()>>,
+    },
+    Barrier(oneshot::Sender<()>),
+}
+
+/// Sends work to the writer; cheap to clone.
+#[derive(Clone)]
+pub struct PersistHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+/// The writer has stopped (only during shutdown).
+#[derive(Debug, thiserror::Error)]
+#[error("the persistence writer has stopped")]
+pub struct WriterStopped;
+
+impl PersistHandle {
+    /// Starts the writer on the current runtime. It ends once every handle is dropped and the
+    /// queue is drained; the returned join handle resolves then.
+    pub fn start(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = actix_web::rt::spawn(run(store, rx));
+        (Self { tx }, task)
+    }
+
+    /// Queues an update of `doc`; `notify` hears `Durable { up_to_seq: seq, .. }` once committed.
+    pub fn append(
+        &self,
+        doc: DocId,
+        data: Bytes,
+        seq: u64,
+        notify: Recipient<Durable>,
+    ) -> Result<(), WriterStopped> {
+        self.tx
+            .send(Request::Append {
+                doc,
+                data,
+                seq,
+                notify,
+            })
+            .map_err(|_| WriterStopped)
+    }
+
+    /// Queues a compaction; `done` fires once it is committed.
+    pub fn compact(
+        &self,
+        compaction: Compaction,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Result<(), WriterStopped> {
+        self.tx
+            .send(Request::Compact { compaction, done })
+            .map_err(|_| WriterStopped)
+    }
+
+    /// Resolves once everything queued before this call is committed.
+    pub async fn barrier(&self) -> Result<(), WriterStopped> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request::Barrier(done))
+            .map_err(|_| WriterStopped)?;
+        wait.await.map_err(|_| WriterStopped)
+    }
+}
+
+async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut pending = Vec::new();
+    // Highest log id committed per document since its last compaction: a compaction covers
+    // these rows even if its document had not heard about them yet when it asked.
+    let mut committed_ids: HashMap<DocId, i64> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        pending.push(first);
+        let mut bytes = 0;
+        while pending.len() < MAX_BATCH_REQUESTS && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(request) => {
+                    bytes += request_bytes(&request);
+                    pending.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        commit(
+            store.as_ref(),
+            std::mem::take(&mut pending),
+            &mut committed_ids,
+        )
+        .await;
+    }
+    tracing::debug!("persistence writer drained and stopped");
+}
+
+fn request_bytes(request: &Request) -> usize {
+    match request {
+        Request::Append { data, .. } => data.len(),
+        Request::Compact { compaction, .. } => compaction.snapshot.len(),
+        Request::Barrier(_) => 0,
+    }
+}
+
+/// Commits one batch, retrying until the store takes it, then notifies everyone waiting on it.
+async fn commit(
+    store: &dyn Store,
+    requests: Vec<Request>,
+    committed_ids: &mut HashMap<DocId, i64>,
+) {
+    let mut batch = Batch::default();
+    // Per document: the last sequence number in this batch and whom to tell.
+    let mut notify: HashMap<DocId, (u64, Recipient<Durable>)> = HashMap::new();
+    let mut done = Vec::new();
+    for request in requests {
+        match request {
+            Request::Append {
+                doc,
+                data,
+                seq,
+                notify: recipient,
+            } => {
+                notify.insert(doc.clone(), (seq, recipient));
+                batch.appends.push(Append { doc, data });
+            }
+            Request::Compact {
+                mut compaction,
+                done: ack,
+            } => {
+                compaction.after_appends = batch.appends.len();
+                if let Some(id) = committed_ids.get(&compaction.doc) {
+                    compaction.covers_log_id = compaction.covers_log_id.max(*id);
+                }
+                batch.compactions.push(compaction);
+                done.extend(ack);
+            }
+            Request::Barrier(ack) => done.push(ack),
+        }
+    }
+
+    let committed = if batch.is_empty() {
+        Default::default()
+    } else {
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            let started = std::time::Instant::now();
+            match store.commit(&batch).await {
+                Ok(committed) => {
+                    tracing::trace!(
+                        appends = batch.appends.len(),
+                        compactions = batch.compactions.len(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
+                    break committed;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        appends = batch.appends.len(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "commit failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        }
+    };
+
+    for (doc, id) in &committed {
+        committed_ids.insert(doc.clone(), *id);
+    }
+    for compaction in &batch.compactions {
+        // Rows appended after the compaction in this batch are still in the log: keep tracking
+        // them, but forget documents whose log is now empty.
+        let later_append = batch
+            .appends
+            .iter()
+            .skip(compaction.after_appends)
+            .any(|a| a.doc == compaction.doc);
+        if !later_append {
+            committed_ids.remove(&compaction.doc);
+        }
+    }
+    for (doc, (seq, recipient)) in notify {
+        let max_log_id = committed.get(&doc).copied().unwrap_or(0);
+        recipient.do_send(Durable {
+            up_to_seq: seq,
+            max_log_id,
+        });
+    }
+    for ack in done {
+        // The requester may have given up waiting; the work is committed regardless.
+        let _ = ack.send(());
+    }
+}

@@ -1,0 +1,210 @@
+//! The registry: which documents are loaded, and by which actor.
+//!
+//! A document is loaded from the store before any client is answered. While it loads, further
+//! joiners wait for the same load. A failed load answers every waiter with an error and leaves
+//! nothing behind, so an empty document can never be created in place of stored data. Document
+//! actors are spread over one arbiter (thread) per core.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::document::{DocSettings, DocumentActor, build_doc};
+use super::messages::{Join, JoinError, Shutdown, ShutdownAll, Unloaded};
+use super::persist::PersistHandle;
+use crate::domain::DocId;
+use crate::store::{Store, StoredDoc};
+
+type Waiter = oneshot::Sender<Result<Addr<DocumentActor>, JoinError>>;
+
+enum Entry {
+    Loading(Vec<Waiter>),
+    Loaded(Addr<DocumentActor>),
+}
+
+/// Maps document ids to their actors.
+pub struct Registry {
+    docs: HashMap<DocId, Entry>,
+    store: Arc<dyn Store>,
+    persist: PersistHandle,
+    settings: Arc<DocSettings>,
+    arbiters: Vec<Arbiter>,
+    next_arbiter: usize,
+    shutting_down: bool,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>, persist: PersistHandle, settings: DocSettings) -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            docs: HashMap::new(),
+            store,
+            persist,
+            settings: Arc::new(settings),
+            arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
+            next_arbiter: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// Number of documents loaded or loading.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    fn start_load(&mut self, doc: DocId, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let persist = self.persist.clone();
+        let id = doc.clone();
+        let load = async move {
+            // Whatever an earlier instance of this document queued must be committed first,
+            // or this load would miss it.
+            persist
+                .barrier()
+                .await
+                .map_err(|e| tracing::error!(doc = %id, error = %e))?;
+            let stored = store
+                .load(&id)
+                .await
+                .map_err(|e| tracing::error!(doc = %id, error = %e, "loading failed"))?;
+            // Replaying a large document takes a while: keep it off the registry's thread.
+            actix_web::rt::task::spawn_blocking(move || {
+                let built = build_doc(&stored);
+                (built, stored)
+            })
+            .await
+            .map_err(|e| tracing::error!(doc = %id, error = %e, "loading panicked"))
+            .and_then(|(built, stored)| match built {
+                Ok(doc) => Ok((doc, stored)),
+                Err(e) => {
+                    tracing::error!(doc = %id, error = %e, "stored data does not decode");
+                    Err(())
+                }
+            })
+        };
+        ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
+            act.finish_load(doc, result, ctx);
+        }));
+    }
+
+    fn finish_load(
+        &mut self,
+        id: DocId,
+        result: Result<(yrs::Doc, StoredDoc), ()>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(Entry::Loading(waiters)) = self.docs.remove(&id) else {
+            return;
+        };
+        let answer = match result {
+            Ok(_) if self.shutting_down => Err(JoinError::ShuttingDown),
+            Ok((doc, stored)) => {
+                let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+                self.next_arbiter = self.next_arbiter.wrapping_add(1);
+                let (persist, registry, settings) =
+                    (self.persist.clone(), ctx.address(), self.settings.clone());
+                let actor_id = id.clone();
+                let addr = DocumentActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    DocumentActor::new(actor_id, doc, &stored, persist, registry, settings)
+                });
+                self.docs.insert(id, Entry::Loaded(addr.clone()));
+                Ok(addr)
+            }
+            Err(()) => Err(JoinError::LoadFailed),
+        };
+        for waiter in waiters {
+            let _ = waiter.send(answer.clone());
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Handler<Join> for Registry {
+    type Result = ResponseFuture<Result<Addr<DocumentActor>, JoinError>>;
+
+    /// Answers with the document's actor, loading the document first if needed.
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(async { Err(JoinError::ShuttingDown) });
+        }
+        match self.docs.get_mut(&msg.doc) {
+            Some(Entry::Loaded(addr)) if addr.connected() => {
+                let addr = addr.clone();
+                return Box::pin(async move { Ok(addr) });
+            }
+            Some(Entry::Loading(waiters)) => {
+                let (tx, rx) = oneshot::channel();
+                waiters.push(tx);
+                return Box::pin(async move { rx.await.unwrap_or(Err(JoinError::LoadFailed)) });
+            }
+            _ => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        self.docs.insert(msg.doc.clone(), Entry::Loading(vec![tx]));
+        self.start_load(msg.doc, ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(JoinError::LoadFailed)) })
+    }
+}
+
+impl Handler<Unloaded> for Registry {
+    type Result = ();
+
+    /// Forgets a document actor that is going away (if it is still the current one).
+    fn handle(&mut self, msg: Unloaded, _: &mut Context<Self>) {
+        if matches!(self.docs.get(&msg.doc), Some(Entry::Loaded(addr)) if *addr == msg.addr) {
+            self.docs.remove(&msg.doc);
+        }
+    }
+}
+
+impl Handler<ShutdownAll> for Registry {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Refuses new joins, then shuts every loaded document down and waits for them all.
+    fn handle(&mut self, _: ShutdownAll, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let docs: Vec<Addr<DocumentActor>> = self
+            .docs
+            .drain()
+            .filter_map(|(_, entry)| match entry {
+                Entry::Loaded(addr) => Some(addr),
+                Entry::Loading(waiters) => {
+                    for waiter in waiters {
+                        let _ = waiter.send(Err(JoinError::ShuttingDown));
+                    }
+                    None
+                }
+            })
+            .collect();
+        tracing::info!(
+            documents = docs.len(),
+            "flushing and compacting loaded documents"
+        );
+        let persist = self.persist.clone();
+        Box::pin(
+            async move {
+                futures_util::future::join_all(docs.iter().map(|addr| addr.send(Shutdown))).await;
+                // Documents that stopped on their own may still have writes queued.
+                let _ = persist.barrier().await;
+            }
+            .into_actor(self)
+            // Stopping drops the registry's writer handle, which lets the writer finish.
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}

@@ -1,0 +1,232 @@
+//! The session actor: one per WebSocket connection.
+//!
+//! It joins the document (which is loaded before anything is answered), decodes and checks each
+//! frame, forwards the messages to the document actor, and answers bad input with a close code
+//! and a reason. It never writes document frames itself: the document actor does, through the
+//! connection's bounded `Outbound` queue.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws::{CloseCode, Item, Message, ProtocolError};
+use bytes::{Bytes, BytesMut};
+
+use super::document::DocumentActor;
+use super::messages::{Inbound, Join, JoinError, SessionId, Subscribe, Unsubscribe};
+use super::outbound::Outbound;
+use super::registry::Registry;
+use crate::domain::DocId;
+use crate::sync::protocol::{FrameError, decode_frame};
+
+/// How often the server pings an idle client.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// A client not heard from (any frame, pong included) for this long is disconnected.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many times a join is retried when it races with the document unloading.
+const JOIN_ATTEMPTS: usize = 5;
+
+/// One WebSocket connection to one document.
+pub struct SessionActor {
+    id: SessionId,
+    doc_id: DocId,
+    registry: Addr<Registry>,
+    doc: Option<Addr<DocumentActor>>,
+    outbound: Outbound,
+    stream: Option<actix_ws::MessageStream>,
+    can_write: bool,
+    max_message_size: usize,
+    /// A binary message arriving in continuation frames, gathered until its last frame.
+    partial: Option<BytesMut>,
+    last_heard: Instant,
+}
+
+impl SessionActor {
+    pub fn new(
+        id: SessionId,
+        doc_id: DocId,
+        registry: Addr<Registry>,
+        outbound: Outbound,
+        stream: actix_ws::MessageStream,
+        max_message_size: usize,
+    ) -> Self {
+        Self {
+            id,
+            doc_id,
+            registry,
+            doc: None,
+            outbound,
+            stream: Some(stream),
+            can_write: true,
+            max_message_size,
+            partial: None,
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Closes the connection with a code and a reason, and stops.
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: impl Into<String>) {
+        let reason = reason.into();
+        tracing::debug!(session = self.id, doc = %self.doc_id, ?code, %reason, "closing");
+        self.outbound.close(code, reason);
+        ctx.stop();
+    }
+
+    /// Joins the document, retrying if it was unloading at that very moment.
+    async fn join(
+        registry: Addr<Registry>,
+        doc: DocId,
+        subscribe: impl Fn() -> Subscribe,
+    ) -> Result<Addr<DocumentActor>, JoinError> {
+        for _ in 0..JOIN_ATTEMPTS {
+            let addr = registry
+                .send(Join { doc: doc.clone() })
+                .await
+                .map_err(|_| JoinError::ShuttingDown)??;
+            if let Ok(Ok(())) = addr.send(subscribe()).await {
+                return Ok(addr);
+            }
+        }
+        Err(JoinError::LoadFailed)
+    }
+
+    fn handle_frame(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
+        let Some(doc) = self.doc.clone() else {
+            return;
+        };
+        match decode_frame(&frame) {
+            Ok(messages) => {
+                // Wait for the document to take this frame before reading the next: the
+                // socket's own flow control then bounds what a fast sender can queue.
+                let session = self.id;
+                ctx.wait(
+                    doc.send(Inbound { session, messages })
+                        .into_actor(self)
+                        .map(|result, act, ctx| {
+                            if result.is_err() {
+                                act.close(ctx, CloseCode::Error, "document unavailable; reconnect");
+                            }
+                        }),
+                );
+            }
+            Err(FrameError::Unsupported(kind)) => self.close(
+                ctx,
+                CloseCode::Unsupported,
+                format!("unsupported message type {kind}"),
+            ),
+            Err(FrameError::Malformed(why)) => self.close(ctx, CloseCode::Invalid, why),
+        }
+    }
+
+    fn handle_continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
+        let (chunk, last) = match item {
+            Item::FirstText(_) => {
+                return self.close(
+                    ctx,
+                    CloseCode::Unsupported,
+                    "text messages are not supported",
+                );
+            }
+            Item::FirstBinary(chunk) => {
+                if self.partial.is_some() {
+                    return self.close(ctx, CloseCode::Protocol, "unfinished fragmented message");
+                }
+                self.partial = Some(BytesMut::new());
+                (chunk, false)
+            }
+            Item::Continue(chunk) => (chunk, false),
+            Item::Last(chunk) => (chunk, true),
+        };
+        let Some(partial) = self.partial.as_mut() else {
+            return self.close(
+                ctx,
+                CloseCode::Protocol,
+                "continuation without a first frame",
+            );
+        };
+        if partial.len() + chunk.len() > self.max_message_size {
+            return self.close(ctx, CloseCode::Size, "message too big");
+        }
+        partial.extend_from_slice(&chunk);
+        if last && let Some(message) = self.partial.take() {
+            self.handle_frame(message.freeze(), ctx);
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (outbound, session, can_write) = (self.outbound.clone(), self.id, self.can_write);
+        let join = Self::join(self.registry.clone(), self.doc_id.clone(), move || {
+            Subscribe {
+                session,
+                outbound: outbound.clone(),
+                can_write,
+            }
+        });
+        // Nothing from the client is read until the document is loaded and subscribed.
+        ctx.wait(join.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok(addr) => {
+                act.doc = Some(addr);
+                if let Some(stream) = act.stream.take() {
+                    ctx.add_stream(stream.max_frame_size(act.max_message_size));
+                }
+                ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
+                    if act.last_heard.elapsed() > CLIENT_TIMEOUT {
+                        act.close(ctx, CloseCode::Away, "no response to pings");
+                    } else {
+                        act.outbound.ping();
+                    }
+                });
+            }
+            Err(JoinError::LoadFailed) => {
+                act.close(ctx, CloseCode::Error, "the document could not be loaded")
+            }
+            Err(JoinError::ShuttingDown) => {
+                act.close(ctx, CloseCode::Again, "server shutting down")
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(doc) = &self.doc {
+            doc.do_send(Unsubscribe { session: self.id });
+        }
+        tracing::debug!(session = self.id, doc = %self.doc_id, "session ended");
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(Message::Binary(frame)) => {
+                if self.partial.is_some() {
+                    return self.close(ctx, CloseCode::Protocol, "unfinished fragmented message");
+                }
+                self.handle_frame(frame, ctx);
+            }
+            Ok(Message::Continuation(item)) => self.handle_continuation(item, ctx),
+            Ok(Message::Text(_)) => self.close(
+                ctx,
+                CloseCode::Unsupported,
+                "text messages are not supported: send binary y-websocket messages",
+            ),
+            Ok(Message::Ping(payload)) => self.outbound.pong(payload),
+            Ok(Message::Pong(_) | Message::Nop) => {}
+            Ok(Message::Close(reason)) => {
+                tracing::debug!(session = self.id, ?reason, "client closed");
+                self.outbound.close(CloseCode::Normal, "bye");
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => self.close(ctx, CloseCode::Size, "message too big"),
+            Err(ProtocolError::Io(_)) => ctx.stop(),
+            Err(error) => self.close(ctx, CloseCode::Protocol, error.to_string()),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,77 @@
+//! HTTP errors as RFC 9457 problem details (`application/problem+json`).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::InvalidDocId;
+
+/// Every error an HTTP handler returns.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid document name: {0}")]
+    InvalidDocId(#[from] InvalidDocId),
+    #[error("expected a WebSocket upgrade request: {0}")]
+    NotWebSocket(String),
+    #[error("the store is not reachable")]
+    NotReady,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The problem document; `type` is stable and names the kind of error.
+#[derive(Debug, Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+}
+
+impl ApiError {
+    fn kind_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            ApiError::InvalidDocId(_) => {
+                ("/problems/invalid-document-name", "Invalid document name")
+            }
+            ApiError::NotWebSocket(_) => (
+                "/problems/not-a-websocket-request",
+                "Not a WebSocket request",
+            ),
+            ApiError::NotReady => ("/problems/not-ready", "Not ready"),
+            ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidDocId(_) | ApiError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let (kind, title) = self.kind_and_title();
+        let detail = match self {
+            // Internal details go to the log, not to the client.
+            ApiError::Internal(error) => {
+                tracing::error!(error = ?error, "request failed");
+                "the server could not complete the request".to_string()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(status)
+            .content_type("application/problem+json")
+            .json(Problem {
+                kind,
+                title,
+                status: status.as_u16(),
+                detail,
+            })
+    }
+}

@@ -1,0 +1,22 @@
+//! Tandem: a self-hostable real-time collaborative editing server for Yjs clients.
+//!
+//! # Layout
+//! - [`config`] — settings from flags and environment.
+//! - [`startup`] — wiring and the shutdown order.
+//! - [`routes`] — HTTP handlers (health probes, the WebSocket upgrade).
+//! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
+//! - [`sync`] — the y-websocket protocol without transport, and input validation.
+//! - [`store`] — the storage trait and its SQLite and Postgres backends.
+//! - [`domain`] — validated values such as document names.
+//! - [`error`] — HTTP errors as problem JSON.
+//! - [`telemetry`] — log output.
+
+pub mod collab;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod sync;
+pub mod telemetry;

@@ -1,0 +1,203 @@
+//! Building and running the application: store, writer, registry, HTTP server, and the order in
+//! which they shut down.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::collab::Registry;
+use crate::collab::document::DocSettings;
+use crate::collab::messages::ShutdownAll;
+use crate::collab::persist::PersistHandle;
+use crate::config::Settings;
+use crate::routes;
+use crate::store::{self, Store};
+
+/// How long open HTTP connections get to finish once documents are flushed.
+const HTTP_SHUTDOWN_TIMEOUT: u64 = 5;
+/// Upper bound on flushing and compacting every document at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Addr<Registry>,
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    next_session: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    /// A process-unique id for a new connection.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+/// Asks a running application to shut down as SIGTERM would.
+#[derive(Clone)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    writer: tokio::task::JoinHandle<()>,
+    persist: PersistHandle,
+    shutdown: (watch::Sender<bool>, watch::Receiver<bool>),
+}
+
+impl Application {
+    /// Connects the store (migrating it), starts the writer and the registry, and binds the port
+    /// (port 0 picks a free one). Must run inside an actix system.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::connect(&settings.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "Failed to open the store at {}",
+                    store::redact(&settings.database_url)
+                )
+            })?;
+        let (persist, writer) = PersistHandle::start(store.clone());
+        let registry = Registry::new(
+            store.clone(),
+            persist.clone(),
+            DocSettings {
+                idle_unload_delay: settings.idle_unload_delay,
+                compact_after_updates: settings.compact_after_updates.max(1),
+                compact_after_bytes: settings.compact_after_bytes.max(1),
+            },
+        )
+        .start();
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("Failed to bind {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            registry,
+            store,
+            settings: Arc::new(settings),
+            next_session: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .app_data(app_state.clone())
+                .service(routes::health::healthz)
+                .service(routes::health::readyz)
+                .service(routes::ws::connect)
+        })
+        .disable_signals()
+        .shutdown_timeout(HTTP_SHUTDOWN_TIMEOUT)
+        .listen(listener)?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            state,
+            writer,
+            persist,
+            shutdown: watch::channel(false),
+        })
+    }
+
+    /// The port actually bound.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that shuts the application down like SIGTERM (for embedding and tests).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger(self.shutdown.0.clone())
+    }
+
+    /// Serves until SIGTERM, SIGINT or the trigger; then stops accepting, closes sessions with
+    /// 1001, flushes and compacts every document, and returns.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            state,
+            writer,
+            persist,
+            shutdown: (_keep_sender, mut trigger),
+            ..
+        } = self;
+        let handle = server.handle();
+        let serving = actix_web::rt::spawn(server);
+        tokio::select! {
+            reason = wait_for_signal() => tracing::info!(signal = reason, "shutting down"),
+            _ = trigger.wait_for(|stop| *stop) => tracing::info!("shutdown requested"),
+        }
+        stop(handle, &state, persist, writer).await;
+        serving.await.context("Failed to join the HTTP server")??;
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn stop(
+    handle: ServerHandle,
+    state: &AppState,
+    persist: PersistHandle,
+    writer: tokio::task::JoinHandle<()>,
+) {
+    state.shutting_down.store(true, Ordering::Relaxed);
+    handle.pause().await;
+    match tokio::time::timeout(FLUSH_TIMEOUT, state.registry.send(ShutdownAll)).await {
+        Ok(Ok(())) => tracing::info!("all documents flushed"),
+        Ok(Err(error)) => tracing::error!(%error, "registry unavailable at shutdown"),
+        Err(_) => tracing::error!("flushing documents timed out; some updates may be unsaved"),
+    }
+    handle.stop(true).await;
+    // With the registry and its documents stopped, this was the last handle: the writer drains
+    // whatever is left and ends.
+    drop(persist);
+    if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
+        tracing::error!("the persistence writer did not finish in time");
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "ctrl-c"
+}

@@ -1,0 +1,183 @@
+//! Durable storage of documents: one narrow trait, two backends over sqlx.
+//!
+//! A document is kept as an optional snapshot (its full Yjs state as of the last compaction) plus
+//! an append-only log of the updates received since. Loading applies the snapshot and then the
+//! log. Every write goes through [`Store::commit`], one transaction per batch, so that the
+//! persistence writer can group the updates of all documents into a single commit.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::DocId;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// A failed store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names no backend we support.
+    #[error("unsupported database URL scheme in {0:?}: use sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+    /// Anything the database or the driver reported.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed at start-up.
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Other failures with context (for example creating the SQLite directory).
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// What the store holds for one document.
+#[derive(Debug, Default)]
+pub struct StoredDoc {
+    /// Full state as of the last compaction, if any.
+    pub snapshot: Option<Vec<u8>>,
+    /// Log rows written after the snapshot, oldest first.
+    pub updates: Vec<Vec<u8>>,
+    /// Highest log row id belonging to this document (0 when none was ever written).
+    pub max_log_id: i64,
+}
+
+impl StoredDoc {
+    /// Bytes of the log that a compaction would fold into the snapshot.
+    pub fn log_bytes(&self) -> usize {
+        self.updates.iter().map(Vec::len).sum()
+    }
+}
+
+/// One update to append to a document's log.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub doc: DocId,
+    pub data: Bytes,
+}
+
+/// Replace a document's snapshot and drop the log rows it covers.
+///
+/// The snapshot contains every update of `doc` appended before it was requested: rows already
+/// committed (up to `covers_log_id`) and the first `after_appends` appends of the same batch.
+/// Appends later in the batch came after the snapshot was taken, and stay in the log.
+#[derive(Debug, Clone)]
+pub struct Compaction {
+    pub doc: DocId,
+    pub snapshot: Vec<u8>,
+    /// Log rows of `doc` with an id up to and including this one are contained in `snapshot`.
+    pub covers_log_id: i64,
+    /// How many of the batch's appends were requested before this compaction.
+    pub after_appends: usize,
+}
+
+impl Compaction {
+    /// The highest log id this compaction covers, given the ids the batch's appends received
+    /// (in the order of `Batch::appends`).
+    pub fn covered_id(&self, appends: &[Append], ids: &[i64]) -> i64 {
+        appends
+            .iter()
+            .zip(ids)
+            .take(self.after_appends)
+            .filter(|(append, _)| append.doc == self.doc)
+            .map(|(_, id)| *id)
+            .fold(self.covers_log_id, i64::max)
+    }
+}
+
+/// Everything one transaction writes.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub appends: Vec<Append>,
+    pub compactions: Vec<Compaction>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.appends.is_empty() && self.compactions.is_empty()
+    }
+}
+
+/// What a committed batch assigned: for each document that got appends, its highest new log id.
+pub type Committed = HashMap<DocId, i64>;
+
+/// The operations the server needs from a database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Reads a document's snapshot and log. A document never written is `StoredDoc::default()`.
+    async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError>;
+
+    /// Writes a batch in one transaction: all of it or none of it.
+    async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError>;
+
+    /// Number of log rows a document has (operators and tests use it to watch compaction).
+    async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;
+
+    /// Cheap round trip that tells whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Closes the pool, waiting for connections in use.
+    async fn close(&self);
+}
+
+/// Opens the backend named by the URL scheme and brings its schema up to date.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact(url)))
+    }
+}
+
+/// Current time as Unix epoch milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A database URL with any password replaced, safe for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://tandem:s3cret@db:5432/tandem"),
+            "postgres://tandem:***@db:5432/tandem"
+        );
+        assert_eq!(
+            redact("postgres://root@localhost/x"),
+            "postgres://root@localhost/x"
+        );
+        assert_eq!(redact("sqlite://data/tandem.db"), "sqlite://data/tandem.db");
+    }
+}

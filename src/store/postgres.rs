@@ -1,0 +1,163 @@
+//! Postgres backend: the production store.
+//!
+//! Durability relies on Postgres' default `synchronous_commit = on`. A batch's appends go in as
+//! one multi-row `INSERT … SELECT FROM UNNEST(…)`, so a commit costs a few round trips however
+//! many updates it carries.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+
+use super::{Batch, Committed, StoreError, StoredDoc, now_ms};
+use crate::domain::DocId;
+
+/// Pool size: one writer plus concurrent document loads and health checks.
+const MAX_CONNECTIONS: u32 = 10;
+/// How long a caller waits for a free connection before the operation fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store in a Postgres database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and migrates.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl super::Store for PostgresStore {
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
+        // REPEATABLE READ so the snapshot and the log are seen at the same instant.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let head = sqlx::query("SELECT snapshot, snapshot_log_id FROM documents WHERE id = $1")
+            .bind(doc.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (snapshot, snapshot_log_id) = match head {
+            Some(row) => (
+                row.try_get::<Option<Vec<u8>>, _>(0)?,
+                row.try_get::<i64, _>(1)?,
+            ),
+            None => (None, 0),
+        };
+        let rows =
+            sqlx::query("SELECT id, data FROM updates WHERE doc_id = $1 AND id > $2 ORDER BY id")
+                .bind(doc.as_str())
+                .bind(snapshot_log_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let mut stored = StoredDoc {
+            snapshot,
+            updates: Vec::with_capacity(rows.len()),
+            max_log_id: snapshot_log_id,
+        };
+        for row in rows {
+            stored.max_log_id = stored.max_log_id.max(row.try_get::<i64, _>(0)?);
+            stored.updates.push(row.try_get::<Vec<u8>, _>(1)?);
+        }
+        Ok(stored)
+    }
+
+    #[tracing::instrument(skip_all, fields(appends = batch.appends.len(), compactions = batch.compactions.len()))]
+    async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+        let now = now_ms();
+        let mut committed = Committed::new();
+        let mut ids = Vec::with_capacity(batch.appends.len());
+        let mut tx = self.pool.begin().await?;
+        if !batch.appends.is_empty() {
+            let mut docs: Vec<&str> = batch.appends.iter().map(|a| a.doc.as_str()).collect();
+            let data: Vec<&[u8]> = batch.appends.iter().map(|a| a.data.as_ref()).collect();
+            let rows = sqlx::query(
+                "INSERT INTO updates (doc_id, data) \
+                 SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id",
+            )
+            .bind(&docs)
+            .bind(&data)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                ids.push(row.try_get::<i64, _>(0)?);
+            }
+            // The single writer inserts the rows in array order and the sequence hands out
+            // increasing ids, so sorted ids line up with `batch.appends`.
+            ids.sort_unstable();
+            for (append, id) in batch.appends.iter().zip(&ids) {
+                let max = committed.entry(append.doc.clone()).or_insert(*id);
+                *max = (*max).max(*id);
+            }
+            docs.sort_unstable();
+            docs.dedup();
+            sqlx::query(
+                "INSERT INTO documents (id, created_at, updated_at) \
+                 SELECT d, $2, $2 FROM UNNEST($1::text[]) AS d \
+                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
+            )
+            .bind(&docs)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for compaction in &batch.compactions {
+            let covered = compaction.covered_id(&batch.appends, &ids);
+            // A snapshot that covers fewer log rows than the stored one (written by a document
+            // instance that has since been reloaded) must not replace it: the rows it lacks may
+            // already be deleted.
+            sqlx::query(
+                "INSERT INTO documents (id, created_at, updated_at, snapshot, snapshot_log_id) \
+                 VALUES ($1, $2, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, \
+                 snapshot_log_id = excluded.snapshot_log_id \
+                 WHERE excluded.snapshot_log_id >= documents.snapshot_log_id",
+            )
+            .bind(compaction.doc.as_str())
+            .bind(now)
+            .bind(compaction.snapshot.as_slice())
+            .bind(covered)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM updates WHERE doc_id = $1 AND id <= $2")
+                .bind(compaction.doc.as_str())
+                .bind(covered)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(committed)
+    }
+
+    async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM updates WHERE doc_id = $1")
+                .bind(doc.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,263 @@
+//! Decoding client frames and encoding server frames.
+//!
+//! A frame holds one or more y-websocket messages (stock clients send exactly one). Everything a
+//! client sends is checked here before yrs sees it: client ids must fit in 53 bits, nesting is
+//! bounded, and a message cut short is an error rather than the end of the frame.
+
+use bytes::Bytes;
+use yrs::encoding::read::{Cursor, Read};
+use yrs::encoding::write::Write;
+use yrs::sync::protocol::{
+    MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC, MSG_SYNC_STEP_1, MSG_SYNC_STEP_2,
+    MSG_SYNC_UPDATE, PERMISSION_DENIED,
+};
+use yrs::updates::decoder::Decode;
+use yrs::{StateVector, Update};
+
+use super::validate::{self, AwarenessEntry, Invalid};
+
+/// A message from a client, checked and decoded.
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// The client's state vector: it wants what it lacks.
+    SyncStep1(StateVector),
+    /// Document changes, from a SyncStep2 (answer to our SyncStep1) or an Update message.
+    Update(IncomingUpdate),
+    /// Presence states the client sets or clears.
+    Awareness(Vec<AwarenessEntry>),
+    /// The client asks for every presence state we know.
+    AwarenessQuery,
+    /// An auth message; the server decides access at the upgrade, so this one is ignored.
+    Auth,
+}
+
+/// A validated document update as received.
+#[derive(Debug)]
+pub struct IncomingUpdate {
+    /// The decoded update, ready to apply.
+    pub update: Update,
+    /// The raw v1 update bytes: what is stored.
+    pub raw: Bytes,
+    /// The frame to relay to subscribers: an Update message carrying `raw`. When the client sent
+    /// an Update message this is a slice of its own frame, so relaying copies nothing.
+    pub relay: Bytes,
+}
+
+/// Why a frame was refused, and so how the connection is closed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// A message type the server does not speak (close 1003).
+    #[error("unsupported message type {0}")]
+    Unsupported(u64),
+    /// Undecodable, truncated, or unacceptable content (close 1007).
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl From<Invalid> for FrameError {
+    fn from(e: Invalid) -> Self {
+        FrameError::Malformed(e.to_string())
+    }
+}
+
+impl From<yrs::encoding::read::Error> for FrameError {
+    fn from(e: yrs::encoding::read::Error) -> Self {
+        FrameError::Malformed(e.to_string())
+    }
+}
+
+/// Decodes every message in a binary frame. All or nothing: one bad message refuses the frame.
+pub fn decode_frame(frame: &Bytes) -> Result<Vec<ClientMessage>, FrameError> {
+    let mut cursor = Cursor::new(frame);
+    let mut messages = Vec::with_capacity(1);
+    if !cursor.has_content() {
+        return Err(FrameError::Malformed("empty frame".into()));
+    }
+    while cursor.has_content() {
+        let start = cursor.next;
+        let tag: u64 = cursor.read_var()?;
+        let message = match tag {
+            t if t == u64::from(MSG_SYNC) => decode_sync(&mut cursor, frame, start)?,
+            t if t == u64::from(MSG_AWARENESS) => {
+                let payload = cursor.read_buf()?;
+                ClientMessage::Awareness(validate::parse_awareness_v1(payload)?)
+            }
+            t if t == u64::from(MSG_AUTH) => {
+                // Body: a permission varUint and, for a denial, a reason string.
+                let permission: u64 = cursor.read_var()?;
+                if permission == u64::from(PERMISSION_DENIED) {
+                    cursor.read_string()?;
+                }
+                ClientMessage::Auth
+            }
+            t if t == u64::from(MSG_QUERY_AWARENESS) => ClientMessage::AwarenessQuery,
+            other => return Err(FrameError::Unsupported(other)),
+        };
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+fn decode_sync(
+    cursor: &mut Cursor<'_>,
+    frame: &Bytes,
+    start: usize,
+) -> Result<ClientMessage, FrameError> {
+    let kind: u64 = cursor.read_var()?;
+    // The payload's position in the frame is needed to relay it without copying.
+    let len = usize::try_from(cursor.read_var::<u32>()?).unwrap_or(usize::MAX);
+    let payload_start = cursor.next;
+    let end = payload_start
+        .checked_add(len)
+        .filter(|&end| end <= frame.len())
+        .ok_or_else(|| FrameError::Malformed("message truncated".into()))?;
+    cursor.next = end;
+    let payload = &frame[payload_start..end];
+    match kind {
+        k if k == u64::from(MSG_SYNC_STEP_1) => {
+            validate::check_state_vector_v1(payload)?;
+            Ok(ClientMessage::SyncStep1(StateVector::decode_v1(payload)?))
+        }
+        k if k == u64::from(MSG_SYNC_STEP_2) || k == u64::from(MSG_SYNC_UPDATE) => {
+            validate::check_update_v1(payload)?;
+            let update = Update::decode_v1(payload)?;
+            let raw = frame.slice(payload_start..end);
+            let relay = if k == u64::from(MSG_SYNC_UPDATE) {
+                frame.slice(start..end)
+            } else {
+                encode_update(&raw)
+            };
+            Ok(ClientMessage::Update(IncomingUpdate { update, raw, relay }))
+        }
+        other => Err(FrameError::Malformed(format!(
+            "unknown sync message type {other}"
+        ))),
+    }
+}
+
+/// `[sync, step1, state vector]`: what the server has, so the client sends what it lacks.
+pub fn encode_sync_step1(sv: &StateVector) -> Bytes {
+    use yrs::updates::encoder::Encode;
+    let sv = sv.encode_v1();
+    sync_frame(MSG_SYNC_STEP_1, &sv)
+}
+
+/// `[sync, step2, update]`: the answer to a client's SyncStep1.
+pub fn encode_sync_step2(update: &[u8]) -> Bytes {
+    sync_frame(MSG_SYNC_STEP_2, update)
+}
+
+/// `[sync, update, update]`: a change relayed to subscribers.
+pub fn encode_update(update: &[u8]) -> Bytes {
+    sync_frame(MSG_SYNC_UPDATE, update)
+}
+
+/// `[awareness, payload]` where the payload is an encoded awareness update.
+pub fn encode_awareness(payload: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(payload.len() + 6);
+    buf.write_var(MSG_AWARENESS);
+    buf.write_buf(payload);
+    Bytes::from(buf)
+}
+
+fn sync_frame(kind: u8, payload: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(payload.len() + 8);
+    buf.write_var(MSG_SYNC);
+    buf.write_var(kind);
+    buf.write_buf(payload);
+    Bytes::from(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::encoder::Encode;
+    use yrs::{Doc, GetString, ReadTxn, Text, Transact};
+
+    fn update_with_text(s: &str) -> Vec<u8> {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("content");
+        let mut txn = doc.transact_mut();
+        text.insert(&mut txn, 0, s);
+        txn.encode_update_v1()
+    }
+
+    #[test]
+    fn an_update_message_is_relayed_as_the_same_bytes() {
+        let update = update_with_text("hello");
+        let frame = encode_update(&update);
+        let messages = decode_frame(&frame).expect("valid frame");
+        let [ClientMessage::Update(incoming)] = messages.as_slice() else {
+            panic!("expected one update, got {messages:?}");
+        };
+        assert_eq!(incoming.raw.as_ref(), update.as_slice());
+        assert_eq!(incoming.relay, frame);
+    }
+
+    #[test]
+    fn a_sync_step2_is_relayed_as_an_update_message() {
+        let update = update_with_text("hi");
+        let messages = decode_frame(&encode_sync_step2(&update)).expect("valid frame");
+        let [ClientMessage::Update(incoming)] = messages.as_slice() else {
+            panic!("expected one update, got {messages:?}");
+        };
+        assert_eq!(incoming.relay, encode_update(&update));
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("content");
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&incoming.raw).expect("decodes"))
+            .expect("applies");
+        assert_eq!(text.get_string(&doc.transact()), "hi");
+    }
+
+    #[test]
+    fn several_messages_in_one_frame_are_all_decoded() {
+        let mut frame = encode_sync_step1(&Doc::new().transact().state_vector()).to_vec();
+        frame.extend_from_slice(&[MSG_QUERY_AWARENESS]);
+        let messages = decode_frame(&Bytes::from(frame)).expect("valid frame");
+        assert!(matches!(
+            messages.as_slice(),
+            [ClientMessage::SyncStep1(_), ClientMessage::AwarenessQuery]
+        ));
+    }
+
+    #[test]
+    fn a_truncated_message_is_malformed() {
+        let frame = encode_update(&update_with_text("truncate me"));
+        for len in 1..frame.len() {
+            let cut = frame.slice(..len);
+            assert!(
+                matches!(decode_frame(&cut), Err(FrameError::Malformed(_))),
+                "prefix of {len} bytes was accepted"
+            );
+        }
+        assert!(matches!(
+            decode_frame(&Bytes::new()),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn an_unknown_message_type_is_unsupported() {
+        assert_eq!(
+            decode_frame(&Bytes::from_static(&[7, 1, 2])).err(),
+            Some(FrameError::Unsupported(7))
+        );
+    }
+
+    #[test]
+    fn a_client_id_beyond_53_bits_is_malformed() {
+        // State vector with one entry: client 2^53, clock 1.
+        let mut sv = Vec::new();
+        sv.write_var(1u32);
+        sv.write_var(1u64 << 53);
+        sv.write_var(1u32);
+        let frame = sync_frame(MSG_SYNC_STEP_1, &sv);
+        assert!(matches!(
+            decode_frame(&frame),
+            Err(FrameError::Malformed(_))
+        ));
+        let ok = StateVector::default().encode_v1();
+        assert!(decode_frame(&sync_frame(MSG_SYNC_STEP_1, &ok)).is_ok());
+    }
+}

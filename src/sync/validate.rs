@@ -1,0 +1,1367 @@
+//! Pre-decode validation of untrusted Yjs (lib0 v1) payloads.
+//!
+//! This module owns the question "is it safe to hand these bytes to yrs?" for the three
+//! payload kinds a y-websocket peer can send us: document updates, state vectors and
+//! awareness updates. It walks the bytes with exactly the layout yrs 0.28.1 decodes, but
+//! builds nothing, and refuses input that would make yrs misbehave:
+//!
+//! * client ids of 2^53 or more: yrs's `ClientID::new` carries a `debug_assert!` on that bound,
+//!   so such an id panics a debug build and is silently masked to a different client in a
+//!   release build;
+//! * `Any` values nested deeper than [`MAX_ANY_DEPTH`]: `Any::decode` recurses without a limit,
+//!   and on a 2 MiB thread stack (tokio's default) about 2 KB of nesting overflows it in a debug
+//!   build and about 20 KB in a release build, which aborts the whole process;
+//! * per-client clocks that overflow `u32` (`Update::decode` adds block lengths to a `u32`
+//!   clock; delete-set ranges compute `clock + len`), which panics a debug build;
+//! * signed var-ints that yrs's `read_var::<i64>` decodes with an over-wide shift or an
+//!   overflowing negation (both panic a debug build);
+//! * truncated or otherwise malformed input, which yrs would refuse too.
+//!
+//! Every count read from the input is only a loop bound: nothing is pre-allocated from it and
+//! each iteration consumes at least one byte, so a huge declared count behind a short payload
+//! fails at the first missing byte. A payload this module accepts therefore also bounds the
+//! memory yrs reserves from those counts to a small multiple of its length.
+//!
+//! The walk follows yrs rather than the Yjs spec where the two differ (for example yrs reads
+//! `len + 1` strings for JSON content), because yrs is what will decode the bytes next. Like
+//! yrs, bytes left over after a complete payload are ignored.
+
+use std::fmt;
+use yrs::encoding::read::{Cursor, Error as ReadError, Read};
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalid {
+    /// The payload ended before a complete value could be read.
+    Truncated,
+    /// The payload breaks the lib0 v1 layout; the text names what was wrong.
+    Malformed(&'static str),
+    /// A client id above [`MAX_CLIENT_ID`].
+    ClientIdTooLarge(u64),
+    /// `Any` arrays/maps nested deeper than [`MAX_ANY_DEPTH`].
+    TooDeep,
+    /// A clock that would overflow `u32`.
+    ClockOverflow,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Invalid::Truncated => f.write_str("payload is truncated"),
+            Invalid::Malformed(what) => write!(f, "malformed payload: {what}"),
+            Invalid::ClientIdTooLarge(id) => {
+                write!(f, "client id {id} exceeds the 53-bit limit")
+            }
+            Invalid::TooDeep => write!(f, "values nested deeper than {MAX_ANY_DEPTH} levels"),
+            Invalid::ClockOverflow => f.write_str("clock overflows 32 bits"),
+        }
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Largest client id yrs can represent (2^53 - 1, JavaScript's largest safe integer).
+pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+/// Deepest nesting of `Any` arrays/maps accepted; a top-level array or map counts as one.
+pub const MAX_ANY_DEPTH: usize = 64;
+
+// Block info byte layout, as yrs's `Update::decode_block` reads it.
+const HAS_ORIGIN: u8 = 0x80;
+const HAS_RIGHT_ORIGIN: u8 = 0x40;
+const HAS_PARENT_SUB: u8 = 0x20;
+const CONTENT_REF_MASK: u8 = 0x0F;
+const BLOCK_GC: u8 = 0;
+const BLOCK_SKIP: u8 = 10;
+
+/// Maps yrs's primitive read errors onto ours.
+fn read_error(e: ReadError) -> Invalid {
+    match e {
+        ReadError::EndOfBuffer(_) => Invalid::Truncated,
+        ReadError::InvalidVarInt => Invalid::Malformed("var-int longer than yrs allows"),
+        _ => Invalid::Malformed("unreadable value"),
+    }
+}
+
+/// A bounds-checked reader. Var-ints go through yrs's own readers so that values (including
+/// yrs's wrap-around of over-long `u32` var-ints) come out exactly as yrs will see them; byte
+/// runs are sliced here with checked arithmetic instead of `Cursor::read_exact`, whose
+/// `next + len` is unchecked.
+struct Reader<'a> {
+    cur: Cursor<'a>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader {
+            cur: Cursor::new(buf),
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, Invalid> {
+        self.cur.read_u8().map_err(read_error)
+    }
+
+    fn var_u32(&mut self) -> Result<u32, Invalid> {
+        self.cur.read_var::<u32>().map_err(read_error)
+    }
+
+    fn var_u64(&mut self) -> Result<u64, Invalid> {
+        self.cur.read_var::<u64>().map_err(read_error)
+    }
+
+    fn bytes(&mut self, len: usize) -> Result<&'a [u8], Invalid> {
+        let buf: &'a [u8] = self.cur.buf;
+        let start = self.cur.next;
+        let end = start.checked_add(len).ok_or(Invalid::Truncated)?;
+        let out = buf.get(start..end).ok_or(Invalid::Truncated)?;
+        self.cur.next = end;
+        Ok(out)
+    }
+
+    /// lib0 `varUint8Array`: a `u32` var-int length, then that many bytes.
+    fn buf(&mut self) -> Result<&'a [u8], Invalid> {
+        let len = self.var_u32()?;
+        let len = usize::try_from(len).map_err(|_| Invalid::Truncated)?;
+        self.bytes(len)
+    }
+
+    /// lib0 `varString`; yrs refuses invalid UTF-8, so do we.
+    fn string(&mut self) -> Result<&'a str, Invalid> {
+        std::str::from_utf8(self.buf()?).map_err(|_| Invalid::Malformed("invalid UTF-8"))
+    }
+
+    /// A client id, read as yrs reads it (a `u64` var-int) and held to the 53-bit bound.
+    fn client(&mut self) -> Result<u64, Invalid> {
+        let client = self.var_u64()?;
+        if client > MAX_CLIENT_ID {
+            return Err(Invalid::ClientIdTooLarge(client));
+        }
+        Ok(client)
+    }
+
+    /// An `ID`: client, then a `u32` clock.
+    fn id(&mut self) -> Result<(), Invalid> {
+        self.client()?;
+        self.var_u32()?;
+        Ok(())
+    }
+
+    /// lib0 signed var-int, consumed the way yrs's `read_var::<i64>` consumes it. yrs shifts
+    /// each 7-bit group into place before checking its length cap, so an 11th byte is shifted
+    /// by 69 bits, and it negates the result, which overflows for `i64::MIN`: both panic in a
+    /// debug build, so both are refused here. Bits pushed past bit 63 by a shift of 62 are
+    /// dropped silently by yrs (`<<` does not check them), and so they are here.
+    fn var_i64(&mut self) -> Result<(), Invalid> {
+        let first = self.u8()?;
+        let negative = first & 0x40 != 0;
+        let mut num = i64::from(first & 0x3F);
+        let mut shift = 6u32;
+        let mut byte = first;
+        while byte & 0x80 != 0 {
+            if shift >= i64::BITS {
+                return Err(Invalid::Malformed("signed var-int too long"));
+            }
+            byte = self.u8()?;
+            num |= i64::from(byte & 0x7F) << shift;
+            shift += 7;
+        }
+        if negative && num == i64::MIN {
+            return Err(Invalid::Malformed("signed var-int out of range"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a lib0 v1-encoded Yjs update before it is given to `yrs::Update::decode_v1`.
+///
+/// Accepts exactly what yrs 0.28.1 decodes without error or debug-build panic, except that
+/// it is stricter on `Any` nesting ([`MAX_ANY_DEPTH`]) and on over-long signed var-ints, and
+/// does not parse the JSON text of embed/format content (yrs parses it with serde_json, which
+/// has its own depth limit, and returns an error on bad syntax). Bytes after the delete set
+/// are ignored, as yrs ignores them.
+pub fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
+    let mut r = Reader::new(update);
+    let clients = r.var_u32()?;
+    for _ in 0..clients {
+        let blocks = r.var_u32()?;
+        r.client()?;
+        // yrs starts each client section at the header clock and adds every decoded block's
+        // length with a plain `u32 +=`, including after the last block.
+        let mut clock = r.var_u32()?;
+        for _ in 0..blocks {
+            let len = check_block(&mut r)?;
+            clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
+        }
+    }
+    check_delete_set(&mut r)
+}
+
+/// Checks a v1-encoded state vector (the SyncStep1 payload) before `StateVector::decode_v1`.
+/// Bytes after the last entry are ignored, as yrs ignores them.
+pub fn check_state_vector_v1(sv: &[u8]) -> Result<(), Invalid> {
+    let mut r = Reader::new(sv);
+    let entries = r.var_u32()?;
+    for _ in 0..entries {
+        r.client()?;
+        r.var_u32()?;
+    }
+    Ok(())
+}
+
+/// One client's entry in an awareness update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwarenessEntry {
+    /// The client id, at most [`MAX_CLIENT_ID`].
+    pub client: u64,
+    /// The client's awareness clock.
+    pub clock: u32,
+    /// The client's state as JSON text; not parsed here (`"null"` means the client left).
+    pub json: String,
+}
+
+/// Parses one awareness update payload (the bytes inside the awareness message's
+/// `varBytes`): a var-int count, then per entry a client id, a `u32` clock and a JSON string.
+///
+/// Entries come back in wire order, duplicates included (yrs keeps the last one per client).
+/// Bytes after the last entry are ignored, as yrs ignores them.
+pub fn parse_awareness_v1(payload: &[u8]) -> Result<Vec<AwarenessEntry>, Invalid> {
+    let mut r = Reader::new(payload);
+    // yrs reads this count as a `usize` var-int, i.e. a full u64 on 64-bit targets.
+    let count = r.var_u64()?;
+    // Grown per entry rather than reserved from `count`: each entry costs at least 3 bytes
+    // of input, so the vector can never outgrow the payload.
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let client = r.client()?;
+        let clock = r.var_u32()?;
+        let json = r.string()?.to_owned();
+        entries.push(AwarenessEntry {
+            client,
+            clock,
+            json,
+        });
+    }
+    Ok(entries)
+}
+
+/// Walks one block as `Update::decode_block` reads it and returns the length yrs adds to the
+/// running clock for it (0 for the empty items yrs drops).
+fn check_block(r: &mut Reader<'_>) -> Result<u32, Invalid> {
+    let info = r.u8()?;
+    // yrs matches the whole info byte here, so a GC/Skip number with any flag bit set is
+    // decoded as an item (whose content ref is then unknown and refused below).
+    if info == BLOCK_GC || info == BLOCK_SKIP {
+        let len = r.var_u32()?;
+        if len == 0 {
+            return Err(Invalid::Malformed("empty block"));
+        }
+        return Ok(len);
+    }
+    if info & HAS_ORIGIN != 0 {
+        r.id()?;
+    }
+    if info & HAS_RIGHT_ORIGIN != 0 {
+        r.id()?;
+    }
+    // Without either origin the item carries its own parent (and optional parent sub key).
+    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
+        // yrs reads the parent kind as a var-int and treats only 1 as "named root type".
+        if r.var_u32()? == 1 {
+            r.string()?;
+        } else {
+            r.id()?;
+        }
+        if info & HAS_PARENT_SUB != 0 {
+            r.string()?;
+        }
+    }
+    check_content(r, info & CONTENT_REF_MASK)
+}
+
+/// Walks item content as `ItemContent::decode` reads it and returns its length as
+/// `ItemContent::len_utf16` computes it: yrs measures block lengths in UTF-16 units whatever
+/// the document's offset kind.
+fn check_content(r: &mut Reader<'_>, content_ref: u8) -> Result<u32, Invalid> {
+    match content_ref {
+        // Deleted: just a length; 0 makes yrs drop the item without advancing the clock.
+        1 => r.var_u32(),
+        // JSON: yrs counts with an `i32` and reads strings while it is >= 0, i.e. len + 1 of
+        // them. A length of 2^31 or more is negative as i32 and yrs fails to reserve for it.
+        2 => {
+            let len = r.var_u32()?;
+            if i32::try_from(len).is_err() {
+                return Err(Invalid::Malformed("JSON content count out of range"));
+            }
+            for _ in 0..=len {
+                r.string()?;
+            }
+            // len < 2^31 here, so this cannot overflow.
+            Ok(len + 1)
+        }
+        // Binary.
+        3 => r.buf().map(|_| 1),
+        // String: length in UTF-16 code units, as yrs's `SplittableString::len_utf16`.
+        4 => {
+            let s = r.string()?;
+            // Never fails: a string holds at most u32::MAX bytes and no more UTF-16 units.
+            u32::try_from(s.encode_utf16().count())
+                .map_err(|_| Invalid::Malformed("string too long"))
+        }
+        // Embed: JSON text (parsed later by yrs).
+        5 => r.string().map(|_| 1),
+        // Format: key, then JSON text.
+        6 => {
+            r.string()?;
+            r.string()?;
+            Ok(1)
+        }
+        // Type: a one-byte type ref; XmlElement (3) carries its tag name.
+        7 => {
+            match r.u8()? {
+                0..=2 | 4..=6 | 9 | 15 => {}
+                3 => {
+                    r.string()?;
+                }
+                _ => return Err(Invalid::Malformed("unknown type ref")),
+            }
+            Ok(1)
+        }
+        // Any: count, then that many values.
+        8 => {
+            let len = r.var_u32()?;
+            for _ in 0..len {
+                check_any(r, 0)?;
+            }
+            Ok(len)
+        }
+        // Subdocument: guid string, then its options as one Any value.
+        9 => {
+            r.string()?;
+            check_any(r, 0)?;
+            Ok(1)
+        }
+        _ => Err(Invalid::Malformed("unknown content ref")),
+    }
+}
+
+/// Walks one `Any` value as `Any::decode` reads it. `depth` counts the arrays/maps enclosing
+/// this value; the recursion stops at [`MAX_ANY_DEPTH`] so a hostile payload cannot exhaust
+/// the stack here, and yrs, which recurses without a limit, never sees deeper nesting.
+fn check_any(r: &mut Reader<'_>, depth: usize) -> Result<(), Invalid> {
+    match r.u8()? {
+        // undefined, null, true, false
+        127 | 126 | 121 | 120 => Ok(()),
+        // integer (signed var-int)
+        125 => r.var_i64(),
+        // float32
+        124 => r.bytes(4).map(|_| ()),
+        // float64, bigint
+        123 | 122 => r.bytes(8).map(|_| ()),
+        // string
+        119 => r.string().map(|_| ()),
+        // map, array: yrs reads the count as a `usize` var-int.
+        tag @ (118 | 117) => {
+            if depth >= MAX_ANY_DEPTH {
+                return Err(Invalid::TooDeep);
+            }
+            let len = r.var_u64()?;
+            for _ in 0..len {
+                if tag == 118 {
+                    r.string()?;
+                }
+                check_any(r, depth + 1)?;
+            }
+            Ok(())
+        }
+        // buffer
+        116 => r.buf().map(|_| ()),
+        _ => Err(Invalid::Malformed("unknown Any tag")),
+    }
+}
+
+/// Walks the delete set as `IdSet::decode` reads it; yrs computes `clock + len` per range.
+fn check_delete_set(r: &mut Reader<'_>) -> Result<(), Invalid> {
+    let clients = r.var_u32()?;
+    for _ in 0..clients {
+        r.client()?;
+        let ranges = r.var_u32()?;
+        for _ in 0..ranges {
+            let clock = r.var_u32()?;
+            let len = r.var_u32()?;
+            clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use yrs::sync::{Awareness, AwarenessUpdate};
+    use yrs::types::Attrs;
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    use yrs::{
+        Any, Array, ArrayPrelim, ClientID, Doc, Map, MapPrelim, Number, OffsetKind, Options,
+        ReadTxn, StateVector, Text, Transact, Update, Xml, XmlElementPrelim, XmlFragment,
+        XmlTextPrelim,
+    };
+
+    const TOO_LARGE: u64 = 1 << 53;
+
+    // ---- helpers -------------------------------------------------------------------------
+
+    /// UTF-16 offsets, so that edit positions never fall inside a UTF-8 sequence.
+    fn doc(client: u64) -> Doc {
+        Doc::with_options(Options {
+            client_id: ClientID::new(client),
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        })
+    }
+
+    /// Collects every v1 update a document emits.
+    fn record(d: &Doc) -> Arc<Mutex<Vec<Vec<u8>>>> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        d.observe_update_v1("validate-test", move |_, e| {
+            sink.lock().unwrap().push(e.update.clone())
+        })
+        .unwrap();
+        out
+    }
+
+    fn sv_of(d: &Doc) -> Vec<u8> {
+        d.transact().state_vector().encode_v1()
+    }
+
+    /// Sends `from`'s changes unknown to `to`, through the bytes a peer would send.
+    fn sync(from: &Doc, to: &Doc) -> (Vec<u8>, Vec<u8>) {
+        let sv = sv_of(to);
+        let diff = from
+            .transact()
+            .encode_diff_v1(&StateVector::decode_v1(&sv).unwrap());
+        to.transact_mut()
+            .apply_update(Update::decode_v1(&diff).unwrap())
+            .unwrap();
+        (sv, diff)
+    }
+
+    fn vu(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7F) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn vs(out: &mut Vec<u8>, s: &str) {
+        vu(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    /// An update holding one client section with the given raw blocks and an empty delete set.
+    fn section(client: u64, clock: u64, blocks: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![1];
+        vu(&mut out, blocks.len() as u64);
+        vu(&mut out, client);
+        vu(&mut out, clock);
+        for b in blocks {
+            out.extend_from_slice(b);
+        }
+        out.push(0);
+        out
+    }
+
+    /// A string item under the root type "t".
+    fn string_block(s: &str) -> Vec<u8> {
+        let mut b = vec![0x04, 1];
+        vs(&mut b, "t");
+        vs(&mut b, s);
+        b
+    }
+
+    /// An Any item under root "t" holding the given encoded Any values.
+    fn any_block(values: &[u8], count: u64) -> Vec<u8> {
+        let mut b = vec![0x08, 1];
+        vs(&mut b, "t");
+        vu(&mut b, count);
+        b.extend_from_slice(values);
+        b
+    }
+
+    fn nested_arrays(depth: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for _ in 0..depth {
+            v.extend_from_slice(&[117, 1]);
+        }
+        v.push(126);
+        v
+    }
+
+    fn yrs_decodes(bytes: &[u8]) -> Result<bool, ()> {
+        catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes).is_ok())).map_err(|_| ())
+    }
+
+    fn assert_accepted(update: &[u8]) {
+        assert_eq!(check_update_v1(update), Ok(()), "update {update:?}");
+        assert_eq!(yrs_decodes(update), Ok(true), "yrs refused {update:?}");
+    }
+
+    fn nested_any(depth: usize) -> Any {
+        let mut v = Any::Number(Number::Int(7));
+        for i in 0..depth {
+            v = if i % 2 == 0 {
+                Any::Array(Arc::from(vec![v, Any::Null]))
+            } else {
+                Any::Map(Arc::new(HashMap::from([("k".to_owned(), v)])))
+            };
+        }
+        v
+    }
+
+    /// A document touching every content kind yrs writes, edited by three clients.
+    /// Returns every update and state vector produced along the way.
+    fn corpus() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let a = doc(1);
+        let b = doc(MAX_CLIENT_ID);
+        let c = doc(1 << 40);
+        let logs = [record(&a), record(&b), record(&c)];
+        let mut svs = vec![sv_of(&a)];
+        let mut updates = Vec::new();
+        {
+            let text = a.get_or_insert_text("article");
+            let meta = a.get_or_insert_map("meta");
+            let list = a.get_or_insert_array("list");
+            let frag = a.get_or_insert_xml_fragment("xml");
+            let mut txn = a.transact_mut();
+            text.insert(&mut txn, 0, "hello world");
+            text.insert(&mut txn, 11, " 😀 ünïcödé");
+            let bold: Attrs = HashMap::from([("b".into(), true.into())]);
+            text.insert_with_attributes(&mut txn, 0, "Title ", bold.clone());
+            text.format(&mut txn, 6, 5, bold);
+            let link: Attrs = HashMap::from([("href".into(), "https://x".into())]);
+            text.format(&mut txn, 12, 5, link);
+            text.insert_embed(&mut txn, 3, Any::from(vec![1u8, 2, 3]));
+            text.insert_embed(
+                &mut txn,
+                4,
+                Any::Map(Arc::new(HashMap::from([(
+                    "img".to_owned(),
+                    "a.png".into(),
+                )]))),
+            );
+            let table = text.insert_embed(&mut txn, 5, ArrayPrelim::default());
+            table.push_back(&mut txn, ArrayPrelim::from(["h1", "h2"]));
+            text.remove_range(&mut txn, 1, 2);
+
+            let numbers = Any::Array(Arc::from(vec![
+                Any::Number(Number::Int(0)),
+                Any::Number(Number::Int(-42)),
+                Any::Number(Number::Int(0x7FFF_FFFF)),
+                Any::Number(Number::Int(-0x7FFF_FFFF)),
+                Any::Number(Number::Int(1 << 40)),
+                Any::Number(Number::Int(i64::MAX)),
+                Any::Number(Number::Int(i64::MIN)),
+                Any::Number(Number::Float(1.5)),
+                Any::Number(Number::Float(1.1)),
+                Any::Number(Number::Float(f64::NAN)),
+                Any::Number(Number::Float(f64::NEG_INFINITY)),
+            ]));
+            let nested = Any::Map(Arc::new(HashMap::from([
+                ("numbers".to_owned(), numbers),
+                ("t".to_owned(), Any::Bool(true)),
+                ("f".to_owned(), Any::Bool(false)),
+                ("null".to_owned(), Any::Null),
+                ("undef".to_owned(), Any::Undefined),
+                ("s".to_owned(), "strïng 😀".into()),
+                ("buf".to_owned(), Any::Buffer(Arc::from(&b"\x00\xFF"[..]))),
+                ("deep".to_owned(), nested_any(MAX_ANY_DEPTH - 1)),
+            ])));
+            meta.insert(&mut txn, "nested", nested);
+            meta.insert(&mut txn, "overwritten", 1);
+            meta.insert(&mut txn, "overwritten", "two");
+            meta.insert(&mut txn, "gone", 3);
+            meta.remove(&mut txn, "gone");
+            meta.insert(&mut txn, "map", MapPrelim::from([("x", 1), ("y", 2)]));
+            let sub = Doc::with_options(Options {
+                collection_id: Some("col".into()),
+                auto_load: true,
+                ..Options::default()
+            });
+            meta.insert(&mut txn, "sub", sub);
+            meta.insert(&mut txn, "plain-sub", Doc::new());
+
+            list.insert_range(&mut txn, 0, [1, 2, 3, 4, 5]);
+            list.push_back(&mut txn, "tail");
+            list.push_back(&mut txn, ArrayPrelim::from([true, false]));
+            list.remove_range(&mut txn, 1, 2);
+
+            let p = frag.insert(&mut txn, 0, XmlElementPrelim::empty("p"));
+            p.insert_attribute(&mut txn, "class", "lead");
+            let t = p.insert(&mut txn, 0, XmlTextPrelim::new("xml text"));
+            t.format(&mut txn, 0, 3, HashMap::from([("i".into(), true.into())]));
+            let div = frag.push_back(&mut txn, XmlElementPrelim::empty("div"));
+            div.push_back(&mut txn, XmlElementPrelim::empty("span"));
+            frag.remove_range(&mut txn, 1, 1);
+        }
+        svs.push(sv_of(&a));
+        {
+            let text = b.get_or_insert_text("article");
+            let mut txn = b.transact_mut();
+            text.insert(&mut txn, 0, "from b ");
+        }
+        let (sv, diff) = sync(&a, &b);
+        svs.push(sv);
+        updates.push(diff);
+        {
+            let text = b.get_or_insert_text("article");
+            let mut txn = b.transact_mut();
+            let len = text.len(&txn);
+            text.remove_range(&mut txn, 2, len - 4);
+            text.insert(&mut txn, 1, "𝄞 b");
+        }
+        for (from, to) in [(&b, &c), (&a, &c), (&c, &a), (&b, &a), (&a, &b)] {
+            let (sv, diff) = sync(from, to);
+            svs.push(sv);
+            updates.push(diff);
+        }
+        {
+            let text = c.get_or_insert_text("article");
+            let mut txn = c.transact_mut();
+            text.insert(&mut txn, 0, "c");
+            text.remove_range(&mut txn, 0, 3);
+        }
+        for d in [&a, &b, &c] {
+            svs.push(sv_of(d));
+            let txn = d.transact();
+            updates.push(txn.encode_state_as_update_v1(&StateVector::default()));
+            for sv in &svs {
+                updates.push(txn.encode_diff_v1(&StateVector::decode_v1(sv).unwrap()));
+            }
+        }
+        let incremental: Vec<Vec<u8>> = logs
+            .iter()
+            .flat_map(|l| l.lock().unwrap().clone())
+            .collect();
+        // Merging one client's updates with a gap between them yields a Skip block.
+        let e = doc(99);
+        let e_log = record(&e);
+        let e_text = e.get_or_insert_text("article");
+        for word in ["one ", "two ", "three"] {
+            e_text.insert(&mut e.transact_mut(), 0, word);
+        }
+        let e_updates = e_log.lock().unwrap().clone();
+        updates.push(yrs::merge_updates_v1([&e_updates[0], &e_updates[2]]).unwrap());
+        updates.push(yrs::merge_updates_v1(&incremental).unwrap());
+        updates.extend(incremental);
+        (updates, svs)
+    }
+
+    // ---- what yrs produces passes ------------------------------------------------------------
+
+    #[test]
+    fn yrs_produced_updates_and_state_vectors_pass() {
+        let (updates, svs) = corpus();
+        assert!(updates.len() > 30);
+        for u in &updates {
+            assert_accepted(u);
+        }
+        for sv in &svs {
+            assert_eq!(check_state_vector_v1(sv), Ok(()));
+        }
+        // The corpus really holds GC and Skip blocks (yrs's Debug output names them).
+        let debug: String = updates
+            .iter()
+            .map(|u| format!("{:?}", Update::decode_v1(u).unwrap()))
+            .collect();
+        assert!(debug.contains("skip(") && debug.contains("gc("));
+    }
+
+    #[test]
+    fn any_depth_limit_is_exact() {
+        for (depth, expected) in [
+            (MAX_ANY_DEPTH, Ok(())),
+            (MAX_ANY_DEPTH + 1, Err(Invalid::TooDeep)),
+        ] {
+            let d = doc(5);
+            let log = record(&d);
+            let m = d.get_or_insert_map("m");
+            m.insert(&mut d.transact_mut(), "v", nested_any(depth));
+            let update = log.lock().unwrap()[0].clone();
+            assert_eq!(check_update_v1(&update), expected, "depth {depth}");
+            let raw = section(1, 0, &[&any_block(&nested_arrays(depth), 1)]);
+            assert_eq!(check_update_v1(&raw), expected, "raw depth {depth}");
+        }
+    }
+
+    #[test]
+    fn awareness_payloads_parse() {
+        let mut aw = Awareness::new(doc(MAX_CLIENT_ID));
+        aw.set_local_state_raw(r#"{"user":{"name":"ä😀"}}"#);
+        aw.set_local_state_raw(r#"{"user":{"name":"b"}}"#);
+        let payload = aw.update().unwrap().encode_v1();
+        assert_eq!(
+            parse_awareness_v1(&payload),
+            Ok(vec![AwarenessEntry {
+                client: MAX_CLIENT_ID,
+                clock: 2,
+                json: r#"{"user":{"name":"b"}}"#.to_owned(),
+            }])
+        );
+        let mut two = vec![2];
+        for (client, json) in [(1u64, "null"), (9, "{}")] {
+            vu(&mut two, client);
+            vu(&mut two, 3);
+            vs(&mut two, json);
+        }
+        let entries = parse_awareness_v1(&two).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].json, "null");
+        assert_eq!(entries[1].client, 9);
+        assert_eq!(AwarenessUpdate::decode_v1(&two).unwrap().clients.len(), 2);
+        assert_eq!(parse_awareness_v1(&[0]), Ok(vec![]));
+    }
+
+    #[test]
+    fn layout_quirks_match_yrs() {
+        // Trailing bytes after the delete set are ignored by yrs, and by us.
+        let mut trailing = section(1, 0, &[&string_block("a")]);
+        trailing.extend_from_slice(&[0xFF, 0xFF, 0x00]);
+        assert_accepted(&trailing);
+        let mut sv = vec![1, 1, 1];
+        sv.push(0xFF);
+        assert_eq!(check_state_vector_v1(&sv), Ok(()));
+
+        // JSON content: yrs reads len + 1 strings.
+        let mut json = vec![0x02, 1];
+        vs(&mut json, "t");
+        json.push(1);
+        vs(&mut json, "1");
+        let short = section(1, 0, &[&json]);
+        assert_eq!(check_update_v1(&short), Err(Invalid::Truncated));
+        assert_eq!(yrs_decodes(&short), Ok(false));
+        vs(&mut json, "2");
+        assert_accepted(&section(1, 0, &[&json]));
+
+        // Empty items are dropped by yrs without advancing the clock.
+        let empty = section(1, 0xFFFF_FFFF, &[&string_block(""), &any_block(&[], 0)]);
+        assert_accepted(&empty);
+
+        // Origins instead of a parent; parent sub key; ID parent; every type ref.
+        let mut with_origin = vec![0xC4];
+        with_origin.extend_from_slice(&[1, 0, 2, 5]);
+        vs(&mut with_origin, "x");
+        let mut sub_key = vec![0x24, 0, 3, 4];
+        vs(&mut sub_key, "key");
+        sub_key.push(0x01);
+        sub_key.push(3);
+        let mut types = Vec::new();
+        for t in [0u8, 1, 2, 3, 4, 5, 6, 9, 15] {
+            let mut b = vec![0x07, 1];
+            vs(&mut b, "t");
+            b.push(t);
+            if t == 3 {
+                vs(&mut b, "div");
+            }
+            types.push(b);
+        }
+        let mut blocks: Vec<&[u8]> = vec![&with_origin, &sub_key];
+        blocks.extend(types.iter().map(|b| b.as_slice()));
+        assert_accepted(&section(7, 0, &blocks));
+
+        // Parent kind is a var-int and only 1 means "named": 2 means an ID follows.
+        let mut odd_parent = vec![0x04, 2, 1, 0];
+        vs(&mut odd_parent, "a");
+        assert_accepted(&section(1, 0, &[&odd_parent]));
+    }
+
+    // ---- hostile input is refused ------------------------------------------------------------
+
+    /// Update bytes with `id` placed in the named position.
+    fn with_client(place: &str, id: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        match place {
+            "header" => return section(id, 0, &[&string_block("a")]),
+            "origin" => b.push(0x84),
+            "right origin" => b.push(0x44),
+            "parent" => b.extend_from_slice(&[0x04, 0]),
+            "delete set" => {
+                let mut u = vec![0, 1];
+                vu(&mut u, id);
+                u.extend_from_slice(&[1, 0, 1]);
+                return u;
+            }
+            _ => unreachable!(),
+        }
+        vu(&mut b, id);
+        b.push(0);
+        vs(&mut b, "a");
+        section(1, 0, &[&b])
+    }
+
+    #[test]
+    fn client_ids_beyond_53_bits_are_refused_everywhere() {
+        for place in ["header", "origin", "right origin", "parent", "delete set"] {
+            assert_accepted(&with_client(place, MAX_CLIENT_ID));
+            for id in [TOO_LARGE, u64::MAX] {
+                assert_eq!(
+                    check_update_v1(&with_client(place, id)),
+                    Err(Invalid::ClientIdTooLarge(id)),
+                    "{place}"
+                );
+            }
+        }
+        let sv = |id| {
+            let mut v = vec![2, 1, 5];
+            vu(&mut v, id);
+            v.push(0);
+            v
+        };
+        assert_eq!(check_state_vector_v1(&sv(MAX_CLIENT_ID)), Ok(()));
+        assert_eq!(
+            check_state_vector_v1(&sv(TOO_LARGE)),
+            Err(Invalid::ClientIdTooLarge(TOO_LARGE))
+        );
+        let aw = |id| {
+            let mut v = vec![1];
+            vu(&mut v, id);
+            v.push(1);
+            vs(&mut v, "{}");
+            v
+        };
+        assert!(parse_awareness_v1(&aw(MAX_CLIENT_ID)).is_ok());
+        assert_eq!(
+            parse_awareness_v1(&aw(TOO_LARGE)),
+            Err(Invalid::ClientIdTooLarge(TOO_LARGE))
+        );
+    }
+
+    #[test]
+    fn very_deep_any_is_refused_quickly() {
+        let start = Instant::now();
+        let deep = nested_arrays(10_000);
+        assert_eq!(
+            check_update_v1(&section(1, 0, &[&any_block(&deep, 1)])),
+            Err(Invalid::TooDeep)
+        );
+        let mut maps = Vec::new();
+        for _ in 0..10_000 {
+            maps.extend_from_slice(&[118, 1, 1, b'k']);
+        }
+        maps.push(126);
+        assert_eq!(
+            check_update_v1(&section(1, 0, &[&any_block(&maps, 1)])),
+            Err(Invalid::TooDeep)
+        );
+        // Subdocument options are an Any too.
+        let mut subdoc = vec![0x09, 1];
+        vs(&mut subdoc, "t");
+        vs(&mut subdoc, "guid");
+        subdoc.extend_from_slice(&deep);
+        assert_eq!(
+            check_update_v1(&section(1, 0, &[&subdoc])),
+            Err(Invalid::TooDeep)
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn clock_overflow_is_refused() {
+        let a = string_block("a");
+        assert_eq!(
+            check_update_v1(&section(1, 0xFFFF_FFFF, &[&a])),
+            Err(Invalid::ClockOverflow)
+        );
+        assert_accepted(&section(1, 0xFFFF_FFFE, &[&a]));
+        // Block lengths add up across the section.
+        assert_eq!(
+            check_update_v1(&section(
+                1,
+                0xFFFF_FFF0,
+                &[&string_block("0123456789"), &a, &a, &a, &a, &a, &a]
+            )),
+            Err(Invalid::ClockOverflow)
+        );
+        // Strings count UTF-16 code units: U+1D11E is 2 units (4 UTF-8 bytes, 1 char).
+        let clef = string_block("𝄞");
+        assert_accepted(&section(1, 0xFFFF_FFFD, &[&clef]));
+        assert_eq!(
+            check_update_v1(&section(1, 0xFFFF_FFFE, &[&clef])),
+            Err(Invalid::ClockOverflow)
+        );
+        // GC, Skip, Deleted and Any lengths count as well.
+        for block in [
+            vec![BLOCK_GC, 2],
+            vec![BLOCK_SKIP, 2],
+            vec![0x81, 1, 0, 2],
+            any_block(&[126, 127], 2),
+        ] {
+            assert_eq!(
+                check_update_v1(&section(1, 0xFFFF_FFFE, &[&block])),
+                Err(Invalid::ClockOverflow),
+                "{block:?}"
+            );
+            assert_accepted(&section(1, 0xFFFF_FFFD, &[&block]));
+        }
+        // Delete-set ranges.
+        let ds = |clock: u64, len: u64| {
+            let mut u = vec![0, 1, 1, 1];
+            vu(&mut u, clock);
+            vu(&mut u, len);
+            u
+        };
+        assert_eq!(
+            check_update_v1(&ds(0xFFFF_FFFF, 1)),
+            Err(Invalid::ClockOverflow)
+        );
+        assert_accepted(&ds(0xFFFF_FFFE, 1));
+    }
+
+    #[test]
+    fn malformed_input_is_refused() {
+        let m = |bytes: &[u8]| matches!(check_update_v1(bytes), Err(Invalid::Malformed(_)));
+        // Var-ints past yrs's cap.
+        assert!(m(&[0x80; 12]));
+        // Signed var-ints yrs would shift by 69 bits or negate out of range.
+        let mut long_int = vec![125, 0x80];
+        long_int.extend_from_slice(&[0x80; 9]);
+        long_int.push(0);
+        assert!(m(&section(1, 0, &[&any_block(&long_int, 1)])));
+        let mut min_int = vec![125, 0xC0];
+        min_int.extend_from_slice(&[0x80; 8]);
+        min_int.push(0x02);
+        assert!(m(&section(1, 0, &[&any_block(&min_int, 1)])));
+        // ... while i64::MIN without the sign flag, and the widest in-range values, pass.
+        let mut pos_min = vec![125, 0x80];
+        pos_min.extend_from_slice(&[0x80; 8]);
+        pos_min.push(0x02);
+        assert_accepted(&section(1, 0, &[&any_block(&pos_min, 1)]));
+        let mut neg_big = vec![125, 0xFF];
+        neg_big.extend_from_slice(&[0xFF; 8]);
+        neg_big.push(0x01);
+        assert_accepted(&section(1, 0, &[&any_block(&neg_big, 1)]));
+        // Unknown content refs, including GC/Skip numbers with flag bits set.
+        for info in [0x0B, 0x0F, 0x10, 0x8A, 0x80] {
+            let block = [info, 1, 0, 1];
+            assert!(m(&section(1, 0, &[&block])), "info {info:#x}");
+        }
+        // Empty GC / Skip blocks.
+        assert!(m(&section(1, 0, &[&[BLOCK_GC, 0]])));
+        assert!(m(&section(1, 0, &[&[BLOCK_SKIP, 0]])));
+        // Unknown type refs (7 is the weak link, feature off).
+        for t in [7u8, 8, 10, 16, 255] {
+            let mut b = vec![0x07, 1];
+            vs(&mut b, "t");
+            b.push(t);
+            assert!(m(&section(1, 0, &[&b])), "type ref {t}");
+        }
+        // Unknown Any tag, invalid UTF-8, negative JSON count.
+        assert!(m(&section(1, 0, &[&any_block(&[115], 1)])));
+        assert!(m(&section(1, 0, &[&[0x04, 1, 1, 0xFF, 1, b'a']])));
+        let mut json = vec![0x02, 1];
+        vs(&mut json, "t");
+        vu(&mut json, 1 << 31);
+        assert!(m(&section(1, 0, &[&json])));
+    }
+
+    #[test]
+    fn huge_declared_counts_fail_fast() {
+        let start = Instant::now();
+        let max32 = u64::from(u32::MAX);
+        let with = |prefix: &[u8], count: u64| {
+            let mut v = prefix.to_vec();
+            vu(&mut v, count);
+            v
+        };
+        let mut any_prefix = vec![1, 1, 1, 0, 0x08, 1];
+        vs(&mut any_prefix, "t");
+        for bytes in [
+            with(&[], max32),                                       // clients
+            with(&[1], max32),                                      // blocks
+            with(&[0], max32),                                      // delete-set clients
+            with(&[0, 1, 1], max32),                                // delete-set ranges
+            with(&any_prefix, max32),                               // Any content values
+            with(&[&any_prefix[..], &[1, 117]].concat(), u64::MAX), // Any array
+            with(&[&any_prefix[..], &[1, 118]].concat(), u64::MAX), // Any map
+            with(&[1, 1, 1, 0, 0x02, 1, 1, b't'], (1 << 31) - 1),   // JSON strings
+        ] {
+            assert_eq!(
+                check_update_v1(&bytes),
+                Err(Invalid::Truncated),
+                "{bytes:?}"
+            );
+        }
+        assert_eq!(
+            check_state_vector_v1(&with(&[], max32)),
+            Err(Invalid::Truncated)
+        );
+        assert_eq!(
+            parse_awareness_v1(&with(&[], u64::MAX)),
+            Err(Invalid::Truncated)
+        );
+        // Byte lengths past the end.
+        assert_eq!(
+            check_update_v1(&with(&[1, 1, 1, 0, 0x04, 1], max32)),
+            Err(Invalid::Truncated)
+        );
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_prefix_agrees_with_yrs() {
+        let (updates, _) = corpus();
+        let mut checked = 0;
+        for update in updates.iter().filter(|u| u.len() > 200).take(6) {
+            for len in 0..=update.len() {
+                let prefix = &update[..len];
+                let ours = catch_unwind(|| check_update_v1(prefix)).expect("validator panicked");
+                let theirs = yrs_decodes(prefix);
+                assert_eq!(
+                    ours.is_ok(),
+                    theirs == Ok(true),
+                    "prefix {len} of {update:?}"
+                );
+                checked += 1;
+            }
+        }
+        eprintln!("prefixes compared with yrs: {checked}");
+        assert!(checked > 1000);
+    }
+
+    /// Confirms the hazards this module exists for are real in the pinned yrs: each payload
+    /// makes yrs's own decoder panic in a debug build.
+    #[cfg(debug_assertions)]
+    #[test]
+    fn yrs_panics_on_what_we_refuse() {
+        let mut long_int = vec![125, 0x80];
+        long_int.extend_from_slice(&[0x80; 9]);
+        long_int.push(0);
+        let mut min_int = vec![125, 0xC0];
+        min_int.extend_from_slice(&[0x80; 8]);
+        min_int.push(0x02);
+        let updates = [
+            with_client("header", TOO_LARGE),
+            with_client("origin", TOO_LARGE),
+            with_client("delete set", TOO_LARGE),
+            section(1, 0xFFFF_FFFF, &[&string_block("a")]),
+            section(1, 0, &[&any_block(&long_int, 1)]),
+            section(1, 0, &[&any_block(&min_int, 1)]),
+        ];
+        for u in &updates {
+            assert!(check_update_v1(u).is_err());
+            assert_eq!(yrs_decodes(u), Err(()), "{u:?}");
+        }
+        let sv = [1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0];
+        assert!(check_state_vector_v1(&sv).is_err());
+        assert!(catch_unwind(|| StateVector::decode_v1(&sv)).is_err());
+    }
+
+    // ---- differential fuzzing against yrs ----------------------------------------------------
+
+    /// Small deterministic PRNG (xorshift64*) so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
+        let mut v = input.to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(v.len() + 1);
+            match rng.below(7) {
+                0 if at < v.len() => v[at] ^= 1 << rng.below(8),
+                1 if at < v.len() => v[at] = rng.next() as u8,
+                2 => v.truncate(at),
+                3 => {
+                    let n = 1 + rng.below(4);
+                    let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                    v.splice(at..at, bytes);
+                }
+                4 if at < v.len() => {
+                    let end = (at + 1 + rng.below(4)).min(v.len());
+                    v.drain(at..end);
+                }
+                // Interesting values: long var-ints, Any tags, block infos.
+                5 => {
+                    let pick = [0xFF, 0x80, 0x7F, 117, 118, 125, 0x84, 0x0A, 0x00, 0x01];
+                    let n = 1 + rng.below(10);
+                    let bytes: Vec<u8> = (0..n).map(|_| pick[rng.below(pick.len())]).collect();
+                    v.splice(at..at, bytes);
+                }
+                _ if at < v.len() => v[at] = v[at].wrapping_add(1),
+                _ => {}
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn mutated_updates_never_make_yrs_panic_once_accepted() {
+        let (updates, _) = corpus();
+        let seeds: Vec<&Vec<u8>> = updates.iter().filter(|u| u.len() < 4096).collect();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut accepted, mut refused, mut yrs_panics) = (0, 0, 0);
+        for i in 0..30_000 {
+            let bytes = mutate(&mut rng, seeds[i % seeds.len()]);
+            let ours = catch_unwind(|| check_update_v1(&bytes)).expect("validator panicked");
+            let theirs = catch_unwind(AssertUnwindSafe(|| Update::decode_v1(&bytes)));
+            match (&ours, &theirs) {
+                (Ok(()), Ok(Ok(_))) => accepted += 1,
+                (Ok(()), Ok(Err(e))) => assert!(
+                    matches!(e, yrs::encoding::read::Error::InvalidJSON(_)),
+                    "yrs refused what we accepted ({e}): {bytes:?}"
+                ),
+                (Ok(()), Err(_)) => panic!("yrs panicked on accepted bytes {bytes:?}"),
+                // In a debug build the only thing we refuse that yrs decodes without panicking
+                // is deep nesting; a release build of yrs masks what would have panicked.
+                (Err(e), Ok(Ok(_))) => {
+                    let masked = matches!(
+                        e,
+                        Invalid::ClientIdTooLarge(_)
+                            | Invalid::ClockOverflow
+                            | Invalid::Malformed("signed var-int too long")
+                            | Invalid::Malformed("signed var-int out of range")
+                    );
+                    assert!(
+                        *e == Invalid::TooDeep || (masked && !cfg!(debug_assertions)),
+                        "we refused ({e}) what yrs accepts: {bytes:?}"
+                    );
+                    refused += 1;
+                }
+                (Err(_), Err(_)) => {
+                    refused += 1;
+                    yrs_panics += 1;
+                }
+                (Err(_), _) => refused += 1,
+            }
+        }
+        eprintln!("mutations: {accepted} accepted, {refused} refused ({yrs_panics} panic yrs)");
+        assert!(
+            accepted > 1_000 && refused > 1_000,
+            "{accepted} / {refused}"
+        );
+    }
+
+    // ---- property: random multi-client editing sessions ----------------------------------------
+
+    mod edits {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(usize, u32, String),
+            Delete(usize, u32, u32),
+            Format(usize, u32, u32, bool),
+            Embed(usize, u32, Any),
+            MapSet(usize, u8, Any),
+            MapShared(usize, u8),
+            MapRemove(usize, u8),
+            ArrayInsert(usize, u32, Vec<Any>),
+            ArrayDelete(usize, u32, u32),
+            Xml(usize, u32, bool),
+            SubDoc(usize, u8),
+            Sync(usize, usize),
+        }
+
+        fn value() -> impl Strategy<Value = Any> {
+            let leaf = prop_oneof![
+                Just(Any::Null),
+                Just(Any::Undefined),
+                any::<bool>().prop_map(Any::Bool),
+                any::<i64>().prop_map(|n| Any::Number(Number::Int(n))),
+                any::<f64>().prop_map(|n| Any::Number(Number::Float(n))),
+                "\\PC{0,6}".prop_map(|s| Any::String(s.into())),
+                prop::collection::vec(any::<u8>(), 0..6).prop_map(|b| Any::Buffer(b.into())),
+            ];
+            leaf.prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(|v| Any::Array(v.into())),
+                    prop::collection::hash_map("[a-z]{0,3}", inner, 0..4)
+                        .prop_map(|m| Any::Map(Arc::new(m))),
+                ]
+            })
+        }
+
+        /// JSON-representable values, for text embeds (which yrs stores as JSON text).
+        fn json_value() -> impl Strategy<Value = Any> {
+            let leaf = prop_oneof![
+                Just(Any::Null),
+                any::<bool>().prop_map(Any::Bool),
+                (-1_000_000i64..1_000_000).prop_map(|n| Any::Number(Number::Int(n))),
+                "\\PC{0,6}".prop_map(|s| Any::String(s.into())),
+            ];
+            leaf.prop_recursive(3, 12, 3, |inner| {
+                prop::collection::hash_map("[a-z]{1,3}", inner, 0..3)
+                    .prop_map(|m| Any::Map(Arc::new(m)))
+            })
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let d = 0..4usize;
+            prop_oneof![
+                4 => (d.clone(), any::<u32>(), "\\PC{1,8}").prop_map(|(d, p, s)| Op::Insert(d, p, s)),
+                2 => (d.clone(), any::<u32>(), any::<u32>()).prop_map(|(d, p, n)| Op::Delete(d, p, n)),
+                1 => (d.clone(), any::<u32>(), any::<u32>(), any::<bool>())
+                    .prop_map(|(d, p, n, on)| Op::Format(d, p, n, on)),
+                1 => (d.clone(), any::<u32>(), json_value()).prop_map(|(d, p, v)| Op::Embed(d, p, v)),
+                2 => (d.clone(), 0..4u8, value()).prop_map(|(d, k, v)| Op::MapSet(d, k, v)),
+                1 => (d.clone(), 0..4u8).prop_map(|(d, k)| Op::MapShared(d, k)),
+                1 => (d.clone(), 0..4u8).prop_map(|(d, k)| Op::MapRemove(d, k)),
+                2 => (d.clone(), any::<u32>(), prop::collection::vec(value(), 1..4))
+                    .prop_map(|(d, p, v)| Op::ArrayInsert(d, p, v)),
+                1 => (d.clone(), any::<u32>(), any::<u32>())
+                    .prop_map(|(d, p, n)| Op::ArrayDelete(d, p, n)),
+                1 => (d.clone(), any::<u32>(), any::<bool>()).prop_map(|(d, p, e)| Op::Xml(d, p, e)),
+                1 => (d.clone(), 0..4u8).prop_map(|(d, k)| Op::SubDoc(d, k)),
+                3 => (d.clone(), d).prop_map(|(a, b)| Op::Sync(a, b)),
+            ]
+        }
+
+        fn client_ids() -> impl Strategy<Value = Vec<u64>> {
+            let id = prop_oneof![
+                Just(0u64),
+                Just(MAX_CLIENT_ID),
+                Just(u64::from(u32::MAX) + 1),
+                0..=MAX_CLIENT_ID,
+            ];
+            prop::collection::hash_set(id, 1..=4).prop_map(|s| s.into_iter().collect())
+        }
+
+        /// A start and length inside `len`, for range edits.
+        fn range(len: u32, pos: u32, n: u32) -> Option<(u32, u32)> {
+            (len > 0).then(|| {
+                let start = pos % len;
+                (start, 1 + n % (len - start).min(8))
+            })
+        }
+
+        fn apply(d: &Doc, op: &Op) {
+            let text = d.get_or_insert_text("text");
+            let map = d.get_or_insert_map("map");
+            let array = d.get_or_insert_array("array");
+            let xml = d.get_or_insert_xml_fragment("xml");
+            let mut txn = d.transact_mut();
+            let key = |k: &u8| format!("k{k}");
+            match op {
+                Op::Insert(_, p, s) => {
+                    let len = text.len(&txn);
+                    text.insert(&mut txn, p % (len + 1), s)
+                }
+                Op::Delete(_, p, n) => {
+                    if let Some((at, n)) = range(text.len(&txn), *p, *n) {
+                        text.remove_range(&mut txn, at, n)
+                    }
+                }
+                Op::Format(_, p, n, on) => {
+                    if let Some((at, n)) = range(text.len(&txn), *p, *n) {
+                        let v = if *on { Any::Bool(true) } else { Any::Null };
+                        text.format(&mut txn, at, n, HashMap::from([("b".into(), v)]))
+                    }
+                }
+                Op::Embed(_, p, v) => {
+                    let len = text.len(&txn);
+                    text.insert_embed(&mut txn, p % (len + 1), v.clone());
+                }
+                Op::MapSet(_, k, v) => {
+                    map.insert(&mut txn, key(k), v.clone());
+                }
+                Op::MapShared(_, k) => {
+                    map.insert(&mut txn, key(k), MapPrelim::from([("x", 1)]));
+                }
+                Op::MapRemove(_, k) => {
+                    map.remove(&mut txn, &key(k));
+                }
+                Op::ArrayInsert(_, p, v) => {
+                    let len = array.len(&txn);
+                    array.insert_range(&mut txn, p % (len + 1), v.clone())
+                }
+                Op::ArrayDelete(_, p, n) => {
+                    if let Some((at, n)) = range(array.len(&txn), *p, *n) {
+                        array.remove_range(&mut txn, at, n)
+                    }
+                }
+                Op::Xml(_, p, element) => {
+                    let at = p % (xml.len(&txn) + 1);
+                    if *element {
+                        let el = xml.insert(&mut txn, at, XmlElementPrelim::empty("p"));
+                        el.insert_attribute(&mut txn, "id", "x");
+                    } else {
+                        xml.insert(&mut txn, at, XmlTextPrelim::new("t😀"));
+                    }
+                }
+                Op::SubDoc(_, k) => {
+                    map.insert(&mut txn, key(k), Doc::new());
+                }
+                Op::Sync(..) => {}
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+
+            #[test]
+            fn every_update_and_state_vector_yrs_produces_passes(
+                ids in client_ids(),
+                ops in prop::collection::vec(op(), 1..40),
+            ) {
+                let docs: Vec<Doc> = ids.iter().map(|&id| doc(id)).collect();
+                let logs: Vec<_> = docs.iter().map(record).collect();
+                let mut produced = Vec::new();
+                let mut svs = Vec::new();
+                for op in &ops {
+                    match op {
+                        Op::Sync(a, b) => {
+                            let (a, b) = (&docs[a % docs.len()], &docs[b % docs.len()]);
+                            let (sv, diff) = sync(a, b);
+                            svs.push(sv);
+                            produced.push(diff);
+                        }
+                        Op::Insert(d, ..) | Op::Delete(d, ..) | Op::Format(d, ..)
+                        | Op::Embed(d, ..) | Op::MapSet(d, ..) | Op::MapShared(d, ..)
+                        | Op::MapRemove(d, ..) | Op::ArrayInsert(d, ..)
+                        | Op::ArrayDelete(d, ..) | Op::Xml(d, ..) | Op::SubDoc(d, ..) => {
+                            apply(&docs[d % docs.len()], op)
+                        }
+                    }
+                }
+                for a in &docs {
+                    for b in &docs {
+                        let (sv, diff) = sync(a, b);
+                        svs.push(sv);
+                        produced.push(diff);
+                    }
+                }
+                for d in &docs {
+                    svs.push(sv_of(d));
+                    produced.push(d.transact().encode_state_as_update_v1(&StateVector::default()));
+                }
+                let incremental: Vec<Vec<u8>> =
+                    logs.iter().flat_map(|l| l.lock().unwrap().clone()).collect();
+                produced.push(yrs::merge_updates_v1(&incremental).unwrap());
+                produced.extend(incremental);
+                for u in &produced {
+                    prop_assert_eq!(check_update_v1(u), Ok(()));
+                }
+                for sv in &svs {
+                    prop_assert_eq!(check_state_vector_v1(sv), Ok(()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Hostile and broken input: each gets a close code and a reason; the document is untouched and
+//! other clients keep working. Tests run in debug builds, where yrs' debug assertions are live.
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::Doc;
+use yrs::encoding::write::Write;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::encoder::Encode;
+
+use crate::helpers::{Backend, TestApp, TestDb, YClient, doc_name};
+
+/// A document with known content and a bystander connected to it.
+struct Scene {
+    app: TestApp,
+    _db: TestDb,
+    doc: String,
+    bystander: YClient,
+}
+
+const CONTENT: &str = "precious words";
+
+async fn scene(max_message_size: Option<usize>) -> Scene {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    if let Some(max) = max_message_size {
+        settings.max_message_size = max;
+    }
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("hostile");
+    let mut bystander = app.connect(&doc).await;
+    bystander.append(CONTENT).await;
+    bystander.recv_until(|c| c.updates_received >= 1).await;
+    Scene {
+        app,
+        _db: db,
+        doc,
+        bystander,
+    }
+}
+
+impl Scene {
+    /// Sends `frame` from a fresh connection and returns how the server closed it.
+    async fn attack(&self, frame: WsMessage) -> (u16, String) {
+        let mut attacker = self.app.connect(&self.doc).await;
+        attacker.ws.send(frame).await.expect("frame sent");
+        attacker.expect_close().await
+    }
+
+    /// The document is unchanged, the bystander still works, and so do new clients.
+    async fn assert_unharmed(mut self) {
+        let probe = self.app.connect(&self.doc).await;
+        assert_eq!(probe.text(), CONTENT);
+        let before = self.bystander.updates_received;
+        self.bystander.append("!").await;
+        self.bystander
+            .recv_until(|c| c.updates_received > before)
+            .await;
+        let mut probe = probe;
+        probe.wait_for_text(&format!("{CONTENT}!")).await;
+        self.app.stop().await;
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> WsMessage {
+    WsMessage::Binary(bytes.into())
+}
+
+/// A v1 update with one struct whose client id is 2^53: one client, one block (a string).
+fn update_with_huge_client_id() -> Vec<u8> {
+    let mut u = Vec::new();
+    u.write_var(1u32); // clients
+    u.write_var(1u32); // blocks of this client
+    u.write_var(1u64 << 53); // client id: one past the largest a Yjs client can have
+    u.write_var(0u32); // clock
+    u.write_u8(4); // info: string content, no origins → parent follows
+    u.write_var(1u32); // parent is a named root type
+    u.write_string("content");
+    u.write_string("x");
+    u.write_var(0u32); // empty delete set
+    u
+}
+
+#[actix_web::test]
+async fn a_text_frame_is_closed_with_1003() {
+    let scene = scene(None).await;
+    let (code, reason) = scene.attack(WsMessage::Text("hello".into())).await;
+    assert_eq!(code, 1003, "{reason}");
+    assert!(reason.contains("text"), "{reason}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn an_unknown_message_type_is_closed_with_1003() {
+    let scene = scene(None).await;
+    let (code, reason) = scene.attack(binary(vec![42, 0])).await;
+    assert_eq!(code, 1003, "{reason}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn an_undecodable_message_is_closed_with_1007() {
+    let scene = scene(None).await;
+    // A sync Update whose payload is not a Yjs update.
+    let mut frame = vec![0, 2];
+    frame.write_buf([0xff; 12]);
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn a_truncated_message_is_closed_with_1007() {
+    let scene = scene(None).await;
+    let update = {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("content");
+        let mut txn = yrs::Transact::transact_mut(&doc);
+        yrs::Text::push(&text, &mut txn, "this never arrives whole");
+        txn.encode_update_v1()
+    };
+    let mut frame = Message::Sync(SyncMessage::Update(update)).encode_v1();
+    frame.truncate(frame.len() - 5);
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn a_frame_over_the_limit_is_closed_with_1009() {
+    let scene = scene(Some(64 * 1024)).await;
+    let (code, reason) = scene.attack(binary(vec![0; 64 * 1024 + 1])).await;
+    assert_eq!(code, 1009, "{reason}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn a_client_id_beyond_53_bits_in_an_update_is_refused_with_1007() {
+    let scene = scene(None).await;
+    let frame = Message::Sync(SyncMessage::Update(update_with_huge_client_id())).encode_v1();
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    // The same update as a SyncStep2 is refused just the same.
+    let frame = Message::Sync(SyncMessage::SyncStep2(update_with_huge_client_id())).encode_v1();
+    let (code, _) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007);
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn a_client_id_beyond_53_bits_in_awareness_is_refused_with_1007() {
+    let scene = scene(None).await;
+    let mut payload = Vec::new();
+    payload.write_var(1u32);
+    payload.write_var(u64::MAX);
+    payload.write_var(1u32);
+    payload.write_string(r#"{"user":{"name":"mallory"}}"#);
+    let mut frame = Vec::new();
+    frame.write_var(1u8);
+    frame.write_buf(&payload);
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(scene.bystander.awareness.is_empty());
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn an_invalid_document_name_gets_400_before_the_upgrade() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let too_long = "x".repeat(129);
+    for name in [
+        "a%20b",
+        "caf%C3%A9",
+        "a/b",
+        "",
+        too_long.as_str(),
+        "semi;colon",
+    ] {
+        let url = format!("ws://127.0.0.1:{}/ws/{name}", app.port);
+        let error = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect_err("upgrade refused");
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status(), 400, "{name:?}");
+                let body = response.body().clone().unwrap_or_default();
+                let problem: serde_json::Value =
+                    serde_json::from_slice(&body).expect("problem JSON body");
+                assert_eq!(
+                    problem["type"], "/problems/invalid-document-name",
+                    "{name:?}"
+                );
+            }
+            other => panic!("{name:?}: expected an HTTP 400, got {other}"),
+        }
+    }
+    app.stop().await;
+}

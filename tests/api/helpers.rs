@@ -1,0 +1,393 @@
+//! Test harness: servers on fresh databases, and a y-websocket client built on yrs.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tandem::config::Settings;
+use tandem::startup::{Application, ShutdownTrigger};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use yrs::encoding::write::Write;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, TextRef, Transact, Update};
+
+/// Upper bound on any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; Postgres too when `TEST_DATABASE_URL` names a server.
+pub fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        all.push(Backend::Postgres);
+    }
+    all
+}
+
+/// A database of its own for one test: a temporary SQLite file, or a fresh Postgres database.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("tandem.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+                let name = format!("tandem_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .expect("TEST_DATABASE_URL must point at a reachable Postgres");
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)),
+                )
+                .await
+                .expect("create test database");
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Settings for a server on this database, bound to a free loopback port.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings::with_database(&self.url);
+        settings.bind = "127.0.0.1:0".parse().expect("loopback address");
+        settings
+    }
+}
+
+/// A server running inside the test process.
+pub struct TestApp {
+    pub port: u16,
+    trigger: ShutdownTrigger,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn(settings: Settings) -> TestApp {
+        let app = Application::build(settings).await.expect("server builds");
+        let port = app.port();
+        let trigger = app.shutdown_trigger();
+        let running = actix_web::rt::spawn(app.run_until_stopped());
+        TestApp {
+            port,
+            trigger,
+            running,
+        }
+    }
+
+    pub fn ws_base(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub async fn connect(&self, doc: &str) -> YClient {
+        YClient::connect(&self.ws_base(), doc).await
+    }
+
+    /// Shuts down as SIGTERM would, and waits until it has.
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        tokio::time::timeout(WAIT, self.running)
+            .await
+            .expect("server stops in time")
+            .expect("server task joins")
+            .expect("server stops cleanly");
+    }
+}
+
+/// The `tandem` binary running as a child process, for signals and `kill -9`.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    pub async fn start(db_url: &str, extra_env: &[(&str, &str)]) -> ServerProcess {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .env("DATABASE_URL", db_url)
+            .env("TANDEM_BIND", "127.0.0.1:0")
+            .env("TANDEM_LOG_FORMAT", "json")
+            .env("TANDEM_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tandem binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.expect("read server log") {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if event["message"] == "serving" {
+                    return event["port"].as_u64().expect("port in the log") as u16;
+                }
+            }
+            panic!("server exited before serving");
+        })
+        .await
+        .expect("server starts in time");
+        // Keep draining the log so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        ServerProcess { child, port }
+    }
+
+    pub fn ws_base(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.id().expect("server is running") as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal sent");
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait(mut self) -> Option<i32> {
+        tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("server exits in time")
+            .expect("wait for server")
+            .code()
+    }
+}
+
+/// Reads what the store holds for a document, as text of `content`, and its log length.
+pub async fn stored_text(db_url: &str, doc: &str) -> (String, i64) {
+    let store = tandem::store::connect(db_url).await.expect("store opens");
+    let id = tandem::domain::DocId::parse(doc).expect("valid name");
+    let stored = store.load(&id).await.expect("document loads");
+    let log_len = store.log_len(&id).await.expect("log length");
+    store.close().await;
+    let doc = tandem::collab::document::build_doc(&stored).expect("stored data decodes");
+    let text = doc.get_or_insert_text("content");
+    let s = text.get_string(&doc.transact());
+    (s, log_len)
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A y-websocket client over yrs, driven step by step by the test.
+pub struct YClient {
+    pub ws: Socket,
+    pub doc: Doc,
+    pub text: TextRef,
+    /// Presence states heard from the server: client id → JSON (removed ones are dropped).
+    pub awareness: HashMap<u64, String>,
+    awareness_clock: u32,
+    /// Number of document updates received after the initial sync.
+    pub updates_received: usize,
+    pub synced: bool,
+    /// The state vector the server greeted us with.
+    server_sv: Option<StateVector>,
+}
+
+impl YClient {
+    /// Connects, sends SyncStep1 and waits for the server's SyncStep2.
+    pub async fn connect(ws_base: &str, doc_name: &str) -> YClient {
+        Self::connect_with(ws_base, doc_name, Doc::new()).await
+    }
+
+    pub async fn connect_with(ws_base: &str, doc_name: &str, doc: Doc) -> YClient {
+        let mut client = Self::open(ws_base, doc_name, doc).await;
+        let sv = client.doc.transact().state_vector();
+        client.send(Message::Sync(SyncMessage::SyncStep1(sv))).await;
+        client
+            .recv_until(|c| c.synced && c.server_sv.is_some())
+            .await;
+        // Like a stock client, answer the server's SyncStep1 with what it lacks.
+        if let Some(server_sv) = client.server_sv.take() {
+            client.push_state(&server_sv).await;
+        }
+        client
+    }
+
+    /// Opens the socket without any protocol exchange.
+    pub async fn open(ws_base: &str, doc_name: &str, doc: Doc) -> YClient {
+        let url = format!("{ws_base}/{doc_name}");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
+            .await
+            .expect("connect in time")
+            .expect("WebSocket connects");
+        let text = doc.get_or_insert_text("content");
+        YClient {
+            ws,
+            doc,
+            text,
+            awareness: HashMap::new(),
+            awareness_clock: 0,
+            updates_received: 0,
+            synced: false,
+            server_sv: None,
+        }
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.doc.client_id().get()
+    }
+
+    pub fn text(&self) -> String {
+        self.text.get_string(&self.doc.transact())
+    }
+
+    pub async fn send(&mut self, message: Message) {
+        self.send_raw(message.encode_v1()).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(WsMessage::Binary(bytes.into()))
+            .await
+            .expect("frame sent");
+    }
+
+    /// Inserts at `index` and sends the change as an Update message.
+    pub async fn insert(&mut self, index: u32, chunk: &str) {
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            self.text.insert(&mut txn, index, chunk);
+            txn.encode_update_v1()
+        };
+        self.send(Message::Sync(SyncMessage::Update(update))).await;
+    }
+
+    pub async fn append(&mut self, chunk: &str) {
+        let len = self.text.len(&self.doc.transact());
+        self.insert(len, chunk).await;
+    }
+
+    /// Sets this client's presence state (a JSON value, or `null` to clear it).
+    pub async fn set_awareness(&mut self, json: &str) {
+        self.awareness_clock += 1;
+        let mut payload = Vec::new();
+        payload.write_var(1u32);
+        payload.write_var(self.client_id());
+        payload.write_var(self.awareness_clock);
+        payload.write_string(json);
+        let mut frame = Vec::new();
+        frame.write_var(1u8);
+        frame.write_buf(&payload);
+        self.send_raw(frame).await;
+    }
+
+    /// Handles incoming frames until `done` holds; panics after `WAIT`.
+    pub async fn recv_until(&mut self, mut done: impl FnMut(&YClient) -> bool) {
+        tokio::time::timeout(WAIT, async {
+            while !done(self) {
+                match self.ws.next().await {
+                    Some(Ok(WsMessage::Binary(frame))) => self.handle(&frame),
+                    Some(Ok(WsMessage::Close(frame))) => {
+                        panic!("server closed the connection: {frame:?}")
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("socket error: {e}"),
+                    None => panic!("socket ended"),
+                }
+            }
+        })
+        .await
+        .expect("condition reached in time");
+    }
+
+    /// Waits until the text of `content` equals `expected`.
+    pub async fn wait_for_text(&mut self, expected: &str) {
+        let expected = expected.to_string();
+        self.recv_until(|c| c.text() == expected).await;
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(WsMessage::Close(Some(CloseFrame { code, reason })))) => {
+                        return (u16::from(code), reason.to_string());
+                    }
+                    Some(Ok(WsMessage::Close(None))) => return (1005, String::new()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("socket error before the close frame: {e}"),
+                    None => panic!("socket ended without a close frame"),
+                }
+            }
+        })
+        .await
+        .expect("server closes in time")
+    }
+
+    fn handle(&mut self, frame: &[u8]) {
+        let message = Message::decode_v1(frame).expect("server frames decode");
+        match message {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => self.server_sv = Some(sv),
+            Message::Sync(SyncMessage::SyncStep2(update)) => {
+                self.apply(&update);
+                self.synced = true;
+            }
+            Message::Sync(SyncMessage::Update(update)) => {
+                self.apply(&update);
+                self.updates_received += 1;
+            }
+            Message::Awareness(update) => {
+                for (client, entry) in update.clients {
+                    if entry.json.as_ref() == "null" {
+                        self.awareness.remove(&client.get());
+                    } else {
+                        self.awareness.insert(client.get(), entry.json.to_string());
+                    }
+                }
+            }
+            other => panic!("unexpected message from server: {other:?}"),
+        }
+    }
+
+    fn apply(&mut self, update: &[u8]) {
+        let update = Update::decode_v1(update).expect("server updates decode");
+        self.doc
+            .transact_mut()
+            .apply_update(update)
+            .expect("server updates apply");
+    }
+
+    /// Sends everything the server lacks, as a SyncStep2 relative to `server_sv`.
+    pub async fn push_state(&mut self, server_sv: &StateVector) {
+        let diff = self.doc.transact().encode_state_as_update_v1(server_sv);
+        self.send(Message::Sync(SyncMessage::SyncStep2(diff))).await;
+    }
+
+    /// Closes the socket politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A unique document name for a test.
+pub fn doc_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,7 @@
+//! Integration tests: real servers on real databases, real sockets, stock and yrs clients.
+
+mod bad_input;
+mod helpers;
+mod interop;
+mod persistence;
+mod sync;

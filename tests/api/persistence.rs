@@ -1,0 +1,246 @@
+//! What is stored stays stored: restarts, compaction, failed loads, `kill -9` and SIGTERM.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use yrs::{ReadTxn, Transact};
+
+use crate::helpers::{
+    Backend, ServerProcess, TestApp, TestDb, YClient, backends, doc_name, stored_text,
+};
+
+#[actix_web::test]
+async fn content_survives_a_restart() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let doc = doc_name("restart");
+        let app = TestApp::spawn(db.settings()).await;
+        let mut client = app.connect(&doc).await;
+        client.append("kept across restarts").await;
+        client.recv_until(|c| c.updates_received >= 1).await;
+        client.close().await;
+        app.stop().await;
+
+        let app = TestApp::spawn(db.settings()).await;
+        let client = app.connect(&doc).await;
+        assert_eq!(client.text(), "kept across restarts", "{backend:?}");
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn compaction_keeps_the_content_and_shrinks_the_log() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let mut settings = db.settings();
+        settings.compact_after_updates = 10;
+        let doc = doc_name("compact");
+        let app = TestApp::spawn(settings.clone()).await;
+        let mut client = app.connect(&doc).await;
+        for i in 0..95 {
+            client.append(&format!("{i} ")).await;
+        }
+        client.recv_until(|c| c.updates_received >= 95).await;
+        let expected = client.text();
+
+        let (stored, log_len) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, expected, "{backend:?}");
+        assert!(
+            log_len < 95,
+            "{backend:?}: log not compacted ({log_len} rows)"
+        );
+        assert!(log_len <= 20, "{backend:?}: log holds {log_len} rows");
+        app.stop().await;
+
+        // Shutdown compacts what is left; the content is the same after a restart.
+        let (stored, log_len) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, expected, "{backend:?}");
+        assert_eq!(log_len, 0, "{backend:?}");
+        let app = TestApp::spawn(settings).await;
+        assert_eq!(app.connect(&doc).await.text(), expected, "{backend:?}");
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn a_document_that_fails_to_load_closes_with_1011_and_writes_nothing() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let doc = doc_name("corrupt");
+    let app = TestApp::spawn(db.settings()).await;
+    let mut client = app.connect(&doc).await;
+    client.append("stored before the damage").await;
+    client.recv_until(|c| c.updates_received >= 1).await;
+    client.close().await;
+    app.stop().await;
+
+    // Damage the stored log so the document cannot be rebuilt.
+    let pool = sqlx::SqlitePool::connect(&db.url).await.expect("open db");
+    sqlx::query("INSERT INTO updates (doc_id, data) VALUES ($1, $2)")
+        .bind(&doc)
+        .bind(&[0xffu8, 0xff, 0xff][..])
+        .execute(&pool)
+        .await
+        .expect("insert damage");
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM updates WHERE doc_id = $1")
+            .bind(&doc)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+    let snapshot = || async {
+        sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT snapshot FROM documents WHERE id = $1")
+            .bind(&doc)
+            .fetch_one(&pool)
+            .await
+            .expect("document row")
+    };
+    let (rows_before, snapshot_before) = (count().await, snapshot().await);
+
+    let app = TestApp::spawn(db.settings()).await;
+    let mut client = YClient::open(&app.ws_base(), &doc, yrs::Doc::new()).await;
+    let (code, reason) = client.expect_close().await;
+    assert_eq!(code, 1011, "{reason}");
+    app.stop().await;
+
+    assert_eq!(count().await, rows_before, "log rows changed");
+    assert_eq!(
+        snapshot().await,
+        snapshot_before,
+        "the snapshot was written over"
+    );
+}
+
+#[actix_web::test]
+async fn after_kill_9_every_update_a_reader_saw_is_stored() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let doc = doc_name("kill9");
+        let server = ServerProcess::start(&db.url, &[]).await;
+        let mut writer = YClient::connect(&server.ws_base(), &doc).await;
+        let mut reader = YClient::connect(&server.ws_base(), &doc).await;
+        let writer_id = yrs::ClientID::new(writer.client_id());
+
+        // The writer keeps sending while the reader counts what it is given.
+        let sending = async {
+            for i in 0.. {
+                writer.append(&format!("{i};")).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        let reading = reader.recv_until(|c| c.updates_received >= 100);
+        tokio::select! {
+            () = sending => unreachable!("the writer never stops"),
+            () = reading => {}
+        }
+        server.signal(Signal::SIGKILL);
+        let _ = server.wait().await;
+        let seen_text = reader.text();
+        let seen_clock = reader.doc.transact().state_vector().get(&writer_id);
+
+        let server = ServerProcess::start(&db.url, &[]).await;
+        let after = YClient::connect(&server.ws_base(), &doc).await;
+        let stored_clock = after.doc.transact().state_vector().get(&writer_id);
+        assert!(
+            stored_clock >= seen_clock,
+            "{backend:?}: reader saw clock {seen_clock}, store has {stored_clock}"
+        );
+        assert!(
+            after.text().starts_with(&seen_text),
+            "{backend:?}: stored text lost what the reader saw"
+        );
+        server.signal(Signal::SIGTERM);
+        assert_eq!(server.wait().await, Some(0));
+    }
+}
+
+#[actix_web::test]
+async fn updates_pending_at_sigterm_are_stored() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let doc = doc_name("sigterm");
+        // Create the schema, then hold the store's write lock so updates stay pending.
+        let server = ServerProcess::start(&db.url, &[]).await;
+        let lock = WriteLock::take(backend, &db.url).await;
+
+        let mut client = YClient::connect(&server.ws_base(), &doc).await;
+        let client_id = client.client_id();
+        for i in 0..50 {
+            client.append(&format!("pending-{i} ")).await;
+        }
+        // Presence is relayed without waiting for the store and is handled after the updates:
+        // its echo proves the server holds all 50 updates in memory.
+        client.set_awareness(r#"{"user":{"name":"probe"}}"#).await;
+        client
+            .recv_until(|c| c.awareness.contains_key(&client_id))
+            .await;
+        assert_eq!(
+            client.updates_received, 0,
+            "{backend:?}: relayed before durable"
+        );
+
+        server.signal(Signal::SIGTERM);
+        let (code, _) = client.expect_close().await;
+        assert_eq!(code, 1001, "{backend:?}");
+        // Let the writer through only now; shutdown must wait for it.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lock.release().await;
+        assert_eq!(server.wait().await, Some(0), "{backend:?}");
+
+        let (stored, log_len) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, client.text(), "{backend:?}");
+        assert_eq!(log_len, 0, "{backend:?}: shutdown compacts");
+    }
+}
+
+/// Holds the database's write lock from outside the server.
+enum WriteLock {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl WriteLock {
+    async fn take(backend: Backend, url: &str) -> WriteLock {
+        match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("open sqlite");
+                let mut conn = pool.acquire().await.expect("connection");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("take the write lock");
+                WriteLock::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(url).await.expect("open postgres");
+                let mut conn = pool.acquire().await.expect("connection");
+                sqlx::query("BEGIN")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("begin");
+                sqlx::query("LOCK TABLE updates IN EXCLUSIVE MODE")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("lock the log");
+                WriteLock::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("release");
+            }
+            WriteLock::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("release");
+            }
+        }
+    }
+}
