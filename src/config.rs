@@ -44,9 +44,14 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_COMPACT_AFTER_BYTES", default_value_t = 4 * MIB)]
     pub compact_after_bytes: usize,
 
-    /// Frames queued for one client before it counts as too slow and is closed with 1013.
-    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = 1024)]
-    pub outbound_queue: usize,
+    /// Presence (awareness) states not renewed for this long are removed. Clients renew every 15 s.
+    #[arg(long, env = "TANDEM_AWARENESS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub awareness_timeout: Duration,
+
+    /// Bytes queued for one client before it counts as too slow and is closed with 1013. Frames
+    /// are shared between recipients, so this bounds memory held for a slow client, not a copy.
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE_BYTES", default_value_t = 8 * MIB)]
+    pub outbound_queue_bytes: usize,
 
     /// Log line format.
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

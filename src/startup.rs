@@ -85,6 +85,7 @@ impl Application {
                 idle_unload_delay: settings.idle_unload_delay,
                 compact_after_updates: settings.compact_after_updates.max(1),
                 compact_after_bytes: settings.compact_after_bytes.max(1),
+                awareness_timeout: settings.awareness_timeout,
             },
         )
         .start();

@@ -28,9 +28,7 @@ use crate::store::{Compaction, StoredDoc};
 use crate::sync::presence::Presence;
 use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2};
 
-/// A presence state not renewed for this long is removed (clients renew every 15 s).
-pub const AWARENESS_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often expired presence states are looked for.
+/// Longest wait between two looks for expired presence states.
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 /// A v1 update with no structs and no deletions: clients send it when they have nothing new.
 const EMPTY_UPDATE: &[u8] = &[0, 0];
@@ -41,6 +39,8 @@ pub struct DocSettings {
     pub idle_unload_delay: Duration,
     pub compact_after_updates: u64,
     pub compact_after_bytes: usize,
+    /// A presence state not renewed for this long is removed.
+    pub awareness_timeout: Duration,
 }
 
 struct Subscriber {
@@ -371,8 +371,13 @@ impl Actor for DocumentActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         tracing::debug!(doc = %self.id, "document loaded");
-        ctx.run_interval(AWARENESS_SWEEP, |act, _| {
-            let expired = act.presence.expire(Instant::now(), AWARENESS_TIMEOUT);
+        let timeout = self.settings.awareness_timeout;
+        // Look often enough that a state is gone within a third of the timeout after it expires.
+        let sweep = AWARENESS_SWEEP
+            .min(timeout / 3)
+            .max(Duration::from_millis(10));
+        ctx.run_interval(sweep, move |act, _| {
+            let expired = act.presence.expire(Instant::now(), timeout);
             if let Some(frame) = act.presence.encode(&expired) {
                 act.broadcast(&frame);
             }

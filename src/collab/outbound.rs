@@ -1,17 +1,23 @@
 //! The one writer of a WebSocket: a bounded queue of frames and an unbounded lane for control.
 //!
 //! Frames are `Bytes` shared by every recipient, so queueing a broadcast costs a reference count,
-//! not a copy. The queue is bounded so a client that stops reading cannot grow the server's
-//! memory: when it is full the sender learns it at once (`try_send`) and closes that client.
+//! not a copy. The queue is bounded in bytes so a client that stops reading cannot grow the
+//! server's memory: when it is full the sender learns it at once and closes that client. The
+//! bound is in bytes rather than frames because a group commit releases many small frames at
+//! once, and a single large frame (a late joiner's first sync) must still fit: an empty queue
+//! takes any one frame.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_ws::{CloseCode, CloseReason};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-/// How long a close frame may take to reach a client that is not reading before we give up.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a close frame may wait behind what a slow client has yet to read before the
+/// connection is dropped without it. Only the socket's own buffers are held meanwhile.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,29 +36,45 @@ enum Control {
     Close(CloseReason),
 }
 
+/// What a queued frame costs beyond its bytes (queue node and handle), so that a flood of tiny
+/// frames is bounded too.
+const FRAME_OVERHEAD: usize = 64;
+
 /// Handle for sending to one client; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::UnboundedSender<Bytes>,
     control: mpsc::UnboundedSender<Control>,
+    /// Bytes queued and not yet handed to the socket, shared with the writer task.
+    queued: Arc<AtomicUsize>,
+    limit: usize,
 }
 
 impl Outbound {
-    /// Starts the writer task for `session` on the current arbiter, with room for `capacity`
-    /// queued frames.
-    pub fn spawn(session: actix_ws::Session, capacity: usize) -> Self {
-        let (frames, frames_rx) = mpsc::channel(capacity.max(1));
+    /// Starts the writer task for `session` on the current arbiter, with room for `limit` bytes
+    /// of queued frames.
+    pub fn spawn(session: actix_ws::Session, limit: usize) -> Self {
+        let (frames, frames_rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
-        actix_web::rt::spawn(write_loop(session, frames_rx, control_rx));
-        Self { frames, control }
+        let queued = Arc::new(AtomicUsize::new(0));
+        actix_web::rt::spawn(write_loop(session, frames_rx, control_rx, queued.clone()));
+        Self {
+            frames,
+            control,
+            queued,
+            limit,
+        }
     }
 
     /// Queues a frame without waiting.
     pub fn send(&self, frame: Bytes) -> Result<(), QueueError> {
-        self.frames.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => QueueError::Full,
-            mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
-        })
+        let cost = frame.len() + FRAME_OVERHEAD;
+        let before = self.queued.fetch_add(cost, Ordering::AcqRel);
+        if before > 0 && before + cost > self.limit {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
+            return Err(QueueError::Full);
+        }
+        self.frames.send(frame).map_err(|_| QueueError::Closed)
     }
 
     /// Sends a close frame with `code` and `reason` ahead of anything queued, then ends the
@@ -84,19 +106,25 @@ impl Outbound {
 
 async fn write_loop(
     mut session: actix_ws::Session,
-    mut frames: mpsc::Receiver<Bytes>,
+    mut frames: mpsc::UnboundedReceiver<Bytes>,
     mut control: mpsc::UnboundedReceiver<Control>,
+    queued: Arc<AtomicUsize>,
 ) {
     loop {
         let next = tokio::select! {
             biased;
             ctl = control.recv() => ctl,
             frame = frames.recv() => match frame {
-                Some(frame) => match write_frame(&mut session, frame, &mut control).await {
-                    Written::Done => continue,
-                    Written::CloseRequested(reason) => Some(Control::Close(reason)),
-                    Written::Gone => return,
-                },
+                Some(frame) => {
+                    let cost = frame.len() + FRAME_OVERHEAD;
+                    let written = write_frame(&mut session, frame, &mut control).await;
+                    queued.fetch_sub(cost, Ordering::AcqRel);
+                    match written {
+                        Written::Done => continue,
+                        Written::CloseRequested(reason) => Some(Control::Close(reason)),
+                        Written::Gone => return,
+                    }
+                }
                 // Every sender is gone: nobody will write again.
                 None => return,
             },
@@ -113,6 +141,11 @@ async fn write_loop(
                 }
             }
             Some(Control::Close(reason)) => {
+                // Frames still queued will never be sent: free them before waiting.
+                frames.close();
+                while let Ok(frame) = frames.try_recv() {
+                    queued.fetch_sub(frame.len() + FRAME_OVERHEAD, Ordering::AcqRel);
+                }
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, session.close(Some(reason))).await;
                 return;
             }

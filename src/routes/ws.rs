@@ -21,7 +21,7 @@ pub async fn connect(
     let doc = DocId::parse(&path)?;
     let (response, session, stream) =
         actix_ws::handle(&req, payload).map_err(|e| ApiError::NotWebSocket(e.to_string()))?;
-    let outbound = Outbound::spawn(session, state.settings.outbound_queue);
+    let outbound = Outbound::spawn(session, state.settings.outbound_queue_bytes);
     SessionActor::new(
         state.next_session_id(),
         doc,

@@ -80,7 +80,18 @@ pub fn decode_frame(frame: &Bytes) -> Result<Vec<ClientMessage>, FrameError> {
             t if t == u64::from(MSG_SYNC) => decode_sync(&mut cursor, frame, start)?,
             t if t == u64::from(MSG_AWARENESS) => {
                 let payload = cursor.read_buf()?;
-                ClientMessage::Awareness(validate::parse_awareness_v1(payload)?)
+                let entries = validate::parse_awareness_v1(payload)?;
+                // Every peer parses these states as JSON: relaying one that does not parse
+                // would break the stock clients of everybody else in the document.
+                for entry in &entries {
+                    if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
+                        return Err(FrameError::Malformed(format!(
+                            "awareness state of client {} is not JSON",
+                            entry.client
+                        )));
+                    }
+                }
+                ClientMessage::Awareness(entries)
             }
             t if t == u64::from(MSG_AUTH) => {
                 // Body: a permission varUint and, for a denial, a reason string.
@@ -235,6 +246,26 @@ mod tests {
             decode_frame(&Bytes::new()),
             Err(FrameError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn an_awareness_state_that_is_not_json_is_malformed() {
+        let frame = |json: &str| {
+            let mut payload = Vec::new();
+            payload.write_var(1u32);
+            payload.write_var(7u64);
+            payload.write_var(1u32);
+            payload.write_string(json);
+            encode_awareness(&payload)
+        };
+        assert!(decode_frame(&frame(r#"{"user":{"name":"a"}}"#)).is_ok());
+        assert!(decode_frame(&frame("null")).is_ok());
+        for bad in ["{", "not json", "", &"[".repeat(10_000)] {
+            assert!(
+                matches!(decode_frame(&frame(bad)), Err(FrameError::Malformed(_))),
+                "{bad:.20} was accepted"
+            );
+        }
     }
 
     #[test]

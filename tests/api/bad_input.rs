@@ -8,7 +8,7 @@ use yrs::encoding::write::Write;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::encoder::Encode;
 
-use crate::helpers::{Backend, TestApp, TestDb, YClient, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, YClient, awareness_frame, doc_name};
 
 /// A document with known content and a bystander connected to it.
 struct Scene {
@@ -150,14 +150,17 @@ async fn a_client_id_beyond_53_bits_in_an_update_is_refused_with_1007() {
 #[actix_web::test]
 async fn a_client_id_beyond_53_bits_in_awareness_is_refused_with_1007() {
     let scene = scene(None).await;
-    let mut payload = Vec::new();
-    payload.write_var(1u32);
-    payload.write_var(u64::MAX);
-    payload.write_var(1u32);
-    payload.write_string(r#"{"user":{"name":"mallory"}}"#);
-    let mut frame = Vec::new();
-    frame.write_var(1u8);
-    frame.write_buf(&payload);
+    let frame = awareness_frame(u64::MAX, 1, r#"{"user":{"name":"mallory"}}"#);
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(scene.bystander.awareness.is_empty());
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn an_awareness_state_that_is_not_json_is_refused_with_1007() {
+    let scene = scene(None).await;
+    let frame = awareness_frame(12345, 1, "{not json");
     let (code, reason) = scene.attack(binary(frame)).await;
     assert_eq!(code, 1007, "{reason}");
     assert!(scene.bystander.awareness.is_empty());

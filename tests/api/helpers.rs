@@ -287,14 +287,7 @@ impl YClient {
     /// Sets this client's presence state (a JSON value, or `null` to clear it).
     pub async fn set_awareness(&mut self, json: &str) {
         self.awareness_clock += 1;
-        let mut payload = Vec::new();
-        payload.write_var(1u32);
-        payload.write_var(self.client_id());
-        payload.write_var(self.awareness_clock);
-        payload.write_string(json);
-        let mut frame = Vec::new();
-        frame.write_var(1u8);
-        frame.write_buf(&payload);
+        let frame = awareness_frame(self.client_id(), self.awareness_clock, json);
         self.send_raw(frame).await;
     }
 
@@ -385,6 +378,19 @@ impl YClient {
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// An awareness message setting one client's state (any client id, even an invalid one).
+pub fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.write_var(1u32);
+    payload.write_var(client);
+    payload.write_var(clock);
+    payload.write_string(json);
+    let mut frame = Vec::new();
+    frame.write_var(1u8);
+    frame.write_buf(&payload);
+    frame
 }
 
 /// A unique document name for a test.

@@ -3,5 +3,6 @@
 mod bad_input;
 mod helpers;
 mod interop;
+mod lifecycle;
 mod persistence;
 mod sync;
