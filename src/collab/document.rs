@@ -5,7 +5,7 @@
 //! only once the writer reports it durable, so nobody ever sees an edit that a crash could lose.
 //! Every frame is encoded once and the same bytes go to all recipients.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 use super::messages::{
     Durable, Gone, Inbound, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
 };
-use super::outbound::{Outbound, QueueError};
 use super::persist::PersistHandle;
 use super::registry::Registry;
+use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
 use crate::store::{Compaction, StoredDoc};
 use crate::sync::presence::Presence;
@@ -41,11 +41,6 @@ pub struct DocSettings {
     pub compact_after_bytes: usize,
     /// A presence state not renewed for this long is removed.
     pub awareness_timeout: Duration,
-}
-
-struct Subscriber {
-    outbound: Outbound,
-    can_write: bool,
 }
 
 /// Something to send once the updates before it are durable.
@@ -77,7 +72,7 @@ pub struct DocumentActor {
     id: DocId,
     doc: Doc,
     presence: Presence,
-    subscribers: HashMap<SessionId, Subscriber>,
+    subscribers: Subscribers,
     persist: PersistHandle,
     registry: Addr<Registry>,
     settings: Arc<DocSettings>,
@@ -111,7 +106,7 @@ impl DocumentActor {
             id,
             doc,
             presence: Presence::default(),
-            subscribers: HashMap::new(),
+            subscribers: Subscribers::default(),
             persist,
             registry,
             settings,
@@ -126,46 +121,29 @@ impl DocumentActor {
         }
     }
 
-    /// Sends `frame` to one subscriber; a full queue closes that subscriber.
+    /// Sends `frame` to one subscriber.
     fn send_to(&mut self, session: SessionId, frame: Bytes) {
-        let result = match self.subscribers.get(&session) {
-            Some(sub) => sub.outbound.send(frame),
-            None => return,
-        };
-        if let Err(error) = result {
-            self.drop_subscriber(session, error);
+        if let Some(dropped) = self.subscribers.send_to(session, frame) {
+            self.forget(dropped);
         }
     }
 
-    /// The relay step: sends one encoded frame to every subscriber. Clients that cannot keep up
-    /// are closed instead of slowing the others.
+    /// Sends one encoded frame to every subscriber.
     fn broadcast(&mut self, frame: &Bytes) {
-        let mut failed = Vec::new();
-        for (&session, sub) in &self.subscribers {
-            if let Err(error) = sub.outbound.send(frame.clone()) {
-                failed.push((session, error));
-            }
-        }
-        for (session, error) in failed {
-            self.drop_subscriber(session, error);
+        for dropped in self.subscribers.broadcast(frame) {
+            self.forget(dropped);
         }
     }
 
-    fn drop_subscriber(&mut self, session: SessionId, error: QueueError) {
-        if let Some(sub) = self.subscribers.get(&session)
-            && error == QueueError::Full
-        {
-            tracing::warn!(doc = %self.id, session, "client too slow: outbound queue full");
-            sub.outbound
-                .close(CloseCode::Again, "too slow: outbound queue full");
-        }
-        self.remove_subscriber(session);
-    }
-
+    /// Removes a subscriber, and clears (for everybody else) the presence states it set.
     fn remove_subscriber(&mut self, session: SessionId) {
-        if self.subscribers.remove(&session).is_none() {
-            return;
+        if self.subscribers.remove(session) {
+            self.forget(session);
         }
+    }
+
+    /// Clears the presence of a subscriber that is already gone.
+    fn forget(&mut self, session: SessionId) {
         self.idle_generation += 1;
         let cleared = self.presence.remove_owner(session);
         if let Some(frame) = self.presence.encode(&cleared) {
@@ -223,7 +201,7 @@ impl DocumentActor {
         incoming: IncomingUpdate,
         ctx: &mut Context<Self>,
     ) -> Result<(), ()> {
-        let Some(sub) = self.subscribers.get(&session) else {
+        let Some(sub) = self.subscribers.get(session) else {
             return Ok(());
         };
         if !sub.can_write {
@@ -246,7 +224,7 @@ impl DocumentActor {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::info!(doc = %self.id, session, %error, "refused an update that does not apply");
-                if let Some(sub) = self.subscribers.get(&session) {
+                if let Some(sub) = self.subscribers.get(session) {
                     sub.outbound.close(
                         CloseCode::Invalid,
                         format!("update does not apply: {error}"),
@@ -309,13 +287,10 @@ impl DocumentActor {
     /// The in-memory document is suspect: close everyone with 1011 and stop without writing.
     fn fail(&mut self, ctx: &mut Context<Self>) {
         self.closing = true;
-        for sub in self.subscribers.values() {
-            sub.outbound.close(
-                CloseCode::Error,
-                "internal error; reconnect to reload the document",
-            );
-        }
-        self.subscribers.clear();
+        self.subscribers.close_all(
+            CloseCode::Error,
+            "internal error; reconnect to reload the document",
+        );
         self.waiting.clear();
         self.registry.do_send(Unloaded {
             doc: self.id.clone(),
@@ -423,7 +398,7 @@ impl Handler<Inbound> for DocumentActor {
 
     /// Handles the messages of one client frame in order; stops at the first refused one.
     fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
-        if !self.subscribers.contains_key(&msg.session) {
+        if self.subscribers.get(msg.session).is_none() {
             return;
         }
         for message in msg.messages {
@@ -473,10 +448,8 @@ impl Handler<Shutdown> for DocumentActor {
 
     /// Closes every session with 1001, then flushes and compacts.
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        for sub in self.subscribers.values() {
-            sub.outbound.close(CloseCode::Away, "server shutting down");
-        }
-        self.subscribers.clear();
+        self.subscribers
+            .close_all(CloseCode::Away, "server shutting down");
         self.unload(ctx)
     }
 }

@@ -13,5 +13,6 @@ pub mod outbound;
 pub mod persist;
 pub mod registry;
 pub mod session;
+pub mod subscribers;
 
 pub use registry::Registry;

@@ -1,0 +1,88 @@
+//! The relay step: a document's subscribers and the sending of frames to them.
+//!
+//! Every frame handed in here is already encoded; each subscriber gets the same `Bytes`. A
+//! subscriber whose queue is full is closed with 1013 and dropped, so it never slows the others.
+//! This is the one place where a document's frames leave it, so a relay to other nodes can be
+//! added beside the local fan-out.
+
+use std::collections::HashMap;
+
+use actix_ws::CloseCode;
+use bytes::Bytes;
+
+use super::messages::SessionId;
+use super::outbound::{Outbound, QueueError};
+
+/// One connection subscribed to a document.
+pub struct Subscriber {
+    pub outbound: Outbound,
+    /// False for read-only connections.
+    pub can_write: bool,
+}
+
+/// The subscribers of one document.
+#[derive(Default)]
+pub struct Subscribers {
+    map: HashMap<SessionId, Subscriber>,
+}
+
+impl Subscribers {
+    pub fn insert(&mut self, session: SessionId, subscriber: Subscriber) {
+        self.map.insert(session, subscriber);
+    }
+
+    /// Forgets a subscriber; false if it was not there.
+    pub fn remove(&mut self, session: SessionId) -> bool {
+        self.map.remove(&session).is_some()
+    }
+
+    pub fn get(&self, session: SessionId) -> Option<&Subscriber> {
+        self.map.get(&session)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Sends one frame to every subscriber; returns those dropped because they could not take it.
+    #[must_use = "dropped subscribers must be forgotten by the document"]
+    pub fn broadcast(&mut self, frame: &Bytes) -> Vec<SessionId> {
+        let failed: Vec<(SessionId, QueueError)> = self
+            .map
+            .iter()
+            .filter_map(|(&session, sub)| {
+                sub.outbound.send(frame.clone()).err().map(|e| (session, e))
+            })
+            .collect();
+        failed
+            .into_iter()
+            .map(|(session, error)| self.drop(session, error))
+            .collect()
+    }
+
+    /// Sends one frame to one subscriber; returns it if it was dropped.
+    #[must_use = "a dropped subscriber must be forgotten by the document"]
+    pub fn send_to(&mut self, session: SessionId, frame: Bytes) -> Option<SessionId> {
+        let error = self.map.get(&session)?.outbound.send(frame).err()?;
+        Some(self.drop(session, error))
+    }
+
+    /// Closes every connection with `code` and `reason`, and forgets them all.
+    pub fn close_all(&mut self, code: CloseCode, reason: &str) {
+        for sub in self.map.values() {
+            sub.outbound.close(code, reason);
+        }
+        self.map.clear();
+    }
+
+    fn drop(&mut self, session: SessionId, error: QueueError) -> SessionId {
+        if let Some(sub) = self.map.remove(&session)
+            && error == QueueError::Full
+        {
+            tracing::warn!(session, "client too slow: outbound queue full");
+            sub.outbound
+                .close(CloseCode::Again, "too slow: outbound queue full");
+        }
+        session
+    }
+}
