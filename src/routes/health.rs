@@ -1,5 +1,7 @@
 //! Liveness and readiness probes.
 
+use std::time::Duration;
+
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
@@ -12,10 +14,17 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// A store that takes longer than this to answer a ping counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Readiness: the store answers and the server is not shutting down.
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.is_shutting_down() || state.store.ping().await.is_err() {
+    if state.is_shutting_down() {
+        return Err(ApiError::NotReady);
+    }
+    let ping = tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await;
+    if !matches!(ping, Ok(Ok(()))) {
         return Err(ApiError::NotReady);
     }
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
