@@ -3,6 +3,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations migrations
+COPY static/dist static/dist
 COPY src src
 RUN cargo build --release --locked --bin tandem
 

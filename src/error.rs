@@ -9,12 +9,18 @@ use crate::domain::InvalidDocId;
 /// Every error an HTTP handler returns.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("invalid document name: {0}")]
+    #[error("{0}")]
     InvalidDocId(#[from] InvalidDocId),
     #[error("expected a WebSocket upgrade request: {0}")]
     NotWebSocket(String),
     #[error("the store is not reachable")]
     NotReady,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("document {0:?} not found")]
+    NotFound(String),
+    #[error("document {0:?} already exists")]
+    AlreadyExists(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -40,6 +46,9 @@ impl ApiError {
                 "Not a WebSocket request",
             ),
             ApiError::NotReady => ("/problems/not-ready", "Not ready"),
+            ApiError::BadRequest(_) => ("/problems/bad-request", "Bad request"),
+            ApiError::NotFound(_) => ("/problems/document-not-found", "Document not found"),
+            ApiError::AlreadyExists(_) => ("/problems/document-exists", "Document already exists"),
             ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
         }
     }
@@ -48,7 +57,11 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::InvalidDocId(_) | ApiError::NotWebSocket(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidDocId(_) | ApiError::NotWebSocket(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

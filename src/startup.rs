@@ -89,8 +89,8 @@ impl Application {
             },
         )
         .start();
-        let listener = TcpListener::bind(settings.bind)
-            .with_context(|| format!("Failed to bind {}", settings.bind))?;
+        let listener =
+            bind(settings.bind).with_context(|| format!("Failed to bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             registry,
@@ -106,7 +106,19 @@ impl Application {
                 .app_data(app_state.clone())
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
+                .app_data(json_config())
+                .app_data(query_config())
                 .service(routes::ws::connect)
+                .service(routes::docs::list)
+                .service(routes::docs::create)
+                .service(routes::docs::remove)
+                .service(routes::static_files::index)
+                .service(routes::static_files::editor)
+                .service(
+                    web::scope("/assets")
+                        .wrap(actix_web::middleware::Compress::default())
+                        .service(routes::static_files::asset),
+                )
         })
         .disable_signals()
         .shutdown_timeout(HTTP_SHUTDOWN_TIMEOUT)
@@ -155,6 +167,32 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Largest JSON body the API accepts.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Malformed JSON bodies are answered with problem JSON like every other error.
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|error, _| crate::error::ApiError::BadRequest(error.to_string()).into())
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|error, _| crate::error::ApiError::BadRequest(error.to_string()).into())
+}
+
+/// Binds with `SO_REUSEADDR`, so a restarted server can take its port back at once even while
+/// connections of the previous process linger in TIME_WAIT.
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 async fn stop(

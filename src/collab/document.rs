@@ -18,7 +18,8 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::messages::{
-    Durable, Gone, Inbound, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
+    DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown, Subscribe,
+    Unloaded, Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
@@ -30,6 +31,8 @@ use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, en
 
 /// Longest wait between two looks for expired presence states.
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
+/// Close code telling clients that their document was deleted (4000–4999 are for applications).
+pub const DELETED_CLOSE_CODE: u16 = 4404;
 /// A v1 update with no structs and no deletions: clients send it when they have nothing new.
 const EMPTY_UPDATE: &[u8] = &[0, 0];
 
@@ -451,5 +454,30 @@ impl Handler<Shutdown> for DocumentActor {
         self.subscribers
             .close_all(CloseCode::Away, "server shutting down");
         self.unload(ctx)
+    }
+}
+
+impl Handler<GetPresence> for DocumentActor {
+    type Result = MessageResult<GetPresence>;
+
+    /// Counts the connections and names the people behind them.
+    fn handle(&mut self, _: GetPresence, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DocPresence {
+            clients: self.subscribers.len(),
+            people: self.presence.names(),
+        })
+    }
+}
+
+impl Handler<Evict> for DocumentActor {
+    type Result = ();
+
+    /// The document is being deleted: close everyone with 4404 and stop, writing nothing.
+    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
+        self.closing = true;
+        self.subscribers
+            .close_all(CloseCode::Other(DELETED_CLOSE_CODE), "document deleted");
+        self.waiting.clear();
+        ctx.stop();
     }
 }

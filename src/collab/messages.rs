@@ -68,6 +68,39 @@ pub struct Durable {
     pub max_log_id: i64,
 }
 
+/// Registry → Document: who is connected now.
+#[derive(Message)]
+#[rtype(result = "DocPresence")]
+pub struct GetPresence;
+
+/// Connected clients of a document and the names they go by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocPresence {
+    pub clients: usize,
+    pub people: Vec<String>,
+}
+
+/// Anyone → Registry: who is connected to each of these documents (absent when nobody is).
+#[derive(Message)]
+#[rtype(result = "std::collections::HashMap<DocId, DocPresence>")]
+pub struct PresenceOf {
+    pub docs: Vec<DocId>,
+}
+
+/// Registry → Document: the document is being deleted; close every session with 4404 and stop
+/// without writing anything.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict;
+
+/// Anyone → Registry: delete a document, closing its sessions first. Answers whether there was
+/// anything to delete.
+#[derive(Message)]
+#[rtype(result = "Result<bool, crate::store::StoreError>")]
+pub struct DeleteDoc {
+    pub doc: DocId,
+}
+
 /// Document → Registry: I am unloading (idle, or stopped after a failure); forget me.
 #[derive(Message)]
 #[rtype(result = "()")]

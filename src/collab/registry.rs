@@ -12,16 +12,21 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::document::{DocSettings, DocumentActor, build_doc};
-use super::messages::{Join, JoinError, Shutdown, ShutdownAll, Unloaded};
+use super::messages::{
+    DeleteDoc, DocPresence, Evict, GetPresence, Join, JoinError, PresenceOf, Shutdown, ShutdownAll,
+    Unloaded,
+};
 use super::persist::PersistHandle;
 use crate::domain::DocId;
-use crate::store::{Store, StoredDoc};
+use crate::store::{Store, StoreError, StoredDoc};
 
 type Waiter = oneshot::Sender<Result<Addr<DocumentActor>, JoinError>>;
 
 enum Entry {
     Loading(Vec<Waiter>),
     Loaded(Addr<DocumentActor>),
+    /// Being deleted: joiners wait, then get a fresh, empty document.
+    Deleting(Vec<Waiter>),
 }
 
 /// Maps document ids to their actors.
@@ -99,6 +104,10 @@ impl Registry {
         result: Result<(yrs::Doc, StoredDoc), ()>,
         ctx: &mut Context<Self>,
     ) {
+        // A delete that began meanwhile took over the waiters; this load is stale.
+        if !matches!(self.docs.get(&id), Some(Entry::Loading(_))) {
+            return;
+        }
         let Some(Entry::Loading(waiters)) = self.docs.remove(&id) else {
             return;
         };
@@ -147,7 +156,7 @@ impl Handler<Join> for Registry {
                 let addr = addr.clone();
                 return Box::pin(async move { Ok(addr) });
             }
-            Some(Entry::Loading(waiters)) => {
+            Some(Entry::Loading(waiters) | Entry::Deleting(waiters)) => {
                 let (tx, rx) = oneshot::channel();
                 waiters.push(tx);
                 return Box::pin(async move { rx.await.unwrap_or(Err(JoinError::LoadFailed)) });
@@ -183,7 +192,7 @@ impl Handler<ShutdownAll> for Registry {
             .drain()
             .filter_map(|(_, entry)| match entry {
                 Entry::Loaded(addr) => Some(addr),
-                Entry::Loading(waiters) => {
+                Entry::Loading(waiters) | Entry::Deleting(waiters) => {
                     for waiter in waiters {
                         let _ = waiter.send(Err(JoinError::ShuttingDown));
                     }
@@ -205,6 +214,79 @@ impl Handler<ShutdownAll> for Registry {
             .into_actor(self)
             // Stopping drops the registry's writer handle, which lets the writer finish.
             .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+impl Handler<PresenceOf> for Registry {
+    type Result = ResponseFuture<HashMap<DocId, DocPresence>>;
+
+    /// Asks each loaded document among `docs` who is connected.
+    fn handle(&mut self, msg: PresenceOf, _: &mut Context<Self>) -> Self::Result {
+        let loaded: Vec<(DocId, Addr<DocumentActor>)> = msg
+            .docs
+            .into_iter()
+            .filter_map(|doc| match self.docs.get(&doc) {
+                Some(Entry::Loaded(addr)) => Some((doc, addr.clone())),
+                _ => None,
+            })
+            .collect();
+        Box::pin(async move {
+            let answers = futures_util::future::join_all(
+                loaded
+                    .into_iter()
+                    .map(|(doc, addr)| async move { (doc, addr.send(GetPresence).await) }),
+            )
+            .await;
+            answers
+                .into_iter()
+                .filter_map(|(doc, answer)| answer.ok().map(|presence| (doc, presence)))
+                .filter(|(_, presence)| presence.clients > 0)
+                .collect()
+        })
+    }
+}
+
+impl Handler<DeleteDoc> for Registry {
+    type Result = ResponseActFuture<Self, Result<bool, StoreError>>;
+
+    /// Evicts the document (its sessions are closed with 4404), waits for its queued writes, and
+    /// deletes it from the store. Joiners meanwhile wait and then get a fresh document.
+    fn handle(&mut self, msg: DeleteDoc, _: &mut Context<Self>) -> Self::Result {
+        let previous = self
+            .docs
+            .insert(msg.doc.clone(), Entry::Deleting(Vec::new()));
+        let mut waiters = Vec::new();
+        match previous {
+            Some(Entry::Loaded(addr)) => addr.do_send(Evict),
+            Some(Entry::Loading(w) | Entry::Deleting(w)) => waiters = w,
+            None => {}
+        }
+        if let Some(Entry::Deleting(list)) = self.docs.get_mut(&msg.doc) {
+            list.extend(waiters);
+        }
+        let (store, persist, doc) = (self.store.clone(), self.persist.clone(), msg.doc);
+        let id = doc.clone();
+        Box::pin(
+            async move {
+                // Writes the document queued before it was evicted must land before the delete,
+                // or they would bring it back.
+                persist
+                    .barrier()
+                    .await
+                    .map_err(|e| StoreError::Other(e.into()))?;
+                store.delete(&id).await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                if let Some(Entry::Deleting(waiters)) = act.docs.remove(&doc)
+                    && !waiters.is_empty()
+                {
+                    act.docs.insert(doc.clone(), Entry::Loading(waiters));
+                    act.start_load(doc, ctx);
+                }
+                result
+            }),
         )
     }
 }

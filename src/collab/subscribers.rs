@@ -44,6 +44,10 @@ impl Subscribers {
         self.map.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// Sends one frame to every subscriber; returns those dropped because they could not take it.
     #[must_use = "dropped subscribers must be forgotten by the document"]
     pub fn broadcast(&mut self, frame: &Bytes) -> Vec<SessionId> {

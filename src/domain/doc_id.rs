@@ -23,6 +23,8 @@ pub enum InvalidDocId {
     TooLong,
     #[error("document name may contain only A-Z, a-z, 0-9, '.', '_' and '-'")]
     BadCharacter,
+    #[error("document name cannot be '.' or '..'")]
+    DotSegment,
 }
 
 impl DocId {
@@ -39,6 +41,11 @@ impl DocId {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         {
             return Err(InvalidDocId::BadCharacter);
+        }
+        // URLs treat these as path segments to resolve, so such a document could never be
+        // opened or deleted by its URL.
+        if raw == "." || raw == ".." {
+            return Err(InvalidDocId::DotSegment);
         }
         Ok(Self(raw.into()))
     }
@@ -85,6 +92,9 @@ mod tests {
             DocId::parse(&"x".repeat(MAX_DOC_ID_LEN + 1)),
             Err(InvalidDocId::TooLong)
         );
+        assert_eq!(DocId::parse("."), Err(InvalidDocId::DotSegment));
+        assert_eq!(DocId::parse(".."), Err(InvalidDocId::DotSegment));
+        assert!(DocId::parse("...").is_ok());
         for bad in ["a b", "a/b", "ä", "a%20", "..\u{0}", "doc?x", "é"] {
             assert_eq!(
                 DocId::parse(bad),

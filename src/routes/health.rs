@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, route, web};
 use serde_json::json;
 
 use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// Liveness: the process is up and serving HTTP.
-#[get("/healthz")]
+#[route("/healthz", method = "GET", method = "HEAD")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
@@ -18,7 +18,7 @@ pub async fn healthz() -> HttpResponse {
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Readiness: the store answers and the server is not shutting down.
-#[get("/readyz")]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.is_shutting_down() {
         return Err(ApiError::NotReady);

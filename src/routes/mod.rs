@@ -1,4 +1,6 @@
 //! HTTP routes: each file registers its own handlers.
 
+pub mod docs;
 pub mod health;
+pub mod static_files;
 pub mod ws;

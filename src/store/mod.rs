@@ -32,6 +32,9 @@ pub enum StoreError {
     /// Schema migration failed at start-up.
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A document with this id already exists.
+    #[error("document already exists")]
+    AlreadyExists,
     /// Other failures with context (for example creating the SQLite directory).
     #[error(transparent)]
     Other(#[from] anyhow::Error),
@@ -104,6 +107,16 @@ impl Batch {
     }
 }
 
+/// A document as listed: its id, times (Unix epoch milliseconds) and stored size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocSummary {
+    pub id: DocId,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Bytes of its snapshot plus its log.
+    pub size: i64,
+}
+
 /// What a committed batch assigned: for each document that got appends, its highest new log id.
 pub type Committed = HashMap<DocId, i64>;
 
@@ -115,6 +128,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a batch in one transaction: all of it or none of it.
     async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError>;
+
+    /// Documents in id order, starting after `after`, at most `limit` of them.
+    async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError>;
+
+    /// Creates an empty document; `AlreadyExists` if the id is taken.
+    async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError>;
+
+    /// Deletes a document with its log; false if there was nothing to delete.
+    async fn delete(&self, doc: &DocId) -> Result<bool, StoreError>;
 
     /// Number of log rows a document has (operators and tests use it to watch compaction).
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;
@@ -135,6 +157,23 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     } else {
         Err(StoreError::UnsupportedUrl(redact(url)))
     }
+}
+
+/// Builds a summary from a row of (id, created_at, updated_at, size).
+pub(crate) fn summary_from_row<R>(row: &R) -> Result<DocSummary, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let id: String = row.try_get(0)?;
+    Ok(DocSummary {
+        id: DocId::parse(&id).map_err(|e| anyhow::anyhow!("stored document id {id:?}: {e}"))?,
+        created_at: row.try_get(1)?,
+        updated_at: row.try_get(2)?,
+        size: row.try_get(3)?,
+    })
 }
 
 /// Current time as Unix epoch milliseconds.

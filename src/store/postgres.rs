@@ -10,13 +10,19 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
-use super::{Batch, Committed, StoreError, StoredDoc, now_ms};
+use super::{Batch, Committed, DocSummary, StoreError, StoredDoc, now_ms, summary_from_row};
 use crate::domain::DocId;
 
 /// Pool size: one writer plus concurrent document loads and health checks.
 const MAX_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a free connection before the operation fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Documents in id order with their stored size (snapshot plus log).
+const LIST_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
+     (COALESCE(octet_length(d.snapshot), 0) + \
+      COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u WHERE u.doc_id = d.id), 0))::BIGINT \
+     FROM documents d WHERE d.id > $1 ORDER BY d.id LIMIT $2";
 
 /// A store in a Postgres database.
 #[derive(Clone)]
@@ -141,6 +147,54 @@ impl super::Store for PostgresStore {
         }
         tx.commit().await?;
         Ok(committed)
+    }
+
+    async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {
+        let rows = sqlx::query(LIST_SQL)
+            .bind(after.map_or("", DocId::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError> {
+        let now = now_ms();
+        let created = sqlx::query(
+            "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+        )
+        .bind(doc.as_str())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match created {
+            Some(_) => Ok(DocSummary {
+                id: doc.clone(),
+                created_at: now,
+                updated_at: now,
+                size: 0,
+            }),
+            None => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    async fn delete(&self, doc: &DocId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("DELETE FROM updates WHERE doc_id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let docs = sqlx::query("DELETE FROM documents WHERE id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(rows + docs > 0)
     }
 
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError> {

@@ -90,6 +90,20 @@ impl Presence {
         changed
     }
 
+    /// The `user.name` of every live state that has one (the convention of Yjs editor bindings),
+    /// sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .clients
+            .values()
+            .filter_map(|c| c.json.as_deref())
+            .filter_map(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+            .filter_map(|state| state["user"]["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Clears every live state that connection `owner` set; returns the cleared client ids.
     pub fn remove_owner(&mut self, owner: OwnerId) -> Vec<u64> {
         self.clear_where(|state| state.owner == Some(owner))
@@ -206,6 +220,22 @@ mod tests {
         assert_eq!(p.remove_owner(1), vec![10]);
         let live = decode(&p.encode_all().expect("one left"));
         assert_eq!(live.iter().map(|e| e.client).collect::<Vec<_>>(), vec![20]);
+    }
+
+    #[test]
+    fn names_come_from_live_user_states() {
+        let mut p = Presence::default();
+        let now = Instant::now();
+        p.apply(1, vec![entry(1, 1, r#"{"user":{"name":"bob"}}"#)], now);
+        p.apply(
+            1,
+            vec![entry(2, 1, r##"{"user":{"name":"alice","color":"#f00"}}"##)],
+            now,
+        );
+        p.apply(2, vec![entry(3, 1, r#"{"cursor":null}"#)], now);
+        p.apply(2, vec![entry(4, 1, r#"{"user":{"name":"gone"}}"#)], now);
+        p.apply(2, vec![entry(4, 1, "null")], now);
+        assert_eq!(p.names(), vec!["alice", "bob"]);
     }
 
     #[test]

@@ -393,6 +393,46 @@ pub fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
     frame
 }
 
+/// Runs `node run.mjs <scenario> <args>` in `tests/<suite>` (whose `node_modules` must hold
+/// `package`) and returns the JSON line it prints last, failing the test if the scenario failed.
+pub async fn node_scenario(
+    suite: &str,
+    package: &str,
+    scenario: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> serde_json::Value {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(suite);
+    assert!(
+        dir.join("node_modules").join(package).exists(),
+        "{package} not installed: run `npm ci` in tests/{suite} (scripts/test does)"
+    );
+    let timeout_ms = timeout.as_millis().to_string();
+    let output = tokio::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("run.mjs")
+        .arg(scenario)
+        .args(args)
+        .args(["--timeout-ms", &timeout_ms])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stdout.lines().last().unwrap_or_default();
+    let result: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|_| {
+        panic!("{scenario}: no JSON result; stdout: {stdout}; stderr: {stderr}")
+    });
+    assert!(
+        output.status.success() && result["ok"] == true,
+        "{scenario} failed: {result}; stderr: {stderr}"
+    );
+    result
+}
+
 /// A unique document name for a test.
 pub fn doc_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -1,44 +1,16 @@
 //! The stock Yjs client (`WebsocketProvider` from npm `y-websocket`) against Tandem.
 //! Scenarios live in `tests/interop/run.mjs`; `npm ci` in `tests/interop` installs them.
 
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, node_scenario};
 
-/// Runs one scenario and returns its JSON result, failing the test if the scenario failed.
+/// Runs one stock-client scenario against `app`.
 async fn scenario(app: &TestApp, name: &str, doc: &str, extra: &[&str]) -> Value {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
-    assert!(
-        dir.join("node_modules/y-websocket").exists(),
-        "stock client not installed: run `npm ci` in tests/interop"
-    );
-    let timeout_ms = WAIT.as_millis().to_string();
-    let output = tokio::process::Command::new("node")
-        .current_dir(&dir)
-        .arg("run.mjs")
-        .arg(name)
-        .args(["--url", &app.ws_base(), "--doc", doc])
-        .args(["--timeout-ms", &timeout_ms])
-        .args(extra)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let result: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "{name}: no JSON result; stdout: {stdout}; stderr: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    assert!(
-        output.status.success() && result["ok"] == true,
-        "{name} failed: {result}; stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    result
+    let url = app.ws_base();
+    let mut args = vec!["--url", url.as_str(), "--doc", doc];
+    args.extend_from_slice(extra);
+    node_scenario("interop", "y-websocket", name, &args, WAIT).await
 }
 
 async fn app() -> (TestApp, TestDb) {

@@ -1,6 +1,8 @@
 //! Integration tests: real servers on real databases, real sockets, stock and yrs clients.
 
 mod bad_input;
+mod browser;
+mod documents;
 mod helpers;
 mod interop;
 mod lifecycle;

@@ -1,0 +1,156 @@
+//! `/api/docs`: list, create and delete documents.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use actix_web::{HttpResponse, delete, get, post, web};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::collab::messages::{DeleteDoc, DocPresence, PresenceOf};
+use crate::domain::DocId;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::store::{DocSummary, StoreError};
+
+/// Page size when the caller names none, and the most a caller may ask for.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+/// A document as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct DocView {
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Stored bytes (snapshot plus log).
+    pub size: i64,
+    /// Connections open to it now.
+    pub clients: usize,
+    /// Names of the people connected (from their presence), sorted.
+    pub people: Vec<String>,
+}
+
+impl DocView {
+    fn new(summary: DocSummary, presence: DocPresence) -> Self {
+        Self {
+            id: summary.id.to_string(),
+            created_at: rfc3339(summary.created_at),
+            updated_at: rfc3339(summary.updated_at),
+            size: summary.size,
+            clients: presence.clients,
+            people: presence.people,
+        }
+    }
+}
+
+fn rfc3339(epoch_ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(epoch_ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DocList {
+    docs: Vec<DocView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// Lists documents in id order, a page at a time.
+#[get("/api/docs")]
+pub async fn list(
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let after = match query.cursor.as_deref() {
+        Some(cursor) => {
+            Some(DocId::parse(cursor).map_err(|_| ApiError::BadRequest("invalid cursor".into()))?)
+        }
+        None => None,
+    };
+    // One more than asked tells whether another page follows.
+    let mut page = state
+        .store
+        .list(after.as_ref(), limit + 1)
+        .await
+        .context("Failed to list documents")?;
+    let more = page.len() as i64 > limit;
+    page.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| page.last().map(|d| d.id.to_string()))
+        .flatten();
+    let mut presence = state
+        .registry
+        .send(PresenceOf {
+            docs: page.iter().map(|d| d.id.clone()).collect(),
+        })
+        .await
+        .context("Failed to ask who is connected")?;
+    let docs = page
+        .into_iter()
+        .map(|summary| {
+            let here = presence.remove(&summary.id).unwrap_or_default();
+            DocView::new(summary, here)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(DocList { docs, next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDoc {
+    id: String,
+}
+
+/// Creates an empty document: 201 with its location, 409 if the id is taken.
+#[post("/api/docs")]
+pub async fn create(
+    body: web::Json<CreateDoc>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&body.id)?;
+    let summary = match state.store.create(&id).await {
+        Ok(summary) => summary,
+        Err(StoreError::AlreadyExists) => return Err(ApiError::AlreadyExists(id.to_string())),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context("Failed to create a document")
+                .into());
+        }
+    };
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/docs/{id}")))
+        .json(DocView::new(summary, DocPresence::default())))
+}
+
+/// Deletes a document with its history; connected editors are closed with 4404.
+#[delete("/api/docs/{id}")]
+pub async fn remove(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let deleted = state
+        .registry
+        .send(DeleteDoc { doc: id.clone() })
+        .await
+        .context("Failed to reach the registry")?
+        .context("Failed to delete the document")?;
+    if deleted {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(id.to_string()))
+    }
+}

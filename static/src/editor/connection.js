@@ -1,0 +1,95 @@
+// The editor page's link to the Tandem server: a y-websocket provider for one document, turned
+// into the four connection states a person sees (connecting, live, reconnecting, offline) and into
+// plain-words explanations of the close codes the server uses.
+
+import { WebsocketProvider } from 'y-websocket'
+
+// Close codes after which reconnecting would only repeat the refusal.
+const TERMINAL = new Set([1003, 1007, 1008, 1009])
+const DELETED = 4404
+
+const shouldReconnect = (event) =>
+  !TERMINAL.has(event.code) && !(event.code >= 4400 && event.code < 4500)
+
+// What each state is called, and what it means for your edits.
+export const STATES = {
+  connecting: { word: 'Connecting…', detail: '' },
+  live: { word: 'Live', detail: 'edits are shared and saved as you type' },
+  reconnecting: { word: 'Reconnecting…', detail: 'your edits are kept and merged when the connection returns' },
+  offline: { word: 'Offline', detail: 'your edits are kept and merged when you reconnect' }
+}
+
+// Words for a close code that ends the session (the page will not reconnect by itself).
+export function terminalMessage (code, reason) {
+  const why = reason ? ` (${reason})` : ''
+  if (code === DELETED) return { deleted: true, text: 'This document was deleted.' }
+  if (code === 1009) {
+    return { text: `The server refused a change because it is too large${why}. Edits since then are not saved. Reload the page to reconnect; split very large pastes into smaller parts.` }
+  }
+  if (code === 1008) return { text: `The server refused access to this document${why}.` }
+  if (code === 1003 || code === 1007) {
+    return { text: `The server refused data from this page (close code ${code}${why}). Edits since then are not saved. Reload the page to reconnect.` }
+  }
+  return { text: `The server closed this document (close code ${code}${why}). Reload the page to try again.` }
+}
+
+// Words for a close the provider recovers from by reconnecting; null when it needs none.
+function transientMessage (code) {
+  if (code === 1011) return "The server couldn't open this document just now. Retrying…"
+  return null
+}
+
+// Opens the document `doc` on the server at `wsBase` (e.g. ws://host/ws) for `ydoc`.
+// `onChange({ state, notice })` is called on every state change; `onTerminal({ code, reason,
+// deleted, text })` once when the server ends the session for good.
+export function openConnection ({ wsBase, doc, ydoc, onChange, onTerminal }) {
+  const provider = new WebsocketProvider(wsBase, doc, ydoc, { shouldReconnect })
+  let everLive = false
+  let failedOnce = false
+  let ended = false
+  let notice = null
+  let last = null
+
+  const compute = () => {
+    if (ended) return 'offline'
+    if (provider.wsconnected && provider.synced) return 'live'
+    if (!everLive && !failedOnce) return 'connecting'
+    if (provider.wsconnecting || provider.wsconnected) return 'reconnecting'
+    return 'offline'
+  }
+
+  const update = () => {
+    const state = compute()
+    if (state === 'live') {
+      everLive = true
+      notice = null
+    }
+    const key = `${state}|${notice}`
+    if (key === last) return
+    last = key
+    onChange({ state, notice })
+  }
+
+  provider.on('status', update)
+  provider.on('sync', update)
+  provider.on('connection-error', update)
+  provider.on('connection-close', (event) => {
+    failedOnce = true
+    const words = event ? transientMessage(event.code) : null
+    if (words) notice = words
+    update()
+  })
+  provider.on('closed', ({ code, reason }) => {
+    ended = true
+    update()
+    onTerminal({ code, reason, ...terminalMessage(code, reason) })
+  })
+  // The provider's own retry timer may be throttled in a background tab; retry when the network
+  // or the tab comes back.
+  const nudge = () => { if (!ended && !provider.wsconnected && !provider.wsconnecting) provider.connect() }
+  window.addEventListener('online', nudge)
+  document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'visible') nudge() })
+
+  update()
+  return { provider, state: compute, isEnded: () => ended }
+}

@@ -1,0 +1,132 @@
+//! The browser editor in a real browser: Playwright driving Debian's chromium against the server.
+//! Scenarios live in `tests/browser/run.mjs`; `npm ci` in `tests/browser` installs them.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, node_scenario, stored_text};
+
+/// Where screenshots go: `target/browser-artifacts/`.
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifact directory");
+    dir
+}
+
+/// Runs one browser scenario; a browser start-up is slow, so it gets more time.
+async fn scenario(name: &str, args: &[&str]) -> Value {
+    node_scenario("browser", "playwright-core", name, args, WAIT * 4).await
+}
+
+async fn app() -> (TestApp, TestDb) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    (TestApp::spawn(db.settings()).await, db)
+}
+
+fn base(app: &TestApp) -> String {
+    format!("http://127.0.0.1:{}", app.port)
+}
+
+#[actix_web::test]
+async fn two_people_type_together_and_see_each_other() {
+    let (app, _db) = app().await;
+    let doc = doc_name("browser");
+    let out = artifacts();
+    let result = scenario(
+        "two-typists",
+        &[
+            "--base",
+            &base(&app),
+            "--doc",
+            &doc,
+            "--out",
+            &out.to_string_lossy(),
+        ],
+    )
+    .await;
+    let typed = result["text"].as_str().expect("final text");
+    assert!(!typed.is_empty());
+    // What the browsers ended with is what the server holds.
+    let mut reader = app.connect(&doc).await;
+    reader.wait_for_text(typed).await;
+    let shot = std::fs::read(out.join("two-cursors.png")).expect("screenshot saved");
+    assert!(shot.starts_with(b"\x89PNG"), "screenshot is a PNG");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_document_list_shows_new_documents_and_refuses_bad_names() {
+    let (app, _db) = app().await;
+    let doc = doc_name("listed");
+    scenario("list", &["--base", &base(&app), "--doc", &doc]).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn typing_continues_while_the_server_restarts() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let doc = doc_name("outage");
+    let result = scenario(
+        "offline",
+        &[
+            "--doc",
+            &doc,
+            "--server-cmd",
+            env!("CARGO_BIN_EXE_tandem"),
+            "--db-url",
+            &db.url,
+        ],
+    )
+    .await;
+    let text = result["text"].as_str().expect("final text");
+    assert!(
+        text.contains("before") && text.contains("during-outage"),
+        "{text}"
+    );
+    let (stored, _) = stored_text(&db.url, &doc).await;
+    assert_eq!(stored, text);
+}
+
+#[actix_web::test]
+async fn pages_are_never_cached_and_hashed_assets_always_are() {
+    let (app, _db) = app().await;
+    for path in ["/", "/d/some-doc"] {
+        let response = reqwest::get(format!("{}{path}", base(&app)))
+            .await
+            .expect("page");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-cache", "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .expect("type")
+                .starts_with("text/html")
+        );
+        let html = response.text().await.expect("body");
+        let assets: Vec<&str> = html
+            .split('"')
+            .filter(|s| s.starts_with("/assets/"))
+            .collect();
+        assert!(!assets.is_empty(), "{path} references no assets");
+        for asset in assets {
+            let response = reqwest::get(format!("{}{asset}", base(&app)))
+                .await
+                .expect("asset");
+            assert_eq!(response.status(), 200, "{asset}");
+            assert_eq!(
+                response.headers()["cache-control"],
+                "public, max-age=31536000, immutable",
+                "{asset}"
+            );
+            // Nothing is fetched from elsewhere at run time.
+            let body = response.text().await.unwrap_or_default();
+            assert!(!body.contains("https://cdn"), "{asset} loads from a CDN");
+        }
+    }
+    let missing = reqwest::get(format!("{}/assets/nope-123.js", base(&app)))
+        .await
+        .expect("request");
+    assert_eq!(missing.status(), 404);
+    app.stop().await;
+}

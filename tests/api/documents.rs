@@ -1,0 +1,203 @@
+//! The document list API the browser editor uses: list, create, delete.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
+
+fn http(app: &TestApp, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", app.port)
+}
+
+async fn create(app: &TestApp, id: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(http(app, "/api/docs"))
+        .json(&json!({ "id": id }))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["type"], kind, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+}
+
+#[actix_web::test]
+async fn documents_are_created_listed_page_by_page_and_deleted() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let prefix = doc_name("list");
+        let ids: Vec<String> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
+        for id in &ids {
+            let response = create(&app, id).await;
+            assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
+            assert_eq!(response.headers()["location"], format!("/api/docs/{id}"));
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["id"], id.as_str());
+            assert_eq!(body["size"], 0);
+        }
+
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = http(&app, "/api/docs?limit=2");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let page: Value = reqwest::get(url)
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let docs = page["docs"].as_array().expect("docs array");
+            assert!(docs.len() <= 2);
+            seen.extend(
+                docs.iter()
+                    .map(|d| d["id"].as_str().expect("id").to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids, "{backend:?}: every document once, in id order");
+
+        let response = reqwest::Client::new()
+            .delete(http(&app, &format!("/api/docs/{}", ids[0])))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let response = reqwest::Client::new()
+            .delete(http(&app, &format!("/api/docs/{}", ids[0])))
+            .send()
+            .await
+            .expect("delete again");
+        problem(
+            response,
+            StatusCode::NOT_FOUND,
+            "/problems/document-not-found",
+        )
+        .await;
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn the_list_says_who_is_in_a_document_and_how_big_it_is() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("people");
+    let mut alice = app.connect(&doc).await;
+    let alice_id = alice.client_id();
+    alice
+        .set_awareness(r##"{"user":{"name":"alice","color":"#c33"}}"##)
+        .await;
+    alice.append("some words").await;
+    alice
+        .recv_until(|c| c.updates_received >= 1 && c.awareness.contains_key(&alice_id))
+        .await;
+    let _bob = app.connect(&doc).await;
+
+    let page: Value = reqwest::get(http(&app, "/api/docs"))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let entry = page["docs"]
+        .as_array()
+        .expect("docs")
+        .iter()
+        .find(|d| d["id"] == doc.as_str())
+        .expect("the edited document is listed")
+        .clone();
+    assert_eq!(entry["clients"], 2, "{entry}");
+    assert_eq!(entry["people"], json!(["alice"]), "{entry}");
+    assert!(entry["size"].as_i64().expect("size") > 0, "{entry}");
+    assert!(entry["updated_at"].as_str().expect("time").ends_with('Z'));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("doomed");
+        let mut editor = app.connect(&doc).await;
+        editor.append("soon gone").await;
+        editor.recv_until(|c| c.updates_received >= 1).await;
+
+        let response = reqwest::Client::new()
+            .delete(http(&app, &format!("/api/docs/{doc}")))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{backend:?}");
+        let (code, reason) = editor.expect_close().await;
+        assert_eq!(code, 4404, "{backend:?}: {reason}");
+
+        let fresh = app.connect(&doc).await;
+        assert_eq!(fresh.text(), "", "{backend:?}: deleted content came back");
+        app.stop().await;
+        let (stored, log_len) = crate::helpers::stored_text(&db.url, &doc).await;
+        assert_eq!((stored.as_str(), log_len), ("", 0), "{backend:?}");
+    }
+}
+
+#[actix_web::test]
+async fn bad_requests_get_problem_json() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("dup");
+    assert_eq!(create(&app, &doc).await.status(), StatusCode::CREATED);
+    problem(
+        create(&app, &doc).await,
+        StatusCode::CONFLICT,
+        "/problems/document-exists",
+    )
+    .await;
+    problem(
+        create(&app, "bad name!").await,
+        StatusCode::BAD_REQUEST,
+        "/problems/invalid-document-name",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(http(&app, "/api/docs"))
+        .header("content-type", "application/json")
+        .body("{\"id\": ")
+        .send()
+        .await
+        .expect("request");
+    problem(response, StatusCode::BAD_REQUEST, "/problems/bad-request").await;
+    for query in ["limit=0", "limit=501", "limit=x", "cursor=..%2F"] {
+        let response = reqwest::get(http(&app, &format!("/api/docs?{query}")))
+            .await
+            .expect("request");
+        problem(response, StatusCode::BAD_REQUEST, "/problems/bad-request").await;
+    }
+    let response = client
+        .delete(http(&app, "/api/docs/no%20such"))
+        .send()
+        .await
+        .expect("request");
+    problem(
+        response,
+        StatusCode::BAD_REQUEST,
+        "/problems/invalid-document-name",
+    )
+    .await;
+    app.stop().await;
+}

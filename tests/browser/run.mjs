@@ -1,0 +1,462 @@
+// Tandem browser scenarios: drive the editor and the document list that the server serves in a
+// real headless Chromium (Debian's /usr/bin/chromium through playwright-core), so the Rust
+// integration tests can prove that people can type together, see each other, manage documents
+// and keep typing through a server restart.
+//
+//   node tests/browser/run.mjs <scenario> --base http://127.0.0.1:PORT [--doc NAME] [--out DIR]
+//        [--timeout-ms N] [--server-cmd PATH --db-url URL]
+//
+// Scenarios:
+//   two-typists --doc D --out DIR   alice and bob type at once; same text, presence, cursor label,
+//                                   DIR/two-cursors.png; result {"text"}
+//   list --doc D                    create D from /, type, see D listed; invalid and taken names
+//                                   are explained in words
+//   offline --doc D --server-cmd BIN --db-url URL [--out DIR]
+//                                   starts its own server, stops it while typing, restarts it on
+//                                   the same port, the text converges; result {"text"} (no --base;
+//                                   with --out, DIR/offline.png shows the page during the outage)
+//   delete --doc D                  deleting D from the list tells its open editor in words
+//   bad-name                        an editor URL with an invalid name explains the rule
+//   readme-screenshot --doc D --out DIR
+//                                   a two-person scene for the README: DIR/screenshot.png
+//
+// Success: one JSON line `{"ok":true,"scenario":...}` on stdout, exit 0.
+// Failure or timeout: `{"ok":false,"scenario":...,"error":...}`, exit 1, details on stderr.
+// Waits are driven by the page (Playwright locators and waitForFunction), never by sleeps; one
+// global timeout bounds the whole run. Set CHROMIUM_PATH to use another Chromium binary.
+
+import { parseArgs } from 'node:util'
+import { spawn } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join, resolve } from 'node:path'
+import { tmpdir } from 'node:os'
+import { chromium } from 'playwright-core'
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run', '--disable-quic'
+]
+const VIEWPORT = { width: 1200, height: 700 }
+
+// ---------------------------------------------------------------- plumbing
+
+let scenario = null
+let browser = null
+let finished = false
+const servers = new Set() // server processes this run started
+const pending = new Set() // labels of the waits in progress, for the timeout message
+
+function parseCli (argv) {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      base: { type: 'string' },
+      doc: { type: 'string' },
+      out: { type: 'string' },
+      'timeout-ms': { type: 'string', default: '60000' },
+      'server-cmd': { type: 'string' },
+      'db-url': { type: 'string' }
+    }
+  })
+  scenario = positionals[0] ?? null
+  if (positionals.length !== 1) throw new Error('expected exactly one scenario name')
+  const timeoutMs = Number(values['timeout-ms'])
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new Error('--timeout-ms must be a positive number')
+  const base = values.base?.replace(/\/+$/, '')
+  return { ...values, base, timeoutMs }
+}
+
+function need (value, flag) {
+  if (value === undefined || value === '') throw new Error(`${flag} is required for scenario ${scenario}`)
+  return value
+}
+
+const log = (...args) => console.error(`[${scenario}]`, ...args)
+
+// Labels a wait so a timeout can say what it was waiting for.
+async function step (label, promise) {
+  pending.add(label)
+  try {
+    return await promise
+  } finally {
+    pending.delete(label)
+  }
+}
+
+// Close the browser, stop any server this run started, print the single result line, exit.
+async function finish (result, code) {
+  if (finished) return
+  finished = true
+  const closing = browser ? browser.close().catch((err) => log('browser close failed:', err.message)) : null
+  await Promise.race([closing, new Promise((resolve) => setTimeout(resolve, 5000))])
+  await Promise.all([...servers].map((s) => stopServer(s).catch(() => {})))
+  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(code))
+}
+
+function fail (err) {
+  log('failed:', err?.stack ?? err)
+  finish({ ok: false, scenario, error: String(err?.message ?? err) }, 1)
+}
+
+// ---------------------------------------------------------------- browser
+
+async function launch () {
+  // Playwright gives every launch a fresh temporary profile (user-data dir).
+  browser = await step('the browser starts',
+    chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS }))
+  return browser
+}
+
+// A page in its own browser context (own storage, so no BroadcastChannel between people), with
+// the person's name already remembered so the editor joins as them.
+async function personPage (name) {
+  const context = await browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: 1 })
+  if (name) {
+    await context.addInitScript((n) => {
+      try { window.localStorage.setItem('tandem.name', n) } catch {}
+    }, name)
+  }
+  const page = await context.newPage()
+  const who = name ?? 'page'
+  page.on('pageerror', (err) => fail(new Error(`${who}: uncaught error in the page: ${err.message}`)))
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') log(`${who} console: ${msg.text()}`)
+  })
+  return page
+}
+
+const editorUrl = (base, doc) => `${base}/d/${encodeURIComponent(doc)}`
+
+const waitForState = (page, states, label) => step(label ?? `status ${states.join('|')}`,
+  page.waitForFunction((wanted) => wanted.includes(document.querySelector('#status')?.dataset.state),
+    states, { timeout: 0 }))
+
+async function openEditor (page, base, doc, label) {
+  await step(`${label} loads the editor`, page.goto(editorUrl(base, doc)))
+  await waitForState(page, ['live'], `${label} live`)
+}
+
+const textOf = (page) => page.evaluate(() => window.tandem.ytext.toString())
+
+const waitForText = (page, label, check, arg) => step(label,
+  page.waitForFunction(check, arg, { timeout: 0 }))
+
+// Puts the caret at the start or end of the document.
+async function caretTo (page, where) {
+  await page.locator('.cm-content').click()
+  await page.keyboard.press(where === 'start' ? 'Control+Home' : 'Control+End')
+}
+
+// ---------------------------------------------------------------- server (offline scenario)
+
+function freePort () {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address()
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+function startServer (cmd, { dbUrl, port }) {
+  const child = spawn(cmd, [], {
+    env: { ...process.env, DATABASE_URL: dbUrl, TANDEM_BIND: `127.0.0.1:${port}` },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const server = { child, port, exited: null }
+  server.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => {
+      servers.delete(server)
+      resolve({ code, signal })
+    })
+    child.once('error', (err) => {
+      // The process never ran (or can no longer be signalled): nothing to wait for.
+      servers.delete(server)
+      resolve({ code: null, signal: null, error: err.message })
+      fail(new Error(`could not run ${cmd}: ${err.message}`))
+    })
+  })
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.on('data', (chunk) => process.stderr.write(`[server :${port}] ${chunk}`))
+  }
+  servers.add(server)
+  return server
+}
+
+// Resolves once GET /healthz answers 200; rejects if the process exits first.
+async function serverReady (server, label) {
+  const url = `http://127.0.0.1:${server.port}/healthz`
+  let exited = false
+  server.exited.then(() => { exited = true })
+  return step(label, (async () => {
+    for (;;) {
+      if (exited) throw new Error(`the server on port ${server.port} exited before it was ready`)
+      try {
+        const res = await fetch(url)
+        if (res.status === 200) return
+      } catch {
+        // not listening yet
+      }
+      // A connection attempt is the only readiness signal an unrelated process gives.
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  })())
+}
+
+async function stopServer (server) {
+  if (!servers.has(server)) return server.exited
+  server.child.kill('SIGTERM')
+  const kill = setTimeout(() => server.child.kill('SIGKILL'), 15000)
+  const result = await server.exited
+  clearTimeout(kill)
+  return result
+}
+
+// ---------------------------------------------------------------- scenarios
+
+async function twoTypists (opts) {
+  const base = need(opts.base, '--base')
+  const doc = need(opts.doc, '--doc')
+  const out = resolve(opts.out ?? tmpdir())
+  mkdirSync(out, { recursive: true })
+  await launch()
+  const [a, b] = await Promise.all([personPage('alice'), personPage('bob')])
+  await Promise.all([openEditor(a, base, doc, 'alice'), openEditor(b, base, doc, 'bob')])
+
+  // Two lines so the two people type at different places.
+  const seed = 'Notes for the week\n\n'
+  await caretTo(a, 'start')
+  await a.keyboard.type(seed)
+  await waitForText(b, 'bob sees the first line', (s) => window.tandem.ytext.toString().includes(s), seed)
+
+  const typedA = 'alice writes at the top of the page now.'
+  const typedB = 'bob adds his part down at the very end..'
+  await caretTo(a, 'start')
+  await caretTo(b, 'end')
+  await step('both type at once', Promise.all([a.keyboard.type(typedA + '\n'), b.keyboard.type(typedB)]))
+
+  const both = [typedA, typedB]
+  const hasBoth = (strings) => strings.every((s) => window.tandem.ytext.toString().includes(s))
+  await Promise.all([
+    waitForText(a, 'alice has both lines', hasBoth, both),
+    waitForText(b, 'bob has both lines', hasBoth, both)
+  ])
+  const text = await textOf(a)
+  await waitForText(b, "bob's text equals alice's", (s) => window.tandem.ytext.toString() === s, text)
+  if (!text.startsWith(typedA)) throw new Error(`alice's line is not at the top: ${JSON.stringify(text)}`)
+
+  // Bob sees alice: in the presence bar, and as a labelled caret in his editor.
+  await step('bob sees alice in #presence', b.locator('#presence [data-user-name="alice"]').waitFor({ timeout: 0 }))
+  const self = await b.locator('#presence [data-user-name="bob"]').textContent()
+  if (!self.includes('(you)')) throw new Error(`bob is not marked as "(you)" in his presence bar: ${JSON.stringify(self)}`)
+  // alice selects the word she just typed, so bob sees her selection and her label.
+  await a.keyboard.press('End')
+  for (let i = 0; i < 4; i++) await a.keyboard.press('Control+Shift+ArrowLeft')
+  const label = b.locator('.cm-ySelectionInfo', { hasText: 'alice' })
+  await step("bob sees alice's cursor label", label.waitFor({ state: 'visible', timeout: 0 }))
+  await step("bob sees alice's selection", b.locator('.cm-ySelection').first().waitFor({ state: 'visible', timeout: 0 }))
+
+  const shot = join(out, 'two-cursors.png')
+  await b.screenshot({ path: shot })
+  return { text, screenshot: shot }
+}
+
+async function list (opts) {
+  const base = need(opts.base, '--base')
+  const doc = need(opts.doc, '--doc')
+  await launch()
+  const page = await personPage('dana')
+
+  await step('the list loads', page.goto(`${base}/`))
+  await step('the list has loaded', page.waitForFunction(
+    () => !document.querySelector('#list-state')?.textContent.startsWith('Loading'), null, { timeout: 0 }))
+  await page.locator('#doc-name').fill(doc)
+  await page.locator('#create').click()
+  await step(`lands on /d/${doc}`, page.waitForURL(editorUrl(base, doc), { timeout: 0 }))
+  await waitForState(page, ['live'], 'editor live')
+  const title = await page.title()
+  if (title !== `${doc} — Tandem`) throw new Error(`tab title is ${JSON.stringify(title)}`)
+  const words = 'A few words from the list test.'
+  await caretTo(page, 'end')
+  await page.keyboard.type(words)
+  await waitForText(page, 'the words are in the document', (s) => window.tandem.ytext.toString().includes(s), words)
+
+  await step('back to the list', page.goto(`${base}/`))
+  const row = page.locator(`#docs [data-doc-id="${doc}"]`)
+  await step(`${doc} is listed`, row.waitFor({ timeout: 0 }))
+  await step(`${doc} shows when it was edited`, row.locator('time').waitFor({ timeout: 0 }))
+
+  // An invalid name is explained before anything is sent.
+  await page.locator('#doc-name').fill('bad name!')
+  await page.locator('#create').click()
+  const error = page.locator('#error')
+  await step('invalid name explained', error.filter({ hasText: "isn't a valid document name" }).waitFor({ timeout: 0 }))
+  if (new URL(page.url()).pathname !== '/') throw new Error(`left the list for ${page.url()}`)
+
+  // A taken name is explained too.
+  await page.locator('#doc-name').fill(doc)
+  await page.locator('#create').click()
+  await step('taken name explained', error.filter({ hasText: 'already exists' }).waitFor({ timeout: 0 }))
+  return {}
+}
+
+async function offline (opts) {
+  const cmd = need(opts['server-cmd'], '--server-cmd')
+  const dbUrl = need(opts['db-url'], '--db-url')
+  const doc = need(opts.doc, '--doc')
+  const port = await freePort()
+  const base = `http://127.0.0.1:${port}`
+
+  let server = startServer(cmd, { dbUrl, port })
+  await serverReady(server, 'server ready')
+  await launch()
+  const a = await personPage('erin')
+  await openEditor(a, base, doc, 'erin')
+  await caretTo(a, 'end')
+  await a.keyboard.type('before ')
+  await waitForText(a, 'first words typed', () => window.tandem.ytext.toString().includes('before '))
+
+  const stopped = await step('server stops on SIGTERM', stopServer(server))
+  log('server stopped:', JSON.stringify(stopped))
+  await waitForState(a, ['offline', 'reconnecting'], 'status offline or reconnecting')
+  const during = 'during-outage '
+  await a.keyboard.type(during)
+  await waitForText(a, 'typing goes on offline', (s) => window.tandem.ytext.toString().includes(s) &&
+    document.querySelector('.cm-content').textContent.includes(s.trim()), during)
+  const outage = await a.locator('#status').evaluate((el) => ({ state: el.dataset.state, text: el.textContent }))
+  log('status during the outage:', JSON.stringify(outage))
+  if (opts.out) {
+    mkdirSync(resolve(opts.out), { recursive: true })
+    await a.screenshot({ path: join(resolve(opts.out), 'offline.png') })
+  }
+
+  server = startServer(cmd, { dbUrl, port })
+  await serverReady(server, 'server ready again')
+  await waitForState(a, ['live'], 'erin live again')
+  const text = await textOf(a)
+  if (!text.includes('before ') || !text.includes(during)) throw new Error(`text lost words: ${JSON.stringify(text)}`)
+
+  // A second person can only get the text from the server.
+  const b = await personPage('frank')
+  await openEditor(b, base, doc, 'frank')
+  await waitForText(b, 'the server has the text', (s) => window.tandem.ytext.toString() === s, text)
+
+  await step('server stops on SIGTERM at the end', stopServer(server))
+  return { text }
+}
+
+async function deleted (opts) {
+  const base = need(opts.base, '--base')
+  const doc = need(opts.doc, '--doc')
+  await launch()
+  const [editor, lister] = await Promise.all([personPage('gina'), personPage('hal')])
+  await openEditor(editor, base, doc, 'editor')
+  await caretTo(editor, 'end')
+  await editor.keyboard.type('soon gone')
+
+  await step('list loads', lister.goto(`${base}/`))
+  const row = lister.locator(`#docs [data-doc-id="${doc}"]`)
+  await step(`${doc} is listed`, row.waitFor({ timeout: 0 }))
+  await row.locator('button.delete').click()
+  await row.locator('button.confirm-delete').click()
+  await step(`${doc} leaves the list`, row.waitFor({ state: 'detached', timeout: 0 }))
+
+  const error = editor.locator('#error')
+  await step('editor says the document was deleted',
+    error.filter({ hasText: 'This document was deleted' }).waitFor({ timeout: 0 }))
+  await step('with a link back to the list', error.locator('a[href="/"]').waitFor({ timeout: 0 }))
+  await waitForState(editor, ['offline'], 'editor offline')
+  return {}
+}
+
+async function badName (opts) {
+  const base = need(opts.base, '--base')
+  await launch()
+  const page = await personPage('ivy')
+  await step('editor page loads', page.goto(`${base}/d/${encodeURIComponent('bad name!')}`))
+  await step('the rule is explained',
+    page.locator('#error').filter({ hasText: "isn't a valid document name" }).waitFor({ timeout: 0 }))
+  await step('with a link back', page.locator('#error a[href="/"]').waitFor({ timeout: 0 }))
+  return {}
+}
+
+async function readmeScreenshot (opts) {
+  const base = need(opts.base, '--base')
+  const doc = need(opts.doc, '--doc')
+  const out = resolve(need(opts.out, '--out'))
+  mkdirSync(out, { recursive: true })
+  await launch()
+  const [a, b] = await Promise.all([personPage('Alice'), personPage('Bob')])
+  await Promise.all([openEditor(a, base, doc, 'Alice'), openEditor(b, base, doc, 'Bob')])
+  const body = [
+    '# Launch checklist',
+    '',
+    'Everything we need before **Friday**. Edit freely: changes show up for everyone at once.',
+    '',
+    '## Before the release',
+    '',
+    '- [x] Freeze the schema',
+    '- [ ] Write the _upgrade notes_',
+    '- [ ] Run the load test against `staging`',
+    '',
+    '## Open questions',
+    '',
+    '> Do we announce it on the blog or in the newsletter first?',
+    '',
+    'Bob: I can draft the post tonight.',
+    ''
+  ].join('\n')
+  await a.evaluate((s) => window.tandem.ytext.insert(0, s), body)
+  await waitForText(b, 'Bob has the text', (s) => window.tandem.ytext.toString() === s, body)
+  // Alice selects "upgrade notes"; Bob's caret sits at the end of his line.
+  await a.evaluate(() => {
+    const { view } = window.tandem
+    const at = view.state.doc.toString().indexOf('upgrade notes')
+    view.focus()
+    view.dispatch({ selection: { anchor: at, head: at + 'upgrade notes'.length } })
+  })
+  await b.evaluate(() => {
+    const { view } = window.tandem
+    const at = view.state.doc.toString().indexOf('tonight.') + 'tonight.'.length
+    view.focus()
+    view.dispatch({ selection: { anchor: at } })
+  })
+  await step('Bob sees Alice', b.locator('.cm-ySelectionInfo', { hasText: 'Alice' }).waitFor({ state: 'visible', timeout: 0 }))
+  await step('Bob sees Alice in #presence', b.locator('#presence [data-user-name="Alice"]').waitFor({ timeout: 0 }))
+  const shot = join(out, 'screenshot.png')
+  await b.screenshot({ path: shot })
+  return { screenshot: shot }
+}
+
+const SCENARIOS = {
+  'two-typists': twoTypists,
+  list,
+  offline,
+  delete: deleted,
+  'bad-name': badName,
+  'readme-screenshot': readmeScreenshot
+}
+
+// ---------------------------------------------------------------- main
+
+async function main () {
+  process.on('uncaughtException', fail)
+  process.on('unhandledRejection', fail)
+  for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => fail(new Error(`stopped by ${signal}`)))
+  const opts = parseCli(process.argv.slice(2))
+  const run = SCENARIOS[scenario]
+  if (!run) throw new Error(`unknown scenario ${JSON.stringify(scenario)}; expected one of ${Object.keys(SCENARIOS).join(', ')}`)
+  setTimeout(() => {
+    const waiting = [...pending].join('; ') || 'scenario'
+    fail(new Error(`timeout after ${opts.timeoutMs}ms waiting for: ${waiting}`))
+  }, opts.timeoutMs)
+  const result = await run(opts)
+  await finish({ ok: true, scenario, ...result }, 0)
+}
+
+main().catch(fail)
