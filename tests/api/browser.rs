@@ -130,3 +130,18 @@ async fn pages_are_never_cached_and_hashed_assets_always_are() {
     assert_eq!(missing.status(), 404);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn deleting_from_the_list_asks_first_and_tells_open_editors() {
+    let (app, _db) = app().await;
+    let doc = doc_name("deleted");
+    scenario("delete", &["--base", &base(&app), "--doc", &doc]).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_editor_page_with_an_invalid_name_explains_the_rule() {
+    let (app, _db) = app().await;
+    scenario("bad-name", &["--base", &base(&app)]).await;
+    app.stop().await;
+}
