@@ -21,6 +21,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("document {0:?} already exists")]
     AlreadyExists(String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -49,6 +53,8 @@ impl ApiError {
             ApiError::BadRequest(_) => ("/problems/bad-request", "Bad request"),
             ApiError::NotFound(_) => ("/problems/document-not-found", "Document not found"),
             ApiError::AlreadyExists(_) => ("/problems/document-exists", "Document already exists"),
+            ApiError::TooLarge(_) => ("/problems/body-too-large", "Request body too large"),
+            ApiError::Unavailable(_) => ("/problems/unavailable", "Temporarily unavailable"),
             ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
         }
     }
@@ -62,6 +68,8 @@ impl ResponseError for ApiError {
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -112,6 +112,9 @@ impl Application {
                 .service(routes::docs::list)
                 .service(routes::docs::create)
                 .service(routes::docs::remove)
+                .service(routes::updates::get_one)
+                .service(routes::updates::get_update)
+                .service(routes::updates::post_update)
                 .service(routes::static_files::index)
                 .service(routes::static_files::editor)
                 .service(

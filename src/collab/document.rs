@@ -18,8 +18,8 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::messages::{
-    DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown, Subscribe,
-    Unloaded, Unsubscribe,
+    ApplyUpdate, ApplyUpdateError, DocPresence, Durable, EncodeState, Evict, GetPresence, Gone,
+    Inbound, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
@@ -52,6 +52,19 @@ enum Delivery {
     Broadcast(Bytes),
     /// To one subscriber.
     To(SessionId, Bytes),
+    /// To an API caller waiting for an answer.
+    Reply(oneshot::Sender<Vec<u8>>, Vec<u8>),
+}
+
+/// Why an update was not integrated.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrateError {
+    /// yrs refused it; the document is unchanged.
+    #[error("update does not apply: {0}")]
+    DoesNotApply(String),
+    /// The document failed and is being reloaded.
+    #[error("the document failed while applying the update")]
+    Failed,
 }
 
 /// Builds the in-memory document from what the store holds.
@@ -167,6 +180,10 @@ impl DocumentActor {
         match delivery {
             Delivery::Broadcast(frame) => self.broadcast(&frame),
             Delivery::To(session, frame) => self.send_to(session, frame),
+            // The caller may have gone away; the work is done regardless.
+            Delivery::Reply(reply, bytes) => {
+                let _ = reply.send(bytes);
+            }
         }
     }
 
@@ -215,6 +232,30 @@ impl DocumentActor {
             self.remove_subscriber(session);
             return Err(());
         }
+        match self.integrate(incoming, ctx) {
+            Ok(()) => Ok(()),
+            Err(IntegrateError::DoesNotApply(error)) => {
+                tracing::info!(doc = %self.id, session, %error, "refused an update that does not apply");
+                if let Some(sub) = self.subscribers.get(session) {
+                    sub.outbound.close(
+                        CloseCode::Invalid,
+                        format!("update does not apply: {error}"),
+                    );
+                }
+                self.remove_subscriber(session);
+                Err(())
+            }
+            Err(IntegrateError::Failed) => Err(()),
+        }
+    }
+
+    /// Applies an update, hands it to the writer and queues its relay behind durability. Every
+    /// change to the document, from a socket or from the API, goes through here.
+    fn integrate(
+        &mut self,
+        incoming: IncomingUpdate,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), IntegrateError> {
         if incoming.raw.as_ref() == EMPTY_UPDATE {
             return Ok(());
         }
@@ -225,21 +266,11 @@ impl DocumentActor {
         let applied = catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
         match applied {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::info!(doc = %self.id, session, %error, "refused an update that does not apply");
-                if let Some(sub) = self.subscribers.get(session) {
-                    sub.outbound.close(
-                        CloseCode::Invalid,
-                        format!("update does not apply: {error}"),
-                    );
-                }
-                self.remove_subscriber(session);
-                return Err(());
-            }
+            Ok(Err(error)) => return Err(IntegrateError::DoesNotApply(error.to_string())),
             Err(_) => {
-                tracing::error!(doc = %self.id, session, "applying an update panicked; reloading the document");
+                tracing::error!(doc = %self.id, "applying an update panicked; reloading the document");
                 self.fail(ctx);
-                return Err(());
+                return Err(IntegrateError::Failed);
             }
         }
         self.last_seq += 1;
@@ -479,5 +510,34 @@ impl Handler<Evict> for DocumentActor {
             .close_all(CloseCode::Other(DELETED_CLOSE_CODE), "document deleted");
         self.waiting.clear();
         ctx.stop();
+    }
+}
+
+impl Handler<EncodeState> for DocumentActor {
+    type Result = ResponseFuture<Result<Vec<u8>, Gone>>;
+
+    /// Encodes what `sv` lacks, answered once everything in it is durable.
+    fn handle(&mut self, msg: EncodeState, _: &mut Context<Self>) -> Self::Result {
+        let diff = self.doc.transact().encode_state_as_update_v1(&msg.sv);
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, diff));
+        Box::pin(async move { wait.await.map_err(|_| Gone) })
+    }
+}
+
+impl Handler<ApplyUpdate> for DocumentActor {
+    type Result = ResponseFuture<Result<(), ApplyUpdateError>>;
+
+    /// Applies an update from the API; answers once it is durable (and so relayed).
+    fn handle(&mut self, msg: ApplyUpdate, ctx: &mut Context<Self>) -> Self::Result {
+        if self.closing {
+            return Box::pin(async { Err(ApplyUpdateError::Gone) });
+        }
+        if let Err(error) = self.integrate(msg.update, ctx) {
+            return Box::pin(async move { Err(ApplyUpdateError::Refused(error)) });
+        }
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, Vec::new()));
+        Box::pin(async move { wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone) })
     }
 }

@@ -5,7 +5,7 @@ use actix::{Addr, Message};
 use super::document::DocumentActor;
 use super::outbound::Outbound;
 use crate::domain::DocId;
-use crate::sync::protocol::ClientMessage;
+use crate::sync::protocol::{ClientMessage, IncomingUpdate};
 
 /// Identifies one WebSocket connection for the lifetime of the process.
 pub type SessionId = u64;
@@ -99,6 +99,31 @@ pub struct Evict;
 #[rtype(result = "Result<bool, crate::store::StoreError>")]
 pub struct DeleteDoc {
     pub doc: DocId,
+}
+
+/// API → Document: encode what a peer with state vector `sv` lacks (everything, for an empty
+/// one). Answered once everything in the answer is durable.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<u8>, Gone>")]
+pub struct EncodeState {
+    pub sv: yrs::StateVector,
+}
+
+/// API → Document: apply a validated update; answered once it is durable and relayed.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApplyUpdateError>")]
+pub struct ApplyUpdate {
+    pub update: IncomingUpdate,
+}
+
+/// Why an API update was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyUpdateError {
+    #[error(transparent)]
+    Refused(#[from] super::document::IntegrateError),
+    /// The document unloaded or failed before the update was durable; try again.
+    #[error("the document is unavailable; try again")]
+    Gone,
 }
 
 /// Document → Registry: I am unloading (idle, or stopped after a failure); forget me.

@@ -32,7 +32,7 @@ pub struct DocView {
 }
 
 impl DocView {
-    fn new(summary: DocSummary, presence: DocPresence) -> Self {
+    pub fn new(summary: DocSummary, presence: DocPresence) -> Self {
         Self {
             id: summary.id.to_string(),
             created_at: rfc3339(summary.created_at),

@@ -3,4 +3,5 @@
 pub mod docs;
 pub mod health;
 pub mod static_files;
+pub mod updates;
 pub mod ws;

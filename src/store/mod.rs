@@ -132,6 +132,9 @@ pub trait Store: Send + Sync + 'static {
     /// Documents in id order, starting after `after`, at most `limit` of them.
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError>;
 
+    /// One document's summary, if it exists.
+    async fn get(&self, doc: &DocId) -> Result<Option<DocSummary>, StoreError>;
+
     /// Creates an empty document; `AlreadyExists` if the id is taken.
     async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError>;
 

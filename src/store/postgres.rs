@@ -24,6 +24,12 @@ const LIST_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
       COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u WHERE u.doc_id = d.id), 0))::BIGINT \
      FROM documents d WHERE d.id > $1 ORDER BY d.id LIMIT $2";
 
+/// One document with its stored size.
+const GET_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
+     (COALESCE(octet_length(d.snapshot), 0) + \
+     COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u WHERE u.doc_id = d.id), 0))::BIGINT \
+     FROM documents d WHERE d.id = $1";
+
 /// A store in a Postgres database.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -156,6 +162,14 @@ impl super::Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn get(&self, doc: &DocId) -> Result<Option<DocSummary>, StoreError> {
+        let row = sqlx::query(GET_SQL)
+            .bind(doc.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(summary_from_row).transpose()
     }
 
     #[tracing::instrument(skip(self), fields(doc = %doc))]

@@ -126,24 +126,39 @@ fn decode_sync(
     let payload = &frame[payload_start..end];
     match kind {
         k if k == u64::from(MSG_SYNC_STEP_1) => {
-            validate::check_state_vector_v1(payload)?;
-            Ok(ClientMessage::SyncStep1(StateVector::decode_v1(payload)?))
+            Ok(ClientMessage::SyncStep1(decode_state_vector(payload)?))
         }
-        k if k == u64::from(MSG_SYNC_STEP_2) || k == u64::from(MSG_SYNC_UPDATE) => {
-            validate::check_update_v1(payload)?;
-            let update = Update::decode_v1(payload)?;
+        k if k == u64::from(MSG_SYNC_UPDATE) => {
+            let update = checked_update(payload)?;
             let raw = frame.slice(payload_start..end);
-            let relay = if k == u64::from(MSG_SYNC_UPDATE) {
-                frame.slice(start..end)
-            } else {
-                encode_update(&raw)
-            };
+            let relay = frame.slice(start..end);
             Ok(ClientMessage::Update(IncomingUpdate { update, raw, relay }))
         }
+        k if k == u64::from(MSG_SYNC_STEP_2) => Ok(ClientMessage::Update(decode_update(
+            frame.slice(payload_start..end),
+        )?)),
         other => Err(FrameError::Malformed(format!(
             "unknown sync message type {other}"
         ))),
     }
+}
+
+/// Checks and decodes a raw v1 update (from a SyncStep2, or from the HTTP API).
+pub fn decode_update(raw: Bytes) -> Result<IncomingUpdate, FrameError> {
+    let update = checked_update(&raw)?;
+    let relay = encode_update(&raw);
+    Ok(IncomingUpdate { update, raw, relay })
+}
+
+fn checked_update(payload: &[u8]) -> Result<Update, FrameError> {
+    validate::check_update_v1(payload)?;
+    Ok(Update::decode_v1(payload)?)
+}
+
+/// Checks and decodes a v1 state vector.
+pub fn decode_state_vector(sv: &[u8]) -> Result<StateVector, FrameError> {
+    validate::check_state_vector_v1(sv)?;
+    Ok(StateVector::decode_v1(sv)?)
 }
 
 /// `[sync, step1, state vector]`: what the server has, so the client sends what it lacks.

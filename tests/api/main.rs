@@ -8,3 +8,4 @@ mod interop;
 mod lifecycle;
 mod persistence;
 mod sync;
+mod updates;

@@ -1,0 +1,157 @@
+//! A document as Yjs updates over HTTP: read it whole or as a diff, and apply an update.
+//!
+//! An update applied here takes the same path as one from a WebSocket: it is durable before the
+//! response, and connected editors receive it at once.
+
+use actix::Addr;
+use actix_web::{HttpResponse, get, post, web};
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::collab::document::{DocumentActor, IntegrateError};
+use crate::collab::messages::{
+    ApplyUpdate, ApplyUpdateError, DocPresence, EncodeState, Join, JoinError, PresenceOf,
+};
+use crate::domain::DocId;
+use crate::error::ApiError;
+use crate::routes::docs::DocView;
+use crate::startup::AppState;
+use crate::sync::protocol::{decode_state_vector, decode_update};
+
+/// A request races with the document unloading at most this many times before giving up.
+const ATTEMPTS: usize = 3;
+
+/// Metadata of one document.
+#[get("/api/docs/{id}")]
+pub async fn get_one(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let summary = state
+        .store
+        .get(&id)
+        .await
+        .context("Failed to read the document")?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    let mut presence = state
+        .registry
+        .send(PresenceOf {
+            docs: vec![id.clone()],
+        })
+        .await
+        .context("Failed to ask who is connected")?;
+    let here = presence.remove(&id).unwrap_or_else(DocPresence::default);
+    Ok(HttpResponse::Ok().json(DocView::new(summary, here)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateQuery {
+    /// Base64 (standard or URL-safe) v1 state vector: return only what it lacks.
+    sv: Option<String>,
+}
+
+/// The whole document as one v1 update, or with `?sv=` only what that state vector lacks.
+#[get("/api/docs/{id}/update")]
+pub async fn get_update(
+    path: web::Path<String>,
+    query: web::Query<UpdateQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let sv = match query.sv.as_deref() {
+        Some(encoded) => {
+            let bytes = decode_base64(encoded)
+                .ok_or_else(|| ApiError::BadRequest("sv is not valid base64".into()))?;
+            decode_state_vector(&bytes)
+                .map_err(|e| ApiError::BadRequest(format!("sv is not a state vector: {e}")))?
+        }
+        None => yrs::StateVector::default(),
+    };
+    ensure_exists(&state, &id).await?;
+    for _ in 0..ATTEMPTS {
+        let doc = open(&state, &id).await?;
+        if let Ok(Ok(update)) = doc.send(EncodeState { sv: sv.clone() }).await {
+            return Ok(HttpResponse::Ok()
+                .content_type("application/octet-stream")
+                .body(update));
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the document is reloading; try again".into(),
+    ))
+}
+
+/// Applies one binary v1 update; answers 204 once it is stored and relayed to editors.
+#[post("/api/docs/{id}/update")]
+pub async fn post_update(
+    path: web::Path<String>,
+    mut body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let limit = state.settings.max_message_size;
+    let mut raw = web::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if raw.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    let raw = raw.freeze();
+    ensure_exists(&state, &id).await?;
+    for _ in 0..ATTEMPTS {
+        let update = decode_update(raw.clone())
+            .map_err(|e| ApiError::BadRequest(format!("not a valid Yjs v1 update: {e}")))?;
+        let doc = open(&state, &id).await?;
+        match doc.send(ApplyUpdate { update }).await {
+            Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
+            Ok(Err(ApplyUpdateError::Refused(IntegrateError::DoesNotApply(why)))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "update does not apply: {why}"
+                )));
+            }
+            // The document failed or unloaded meanwhile; applying again is harmless.
+            Ok(Err(_)) | Err(_) => continue,
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the document is reloading; try again".into(),
+    ))
+}
+
+async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
+    match state
+        .store
+        .get(id)
+        .await
+        .context("Failed to read the document")?
+    {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(id.to_string())),
+    }
+}
+
+/// The document's actor, loading it if needed.
+async fn open(state: &AppState, id: &DocId) -> Result<Addr<DocumentActor>, ApiError> {
+    match state.registry.send(Join { doc: id.clone() }).await {
+        Ok(Ok(addr)) => Ok(addr),
+        Ok(Err(JoinError::ShuttingDown)) | Err(_) => {
+            Err(ApiError::Unavailable("the server is shutting down".into()))
+        }
+        Ok(Err(JoinError::LoadFailed)) => Err(ApiError::Unavailable(
+            "the document could not be loaded from the store".into(),
+        )),
+    }
+}
+
+/// Accepts standard and URL-safe base64, padded or not: callers build `?sv=` either way.
+fn decode_base64(encoded: &str) -> Option<Vec<u8>> {
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(encoded).ok())
+}

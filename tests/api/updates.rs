@@ -1,0 +1,219 @@
+//! Documents as Yjs updates over HTTP, meeting editors on WebSockets.
+
+use base64::Engine;
+use reqwest::StatusCode;
+use serde_json::Value;
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
+
+use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name, stored_text};
+
+fn http(app: &TestApp, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", app.port)
+}
+
+async fn create(app: &TestApp, id: &str) {
+    let response = reqwest::Client::new()
+        .post(http(app, "/api/docs"))
+        .json(&serde_json::json!({ "id": id }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+async fn post_update(app: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(http(app, &format!("/api/docs/{id}/update")))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .expect("post update")
+}
+
+fn text_of(update: &[u8]) -> String {
+    let doc = Doc::new();
+    let text = doc.get_or_insert_text("content");
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(update).expect("update decodes"))
+        .expect("update applies");
+    text.get_string(&doc.transact())
+}
+
+#[actix_web::test]
+async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("rest-in");
+        create(&app, &doc).await;
+        let mut editor = app.connect(&doc).await;
+
+        let source = Doc::new();
+        let update = {
+            let text = source.get_or_insert_text("content");
+            let mut txn = source.transact_mut();
+            text.insert(&mut txn, 0, "from an integration");
+            txn.encode_update_v1()
+        };
+        let response = post_update(&app, &doc, update).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{backend:?}");
+        // Answered only once durable: the store has it before the editor is even asked.
+        let (stored, _) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, "from an integration", "{backend:?}");
+        editor.wait_for_text("from an integration").await;
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("rest-out");
+        create(&app, &doc).await;
+        let mut editor = app.connect(&doc).await;
+        editor.append("typed in a browser").await;
+        editor.recv_until(|c| c.updates_received >= 1).await;
+
+        let whole = reqwest::get(http(&app, &format!("/api/docs/{doc}/update")))
+            .await
+            .expect("get update");
+        assert_eq!(whole.status(), StatusCode::OK);
+        assert_eq!(whole.headers()["content-type"], "application/octet-stream");
+        let whole = whole.bytes().await.expect("body");
+        assert_eq!(text_of(&whole), "typed in a browser", "{backend:?}");
+
+        // With the state vector of a peer that has it all, only the (empty) rest comes back.
+        let sv = editor.doc.transact().state_vector().encode_v1();
+        for engine in [
+            base64::engine::general_purpose::STANDARD,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let encoded = engine.encode(&sv);
+            let url = reqwest::Url::parse_with_params(
+                &http(&app, &format!("/api/docs/{doc}/update")),
+                [("sv", encoded.as_str())],
+            )
+            .expect("url");
+            let diff = reqwest::get(url)
+                .await
+                .expect("diff")
+                .bytes()
+                .await
+                .expect("body");
+            assert!(diff.len() < whole.len(), "{backend:?}: diff is not smaller");
+            // The whole document followed by the diff is still the whole document.
+            let have = Doc::new();
+            for part in [&whole[..], &diff[..]] {
+                have.transact_mut()
+                    .apply_update(Update::decode_v1(part).expect("decodes"))
+                    .expect("applies");
+            }
+            let text = have.get_or_insert_text("content");
+            assert_eq!(text.get_string(&have.transact()), "typed in a browser");
+        }
+
+        let meta: Value = reqwest::get(http(&app, &format!("/api/docs/{doc}")))
+            .await
+            .expect("metadata")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(meta["id"], doc.as_str());
+        assert_eq!(meta["clients"], 1);
+        assert!(meta["size"].as_i64().expect("size") > 0);
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn bad_update_requests_get_problem_json() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.max_message_size = 1024;
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("rest-bad");
+    create(&app, &doc).await;
+
+    let check = |response: reqwest::Response, status: StatusCode, kind: &'static str| async move {
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.expect("problem JSON");
+        assert_eq!(body["type"], kind, "{body}");
+    };
+    let missing = doc_name("absent");
+    check(
+        reqwest::get(http(&app, &format!("/api/docs/{missing}")))
+            .await
+            .expect("get"),
+        StatusCode::NOT_FOUND,
+        "/problems/document-not-found",
+    )
+    .await;
+    check(
+        reqwest::get(http(&app, &format!("/api/docs/{missing}/update")))
+            .await
+            .expect("get"),
+        StatusCode::NOT_FOUND,
+        "/problems/document-not-found",
+    )
+    .await;
+    check(
+        post_update(&app, &missing, vec![0, 0]).await,
+        StatusCode::NOT_FOUND,
+        "/problems/document-not-found",
+    )
+    .await;
+    check(
+        reqwest::get(http(&app, &format!("/api/docs/{doc}/update?sv=%%%")))
+            .await
+            .expect("get"),
+        StatusCode::BAD_REQUEST,
+        "/problems/bad-request",
+    )
+    .await;
+    check(
+        post_update(&app, &doc, vec![0xff; 16]).await,
+        StatusCode::BAD_REQUEST,
+        "/problems/bad-request",
+    )
+    .await;
+    check(
+        post_update(&app, &doc, vec![0; 2048]).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "/problems/body-too-large",
+    )
+    .await;
+    // An update from a client id beyond 53 bits is refused, not masked.
+    let mut huge = Vec::new();
+    {
+        use yrs::encoding::write::Write;
+        huge.write_var(1u32);
+        huge.write_var(1u32);
+        huge.write_var(1u64 << 53);
+        huge.write_var(0u32);
+        huge.write_u8(4);
+        huge.write_var(1u32);
+        huge.write_string("content");
+        huge.write_string("x");
+        huge.write_var(0u32);
+    }
+    check(
+        post_update(&app, &doc, huge).await,
+        StatusCode::BAD_REQUEST,
+        "/problems/bad-request",
+    )
+    .await;
+    // None of it changed the document.
+    let whole = reqwest::get(http(&app, &format!("/api/docs/{doc}/update")))
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(text_of(&whole), "");
+    app.stop().await;
+}
