@@ -334,7 +334,7 @@ impl DocumentActor {
     }
 
     /// Compacts if the log is not empty, then stops once the writer has committed it all.
-    fn unload(&mut self, ctx: &mut Context<Self>) -> ResponseActFuture<Self, ()> {
+    fn unload(&mut self) -> ResponseActFuture<Self, ()> {
         self.closing = true;
         let (done, wait) = oneshot::channel();
         if self.log_updates > 0 {
@@ -346,7 +346,6 @@ impl DocumentActor {
                 let _ = done.send(());
             });
         }
-        let _ = ctx;
         Box::pin(
             async move {
                 let _ = wait.await;
@@ -359,6 +358,14 @@ impl DocumentActor {
         )
     }
 
+    /// Use without a subscriber (the HTTP API) keeps the document loaded for another idle delay.
+    fn touch(&mut self, ctx: &mut Context<Self>) {
+        if self.subscribers.is_empty() {
+            self.idle_generation += 1;
+            self.schedule_idle_check(ctx);
+        }
+    }
+
     fn schedule_idle_check(&mut self, ctx: &mut Context<Self>) {
         let generation = self.idle_generation;
         ctx.run_later(self.settings.idle_unload_delay, move |act, ctx| {
@@ -369,7 +376,7 @@ impl DocumentActor {
                 doc: act.id.clone(),
                 addr: ctx.address(),
             });
-            let unload = act.unload(ctx);
+            let unload = act.unload();
             ctx.wait(unload);
         });
     }
@@ -481,10 +488,10 @@ impl Handler<Shutdown> for DocumentActor {
     type Result = ResponseActFuture<Self, ()>;
 
     /// Closes every session with 1001, then flushes and compacts.
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.subscribers
             .close_all(CloseCode::Away, "server shutting down");
-        self.unload(ctx)
+        self.unload()
     }
 }
 
@@ -517,7 +524,8 @@ impl Handler<EncodeState> for DocumentActor {
     type Result = ResponseFuture<Result<Vec<u8>, Gone>>;
 
     /// Encodes what `sv` lacks, answered once everything in it is durable.
-    fn handle(&mut self, msg: EncodeState, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: EncodeState, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
         let diff = self.doc.transact().encode_state_as_update_v1(&msg.sv);
         let (reply, wait) = oneshot::channel();
         self.deliver(Delivery::Reply(reply, diff));
@@ -533,6 +541,7 @@ impl Handler<ApplyUpdate> for DocumentActor {
         if self.closing {
             return Box::pin(async { Err(ApplyUpdateError::Gone) });
         }
+        self.touch(ctx);
         if let Err(error) = self.integrate(msg.update, ctx) {
             return Box::pin(async move { Err(ApplyUpdateError::Refused(error)) });
         }
