@@ -21,6 +21,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("document {0:?} already exists")]
     AlreadyExists(String),
+    #[error("{0}")]
+    KeyNotFound(String),
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::BadRequest(_) => ("/problems/bad-request", "Bad request"),
             ApiError::NotFound(_) => ("/problems/document-not-found", "Document not found"),
             ApiError::AlreadyExists(_) => ("/problems/document-exists", "Document already exists"),
+            ApiError::KeyNotFound(_) => ("/problems/key-not-found", "No such root type"),
             ApiError::TooLarge(_) => ("/problems/body-too-large", "Request body too large"),
             ApiError::Unavailable(_) => ("/problems/unavailable", "Temporarily unavailable"),
             ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
@@ -66,7 +69,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidDocId(_) | ApiError::NotWebSocket(_) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -114,6 +114,7 @@ impl Application {
                 .service(routes::docs::remove)
                 .service(routes::updates::get_one)
                 .service(routes::updates::get_update)
+                .service(routes::updates::get_content)
                 .service(routes::updates::post_update)
                 .service(routes::static_files::index)
                 .service(routes::static_files::editor)

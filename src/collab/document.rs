@@ -19,16 +19,19 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::messages::{
     ApplyUpdate, ApplyUpdateError, DocPresence, Durable, EncodeState, Evict, GetPresence, Gone,
-    Inbound, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
+    Inbound, ReadContent, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
 use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
 use crate::store::{Compaction, StoredDoc};
+use crate::sync::content::{self, ContentError};
 use crate::sync::presence::Presence;
 use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2};
 
+/// The root read as text when the caller names none: the editor's `Y.Text`.
+pub const DEFAULT_TEXT_KEY: &str = "content";
 /// Longest wait between two looks for expired presence states.
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 /// Close code telling clients that their document was deleted (4000–4999 are for applications).
@@ -548,5 +551,28 @@ impl Handler<ApplyUpdate> for DocumentActor {
         let (reply, wait) = oneshot::channel();
         self.deliver(Delivery::Reply(reply, Vec::new()));
         Box::pin(async move { wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone) })
+    }
+}
+
+impl Handler<ReadContent> for DocumentActor {
+    type Result = ResponseFuture<Result<Result<Vec<u8>, ContentError>, Gone>>;
+
+    /// Renders the content now, answered once everything in it is durable.
+    fn handle(&mut self, msg: ReadContent, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        let rendered = if msg.text {
+            content::to_text(&self.doc, msg.key.as_deref().unwrap_or(DEFAULT_TEXT_KEY))
+                .map(String::into_bytes)
+        } else {
+            content::to_json(&self.doc, msg.key.as_deref())
+                .map(|json| json.to_string().into_bytes())
+        };
+        let bytes = match rendered {
+            Ok(bytes) => bytes,
+            Err(error) => return Box::pin(async move { Ok(Err(error)) }),
+        };
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, bytes));
+        Box::pin(async move { wait.await.map(Ok).map_err(|_| Gone) })
     }
 }

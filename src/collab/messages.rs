@@ -109,6 +109,15 @@ pub struct EncodeState {
     pub sv: yrs::StateVector,
 }
 
+/// API → Document: the content as JSON (every root, or the root `key`) or as the plain text of
+/// root `key`. Answered once everything in it is durable.
+#[derive(Message)]
+#[rtype(result = "Result<Result<Vec<u8>, crate::sync::content::ContentError>, Gone>")]
+pub struct ReadContent {
+    pub key: Option<String>,
+    pub text: bool,
+}
+
 /// API → Document: apply a validated update; answered once it is durable and relayed.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApplyUpdateError>")]

@@ -14,11 +14,13 @@ use serde::Deserialize;
 use crate::collab::document::{DocumentActor, IntegrateError};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, DocPresence, EncodeState, Join, JoinError, PresenceOf,
+    ReadContent,
 };
 use crate::domain::DocId;
 use crate::error::ApiError;
 use crate::routes::docs::DocView;
 use crate::startup::AppState;
+use crate::sync::content::ContentError;
 use crate::sync::protocol::{decode_state_vector, decode_update};
 
 /// A request races with the document unloading at most this many times before giving up.
@@ -78,6 +80,59 @@ pub async fn get_update(
             return Ok(HttpResponse::Ok()
                 .content_type("application/octet-stream")
                 .body(update));
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the document is reloading; try again".into(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentQuery {
+    /// One root type by name; with `format=text` the default is `content`.
+    key: Option<String>,
+    /// `json` (default) or `text`.
+    format: Option<String>,
+}
+
+/// The content as JSON (every root type, or `?key=` one), or with `?format=text` the plain text
+/// of a text root (`?key=`, default `content`).
+#[get("/api/docs/{id}/content")]
+pub async fn get_content(
+    path: web::Path<String>,
+    query: web::Query<ContentQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let text = match query.format.as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be json or text, not {other:?}"
+            )));
+        }
+    };
+    ensure_exists(&state, &id).await?;
+    for _ in 0..ATTEMPTS {
+        let doc = open(&state, &id).await?;
+        let key = query.key.clone();
+        match doc.send(ReadContent { key, text }).await {
+            Ok(Ok(Ok(body))) => {
+                let content_type = if text {
+                    "text/plain; charset=utf-8"
+                } else {
+                    "application/json"
+                };
+                return Ok(HttpResponse::Ok().content_type(content_type).body(body));
+            }
+            Ok(Ok(Err(error @ ContentError::NoSuchKey(_)))) => {
+                return Err(ApiError::KeyNotFound(error.to_string()));
+            }
+            Ok(Ok(Err(error @ ContentError::NotText(_)))) => {
+                return Err(ApiError::BadRequest(error.to_string()));
+            }
+            Ok(Err(_)) | Err(_) => continue,
         }
     }
     Err(ApiError::Unavailable(

@@ -217,3 +217,76 @@ async fn bad_update_requests_get_problem_json() {
     assert_eq!(text_of(&whole), "");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn content_reads_as_json_and_as_text() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("content");
+        create(&app, &doc).await;
+        let mut editor = app.connect(&doc).await;
+        editor.append("line one\nline two").await;
+        editor.recv_until(|c| c.updates_received >= 1).await;
+        // Another program keeps a map root in the same document.
+        let source = Doc::new();
+        let update = {
+            let meta = source.get_or_insert_map("meta");
+            let mut txn = source.transact_mut();
+            yrs::Map::insert(&meta, &mut txn, "title", "Minutes");
+            txn.encode_update_v1()
+        };
+        assert_eq!(
+            post_update(&app, &doc, update).await.status(),
+            StatusCode::NO_CONTENT
+        );
+
+        let url = |query: &str| http(&app, &format!("/api/docs/{doc}/content{query}"));
+        let json: Value = reqwest::get(url(""))
+            .await
+            .expect("json")
+            .json()
+            .await
+            .expect("body");
+        assert_eq!(
+            json,
+            serde_json::json!({ "content": "line one\nline two", "meta": { "title": "Minutes" } }),
+            "{backend:?}"
+        );
+        let one: Value = reqwest::get(url("?key=meta"))
+            .await
+            .expect("key")
+            .json()
+            .await
+            .expect("body");
+        assert_eq!(one, serde_json::json!({ "title": "Minutes" }));
+
+        let text = reqwest::get(url("?format=text")).await.expect("text");
+        assert_eq!(text.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(text.text().await.expect("body"), "line one\nline two");
+
+        for (query, status, kind) in [
+            (
+                "?key=nope",
+                StatusCode::NOT_FOUND,
+                "/problems/key-not-found",
+            ),
+            (
+                "?format=xml",
+                StatusCode::BAD_REQUEST,
+                "/problems/bad-request",
+            ),
+            (
+                "?format=text&key=meta",
+                StatusCode::BAD_REQUEST,
+                "/problems/bad-request",
+            ),
+        ] {
+            let response = reqwest::get(url(query)).await.expect("request");
+            assert_eq!(response.status(), status, "{query}");
+            let body: Value = response.json().await.expect("problem");
+            assert_eq!(body["type"], kind, "{query}");
+        }
+        app.stop().await;
+    }
+}
