@@ -115,6 +115,7 @@ impl Application {
                 .service(routes::updates::get_one)
                 .service(routes::updates::get_update)
                 .service(routes::updates::get_content)
+                .service(routes::updates::post_text)
                 .service(routes::updates::post_update)
                 .service(routes::static_files::index)
                 .service(routes::static_files::editor)

@@ -15,11 +15,12 @@ use actix_ws::CloseCode;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::messages::{
-    ApplyUpdate, ApplyUpdateError, DocPresence, Durable, EncodeState, Evict, GetPresence, Gone,
-    Inbound, ReadContent, SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
+    ApplyUpdate, ApplyUpdateError, DocPresence, Durable, EditText, EditTextError, EncodeState,
+    Evict, GetPresence, Gone, Inbound, ReadContent, SessionId, Shutdown, Subscribe, Unloaded,
+    Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
@@ -28,7 +29,10 @@ use crate::domain::DocId;
 use crate::store::{Compaction, StoredDoc};
 use crate::sync::content::{self, ContentError};
 use crate::sync::presence::Presence;
-use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2};
+use crate::sync::protocol::{
+    ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2, encode_update,
+};
+use crate::sync::text_ops;
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
 pub const DEFAULT_TEXT_KEY: &str = "content";
@@ -72,7 +76,11 @@ pub enum IntegrateError {
 
 /// Builds the in-memory document from what the store holds.
 pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> {
-    let doc = Doc::new();
+    // Positions in the server's own edits (the HTTP text API) count UTF-16 units, like Yjs.
+    let doc = Doc::with_options(Options {
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    });
     {
         let mut txn = doc.transact_mut();
         for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
@@ -276,6 +284,13 @@ impl DocumentActor {
                 return Err(IntegrateError::Failed);
             }
         }
+        self.record(raw, relay, ctx);
+        Ok(())
+    }
+
+    /// Hands an update already applied to the document to the writer, and queues its relay
+    /// behind durability.
+    fn record(&mut self, raw: Bytes, relay: Bytes, ctx: &mut Context<Self>) {
         self.last_seq += 1;
         self.log_updates += 1;
         self.log_bytes += raw.len();
@@ -298,7 +313,6 @@ impl DocumentActor {
         {
             self.compact(None);
         }
-        Ok(())
     }
 
     /// Writes a snapshot of the whole document and drops the log rows it covers.
@@ -574,5 +588,45 @@ impl Handler<ReadContent> for DocumentActor {
         let (reply, wait) = oneshot::channel();
         self.deliver(Delivery::Reply(reply, bytes));
         Box::pin(async move { wait.await.map(Ok).map_err(|_| Gone) })
+    }
+}
+
+impl Handler<EditText> for DocumentActor {
+    type Result = ResponseFuture<Result<(), EditTextError>>;
+
+    /// Applies text operations as one change; answers once it is durable and relayed.
+    fn handle(&mut self, msg: EditText, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        if self.closing {
+            return Box::pin(async { Err(EditTextError::Gone) });
+        }
+        if let Err(error) = content::to_text(&self.doc, &msg.key) {
+            return Box::pin(async move { Err(EditTextError::Content(error)) });
+        }
+        let doc = &self.doc;
+        let edited = catch_unwind(AssertUnwindSafe(|| {
+            let root = doc.get_or_insert_text(msg.key.as_str());
+            text_ops::apply(doc, &root, &msg.ops)
+        }));
+        let update = match edited {
+            Ok(Ok(update)) => update,
+            Ok(Err(error)) => return Box::pin(async move { Err(EditTextError::Ops(error)) }),
+            Err(_) => {
+                tracing::error!(doc = %self.id, "a text edit panicked; reloading the document");
+                self.fail(ctx);
+                return Box::pin(async { Err(EditTextError::Gone) });
+            }
+        };
+        if update.as_slice() != EMPTY_UPDATE {
+            let relay = encode_update(&update);
+            self.record(Bytes::from(update), relay, ctx);
+        }
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, Vec::new()));
+        Box::pin(async move {
+            wait.await
+                .map(|_| ())
+                .map_err(|_| EditTextError::Unconfirmed)
+        })
     }
 }

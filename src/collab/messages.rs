@@ -118,6 +118,29 @@ pub struct ReadContent {
     pub text: bool,
 }
 
+/// API → Document: edit the text root `key` (applied as one change); answered once durable.
+#[derive(Message)]
+#[rtype(result = "Result<(), EditTextError>")]
+pub struct EditText {
+    pub key: String,
+    pub ops: Vec<crate::sync::text_ops::TextOp>,
+}
+
+/// Why a text edit was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum EditTextError {
+    #[error(transparent)]
+    Content(#[from] crate::sync::content::ContentError),
+    #[error(transparent)]
+    Ops(#[from] crate::sync::text_ops::TextOpError),
+    /// The document was unloading; nothing was applied, so asking again is safe.
+    #[error("the document is unloading; try again")]
+    Gone,
+    /// The edit was applied, but the document failed before it was confirmed durable.
+    #[error("the edit may not have been stored")]
+    Unconfirmed,
+}
+
 /// API → Document: apply a validated update; answered once it is durable and relayed.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApplyUpdateError>")]

@@ -11,10 +11,11 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::collab::document::DEFAULT_TEXT_KEY;
 use crate::collab::document::{DocumentActor, IntegrateError};
 use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, DocPresence, EncodeState, Join, JoinError, PresenceOf,
-    ReadContent,
+    ApplyUpdate, ApplyUpdateError, DocPresence, EditText, EditTextError, EncodeState, Join,
+    JoinError, PresenceOf, ReadContent,
 };
 use crate::domain::DocId;
 use crate::error::ApiError;
@@ -22,6 +23,7 @@ use crate::routes::docs::DocView;
 use crate::startup::AppState;
 use crate::sync::content::ContentError;
 use crate::sync::protocol::{decode_state_vector, decode_update};
+use crate::sync::text_ops::TextOp;
 
 /// A request races with the document unloading at most this many times before giving up.
 const ATTEMPTS: usize = 3;
@@ -172,6 +174,56 @@ pub async fn post_update(
             }
             // The document failed or unloaded meanwhile; applying again is harmless.
             Ok(Err(_)) | Err(_) => continue,
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the document is reloading; try again".into(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextEdit {
+    /// The text root to edit; `content` (the editor's) by default.
+    key: Option<String>,
+    /// Applied in order, as one change: all of them or none.
+    ops: Vec<TextOp>,
+}
+
+/// Edits a text root by position (UTF-16 units): `insert`, `delete`, or `replace` the whole
+/// text (only the changed range is touched). 204 once durable and relayed to editors.
+#[post("/api/docs/{id}/text")]
+pub async fn post_text(
+    path: web::Path<String>,
+    body: web::Json<TextEdit>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let TextEdit { key, ops } = body.into_inner();
+    let key = key.unwrap_or_else(|| DEFAULT_TEXT_KEY.to_string());
+    ensure_exists(&state, &id).await?;
+    for _ in 0..ATTEMPTS {
+        let doc = open(&state, &id).await?;
+        let edit = EditText {
+            key: key.clone(),
+            ops: ops.clone(),
+        };
+        match doc.send(edit).await {
+            Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
+            Ok(Err(EditTextError::Content(error))) => {
+                return Err(ApiError::BadRequest(error.to_string()));
+            }
+            Ok(Err(EditTextError::Ops(error))) => {
+                return Err(ApiError::BadRequest(error.to_string()));
+            }
+            // Nothing was applied: the document was unloading. Load it again and retry.
+            Ok(Err(EditTextError::Gone)) => continue,
+            // Applying an edit twice would duplicate it, so an unknown outcome is reported.
+            Ok(Err(EditTextError::Unconfirmed)) | Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "the document failed while storing the edit; read it before retrying".into(),
+                ));
+            }
         }
     }
     Err(ApiError::Unavailable(

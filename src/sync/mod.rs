@@ -4,4 +4,5 @@
 pub mod content;
 pub mod presence;
 pub mod protocol;
+pub mod text_ops;
 pub mod validate;

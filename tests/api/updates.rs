@@ -290,3 +290,107 @@ async fn content_reads_as_json_and_as_text() {
         app.stop().await;
     }
 }
+
+async fn post_text(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(http(app, &format!("/api/docs/{id}/text")))
+        .json(&body)
+        .send()
+        .await
+        .expect("post text")
+}
+
+#[actix_web::test]
+async fn text_edits_over_http_reach_editors_without_disturbing_their_work() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("text-ops");
+        create(&app, &doc).await;
+        let mut editor = app.connect(&doc).await;
+
+        let response = post_text(
+            &app,
+            &doc,
+            serde_json::json!({ "ops": [
+                { "insert": "Hello world", "at": 0 },
+                { "insert": ",", "at": 5 },
+                { "delete": 1, "at": 6 },
+                { "insert": " 🌍", "at": 11 }
+            ] }),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{backend:?}");
+        editor.wait_for_text("Hello,world 🌍").await;
+
+        // The editor types at the end, and before its edit reaches the server an integration
+        // replaces the whole text with one word changed: both edits survive.
+        let typed = {
+            let len = editor.text.len(&editor.doc.transact());
+            let mut txn = editor.doc.transact_mut();
+            editor.text.insert(&mut txn, len, " (typed)");
+            txn.encode_update_v1()
+        };
+        let response = post_text(
+            &app,
+            &doc,
+            serde_json::json!({ "ops": [{ "replace": "Howdy,world 🌍" }] }),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        editor
+            .recv_until(|c| c.text() == "Howdy,world 🌍 (typed)")
+            .await;
+        editor
+            .send(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(
+                typed,
+            )))
+            .await;
+        editor.recv_until(|c| c.updates_received >= 3).await;
+        let (stored, _) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, "Howdy,world 🌍 (typed)", "{backend:?}");
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn bad_text_edits_change_nothing() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("text-bad");
+    create(&app, &doc).await;
+    assert_eq!(
+        post_text(
+            &app,
+            &doc,
+            serde_json::json!({ "ops": [{ "insert": "a😀b", "at": 0 }] })
+        )
+        .await
+        .status(),
+        StatusCode::NO_CONTENT
+    );
+    for body in [
+        serde_json::json!({ "ops": [{ "insert": "x", "at": 0 }, { "delete": 1, "at": 99 }] }),
+        serde_json::json!({ "ops": [{ "insert": "x", "at": 2 }] }), // inside the emoji
+        serde_json::json!({ "ops": [{ "insert": "x" }] }),
+        serde_json::json!({ "ops": [{ "delete": -1, "at": 0 }] }),
+        serde_json::json!({ "ops": "nope" }),
+        serde_json::json!({ "key": "content", "ops": [], "extra": 1 }),
+    ] {
+        let response = post_text(&app, &doc, body.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let problem: Value = response.json().await.expect("problem JSON");
+        assert_eq!(problem["type"], "/problems/bad-request", "{body}");
+    }
+    let text = reqwest::get(http(&app, &format!("/api/docs/{doc}/content?format=text")))
+        .await
+        .expect("read")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(text, "a😀b");
+    let missing = doc_name("absent");
+    let response = post_text(&app, &missing, serde_json::json!({ "ops": [] })).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}

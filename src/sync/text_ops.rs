@@ -1,0 +1,309 @@
+//! Editing a text root without speaking Yjs: insert, delete and replace, by position.
+//!
+//! Positions and lengths count UTF-16 code units, as JavaScript strings and Yjs do, and may not
+//! fall inside a surrogate pair. Every operation is checked against the text as the previous
+//! ones left it, before anything is applied: a batch applies whole or not at all. A replacement
+//! changes only the range between the longest common prefix and suffix, so cursors and
+//! concurrent edits outside that range are untouched.
+
+use serde::Deserialize;
+use yrs::{Doc, GetString, Text, TextRef, Transact};
+
+/// One edit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum TextOp {
+    /// Insert `insert` at position `at`.
+    Insert { insert: String, at: u32 },
+    /// Delete `delete` code units starting at position `at`.
+    Delete { delete: u32, at: u32 },
+    /// Make the whole text equal to `replace`.
+    Replace { replace: String },
+}
+
+/// Why a batch was refused; nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextOpError {
+    #[error("operation {op}: position {at} is beyond the end of the text ({len})")]
+    OutOfRange { op: usize, at: u64, len: u64 },
+    #[error("operation {op}: position {at} falls inside a character (a UTF-16 surrogate pair)")]
+    SplitsCharacter { op: usize, at: u64 },
+}
+
+/// A range change in UTF-16 units: remove `delete` units at `at`, then insert `insert` there.
+#[derive(Debug, PartialEq, Eq)]
+struct Splice {
+    at: u32,
+    delete: u32,
+    insert: String,
+}
+
+/// Checks `ops` against `text` and turns them into splices, simulating each on a copy.
+fn plan(text: &str, ops: &[TextOp]) -> Result<Vec<Splice>, TextOpError> {
+    let mut current: Vec<u16> = text.encode_utf16().collect();
+    let mut splices = Vec::with_capacity(ops.len());
+    for (op, edit) in ops.iter().enumerate() {
+        let splice = match edit {
+            TextOp::Insert { insert, at } => Splice {
+                at: *at,
+                delete: 0,
+                insert: insert.clone(),
+            },
+            TextOp::Delete { delete, at } => Splice {
+                at: *at,
+                delete: *delete,
+                insert: String::new(),
+            },
+            TextOp::Replace { replace } => minimal_splice(&current, replace),
+        };
+        let start = splice.at as usize;
+        let end = start as u64 + u64::from(splice.delete);
+        if end > current.len() as u64 {
+            return Err(TextOpError::OutOfRange {
+                op,
+                at: end,
+                len: current.len() as u64,
+            });
+        }
+        let end = end as usize;
+        for boundary in [start, end] {
+            if splits_pair(&current, boundary) {
+                return Err(TextOpError::SplitsCharacter {
+                    op,
+                    at: boundary as u64,
+                });
+            }
+        }
+        current.splice(start..end, splice.insert.encode_utf16());
+        splices.push(splice);
+    }
+    Ok(splices)
+}
+
+/// True when `at` lies between the two halves of a surrogate pair.
+fn splits_pair(units: &[u16], at: usize) -> bool {
+    at > 0
+        && at < units.len()
+        && (0xD800..0xDC00).contains(&units[at - 1])
+        && (0xDC00..0xE000).contains(&units[at])
+}
+
+/// The single range change that turns `old` into `new`: everything between their longest
+/// common prefix and suffix, measured in whole characters.
+fn minimal_splice(old: &[u16], new: &str) -> Splice {
+    let new_units: Vec<u16> = new.encode_utf16().collect();
+    let mut prefix = old
+        .iter()
+        .zip(&new_units)
+        .take_while(|(a, b)| a == b)
+        .count();
+    // Never stop between the halves of a surrogate pair.
+    if splits_pair(old, prefix) || splits_pair(&new_units, prefix) {
+        prefix -= 1;
+    }
+    let max_suffix = old.len().min(new_units.len()) - prefix;
+    let mut suffix = old
+        .iter()
+        .rev()
+        .zip(new_units.iter().rev())
+        .take(max_suffix)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if splits_pair(old, old.len() - suffix) || splits_pair(&new_units, new_units.len() - suffix) {
+        suffix -= 1;
+    }
+    let inserted = &new_units[prefix..new_units.len() - suffix];
+    Splice {
+        at: prefix as u32,
+        delete: (old.len() - suffix - prefix) as u32,
+        insert: String::from_utf16_lossy(inserted),
+    }
+}
+
+/// Applies `ops` to the text root `text` of `doc` in one transaction and returns the resulting
+/// v1 update (empty when nothing changed). `doc` must count offsets in UTF-16.
+pub fn apply(doc: &Doc, text: &TextRef, ops: &[TextOp]) -> Result<Vec<u8>, TextOpError> {
+    let current = text.get_string(&doc.transact());
+    let splices = plan(&current, ops)?;
+    let mut txn = doc.transact_mut();
+    for splice in splices {
+        if splice.delete > 0 {
+            text.remove_range(&mut txn, splice.at, splice.delete);
+        }
+        if !splice.insert.is_empty() {
+            text.insert(&mut txn, splice.at, &splice.insert);
+        }
+    }
+    Ok(txn.encode_update_v1())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{OffsetKind, Options, ReadTxn};
+
+    fn doc_with(text: &str) -> (Doc, TextRef) {
+        let doc = Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        });
+        let root = doc.get_or_insert_text("content");
+        root.insert(&mut doc.transact_mut(), 0, text);
+        (doc, root)
+    }
+
+    fn run(text: &str, ops: &[TextOp]) -> Result<String, TextOpError> {
+        let (doc, root) = doc_with(text);
+        apply(&doc, &root, ops)?;
+        Ok(root.get_string(&doc.transact()))
+    }
+
+    #[test]
+    fn inserts_deletes_and_replaces_apply_in_order() {
+        let ops = [
+            TextOp::Insert {
+                insert: "Hello".into(),
+                at: 0,
+            },
+            TextOp::Insert {
+                insert: ", world".into(),
+                at: 5,
+            },
+            TextOp::Delete { delete: 2, at: 5 },
+        ];
+        assert_eq!(run("", &ops), Ok("Helloworld".into()));
+        let replace = [TextOp::Replace {
+            replace: "a brand new text".into(),
+        }];
+        assert_eq!(run("an old text", &replace), Ok("a brand new text".into()));
+    }
+
+    #[test]
+    fn positions_count_utf16_units_and_never_split_a_character() {
+        // "𝄞" is two UTF-16 units.
+        assert_eq!(
+            run(
+                "a𝄞b",
+                &[TextOp::Insert {
+                    insert: "!".into(),
+                    at: 3
+                }]
+            ),
+            Ok("a𝄞!b".into())
+        );
+        assert_eq!(
+            run(
+                "a𝄞b",
+                &[TextOp::Insert {
+                    insert: "!".into(),
+                    at: 2
+                }]
+            ),
+            Err(TextOpError::SplitsCharacter { op: 0, at: 2 })
+        );
+        assert_eq!(
+            run(
+                "a𝄞b",
+                &[TextOp::Replace {
+                    replace: "a𝄟b".into()
+                }]
+            ),
+            Ok("a𝄟b".into())
+        );
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_operation_changes_nothing() {
+        let (doc, root) = doc_with("abc");
+        let ops = [
+            TextOp::Insert {
+                insert: "x".into(),
+                at: 0,
+            },
+            TextOp::Delete { delete: 10, at: 1 },
+        ];
+        assert_eq!(
+            apply(&doc, &root, &ops),
+            Err(TextOpError::OutOfRange {
+                op: 1,
+                at: 11,
+                len: 4
+            })
+        );
+        assert_eq!(root.get_string(&doc.transact()), "abc");
+        assert!(matches!(
+            run(
+                "abc",
+                &[TextOp::Insert {
+                    insert: "x".into(),
+                    at: u32::MAX
+                }]
+            ),
+            Err(TextOpError::OutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn replace_touches_only_what_changed() {
+        let old: Vec<u16> = "the quick brown fox".encode_utf16().collect();
+        assert_eq!(
+            minimal_splice(&old, "the quick red fox"),
+            Splice {
+                at: 10,
+                delete: 5,
+                insert: "red".into()
+            }
+        );
+        assert_eq!(
+            minimal_splice(&old, "the quick brown fox"),
+            Splice {
+                at: 19,
+                delete: 0,
+                insert: String::new()
+            }
+        );
+        // A collaborator's edit elsewhere survives a replace made from an older copy.
+        let (doc, root) = doc_with("aaa bbb ccc");
+        let concurrent = Doc::new();
+        let their = concurrent.get_or_insert_text("content");
+        {
+            let state = doc
+                .transact()
+                .encode_state_as_update_v1(&Default::default());
+            concurrent
+                .transact_mut()
+                .apply_update(yrs::Update::decode_v1(&state).expect("decodes"))
+                .expect("applies");
+        }
+        let theirs = {
+            let mut txn = concurrent.transact_mut();
+            their.insert(&mut txn, 0, ">> ");
+            txn.encode_update_v1()
+        };
+        apply(
+            &doc,
+            &root,
+            &[TextOp::Replace {
+                replace: "aaa BBB ccc".into(),
+            }],
+        )
+        .expect("applies");
+        {
+            doc.transact_mut()
+                .apply_update(yrs::Update::decode_v1(&theirs).expect("decodes"))
+                .expect("applies");
+        }
+        assert_eq!(root.get_string(&doc.transact()), ">> aaa BBB ccc");
+    }
+
+    #[test]
+    fn operations_parse_from_json() {
+        let ops: Vec<TextOp> =
+            serde_json::from_str(r#"[{"insert":"x","at":1},{"delete":2,"at":0},{"replace":"y"}]"#)
+                .expect("valid ops");
+        assert_eq!(ops.len(), 3);
+        assert!(serde_json::from_str::<Vec<TextOp>>(r#"[{"insert":"x"}]"#).is_err());
+        assert!(serde_json::from_str::<Vec<TextOp>>(r#"[{"delete":-1,"at":0}]"#).is_err());
+    }
+}
