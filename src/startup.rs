@@ -106,7 +106,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
-                .app_data(json_config())
+                .app_data(json_config(app_state.settings.max_message_size))
                 .app_data(query_config())
                 .service(routes::ws::connect)
                 .service(routes::docs::list)
@@ -174,14 +174,18 @@ impl Application {
     }
 }
 
-/// Largest JSON body the API accepts.
-const MAX_JSON_BODY: usize = 64 * 1024;
-
-/// Malformed JSON bodies are answered with problem JSON like every other error.
-fn json_config() -> web::JsonConfig {
+/// Malformed or oversized JSON bodies are answered with problem JSON like every other error.
+/// A JSON body may be as large as a WebSocket message (it can carry a document's text).
+fn json_config(limit: usize) -> web::JsonConfig {
+    use actix_web::error::JsonPayloadError;
     web::JsonConfig::default()
-        .limit(MAX_JSON_BODY)
-        .error_handler(|error, _| crate::error::ApiError::BadRequest(error.to_string()).into())
+        .limit(limit)
+        .error_handler(move |error, _| match error {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                crate::error::ApiError::TooLarge(limit).into()
+            }
+            other => crate::error::ApiError::BadRequest(other.to_string()).into(),
+        })
 }
 
 fn query_config() -> web::QueryConfig {

@@ -6,11 +6,13 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::collab::document::DEFAULT_TEXT_KEY;
 use crate::collab::messages::{DeleteDoc, DocPresence, PresenceOf};
 use crate::domain::DocId;
 use crate::error::ApiError;
 use crate::startup::AppState;
 use crate::store::{DocSummary, StoreError};
+use crate::sync::text_ops::TextOp;
 
 /// Page size when the caller names none, and the most a caller may ask for.
 const DEFAULT_LIMIT: i64 = 50;
@@ -111,16 +113,24 @@ pub async fn list(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDoc {
-    id: String,
+    /// Generated when absent.
+    id: Option<String>,
+    /// Initial text of the `content` root.
+    text: Option<String>,
 }
 
-/// Creates an empty document: 201 with its location, 409 if the id is taken.
+/// Creates a document, empty or with initial text: 201 with its location, 409 if the id is
+/// taken.
 #[post("/api/docs")]
 pub async fn create(
     body: web::Json<CreateDoc>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = DocId::parse(&body.id)?;
+    let CreateDoc { id, text } = body.into_inner();
+    let id = match id {
+        Some(id) => DocId::parse(&id)?,
+        None => generated_id(),
+    };
     let summary = match state.store.create(&id).await {
         Ok(summary) => summary,
         Err(StoreError::AlreadyExists) => return Err(ApiError::AlreadyExists(id.to_string())),
@@ -130,9 +140,32 @@ pub async fn create(
                 .into());
         }
     };
+    let summary = match text.filter(|t| !t.is_empty()) {
+        Some(text) => {
+            let ops = vec![TextOp::Insert {
+                insert: text,
+                at: 0,
+            }];
+            crate::routes::updates::edit_text(&state, &id, DEFAULT_TEXT_KEY, ops).await?;
+            state
+                .store
+                .get(&id)
+                .await
+                .context("Failed to read the new document")?
+                .unwrap_or(summary)
+        }
+        None => summary,
+    };
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/docs/{id}")))
         .json(DocView::new(summary, DocPresence::default())))
+}
+
+/// A fresh document name: `doc-` and 16 random hex digits.
+fn generated_id() -> DocId {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    DocId::parse(&format!("doc-{}", &random[..16]))
+        .expect("'doc-' and hex digits are a valid document name")
 }
 
 /// Deletes a document with its history; connected editors are closed with 4404.

@@ -202,14 +202,25 @@ pub async fn post_text(
     let TextEdit { key, ops } = body.into_inner();
     let key = key.unwrap_or_else(|| DEFAULT_TEXT_KEY.to_string());
     ensure_exists(&state, &id).await?;
+    edit_text(&state, &id, &key, ops).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Applies text operations to an existing document; returns once they are durable.
+pub async fn edit_text(
+    state: &AppState,
+    id: &DocId,
+    key: &str,
+    ops: Vec<TextOp>,
+) -> Result<(), ApiError> {
     for _ in 0..ATTEMPTS {
-        let doc = open(&state, &id).await?;
+        let doc = open(state, id).await?;
         let edit = EditText {
-            key: key.clone(),
+            key: key.to_string(),
             ops: ops.clone(),
         };
         match doc.send(edit).await {
-            Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
+            Ok(Ok(())) => return Ok(()),
             Ok(Err(EditTextError::Content(error))) => {
                 return Err(ApiError::BadRequest(error.to_string()));
             }

@@ -201,3 +201,59 @@ async fn bad_requests_get_problem_json() {
     .await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_document_can_be_created_with_text_and_a_generated_name() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let response = reqwest::Client::new()
+            .post(http(&app, "/api/docs"))
+            .json(&json!({ "text": "first draft\n" }))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
+        let location = response.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_string();
+        let body: Value = response.json().await.expect("json");
+        let id = body["id"].as_str().expect("generated id").to_string();
+        assert_eq!(location, format!("/api/docs/{id}"));
+        assert!(body["size"].as_i64().expect("size") > 0, "{body}");
+
+        let editor = app.connect(&id).await;
+        assert_eq!(editor.text(), "first draft\n", "{backend:?}");
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn an_oversized_json_body_gets_413() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.max_message_size = 1024;
+    let app = TestApp::spawn(settings).await;
+    let response = create_with(
+        &app,
+        json!({ "id": doc_name("big"), "text": "x".repeat(4096) }),
+    )
+    .await;
+    problem(
+        response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "/problems/body-too-large",
+    )
+    .await;
+    app.stop().await;
+}
+
+async fn create_with(app: &TestApp, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(http(app, "/api/docs"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
