@@ -23,6 +23,10 @@ pub enum ApiError {
     AlreadyExists(String),
     #[error("{0}")]
     KeyNotFound(String),
+    #[error("version {0} not found")]
+    VersionNotFound(i64),
+    #[error("{0}")]
+    Conflict(String),
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
@@ -56,6 +60,8 @@ impl ApiError {
             ApiError::NotFound(_) => ("/problems/document-not-found", "Document not found"),
             ApiError::AlreadyExists(_) => ("/problems/document-exists", "Document already exists"),
             ApiError::KeyNotFound(_) => ("/problems/key-not-found", "No such root type"),
+            ApiError::VersionNotFound(_) => ("/problems/version-not-found", "Version not found"),
+            ApiError::Conflict(_) => ("/problems/conflict", "Conflict"),
             ApiError::TooLarge(_) => ("/problems/body-too-large", "Request body too large"),
             ApiError::Unavailable(_) => ("/problems/unavailable", "Temporarily unavailable"),
             ApiError::Internal(_) => ("/problems/internal", "Internal server error"),
@@ -69,7 +75,10 @@ impl ResponseError for ApiError {
             ApiError::InvalidDocId(_) | ApiError::NotWebSocket(_) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::NotFound(_) | ApiError::KeyNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::KeyNotFound(_) | ApiError::VersionNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -108,6 +108,8 @@ impl Application {
                 .service(routes::health::readyz)
                 .app_data(json_config(app_state.settings.max_message_size))
                 .app_data(query_config())
+                .app_data(path_config())
+                .app_data(web::PayloadConfig::default().limit(app_state.settings.max_message_size))
                 .service(routes::ws::connect)
                 .service(routes::docs::list)
                 .service(routes::docs::create)
@@ -116,6 +118,10 @@ impl Application {
                 .service(routes::updates::get_update)
                 .service(routes::updates::get_content)
                 .service(routes::updates::post_text)
+                .service(routes::versions::list)
+                .service(routes::versions::create)
+                .service(routes::versions::get_one)
+                .service(routes::versions::restore)
                 .service(routes::updates::post_update)
                 .service(routes::static_files::index)
                 .service(routes::static_files::editor)
@@ -186,6 +192,11 @@ fn json_config(limit: usize) -> web::JsonConfig {
             }
             other => crate::error::ApiError::BadRequest(other.to_string()).into(),
         })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|error, _| crate::error::ApiError::BadRequest(error.to_string()).into())
 }
 
 fn query_config() -> web::QueryConfig {

@@ -19,8 +19,8 @@ use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::messages::{
     ApplyUpdate, ApplyUpdateError, DocPresence, Durable, EditText, EditTextError, EncodeState,
-    Evict, GetPresence, Gone, Inbound, ReadContent, SessionId, Shutdown, Subscribe, Unloaded,
-    Unsubscribe,
+    Evict, GetPresence, Gone, Inbound, ReadContent, Restore, RestoreFailure, SessionId, Shutdown,
+    Subscribe, Unloaded, Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
@@ -32,7 +32,7 @@ use crate::sync::presence::Presence;
 use crate::sync::protocol::{
     ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2, encode_update,
 };
-use crate::sync::text_ops;
+use crate::sync::{restore, text_ops};
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
 pub const DEFAULT_TEXT_KEY: &str = "content";
@@ -627,6 +627,47 @@ impl Handler<EditText> for DocumentActor {
             wait.await
                 .map(|_| ())
                 .map_err(|_| EditTextError::Unconfirmed)
+        })
+    }
+}
+
+impl Handler<Restore> for DocumentActor {
+    type Result = ResponseFuture<Result<(), RestoreFailure>>;
+
+    /// Edits the document back to a saved state; answers once the edits are durable.
+    fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        if self.closing {
+            return Box::pin(async { Err(RestoreFailure::Gone) });
+        }
+        let stored = StoredDoc {
+            snapshot: Some(msg.target),
+            ..StoredDoc::default()
+        };
+        let Ok(target) = build_doc(&stored) else {
+            return Box::pin(async { Err(RestoreFailure::Corrupt) });
+        };
+        let doc = &self.doc;
+        let restored = catch_unwind(AssertUnwindSafe(|| restore::restore(doc, &target)));
+        let updates = match restored {
+            Ok(Ok(updates)) => updates,
+            Ok(Err(error)) => return Box::pin(async move { Err(RestoreFailure::Refused(error)) }),
+            Err(_) => {
+                tracing::error!(doc = %self.id, "a restore panicked; reloading the document");
+                self.fail(ctx);
+                return Box::pin(async { Err(RestoreFailure::Unconfirmed) });
+            }
+        };
+        for update in updates {
+            let relay = encode_update(&update);
+            self.record(Bytes::from(update), relay, ctx);
+        }
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, Vec::new()));
+        Box::pin(async move {
+            wait.await
+                .map(|_| ())
+                .map_err(|_| RestoreFailure::Unconfirmed)
         })
     }
 }

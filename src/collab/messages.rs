@@ -141,6 +141,29 @@ pub enum EditTextError {
     Unconfirmed,
 }
 
+/// API → Document: make the content equal to `target` (a full v1 state) through new
+/// operations; answered once they are durable and relayed.
+#[derive(Message)]
+#[rtype(result = "Result<(), RestoreFailure>")]
+pub struct Restore {
+    pub target: Vec<u8>,
+}
+
+/// Why a restore was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailure {
+    #[error(transparent)]
+    Refused(#[from] crate::sync::restore::RestoreError),
+    #[error("the saved version does not decode")]
+    Corrupt,
+    /// The document was unloading; nothing was applied, so asking again is safe.
+    #[error("the document is unloading; try again")]
+    Gone,
+    /// Applied, but the document failed before it was confirmed durable.
+    #[error("the restore may not have been stored")]
+    Unconfirmed,
+}
+
 /// API → Document: apply a validated update; answered once it is durable and relayed.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApplyUpdateError>")]

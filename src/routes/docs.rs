@@ -46,7 +46,7 @@ impl DocView {
     }
 }
 
-fn rfc3339(epoch_ms: i64) -> String {
+pub(crate) fn rfc3339(epoch_ms: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(epoch_ms).unwrap_or(0));
     humantime::format_rfc3339_millis(time).to_string()
 }

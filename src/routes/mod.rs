@@ -4,4 +4,5 @@ pub mod docs;
 pub mod health;
 pub mod static_files;
 pub mod updates;
+pub mod versions;
 pub mod ws;

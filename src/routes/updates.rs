@@ -26,7 +26,7 @@ use crate::sync::protocol::{decode_state_vector, decode_update};
 use crate::sync::text_ops::TextOp;
 
 /// A request races with the document unloading at most this many times before giving up.
-const ATTEMPTS: usize = 3;
+pub(crate) const ATTEMPTS: usize = 3;
 
 /// Metadata of one document.
 #[get("/api/docs/{id}")]
@@ -242,7 +242,7 @@ pub async fn edit_text(
     ))
 }
 
-async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
+pub(crate) async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
     match state
         .store
         .get(id)
@@ -255,7 +255,7 @@ async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
 }
 
 /// The document's actor, loading it if needed.
-async fn open(state: &AppState, id: &DocId) -> Result<Addr<DocumentActor>, ApiError> {
+pub(crate) async fn open(state: &AppState, id: &DocId) -> Result<Addr<DocumentActor>, ApiError> {
     match state.registry.send(Join { doc: id.clone() }).await {
         Ok(Ok(addr)) => Ok(addr),
         Ok(Err(JoinError::ShuttingDown)) | Err(_) => {

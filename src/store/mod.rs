@@ -117,6 +117,18 @@ pub struct DocSummary {
     pub size: i64,
 }
 
+/// A saved version of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSummary {
+    pub id: i64,
+    pub name: Option<String>,
+    /// `manual` or `auto`.
+    pub kind: String,
+    pub created_at: i64,
+    /// Bytes of its saved state.
+    pub size: i64,
+}
+
 /// What a committed batch assigned: for each document that got appends, its highest new log id.
 pub type Committed = HashMap<DocId, i64>;
 
@@ -140,6 +152,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes a document with its log; false if there was nothing to delete.
     async fn delete(&self, doc: &DocId) -> Result<bool, StoreError>;
+
+    /// Saves a version of `doc` with its full state.
+    async fn create_version(
+        &self,
+        doc: &DocId,
+        name: Option<&str>,
+        kind: &str,
+        state: &[u8],
+    ) -> Result<VersionSummary, StoreError>;
+
+    /// A document's versions, newest first.
+    async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError>;
+
+    /// One version with its state.
+    async fn get_version(
+        &self,
+        doc: &DocId,
+        version: i64,
+    ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError>;
 
     /// Number of log rows a document has (operators and tests use it to watch compaction).
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;
@@ -176,6 +207,24 @@ where
         created_at: row.try_get(1)?,
         updated_at: row.try_get(2)?,
         size: row.try_get(3)?,
+    })
+}
+
+/// Builds a version summary from a row of (id, name, kind, created_at, size).
+pub(crate) fn version_from_row<R>(row: &R) -> Result<VersionSummary, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(VersionSummary {
+        id: row.try_get(0)?,
+        name: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        created_at: row.try_get(3)?,
+        size: row.try_get(4)?,
     })
 }
 

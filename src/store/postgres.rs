@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
-use super::{Batch, Committed, DocSummary, StoreError, StoredDoc, now_ms, summary_from_row};
+use super::{
+    Batch, Committed, DocSummary, StoreError, StoredDoc, VersionSummary, now_ms, summary_from_row,
+    version_from_row,
+};
 use crate::domain::DocId;
 
 /// Pool size: one writer plus concurrent document loads and health checks.
@@ -202,6 +205,10 @@ impl super::Store for PostgresStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        sqlx::query("DELETE FROM versions WHERE doc_id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?;
         let docs = sqlx::query("DELETE FROM documents WHERE id = $1")
             .bind(doc.as_str())
             .execute(&mut *tx)
@@ -209,6 +216,58 @@ impl super::Store for PostgresStore {
             .rows_affected();
         tx.commit().await?;
         Ok(rows + docs > 0)
+    }
+
+    async fn create_version(
+        &self,
+        doc: &DocId,
+        name: Option<&str>,
+        kind: &str,
+        state: &[u8],
+    ) -> Result<VersionSummary, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO versions (doc_id, name, kind, created_at, state) \
+             VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id, name, kind, created_at, octet_length(state)::BIGINT",
+        )
+        .bind(doc.as_str())
+        .bind(name)
+        .bind(kind)
+        .bind(now_ms())
+        .bind(state)
+        .fetch_one(&self.pool)
+        .await?;
+        version_from_row(&row)
+    }
+
+    async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, created_at, octet_length(state)::BIGINT FROM versions \
+             WHERE doc_id = $1 ORDER BY id DESC",
+        )
+        .bind(doc.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn get_version(
+        &self,
+        doc: &DocId,
+        version: i64,
+    ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, kind, created_at, octet_length(state)::BIGINT, state FROM versions \
+             WHERE doc_id = $1 AND id = $2",
+        )
+        .bind(doc.as_str())
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((version_from_row(&row)?, row.try_get(5)?))),
+            None => Ok(None),
+        }
     }
 
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError> {

@@ -67,6 +67,44 @@ fn root<T: ReadTxn>(txn: &T, key: &str) -> Option<Out> {
         .map(|(_, out)| out)
 }
 
+/// What a root holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootKind {
+    Text,
+    Array,
+    Map,
+    Xml,
+}
+
+/// The kind of every root of `doc`, by name.
+pub fn root_kinds(doc: &Doc) -> Vec<(String, RootKind)> {
+    let txn = doc.transact();
+    txn.root_refs()
+        .map(|(name, out)| (name.to_string(), kind_of(&txn, out)))
+        .collect()
+}
+
+/// A root's value as yrs renders it (text as a string, arrays and maps as JSON-like values).
+pub fn root_value(doc: &Doc, key: &str) -> Option<Any> {
+    let txn = doc.transact();
+    root(&txn, key).map(|out| render(&txn, out))
+}
+
+fn kind_of<T: ReadTxn>(txn: &T, out: Out) -> RootKind {
+    match out {
+        Out::YText(_) => RootKind::Text,
+        Out::YArray(_) => RootKind::Array,
+        Out::YMap(_) => RootKind::Map,
+        Out::UndefinedRef(branch) => match Out::UndefinedRef(branch).as_prelim(txn) {
+            In::Text(_) => RootKind::Text,
+            In::Array(_) => RootKind::Array,
+            In::Map(_) => RootKind::Map,
+            _ => RootKind::Xml,
+        },
+        _ => RootKind::Xml,
+    }
+}
+
 /// A root's value: typed roots render themselves; undeclared ones by the kind their content
 /// implies (text, array, map, XML).
 fn render<T: ReadTxn>(txn: &T, out: Out) -> Any {

@@ -4,5 +4,6 @@
 pub mod content;
 pub mod presence;
 pub mod protocol;
+pub mod restore;
 pub mod text_ops;
 pub mod validate;

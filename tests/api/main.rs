@@ -9,3 +9,4 @@ mod lifecycle;
 mod persistence;
 mod sync;
 mod updates;
+mod versions;

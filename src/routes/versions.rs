@@ -1,0 +1,192 @@
+//! `/api/docs/{id}/versions`: saved states of a document, readable and restorable.
+
+use actix_web::{HttpResponse, get, post, web};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use yrs::StateVector;
+
+use crate::collab::document::build_doc;
+use crate::collab::messages::{EncodeState, Restore, RestoreFailure};
+use crate::domain::DocId;
+use crate::error::ApiError;
+use crate::routes::docs::rfc3339;
+use crate::routes::updates::{ATTEMPTS, ensure_exists, open};
+use crate::startup::AppState;
+use crate::store::{StoredDoc, VersionSummary};
+use crate::sync::content;
+
+/// Longest version name accepted, in bytes.
+const MAX_NAME_LEN: usize = 200;
+
+/// A version as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct VersionView {
+    pub id: i64,
+    pub name: Option<String>,
+    /// `manual` or `auto`.
+    pub kind: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Bytes of the saved state.
+    pub size: i64,
+}
+
+impl From<VersionSummary> for VersionView {
+    fn from(v: VersionSummary) -> Self {
+        Self {
+            id: v.id,
+            name: v.name,
+            kind: v.kind,
+            created_at: rfc3339(v.created_at),
+            size: v.size,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct VersionList {
+    versions: Vec<VersionView>,
+}
+
+/// A document's versions, newest first.
+#[get("/api/docs/{id}/versions")]
+pub async fn list(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    ensure_exists(&state, &id).await?;
+    let versions = state
+        .store
+        .list_versions(&id)
+        .await
+        .context("Failed to list versions")?;
+    Ok(HttpResponse::Ok().json(VersionList {
+        versions: versions.into_iter().map(VersionView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVersion {
+    name: Option<String>,
+}
+
+/// Saves the current state as a version: 201 with its location.
+#[post("/api/docs/{id}/versions")]
+pub async fn create(
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    // The body is optional: none at all means a version without a name.
+    let name = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<CreateVersion>(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+            .name
+    };
+    if name.as_ref().is_some_and(|n| n.len() > MAX_NAME_LEN) {
+        return Err(ApiError::BadRequest(format!(
+            "a version name is at most {MAX_NAME_LEN} bytes"
+        )));
+    }
+    ensure_exists(&state, &id).await?;
+    let mut saved = None;
+    for _ in 0..ATTEMPTS {
+        let doc = open(&state, &id).await?;
+        let encode = EncodeState {
+            sv: StateVector::default(),
+        };
+        if let Ok(Ok(full)) = doc.send(encode).await {
+            saved = Some(full);
+            break;
+        }
+    }
+    let full = saved
+        .ok_or_else(|| ApiError::Unavailable("the document is reloading; try again".into()))?;
+    let version = state
+        .store
+        .create_version(&id, name.as_deref(), "manual", &full)
+        .await
+        .context("Failed to save the version")?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!("/api/docs/{id}/versions/{}", version.id),
+        ))
+        .json(VersionView::from(version)))
+}
+
+/// One version: its metadata and its content as JSON (every root type, as `/content`).
+#[get("/api/docs/{id}/versions/{version}")]
+pub async fn get_one(
+    path: web::Path<(String, i64)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, version) = path.into_inner();
+    let id = DocId::parse(&id)?;
+    let (summary, saved) = find(&state, &id, version).await?;
+    let doc = build_doc(&StoredDoc {
+        snapshot: Some(saved),
+        ..StoredDoc::default()
+    })
+    .context("A saved version does not decode")?;
+    let content = content::to_json(&doc, None).context("Failed to render the version")?;
+    let mut view =
+        serde_json::to_value(VersionView::from(summary)).context("Failed to render the version")?;
+    view["content"] = content;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// Makes the document's content equal to the version's through new edits, which reach every
+/// editor at once and can themselves be undone by restoring the version before.
+#[post("/api/docs/{id}/versions/{version}/restore")]
+pub async fn restore(
+    path: web::Path<(String, i64)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, version) = path.into_inner();
+    let id = DocId::parse(&id)?;
+    let (_, saved) = find(&state, &id, version).await?;
+    for _ in 0..ATTEMPTS {
+        let doc = open(&state, &id).await?;
+        let restore = Restore {
+            target: saved.clone(),
+        };
+        match doc.send(restore).await {
+            Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
+            Ok(Err(RestoreFailure::Refused(error))) => {
+                return Err(ApiError::Conflict(error.to_string()));
+            }
+            Ok(Err(RestoreFailure::Corrupt)) => {
+                return Err(anyhow::anyhow!("saved version {version} does not decode").into());
+            }
+            Ok(Err(RestoreFailure::Gone)) => continue,
+            Ok(Err(RestoreFailure::Unconfirmed)) | Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "the document failed while restoring; read it before retrying".into(),
+                ));
+            }
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the document is reloading; try again".into(),
+    ))
+}
+
+async fn find(
+    state: &AppState,
+    id: &DocId,
+    version: i64,
+) -> Result<(VersionSummary, Vec<u8>), ApiError> {
+    ensure_exists(state, id).await?;
+    state
+        .store
+        .get_version(id, version)
+        .await
+        .context("Failed to read the version")?
+        .ok_or_else(|| ApiError::VersionNotFound(version))
+}

@@ -1,0 +1,194 @@
+//! Restoring a document to an earlier state through new operations.
+//!
+//! A restore must reach every connected editor and stay undoable, so it cannot swap the state
+//! out: it edits the live document until its content equals the version's, root by root — text
+//! by the smallest range change, maps key by key, arrays whole — and returns those edits as
+//! updates to store and relay like any other. Restoring the version taken before undoes it.
+
+use yrs::types::ToJson;
+use yrs::{Any, Array, Doc, Map, Transact};
+
+use super::content::{RootKind, root_kinds, root_value};
+use super::text_ops::{self, TextOp};
+
+/// Why a restore was refused; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("root type {0:?} changed kind since the version was taken")]
+    KindChanged(String),
+    #[error("root type {0:?} holds XML, which cannot be restored yet")]
+    Unsupported(String),
+}
+
+/// Edits `live` until its content equals `target`'s; returns the v1 updates made (possibly
+/// none). `live` must count offsets in UTF-16.
+pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
+    let target_kinds = root_kinds(target);
+    let live_kinds = root_kinds(live);
+    // Decide everything before changing anything.
+    let mut plan: Vec<(String, RootKind, Option<Any>)> = Vec::new();
+    for (name, kind) in &target_kinds {
+        if let Some((_, live_kind)) = live_kinds.iter().find(|(n, _)| n == name) {
+            // A root with no content at all reads as a map; it can become anything.
+            let empty = root_value(live, name).is_some_and(|v| is_empty(&v));
+            if live_kind != kind && !empty {
+                return Err(RestoreError::KindChanged(name.clone()));
+            }
+        }
+        plan.push((name.clone(), *kind, root_value(target, name)));
+    }
+    for (name, kind) in &live_kinds {
+        if !target_kinds.iter().any(|(n, _)| n == name) {
+            plan.push((name.clone(), *kind, None));
+        }
+    }
+    if let Some((name, ..)) = plan.iter().find(|(_, kind, _)| *kind == RootKind::Xml) {
+        return Err(RestoreError::Unsupported(name.clone()));
+    }
+
+    let mut updates = Vec::new();
+    for (name, kind, value) in plan {
+        let update = match kind {
+            RootKind::Text => {
+                let text = match value {
+                    Some(Any::String(s)) => s.to_string(),
+                    _ => String::new(),
+                };
+                let root = live.get_or_insert_text(name.as_str());
+                // The ops are computed against the live text itself, so they always apply.
+                text_ops::apply(live, &root, &[TextOp::Replace { replace: text }])
+                    .unwrap_or_default()
+            }
+            RootKind::Map => {
+                let root = live.get_or_insert_map(name.as_str());
+                let wanted = match value {
+                    Some(Any::Map(map)) => map,
+                    _ => Default::default(),
+                };
+                let mut txn = live.transact_mut();
+                let present: Vec<String> = root.keys(&txn).map(str::to_owned).collect();
+                for key in present {
+                    if !wanted.contains_key(&key) {
+                        root.remove(&mut txn, &key);
+                    }
+                }
+                for (key, value) in wanted.iter() {
+                    let current = root.get(&txn, key).map(|v| v.to_json(&txn));
+                    if current.as_ref() != Some(value) {
+                        root.insert(&mut txn, key.as_str(), value.clone());
+                    }
+                }
+                txn.encode_update_v1()
+            }
+            RootKind::Array => {
+                let root = live.get_or_insert_array(name.as_str());
+                let wanted: Vec<Any> = match value {
+                    Some(Any::Array(items)) => items.to_vec(),
+                    _ => Vec::new(),
+                };
+                let mut txn = live.transact_mut();
+                if root.to_json(&txn) != Any::Array(wanted.clone().into()) {
+                    let len = root.len(&txn);
+                    if len > 0 {
+                        root.remove_range(&mut txn, 0, len);
+                    }
+                    root.insert_range(&mut txn, 0, wanted);
+                }
+                txn.encode_update_v1()
+            }
+            RootKind::Xml => Vec::new(),
+        };
+        if !update.is_empty() && update != [0, 0] {
+            updates.push(update);
+        }
+    }
+    Ok(updates)
+}
+
+fn is_empty(value: &Any) -> bool {
+    match value {
+        Any::String(s) => s.is_empty(),
+        Any::Array(a) => a.is_empty(),
+        Any::Map(m) => m.is_empty(),
+        Any::Null | Any::Undefined => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::updates::decoder::Decode;
+    use yrs::{GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Update};
+
+    fn live_doc() -> Doc {
+        Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        })
+    }
+
+    fn copy(doc: &Doc) -> Doc {
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let out = live_doc();
+        out.transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decodes"))
+            .expect("applies");
+        out
+    }
+
+    #[test]
+    fn text_maps_and_arrays_return_to_the_version() {
+        let live = live_doc();
+        let text = live.get_or_insert_text("content");
+        let meta = live.get_or_insert_map("meta");
+        let list = live.get_or_insert_array("list");
+        {
+            let mut txn = live.transact_mut();
+            text.insert(&mut txn, 0, "version one");
+            meta.insert(&mut txn, "title", "One");
+            list.push_back(&mut txn, 1);
+        }
+        let version = copy(&live);
+        {
+            let mut txn = live.transact_mut();
+            text.insert(&mut txn, 0, "edited: ");
+            meta.insert(&mut txn, "title", "Two");
+            meta.insert(&mut txn, "extra", true);
+            list.push_back(&mut txn, 2);
+        }
+        let peer = copy(&live);
+
+        let updates = restore(&live, &version).expect("restores");
+        assert!(!updates.is_empty());
+        assert_eq!(text.get_string(&live.transact()), "version one");
+        assert_eq!(
+            crate::sync::content::to_json(&live, None).expect("json"),
+            crate::sync::content::to_json(&version, None).expect("json")
+        );
+        // A peer that applies the restore's updates converges too.
+        for update in &updates {
+            peer.transact_mut()
+                .apply_update(Update::decode_v1(update).expect("decodes"))
+                .expect("applies");
+        }
+        assert_eq!(
+            crate::sync::content::to_json(&peer, None).expect("json"),
+            crate::sync::content::to_json(&version, None).expect("json")
+        );
+        // Restoring to the current content changes nothing.
+        assert!(restore(&live, &copy(&live)).expect("restores").is_empty());
+    }
+
+    #[test]
+    fn roots_added_since_the_version_are_emptied() {
+        let live = live_doc();
+        let version = copy(&live);
+        let notes = live.get_or_insert_text("notes");
+        notes.insert(&mut live.transact_mut(), 0, "added later");
+        restore(&live, &version).expect("restores");
+        assert_eq!(notes.get_string(&live.transact()), "");
+    }
+}

@@ -1,0 +1,161 @@
+//! Versions: saved states of a document, listed, read and restored through new edits.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
+
+fn http(app: &TestApp, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", app.port)
+}
+
+async fn post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Response {
+    let request = reqwest::Client::new().post(http(app, path));
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    request.send().await.expect("request")
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = reqwest::get(http(app, path)).await.expect("request");
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    response.json().await.expect("json")
+}
+
+#[actix_web::test]
+async fn a_restored_version_reaches_editors_and_can_itself_be_undone() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("versions");
+        let created = post(
+            &app,
+            "/api/docs",
+            Some(json!({ "id": doc, "text": "first draft" })),
+        )
+        .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let mut editor = app.connect(&doc).await;
+
+        let v1 = post(
+            &app,
+            &format!("/api/docs/{doc}/versions"),
+            Some(json!({ "name": "draft" })),
+        )
+        .await;
+        assert_eq!(v1.status(), StatusCode::CREATED, "{backend:?}");
+        let v1: Value = v1.json().await.expect("json");
+        assert_eq!(v1["name"], "draft");
+        assert_eq!(v1["kind"], "manual");
+
+        editor.append(", then much more").await;
+        editor.recv_until(|c| c.updates_received >= 1).await;
+        // A version without a name, with no body at all.
+        let v2 = post(&app, &format!("/api/docs/{doc}/versions"), None).await;
+        assert_eq!(v2.status(), StatusCode::CREATED);
+        let v2: Value = v2.json().await.expect("json");
+        assert_eq!(v2["name"], Value::Null);
+
+        let list = get_json(&app, &format!("/api/docs/{doc}/versions")).await;
+        let ids: Vec<&Value> = list["versions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|v| &v["id"])
+            .collect();
+        assert_eq!(ids, vec![&v2["id"], &v1["id"]], "{backend:?}: newest first");
+        let read = get_json(&app, &format!("/api/docs/{doc}/versions/{}", v1["id"])).await;
+        assert_eq!(
+            read["content"],
+            json!({ "content": "first draft" }),
+            "{backend:?}"
+        );
+
+        let restored = post(
+            &app,
+            &format!("/api/docs/{doc}/versions/{}/restore", v1["id"]),
+            None,
+        )
+        .await;
+        assert_eq!(restored.status(), StatusCode::NO_CONTENT, "{backend:?}");
+        editor.wait_for_text("first draft").await;
+        let text = reqwest::get(http(&app, &format!("/api/docs/{doc}/content?format=text")))
+            .await
+            .expect("read")
+            .text()
+            .await
+            .expect("body");
+        assert_eq!(text, "first draft", "{backend:?}");
+
+        // Restoring the later version undoes the restore.
+        let undone = post(
+            &app,
+            &format!("/api/docs/{doc}/versions/{}/restore", v2["id"]),
+            None,
+        )
+        .await;
+        assert_eq!(undone.status(), StatusCode::NO_CONTENT);
+        editor.wait_for_text("first draft, then much more").await;
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn version_errors_get_problem_json() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("versions-bad");
+    post(&app, "/api/docs", Some(json!({ "id": doc }))).await;
+    let missing = doc_name("absent");
+    for (response, status, kind) in [
+        (
+            reqwest::get(http(&app, &format!("/api/docs/{doc}/versions/999999")))
+                .await
+                .expect("r"),
+            StatusCode::NOT_FOUND,
+            "/problems/version-not-found",
+        ),
+        (
+            reqwest::get(http(&app, &format!("/api/docs/{doc}/versions/abc")))
+                .await
+                .expect("r"),
+            StatusCode::BAD_REQUEST,
+            "/problems/bad-request",
+        ),
+        (
+            reqwest::get(http(&app, &format!("/api/docs/{missing}/versions")))
+                .await
+                .expect("r"),
+            StatusCode::NOT_FOUND,
+            "/problems/document-not-found",
+        ),
+        (
+            post(
+                &app,
+                &format!("/api/docs/{doc}/versions/999999/restore"),
+                None,
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "/problems/version-not-found",
+        ),
+        (
+            reqwest::Client::new()
+                .post(http(&app, &format!("/api/docs/{doc}/versions")))
+                .header("content-type", "application/json")
+                .body("{\"name\": ")
+                .send()
+                .await
+                .expect("r"),
+            StatusCode::BAD_REQUEST,
+            "/problems/bad-request",
+        ),
+    ] {
+        assert_eq!(response.status(), status, "{kind}");
+        let body: Value = response.json().await.expect("problem JSON");
+        assert_eq!(body["type"], kind);
+    }
+    app.stop().await;
+}
