@@ -44,6 +44,15 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_COMPACT_AFTER_BYTES", default_value_t = 4 * MIB)]
     pub compact_after_bytes: usize,
 
+    /// Save a version automatically once editing has paused this long after changes (`0s` turns
+    /// automatic versions off). A document unloaded with unsaved changes gets one too.
+    #[arg(long, env = "TANDEM_AUTO_VERSION_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub auto_version_after: Duration,
+
+    /// Automatic versions kept per document; older ones are pruned (named ones are kept).
+    #[arg(long, env = "TANDEM_AUTO_VERSION_RETENTION", default_value_t = 50)]
+    pub auto_version_retention: u32,
+
     /// Presence (awareness) states not renewed for this long are removed. Clients renew every 15 s.
     #[arg(long, env = "TANDEM_AWARENESS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub awareness_timeout: Duration,

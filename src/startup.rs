@@ -86,6 +86,8 @@ impl Application {
                 compact_after_updates: settings.compact_after_updates.max(1),
                 compact_after_bytes: settings.compact_after_bytes.max(1),
                 awareness_timeout: settings.awareness_timeout,
+                auto_version_after: settings.auto_version_after,
+                auto_version_retention: settings.auto_version_retention,
             },
         )
         .start();

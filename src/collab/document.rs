@@ -26,7 +26,7 @@ use super::persist::PersistHandle;
 use super::registry::Registry;
 use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
-use crate::store::{Compaction, StoredDoc};
+use crate::store::{Compaction, Store, StoredDoc};
 use crate::sync::content::{self, ContentError};
 use crate::sync::presence::Presence;
 use crate::sync::protocol::{
@@ -51,6 +51,10 @@ pub struct DocSettings {
     pub compact_after_bytes: usize,
     /// A presence state not renewed for this long is removed.
     pub awareness_timeout: Duration,
+    /// Quiet time after changes before an automatic version; zero turns them off.
+    pub auto_version_after: Duration,
+    /// Automatic versions kept per document.
+    pub auto_version_retention: u32,
 }
 
 /// Something to send once the updates before it are durable.
@@ -94,6 +98,20 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
     Ok(doc)
 }
 
+/// Saves an automatic version and prunes the oldest beyond `keep`; failures are logged, since
+/// nothing waits on them.
+async fn save_auto_version(store: &dyn Store, doc: &DocId, full: &[u8], keep: u32) {
+    match store.create_version(doc, None, "auto", full).await {
+        Ok(version) => {
+            tracing::debug!(doc = %doc, version = version.id, "automatic version saved");
+            if let Err(error) = store.prune_versions(doc, "auto", keep).await {
+                tracing::warn!(doc = %doc, %error, "pruning automatic versions failed");
+            }
+        }
+        Err(error) => tracing::warn!(doc = %doc, %error, "saving an automatic version failed"),
+    }
+}
+
 /// One loaded document.
 pub struct DocumentActor {
     id: DocId,
@@ -102,7 +120,13 @@ pub struct DocumentActor {
     subscribers: Subscribers,
     persist: PersistHandle,
     registry: Addr<Registry>,
+    store: Arc<dyn Store>,
     settings: Arc<DocSettings>,
+    /// Changes since the last automatic version, and when the last one came.
+    unversioned: bool,
+    last_edit: Instant,
+    /// An automatic-version timer is running.
+    auto_version_timer: bool,
     /// Sequence number of the last update handed to the writer.
     last_seq: u64,
     /// Sequence number up to which the writer has committed.
@@ -127,6 +151,7 @@ impl DocumentActor {
         stored: &StoredDoc,
         persist: PersistHandle,
         registry: Addr<Registry>,
+        store: Arc<dyn Store>,
         settings: Arc<DocSettings>,
     ) -> Self {
         Self {
@@ -136,7 +161,11 @@ impl DocumentActor {
             subscribers: Subscribers::default(),
             persist,
             registry,
+            store,
             settings,
+            unversioned: false,
+            last_edit: Instant::now(),
+            auto_version_timer: false,
             last_seq: 0,
             durable_seq: 0,
             waiting: VecDeque::new(),
@@ -291,6 +320,9 @@ impl DocumentActor {
     /// Hands an update already applied to the document to the writer, and queues its relay
     /// behind durability.
     fn record(&mut self, raw: Bytes, relay: Bytes, ctx: &mut Context<Self>) {
+        self.unversioned = true;
+        self.last_edit = Instant::now();
+        self.schedule_auto_version(ctx);
         self.last_seq += 1;
         self.log_updates += 1;
         self.log_bytes += raw.len();
@@ -353,6 +385,22 @@ impl DocumentActor {
     /// Compacts if the log is not empty, then stops once the writer has committed it all.
     fn unload(&mut self) -> ResponseActFuture<Self, ()> {
         self.closing = true;
+        // Unsaved changes get their automatic version now, once the flush below has made them
+        // durable.
+        let version =
+            (self.unversioned && !self.settings.auto_version_after.is_zero()).then(|| {
+                self.unversioned = false;
+                let full = self
+                    .doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                (
+                    self.store.clone(),
+                    self.id.clone(),
+                    full,
+                    self.settings.auto_version_retention,
+                )
+            });
         let (done, wait) = oneshot::channel();
         if self.log_updates > 0 {
             self.compact(Some(done));
@@ -366,6 +414,9 @@ impl DocumentActor {
         Box::pin(
             async move {
                 let _ = wait.await;
+                if let Some((store, doc, full, keep)) = version {
+                    save_auto_version(store.as_ref(), &doc, &full, keep).await;
+                }
             }
             .into_actor(self)
             .map(|(), act, ctx| {
@@ -373,6 +424,49 @@ impl DocumentActor {
                 ctx.stop();
             }),
         )
+    }
+
+    /// Arms one timer for the automatic version; when it fires early (editing went on), it
+    /// re-arms for the rest of the quiet time instead of piling up a timer per edit.
+    fn schedule_auto_version(&mut self, ctx: &mut Context<Self>) {
+        let gap = self.settings.auto_version_after;
+        if gap.is_zero() || self.auto_version_timer {
+            return;
+        }
+        self.auto_version_timer = true;
+        let wait = gap.saturating_sub(self.last_edit.elapsed());
+        ctx.run_later(wait, |act, ctx| {
+            act.auto_version_timer = false;
+            if act.closing || !act.unversioned {
+                return;
+            }
+            if act.last_edit.elapsed() < act.settings.auto_version_after {
+                act.schedule_auto_version(ctx);
+                return;
+            }
+            act.take_auto_version();
+        });
+    }
+
+    /// Saves the current state as an automatic version once it is durable, and prunes old ones.
+    fn take_auto_version(&mut self) {
+        self.unversioned = false;
+        let full = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, full));
+        let (store, doc, keep) = (
+            self.store.clone(),
+            self.id.clone(),
+            self.settings.auto_version_retention,
+        );
+        actix_web::rt::spawn(async move {
+            if let Ok(full) = wait.await {
+                save_auto_version(store.as_ref(), &doc, &full, keep).await;
+            }
+        });
     }
 
     /// Use without a subscriber (the HTTP API) keeps the document loaded for another idle delay.

@@ -116,11 +116,15 @@ impl Registry {
             Ok((doc, stored)) => {
                 let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
                 self.next_arbiter = self.next_arbiter.wrapping_add(1);
-                let (persist, registry, settings) =
-                    (self.persist.clone(), ctx.address(), self.settings.clone());
+                let (persist, registry, store, settings) = (
+                    self.persist.clone(),
+                    ctx.address(),
+                    self.store.clone(),
+                    self.settings.clone(),
+                );
                 let actor_id = id.clone();
                 let addr = DocumentActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    DocumentActor::new(actor_id, doc, &stored, persist, registry, settings)
+                    DocumentActor::new(actor_id, doc, &stored, persist, registry, store, settings)
                 });
                 self.docs.insert(id, Entry::Loaded(addr.clone()));
                 Ok(addr)

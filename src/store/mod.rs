@@ -162,6 +162,9 @@ pub trait Store: Send + Sync + 'static {
         state: &[u8],
     ) -> Result<VersionSummary, StoreError>;
 
+    /// Deletes all but the newest `keep` versions of `kind` of a document.
+    async fn prune_versions(&self, doc: &DocId, kind: &str, keep: u32) -> Result<u64, StoreError>;
+
     /// A document's versions, newest first.
     async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError>;
 

@@ -231,6 +231,20 @@ impl super::Store for SqliteStore {
         version_from_row(&row)
     }
 
+    async fn prune_versions(&self, doc: &DocId, kind: &str, keep: u32) -> Result<u64, StoreError> {
+        let pruned = sqlx::query(
+            "DELETE FROM versions WHERE doc_id = $1 AND kind = $2 AND id NOT IN \
+             (SELECT id FROM versions WHERE doc_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3)",
+        )
+        .bind(doc.as_str())
+        .bind(kind)
+        .bind(i64::from(keep))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
+
     async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, kind, created_at, LENGTH(state) FROM versions \

@@ -159,3 +159,53 @@ async fn version_errors_get_problem_json() {
     }
     app.stop().await;
 }
+
+/// Waits until `doc` has `count` automatic versions and the newest holds `text`.
+async fn auto_versions_become(app: &TestApp, doc: &str, count: usize, text: &str) {
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    loop {
+        let list = get_json(app, &format!("/api/docs/{doc}/versions")).await;
+        let autos: Vec<Value> = list["versions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|v| v["kind"] == "auto")
+            .cloned()
+            .collect();
+        if let (Some(newest), true) = (autos.first(), autos.len() == count) {
+            let read = get_json(app, &format!("/api/docs/{doc}/versions/{}", newest["id"])).await;
+            if read["content"]["content"] == text {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {count} automatic versions with the newest holding {text:?}; have {}",
+            autos.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_web::test]
+async fn a_pause_in_editing_saves_a_version_and_old_ones_are_pruned() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.auto_version_after = std::time::Duration::from_millis(300);
+    settings.auto_version_retention = 2;
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("auto");
+    post(&app, "/api/docs", Some(json!({ "id": doc }))).await;
+    let mut editor = app.connect(&doc).await;
+
+    let mut expected = String::new();
+    for round in 1..=3 {
+        let chunk = format!("pause {round}. ");
+        expected.push_str(&chunk);
+        editor.append(&chunk).await;
+        editor.recv_until(|c| c.updates_received >= round).await;
+        // One version per pause, and no more than the retention keeps.
+        auto_versions_become(&app, &doc, round.min(2), &expected).await;
+    }
+    app.stop().await;
+}
