@@ -62,6 +62,19 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE_BYTES", default_value_t = 8 * MIB)]
     pub outbound_queue_bytes: usize,
 
+    /// URL that receives a signed POST when a document is created, changed or deleted
+    /// (repeatable; the environment variable takes a comma-separated list).
+    #[arg(
+        long = "webhook-url",
+        env = "TANDEM_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Vec<String>,
+
+    /// Key for the HMAC-SHA256 signature of webhook requests (`X-Tandem-Signature`).
+    #[arg(long, env = "TANDEM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
     /// Log line format.
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -19,6 +19,7 @@ use crate::collab::persist::PersistHandle;
 use crate::config::Settings;
 use crate::routes;
 use crate::store::{self, Store};
+use crate::webhooks::Webhooks;
 
 /// How long open HTTP connections get to finish once documents are flushed.
 const HTTP_SHUTDOWN_TIMEOUT: u64 = 5;
@@ -29,6 +30,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct AppState {
     pub registry: Addr<Registry>,
     pub store: Arc<dyn Store>,
+    pub webhooks: Webhooks,
     pub settings: Arc<Settings>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
@@ -78,9 +80,19 @@ impl Application {
                 )
             })?;
         let (persist, writer) = PersistHandle::start(store.clone());
+        if !settings.webhook_urls.is_empty() && settings.webhook_secret.is_none() {
+            tracing::warn!("webhooks are sent unsigned: set --webhook-secret");
+        }
+        let webhooks = Webhooks::new(
+            settings.webhook_urls.clone(),
+            settings.webhook_secret.clone(),
+            store.clone(),
+        );
+        crate::webhooks::spawn_dispatcher(webhooks.clone());
         let registry = Registry::new(
             store.clone(),
             persist.clone(),
+            webhooks.clone(),
             DocSettings {
                 idle_unload_delay: settings.idle_unload_delay,
                 compact_after_updates: settings.compact_after_updates.max(1),
@@ -97,6 +109,7 @@ impl Application {
         let state = web::Data::new(AppState {
             registry,
             store,
+            webhooks,
             settings: Arc::new(settings),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),

@@ -15,6 +15,7 @@ use actix_ws::CloseCode;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 use super::messages::{
@@ -33,6 +34,7 @@ use crate::sync::protocol::{
     ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2, encode_update,
 };
 use crate::sync::{restore, text_ops};
+use crate::webhooks::{self, Webhooks};
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
 pub const DEFAULT_TEXT_KEY: &str = "content";
@@ -121,7 +123,11 @@ pub struct DocumentActor {
     persist: PersistHandle,
     registry: Addr<Registry>,
     store: Arc<dyn Store>,
+    webhooks: Webhooks,
     settings: Arc<DocSettings>,
+    /// The first change not yet announced to webhooks, and whether a timer will announce it.
+    unannounced_since: Option<Instant>,
+    webhook_timer: bool,
     /// Changes since the last automatic version, and when the last one came.
     unversioned: bool,
     last_edit: Instant,
@@ -144,16 +150,29 @@ pub struct DocumentActor {
     closing: bool,
 }
 
+/// What every document actor shares with the rest of the server.
+#[derive(Clone)]
+pub struct DocServices {
+    pub persist: PersistHandle,
+    pub store: Arc<dyn Store>,
+    pub webhooks: Webhooks,
+    pub settings: Arc<DocSettings>,
+}
+
 impl DocumentActor {
     pub fn new(
         id: DocId,
         doc: Doc,
         stored: &StoredDoc,
-        persist: PersistHandle,
         registry: Addr<Registry>,
-        store: Arc<dyn Store>,
-        settings: Arc<DocSettings>,
+        services: DocServices,
     ) -> Self {
+        let DocServices {
+            persist,
+            store,
+            webhooks,
+            settings,
+        } = services;
         Self {
             id,
             doc,
@@ -162,8 +181,11 @@ impl DocumentActor {
             persist,
             registry,
             store,
+            webhooks,
             settings,
             unversioned: false,
+            unannounced_since: None,
+            webhook_timer: false,
             last_edit: Instant::now(),
             auto_version_timer: false,
             last_seq: 0,
@@ -323,6 +345,10 @@ impl DocumentActor {
         self.unversioned = true;
         self.last_edit = Instant::now();
         self.schedule_auto_version(ctx);
+        if self.webhooks.enabled() {
+            self.unannounced_since.get_or_insert(self.last_edit);
+            self.schedule_change_event(ctx);
+        }
         self.last_seq += 1;
         self.log_updates += 1;
         self.log_bytes += raw.len();
@@ -384,6 +410,9 @@ impl DocumentActor {
 
     /// Compacts if the log is not empty, then stops once the writer has committed it all.
     fn unload(&mut self) -> ResponseActFuture<Self, ()> {
+        if self.unannounced_since.is_some() {
+            self.announce_change();
+        }
         self.closing = true;
         // Unsaved changes get their automatic version now, once the flush below has made them
         // durable.
@@ -445,6 +474,46 @@ impl DocumentActor {
                 return;
             }
             act.take_auto_version();
+        });
+    }
+
+    /// Announces changes `DEBOUNCE` after the last one, and at least every `MAX_INTERVAL` while
+    /// they keep coming, with one timer that re-arms itself.
+    fn schedule_change_event(&mut self, ctx: &mut Context<Self>) {
+        let Some(since) = self.unannounced_since else {
+            return;
+        };
+        if self.webhook_timer {
+            return;
+        }
+        self.webhook_timer = true;
+        let due = (self.last_edit + webhooks::DEBOUNCE).min(since + webhooks::MAX_INTERVAL);
+        ctx.run_later(due.saturating_duration_since(Instant::now()), |act, ctx| {
+            act.webhook_timer = false;
+            let Some(since) = act.unannounced_since else {
+                return;
+            };
+            let due = (act.last_edit + webhooks::DEBOUNCE).min(since + webhooks::MAX_INTERVAL);
+            if Instant::now() < due {
+                act.schedule_change_event(ctx);
+            } else {
+                act.announce_change();
+            }
+        });
+    }
+
+    /// Queues a `document.changed` event once everything it describes is durable.
+    fn announce_change(&mut self) {
+        self.unannounced_since = None;
+        let sv = self.doc.transact().state_vector().encode_v1();
+        let text = content::to_text(&self.doc, DEFAULT_TEXT_KEY).unwrap_or_default();
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, sv));
+        let (webhooks, doc) = (self.webhooks.clone(), self.id.clone());
+        actix_web::rt::spawn(async move {
+            if let Ok(sv) = wait.await {
+                webhooks.emit(&doc, "document.changed", &sv, &text).await;
+            }
         });
     }
 

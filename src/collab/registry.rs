@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::document::{DocSettings, DocumentActor, build_doc};
+use super::document::{DocServices, DocSettings, DocumentActor, build_doc};
 use super::messages::{
     DeleteDoc, DocPresence, Evict, GetPresence, Join, JoinError, PresenceOf, Shutdown, ShutdownAll,
     Unloaded,
@@ -19,6 +19,7 @@ use super::messages::{
 use super::persist::PersistHandle;
 use crate::domain::DocId;
 use crate::store::{Store, StoreError, StoredDoc};
+use crate::webhooks::Webhooks;
 
 type Waiter = oneshot::Sender<Result<Addr<DocumentActor>, JoinError>>;
 
@@ -34,20 +35,30 @@ pub struct Registry {
     docs: HashMap<DocId, Entry>,
     store: Arc<dyn Store>,
     persist: PersistHandle,
-    settings: Arc<DocSettings>,
+    services: DocServices,
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
     shutting_down: bool,
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, persist: PersistHandle, settings: DocSettings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        persist: PersistHandle,
+        webhooks: Webhooks,
+        settings: DocSettings,
+    ) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             docs: HashMap::new(),
+            services: DocServices {
+                persist: persist.clone(),
+                store: store.clone(),
+                webhooks,
+                settings: Arc::new(settings),
+            },
             store,
             persist,
-            settings: Arc::new(settings),
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
             shutting_down: false,
@@ -116,15 +127,10 @@ impl Registry {
             Ok((doc, stored)) => {
                 let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
                 self.next_arbiter = self.next_arbiter.wrapping_add(1);
-                let (persist, registry, store, settings) = (
-                    self.persist.clone(),
-                    ctx.address(),
-                    self.store.clone(),
-                    self.settings.clone(),
-                );
+                let (registry, services) = (ctx.address(), self.services.clone());
                 let actor_id = id.clone();
                 let addr = DocumentActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    DocumentActor::new(actor_id, doc, &stored, persist, registry, store, settings)
+                    DocumentActor::new(actor_id, doc, &stored, registry, services)
                 });
                 self.docs.insert(id, Entry::Loaded(addr.clone()));
                 Ok(addr)

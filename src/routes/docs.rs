@@ -140,6 +140,7 @@ pub async fn create(
                 .into());
         }
     };
+    let initial = text.clone().unwrap_or_default();
     let summary = match text.filter(|t| !t.is_empty()) {
         Some(text) => {
             let ops = vec![TextOp::Insert {
@@ -156,6 +157,10 @@ pub async fn create(
         }
         None => summary,
     };
+    state
+        .webhooks
+        .emit(&id, "document.created", &[], &initial)
+        .await;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/docs/{id}")))
         .json(DocView::new(summary, DocPresence::default())))
@@ -182,6 +187,7 @@ pub async fn remove(
         .context("Failed to reach the registry")?
         .context("Failed to delete the document")?;
     if deleted {
+        state.webhooks.emit(&id, "document.deleted", &[], "").await;
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound(id.to_string()))

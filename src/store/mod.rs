@@ -129,6 +129,17 @@ pub struct VersionSummary {
     pub size: i64,
 }
 
+/// A webhook delivery waiting to be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    pub id: i64,
+    pub url: String,
+    pub event: String,
+    pub body: String,
+    /// Failed attempts so far.
+    pub attempts: i32,
+}
+
 /// What a committed batch assigned: for each document that got appends, its highest new log id.
 pub type Committed = HashMap<DocId, i64>;
 
@@ -174,6 +185,27 @@ pub trait Store: Send + Sync + 'static {
         doc: &DocId,
         version: i64,
     ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError>;
+
+    /// Queues one delivery of `body` per URL.
+    async fn enqueue_deliveries(
+        &self,
+        urls: &[String],
+        event: &str,
+        body: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Deliveries due at `now` (epoch ms), oldest first, at most `limit`.
+    async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
+
+    /// Forgets a delivery: made, or given up on.
+    async fn finish_delivery(&self, id: i64) -> Result<(), StoreError>;
+
+    /// Records a failed attempt and when to try again.
+    async fn retry_delivery(&self, id: i64, attempts: i32, next_at: i64) -> Result<(), StoreError>;
 
     /// Number of log rows a document has (operators and tests use it to watch compaction).
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;

@@ -13,8 +13,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Batch, Committed, DocSummary, StoreError, StoredDoc, VersionSummary, now_ms, summary_from_row,
-    version_from_row,
+    Batch, Committed, DocSummary, PendingDelivery, StoreError, StoredDoc, VersionSummary, now_ms,
+    summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -273,6 +273,76 @@ impl super::Store for SqliteStore {
             Some(row) => Ok(Some((version_from_row(&row)?, row.try_get(5)?))),
             None => Ok(None),
         }
+    }
+
+    async fn enqueue_deliveries(
+        &self,
+        urls: &[String],
+        event: &str,
+        body: &str,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for url in urls {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(url)
+            .bind(event)
+            .bind(body)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, url, event, body, attempts FROM webhook_deliveries \
+             WHERE next_attempt_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PendingDelivery {
+                    id: row.try_get(0)?,
+                    url: row.try_get(1)?,
+                    event: row.try_get(2)?,
+                    body: row.try_get(3)?,
+                    attempts: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_delivery(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn retry_delivery(&self, id: i64, attempts: i32, next_at: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = $2, next_attempt_at = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(next_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError> {

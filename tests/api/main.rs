@@ -10,3 +10,4 @@ mod persistence;
 mod sync;
 mod updates;
 mod versions;
+mod webhooks;
