@@ -35,14 +35,16 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-/// The problem document; `type` is stable and names the kind of error.
-#[derive(Debug, Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem document; `type` is stable and names the kind of error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A stable identifier of the kind of error, such as `/problems/document-not-found`.
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    pub kind: &'static str,
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
 }
 
 impl ApiError {

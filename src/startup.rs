@@ -137,6 +137,8 @@ impl Application {
                 .service(routes::versions::create)
                 .service(routes::versions::get_one)
                 .service(routes::versions::restore)
+                .service(routes::openapi::spec)
+                .service(routes::openapi::reference())
                 .service(routes::updates::post_update)
                 .service(routes::static_files::index)
                 .service(routes::static_files::editor)

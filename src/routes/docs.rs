@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::collab::document::DEFAULT_TEXT_KEY;
 use crate::collab::messages::{DeleteDoc, DocPresence, PresenceOf};
 use crate::domain::DocId;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 use crate::store::{DocSummary, StoreError};
 use crate::sync::text_ops::TextOp;
@@ -19,7 +19,7 @@ const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 500;
 
 /// A document as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DocView {
     pub id: String,
     /// RFC 3339, UTC.
@@ -51,19 +51,32 @@ pub(crate) fn rfc3339(epoch_ms: i64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct DocList {
+/// A page of documents.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DocList {
     docs: Vec<DocView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    tag = "documents",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of documents", body = DocList),
+        (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Lists documents in id order, a page at a time.
 #[get("/api/docs")]
 pub async fn list(
@@ -110,7 +123,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(DocList { docs, next_cursor }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDoc {
     /// Generated when absent.
@@ -119,6 +132,16 @@ pub struct CreateDoc {
     text: Option<String>,
 }
 
+#[utoipa::path(
+    tag = "documents",
+    request_body = CreateDoc,
+    responses(
+        (status = 201, description = "Created", body = DocView),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Creates a document, empty or with initial text: 201 with its location, 409 if the id is
 /// taken.
 #[post("/api/docs")]
@@ -173,6 +196,15 @@ fn generated_id() -> DocId {
         .expect("'doc-' and hex digits are a valid document name")
 }
 
+#[utoipa::path(
+    tag = "documents",
+    params(("id" = String, Path, description = "Document name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Deletes a document with its history; connected editors are closed with 4404.
 #[delete("/api/docs/{id}")]
 pub async fn remove(

@@ -2,6 +2,7 @@
 
 pub mod docs;
 pub mod health;
+pub mod openapi;
 pub mod static_files;
 pub mod updates;
 pub mod versions;

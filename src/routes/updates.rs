@@ -18,7 +18,12 @@ use crate::collab::messages::{
     JoinError, PresenceOf, ReadContent,
 };
 use crate::domain::DocId;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
+
+/// Raw bytes in the body (a Yjs v1 update).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct Binary(#[allow(dead_code)] Vec<u8>);
 use crate::routes::docs::DocView;
 use crate::startup::AppState;
 use crate::sync::content::ContentError;
@@ -28,6 +33,15 @@ use crate::sync::text_ops::TextOp;
 /// A request races with the document unloading at most this many times before giving up.
 pub(crate) const ATTEMPTS: usize = 3;
 
+#[utoipa::path(
+    tag = "documents",
+    params(("id" = String, Path, description = "Document name")),
+    responses(
+        (status = 200, description = "The document", body = DocView),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Metadata of one document.
 #[get("/api/docs/{id}")]
 pub async fn get_one(
@@ -52,12 +66,22 @@ pub async fn get_one(
     Ok(HttpResponse::Ok().json(DocView::new(summary, here)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UpdateQuery {
     /// Base64 (standard or URL-safe) v1 state vector: return only what it lacks.
     sv: Option<String>,
 }
 
+#[utoipa::path(
+    tag = "content",
+    params(("id" = String, Path, description = "Document name"), UpdateQuery),
+    responses(
+        (status = 200, description = "A Yjs v1 update", body = Binary, content_type = "application/octet-stream"),
+        (status = 400, description = "Invalid name or state vector", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// The whole document as one v1 update, or with `?sv=` only what that state vector lacks.
 #[get("/api/docs/{id}/update")]
 pub async fn get_update(
@@ -89,7 +113,8 @@ pub async fn get_update(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ContentQuery {
     /// One root type by name; with `format=text` the default is `content`.
     key: Option<String>,
@@ -97,6 +122,17 @@ pub struct ContentQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(
+    tag = "content",
+    params(("id" = String, Path, description = "Document name"), ContentQuery),
+    responses(
+        (status = 200, description = "JSON: every root type by name, or one root's value; \
+                                      with format=text, the plain text of a text root",
+            content((serde_json::Value = "application/json"), (String = "text/plain"))),
+        (status = 400, description = "Invalid name, format, or a root that is not text", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document or root type", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// The content as JSON (every root type, or `?key=` one), or with `?format=text` the plain text
 /// of a text root (`?key=`, default `content`).
 #[get("/api/docs/{id}/content")]
@@ -142,6 +178,17 @@ pub async fn get_content(
     ))
 }
 
+#[utoipa::path(
+    tag = "content",
+    params(("id" = String, Path, description = "Document name")),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "A Yjs v1 update"),
+    responses(
+        (status = 204, description = "Stored and relayed to editors"),
+        (status = 400, description = "Invalid name, or not a valid update", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Applies one binary v1 update; answers 204 once it is stored and relayed to editors.
 #[post("/api/docs/{id}/update")]
 pub async fn post_update(
@@ -181,7 +228,7 @@ pub async fn post_update(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextEdit {
     /// The text root to edit; `content` (the editor's) by default.
@@ -190,6 +237,17 @@ pub struct TextEdit {
     ops: Vec<TextOp>,
 }
 
+#[utoipa::path(
+    tag = "content",
+    params(("id" = String, Path, description = "Document name")),
+    request_body = TextEdit,
+    responses(
+        (status = 204, description = "Stored and relayed to editors"),
+        (status = 400, description = "Invalid name, body, or an operation out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Edits a text root by position (UTF-16 units): `insert`, `delete`, or `replace` the whole
 /// text (only the changed range is touched). 204 once durable and relayed to editors.
 #[post("/api/docs/{id}/text")]

@@ -8,7 +8,7 @@ use yrs::StateVector;
 use crate::collab::document::build_doc;
 use crate::collab::messages::{EncodeState, Restore, RestoreFailure};
 use crate::domain::DocId;
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::routes::docs::rfc3339;
 use crate::routes::updates::{ATTEMPTS, ensure_exists, open};
 use crate::startup::AppState;
@@ -19,7 +19,7 @@ use crate::sync::content;
 const MAX_NAME_LEN: usize = 200;
 
 /// A version as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionView {
     pub id: i64,
     pub name: Option<String>,
@@ -43,11 +43,29 @@ impl From<VersionSummary> for VersionView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct VersionList {
+/// A document's versions, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionList {
     versions: Vec<VersionView>,
 }
 
+/// A version with the document's content as it was, as `/content` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionWithContent {
+    #[serde(flatten)]
+    pub version: VersionView,
+    pub content: serde_json::Value,
+}
+
+#[utoipa::path(
+    tag = "versions",
+    params(("id" = String, Path, description = "Document name")),
+    responses(
+        (status = 200, description = "Versions, newest first", body = VersionList),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// A document's versions, newest first.
 #[get("/api/docs/{id}/versions")]
 pub async fn list(
@@ -66,12 +84,22 @@ pub async fn list(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVersion {
     name: Option<String>,
 }
 
+#[utoipa::path(
+    tag = "versions",
+    params(("id" = String, Path, description = "Document name")),
+    request_body(content = Option<CreateVersion>, description = "Optional; a version may have a name"),
+    responses(
+        (status = 201, description = "Saved", body = VersionView),
+        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Saves the current state as a version: 201 with its location.
 #[post("/api/docs/{id}/versions")]
 pub async fn create(
@@ -120,6 +148,15 @@ pub async fn create(
         .json(VersionView::from(version)))
 }
 
+#[utoipa::path(
+    tag = "versions",
+    params(("id" = String, Path, description = "Document name"), ("version" = i64, Path, description = "Version id")),
+    responses(
+        (status = 200, description = "The version with its content", body = VersionWithContent),
+        (status = 400, description = "Invalid name or version id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document or version", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// One version: its metadata and its content as JSON (every root type, as `/content`).
 #[get("/api/docs/{id}/versions/{version}")]
 pub async fn get_one(
@@ -141,6 +178,16 @@ pub async fn get_one(
     Ok(HttpResponse::Ok().json(view))
 }
 
+#[utoipa::path(
+    tag = "versions",
+    params(("id" = String, Path, description = "Document name"), ("version" = i64, Path, description = "Version id")),
+    responses(
+        (status = 204, description = "Restored; editors received the change"),
+        (status = 400, description = "Invalid name or version id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document or version", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A root changed kind, or holds XML", body = Problem, content_type = "application/problem+json")
+    )
+)]
 /// Makes the document's content equal to the version's through new edits, which reach every
 /// editor at once and can themselves be undone by restoring the version before.
 #[post("/api/docs/{id}/versions/{version}/restore")]

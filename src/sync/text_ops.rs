@@ -10,7 +10,7 @@ use serde::Deserialize;
 use yrs::{Doc, GetString, Text, TextRef, Transact};
 
 /// One edit.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum TextOp {
     /// Insert `insert` at position `at`.

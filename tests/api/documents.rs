@@ -257,3 +257,43 @@ async fn create_with(app: &TestApp, body: Value) -> reqwest::Response {
         .await
         .expect("request")
 }
+
+#[actix_web::test]
+async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let spec: Value = reqwest::get(http(&app, "/api/openapi.json"))
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(spec["openapi"], "3.1.0");
+    for path in [
+        "/api/docs",
+        "/api/docs/{id}",
+        "/api/docs/{id}/content",
+        "/api/docs/{id}/text",
+        "/api/docs/{id}/update",
+        "/api/docs/{id}/versions",
+        "/api/docs/{id}/versions/{version}",
+        "/api/docs/{id}/versions/{version}/restore",
+    ] {
+        assert!(spec["paths"][path].is_object(), "{path} is not described");
+    }
+    let page = reqwest::get(http(&app, "/api/reference/"))
+        .await
+        .expect("reference page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("swagger-ui-bundle.js"));
+    assert!(
+        !html.contains("https://"),
+        "the reference page loads from elsewhere"
+    );
+    let bundle = reqwest::get(http(&app, "/api/reference/swagger-ui-bundle.js"))
+        .await
+        .expect("bundle");
+    assert_eq!(bundle.status(), StatusCode::OK);
+    app.stop().await;
+}

@@ -1,0 +1,52 @@
+//! The API described as OpenAPI 3.1 (generated from the handlers), and a reference page for it.
+
+use actix_web::{HttpResponse, get};
+use utoipa::OpenApi;
+
+use super::{docs, updates, versions};
+use crate::error::Problem;
+use crate::sync::text_ops::TextOp;
+
+/// The HTTP API of Tandem.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tandem",
+        description = "Documents, their content and versions. Editors connect over WebSocket at \
+                       /ws/{doc} with the y-websocket protocol; what is changed here reaches them \
+                       at once, and every change is stored before it is answered."
+    ),
+    paths(
+        docs::list,
+        docs::create,
+        docs::remove,
+        updates::get_one,
+        updates::get_update,
+        updates::get_content,
+        updates::post_update,
+        updates::post_text,
+        versions::list,
+        versions::create,
+        versions::get_one,
+        versions::restore,
+    ),
+    components(schemas(Problem, TextOp)),
+    tags(
+        (name = "documents", description = "Create, list and delete documents"),
+        (name = "content", description = "Read and change what a document holds"),
+        (name = "versions", description = "Saved states of a document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `GET /api/openapi.json`.
+#[get("/api/openapi.json")]
+pub async fn spec() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// The interactive reference page, served from the binary (no CDN): `/api/reference/`.
+pub fn reference() -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/api/reference/{_:.*}")
+        .url("/api/openapi.json", ApiDoc::openapi())
+}
