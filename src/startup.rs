@@ -79,7 +79,6 @@ impl Application {
                     store::redact(&settings.database_url)
                 )
             })?;
-        let (persist, writer) = PersistHandle::start(store.clone());
         if !settings.webhook_urls.is_empty() && settings.webhook_secret.is_none() {
             tracing::warn!("webhooks are sent unsigned: set --webhook-secret");
         }
@@ -89,6 +88,7 @@ impl Application {
             store.clone(),
         );
         crate::webhooks::spawn_dispatcher(webhooks.clone());
+        let (persist, writer) = PersistHandle::start(store.clone(), webhooks.clone());
         let registry = Registry::new(
             store.clone(),
             persist.clone(),

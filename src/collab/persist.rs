@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::messages::Durable;
 use crate::domain::DocId;
 use crate::store::{Append, Batch, Compaction, Store};
+use crate::webhooks::Webhooks;
 
 /// Most requests in one transaction: bounds commit latency when a backlog has built up.
 const MAX_BATCH_REQUESTS: usize = 4096;
@@ -54,9 +55,9 @@ pub struct WriterStopped;
 impl PersistHandle {
     /// Starts the writer on the current runtime. It ends once every handle is dropped and the
     /// queue is drained; the returned join handle resolves then.
-    pub fn start(store: Arc<dyn Store>) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(store: Arc<dyn Store>, webhooks: Webhooks) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = actix_web::rt::spawn(run(store, rx));
+        let task = actix_web::rt::spawn(run(store, webhooks, rx));
         (Self { tx }, task)
     }
 
@@ -99,7 +100,7 @@ impl PersistHandle {
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(store: Arc<dyn Store>, webhooks: Webhooks, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut pending = Vec::new();
     // Highest log id committed per document since its last compaction: a compaction covers
     // these rows even if its document had not heard about them yet when it asked.
@@ -116,12 +117,16 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 Err(_) => break,
             }
         }
-        commit(
+        let created = commit(
             store.as_ref(),
             std::mem::take(&mut pending),
             &mut committed_ids,
         )
         .await;
+        // A document first written over a socket comes into existence here.
+        for doc in created {
+            webhooks.emit(&doc, "document.created", &[], "").await;
+        }
     }
     tracing::debug!("persistence writer drained and stopped");
 }
@@ -135,11 +140,12 @@ fn request_bytes(request: &Request) -> usize {
 }
 
 /// Commits one batch, retrying until the store takes it, then notifies everyone waiting on it.
+/// Returns the documents the batch created.
 async fn commit(
     store: &dyn Store,
     requests: Vec<Request>,
     committed_ids: &mut HashMap<DocId, i64>,
-) {
+) -> Vec<DocId> {
     let mut batch = Batch::default();
     // Per document: the last sequence number in this batch and whom to tell.
     let mut notify: HashMap<DocId, (u64, Recipient<Durable>)> = HashMap::new();
@@ -200,7 +206,7 @@ async fn commit(
         }
     };
 
-    for (doc, id) in &committed {
+    for (doc, id) in &committed.log_ids {
         committed_ids.insert(doc.clone(), *id);
     }
     for compaction in &batch.compactions {
@@ -216,7 +222,7 @@ async fn commit(
         }
     }
     for (doc, (seq, recipient)) in notify {
-        let max_log_id = committed.get(&doc).copied().unwrap_or(0);
+        let max_log_id = committed.log_ids.get(&doc).copied().unwrap_or(0);
         recipient.do_send(Durable {
             up_to_seq: seq,
             max_log_id,
@@ -226,4 +232,5 @@ async fn commit(
         // The requester may have given up waiting; the work is committed regardless.
         let _ = ack.send(());
     }
+    committed.created
 }

@@ -140,8 +140,14 @@ pub struct PendingDelivery {
     pub attempts: i32,
 }
 
-/// What a committed batch assigned: for each document that got appends, its highest new log id.
-pub type Committed = HashMap<DocId, i64>;
+/// What a committed batch did.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// For each document that got appends, its highest new log id.
+    pub log_ids: HashMap<DocId, i64>,
+    /// Documents that these appends brought into existence.
+    pub created: Vec<DocId>,
+}
 
 /// The operations the server needs from a database.
 #[async_trait]

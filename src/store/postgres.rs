@@ -94,7 +94,7 @@ impl super::Store for PostgresStore {
     #[tracing::instrument(skip_all, fields(appends = batch.appends.len(), compactions = batch.compactions.len()))]
     async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
         let now = now_ms();
-        let mut committed = Committed::new();
+        let mut committed = Committed::default();
         let mut ids = Vec::with_capacity(batch.appends.len());
         let mut tx = self.pool.begin().await?;
         if !batch.appends.is_empty() {
@@ -115,20 +115,30 @@ impl super::Store for PostgresStore {
             // increasing ids, so sorted ids line up with `batch.appends`.
             ids.sort_unstable();
             for (append, id) in batch.appends.iter().zip(&ids) {
-                let max = committed.entry(append.doc.clone()).or_insert(*id);
+                let max = committed.log_ids.entry(append.doc.clone()).or_insert(*id);
                 *max = (*max).max(*id);
             }
             docs.sort_unstable();
             docs.dedup();
-            sqlx::query(
+            // `xmax = 0` tells rows this statement inserted from rows it updated.
+            let touched = sqlx::query(
                 "INSERT INTO documents (id, created_at, updated_at) \
                  SELECT d, $2, $2 FROM UNNEST($1::text[]) AS d \
-                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
+                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
+                 RETURNING id, (xmax = 0) AS inserted",
             )
             .bind(&docs)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+            for row in touched {
+                if row.try_get::<bool, _>(1)? {
+                    let id: String = row.try_get(0)?;
+                    if let Ok(doc) = DocId::parse(&id) {
+                        committed.created.push(doc);
+                    }
+                }
+            }
         }
         for compaction in &batch.compactions {
             let covered = compaction.covered_id(&batch.appends, &ids);

@@ -104,12 +104,14 @@ impl super::Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(appends = batch.appends.len(), compactions = batch.compactions.len()))]
     async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
         let now = now_ms();
-        let mut committed = Committed::new();
+        let mut committed = Committed::default();
         let mut ids = Vec::with_capacity(batch.appends.len());
         let mut tx = self.pool.begin().await?;
         for append in &batch.appends {
-            if !committed.contains_key(&append.doc) {
-                touch_document(&mut tx, &append.doc, now).await?;
+            if !committed.log_ids.contains_key(&append.doc)
+                && touch_document(&mut tx, &append.doc, now).await?
+            {
+                committed.created.push(append.doc.clone());
             }
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO updates (doc_id, data) VALUES ($1, $2) RETURNING id",
@@ -118,7 +120,7 @@ impl super::Store for SqliteStore {
             .bind(append.data.as_ref())
             .fetch_one(&mut *tx)
             .await?;
-            committed.insert(append.doc.clone(), id);
+            committed.log_ids.insert(append.doc.clone(), id);
             ids.push(id);
         }
         for compaction in &batch.compactions {
@@ -364,19 +366,21 @@ impl super::Store for SqliteStore {
     }
 }
 
-/// Creates the document row on its first write and records the time of the latest change.
+/// Creates the document row on its first write and records the time of the latest change;
+/// true when the row was created.
 async fn touch_document(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     doc: &DocId,
     now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<bool, StoreError> {
+    // The row was just inserted exactly when its creation time is this write's.
+    let created_at: i64 = sqlx::query_scalar(
         "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
-         ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at",
+         ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created_at",
     )
     .bind(doc.as_str())
     .bind(now)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(())
+    Ok(created_at == now)
 }

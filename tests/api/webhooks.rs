@@ -233,3 +233,27 @@ async fn queued_event_survives_a_restart(backend: Backend) {
     assert_eq!(created.json()["event"], "document.created");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_document_first_written_over_a_socket_is_announced_as_created() {
+    for backend in crate::helpers::backends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let mut events = receiver(listener, 0).await;
+        let db = TestDb::new(backend).await;
+        let app = app_with_webhook(&db, &url).await;
+        let doc = doc_name("implicit");
+        let mut editor = app.connect(&doc).await;
+        editor.append("hello").await;
+        editor.append(" again").await;
+
+        let created = next(&mut events).await;
+        created.assert_signed();
+        assert_eq!(created.json()["event"], "document.created", "{backend:?}");
+        assert_eq!(created.json()["id"], doc.as_str());
+        let changed = next(&mut events).await;
+        assert_eq!(changed.json()["event"], "document.changed", "{backend:?}");
+        assert_eq!(changed.json()["text"], "hello again");
+        app.stop().await;
+    }
+}
