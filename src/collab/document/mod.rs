@@ -4,6 +4,9 @@
 //! and queued; it is relayed to every subscriber (sender included, as the reference server does)
 //! only once the writer reports it durable, so nobody ever sees an edit that a crash could lose.
 //! Every frame is encoded once and the same bytes go to all recipients.
+//!
+//! `api.rs` holds what the HTTP API asks of a document; `history.rs` the automatic versions and
+//! the debounced change webhook.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,26 +18,24 @@ use actix_ws::CloseCode;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use yrs::updates::decoder::Decode;
-use yrs::updates::encoder::Encode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
+mod api;
+mod history;
+
+use self::history::save_auto_version;
 use super::messages::{
-    ApplyUpdate, ApplyUpdateError, DocPresence, Durable, EditText, EditTextError, EncodeState,
-    Evict, GetPresence, Gone, Inbound, ReadContent, Restore, RestoreFailure, SessionId, Shutdown,
-    Subscribe, Unloaded, Unsubscribe,
+    DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown, Subscribe,
+    Unloaded, Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
 use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
 use crate::store::{Compaction, Store, StoredDoc};
-use crate::sync::content::{self, ContentError};
 use crate::sync::presence::Presence;
-use crate::sync::protocol::{
-    ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2, encode_update,
-};
-use crate::sync::{restore, text_ops};
-use crate::webhooks::{self, Webhooks};
+use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2};
+use crate::webhooks::Webhooks;
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
 pub const DEFAULT_TEXT_KEY: &str = "content";
@@ -98,20 +99,6 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
         }
     }
     Ok(doc)
-}
-
-/// Saves an automatic version and prunes the oldest beyond `keep`; failures are logged, since
-/// nothing waits on them.
-async fn save_auto_version(store: &dyn Store, doc: &DocId, full: &[u8], keep: u32) {
-    match store.create_version(doc, None, "auto", full).await {
-        Ok(version) => {
-            tracing::debug!(doc = %doc, version = version.id, "automatic version saved");
-            if let Err(error) = store.prune_versions(doc, "auto", keep).await {
-                tracing::warn!(doc = %doc, %error, "pruning automatic versions failed");
-            }
-        }
-        Err(error) => tracing::warn!(doc = %doc, %error, "saving an automatic version failed"),
-    }
 }
 
 /// One loaded document.
@@ -455,89 +442,6 @@ impl DocumentActor {
         )
     }
 
-    /// Arms one timer for the automatic version; when it fires early (editing went on), it
-    /// re-arms for the rest of the quiet time instead of piling up a timer per edit.
-    fn schedule_auto_version(&mut self, ctx: &mut Context<Self>) {
-        let gap = self.settings.auto_version_after;
-        if gap.is_zero() || self.auto_version_timer {
-            return;
-        }
-        self.auto_version_timer = true;
-        let wait = gap.saturating_sub(self.last_edit.elapsed());
-        ctx.run_later(wait, |act, ctx| {
-            act.auto_version_timer = false;
-            if act.closing || !act.unversioned {
-                return;
-            }
-            if act.last_edit.elapsed() < act.settings.auto_version_after {
-                act.schedule_auto_version(ctx);
-                return;
-            }
-            act.take_auto_version();
-        });
-    }
-
-    /// Announces changes `DEBOUNCE` after the last one, and at least every `MAX_INTERVAL` while
-    /// they keep coming, with one timer that re-arms itself.
-    fn schedule_change_event(&mut self, ctx: &mut Context<Self>) {
-        let Some(since) = self.unannounced_since else {
-            return;
-        };
-        if self.webhook_timer {
-            return;
-        }
-        self.webhook_timer = true;
-        let due = (self.last_edit + webhooks::DEBOUNCE).min(since + webhooks::MAX_INTERVAL);
-        ctx.run_later(due.saturating_duration_since(Instant::now()), |act, ctx| {
-            act.webhook_timer = false;
-            let Some(since) = act.unannounced_since else {
-                return;
-            };
-            let due = (act.last_edit + webhooks::DEBOUNCE).min(since + webhooks::MAX_INTERVAL);
-            if Instant::now() < due {
-                act.schedule_change_event(ctx);
-            } else {
-                act.announce_change();
-            }
-        });
-    }
-
-    /// Queues a `document.changed` event once everything it describes is durable.
-    fn announce_change(&mut self) {
-        self.unannounced_since = None;
-        let sv = self.doc.transact().state_vector().encode_v1();
-        let text = content::to_text(&self.doc, DEFAULT_TEXT_KEY).unwrap_or_default();
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, sv));
-        let (webhooks, doc) = (self.webhooks.clone(), self.id.clone());
-        actix_web::rt::spawn(async move {
-            if let Ok(sv) = wait.await {
-                webhooks.emit(&doc, "document.changed", &sv, &text).await;
-            }
-        });
-    }
-
-    /// Saves the current state as an automatic version once it is durable, and prunes old ones.
-    fn take_auto_version(&mut self) {
-        self.unversioned = false;
-        let full = self
-            .doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, full));
-        let (store, doc, keep) = (
-            self.store.clone(),
-            self.id.clone(),
-            self.settings.auto_version_retention,
-        );
-        actix_web::rt::spawn(async move {
-            if let Ok(full) = wait.await {
-                save_auto_version(store.as_ref(), &doc, &full, keep).await;
-            }
-        });
-    }
-
     /// Use without a subscriber (the HTTP API) keeps the document loaded for another idle delay.
     fn touch(&mut self, ctx: &mut Context<Self>) {
         if self.subscribers.is_empty() {
@@ -697,140 +601,5 @@ impl Handler<Evict> for DocumentActor {
             .close_all(CloseCode::Other(DELETED_CLOSE_CODE), "document deleted");
         self.waiting.clear();
         ctx.stop();
-    }
-}
-
-impl Handler<EncodeState> for DocumentActor {
-    type Result = ResponseFuture<Result<Vec<u8>, Gone>>;
-
-    /// Encodes what `sv` lacks, answered once everything in it is durable.
-    fn handle(&mut self, msg: EncodeState, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        let diff = self.doc.transact().encode_state_as_update_v1(&msg.sv);
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, diff));
-        Box::pin(async move { wait.await.map_err(|_| Gone) })
-    }
-}
-
-impl Handler<ApplyUpdate> for DocumentActor {
-    type Result = ResponseFuture<Result<(), ApplyUpdateError>>;
-
-    /// Applies an update from the API; answers once it is durable (and so relayed).
-    fn handle(&mut self, msg: ApplyUpdate, ctx: &mut Context<Self>) -> Self::Result {
-        if self.closing {
-            return Box::pin(async { Err(ApplyUpdateError::Gone) });
-        }
-        self.touch(ctx);
-        if let Err(error) = self.integrate(msg.update, ctx) {
-            return Box::pin(async move { Err(ApplyUpdateError::Refused(error)) });
-        }
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, Vec::new()));
-        Box::pin(async move { wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone) })
-    }
-}
-
-impl Handler<ReadContent> for DocumentActor {
-    type Result = ResponseFuture<Result<Result<Vec<u8>, ContentError>, Gone>>;
-
-    /// Renders the content now, answered once everything in it is durable.
-    fn handle(&mut self, msg: ReadContent, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        let rendered = if msg.text {
-            content::to_text(&self.doc, msg.key.as_deref().unwrap_or(DEFAULT_TEXT_KEY))
-                .map(String::into_bytes)
-        } else {
-            content::to_json(&self.doc, msg.key.as_deref())
-                .map(|json| json.to_string().into_bytes())
-        };
-        let bytes = match rendered {
-            Ok(bytes) => bytes,
-            Err(error) => return Box::pin(async move { Ok(Err(error)) }),
-        };
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, bytes));
-        Box::pin(async move { wait.await.map(Ok).map_err(|_| Gone) })
-    }
-}
-
-impl Handler<EditText> for DocumentActor {
-    type Result = ResponseFuture<Result<(), EditTextError>>;
-
-    /// Applies text operations as one change; answers once it is durable and relayed.
-    fn handle(&mut self, msg: EditText, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        if self.closing {
-            return Box::pin(async { Err(EditTextError::Gone) });
-        }
-        if let Err(error) = content::to_text(&self.doc, &msg.key) {
-            return Box::pin(async move { Err(EditTextError::Content(error)) });
-        }
-        let doc = &self.doc;
-        let edited = catch_unwind(AssertUnwindSafe(|| {
-            let root = doc.get_or_insert_text(msg.key.as_str());
-            text_ops::apply(doc, &root, &msg.ops)
-        }));
-        let update = match edited {
-            Ok(Ok(update)) => update,
-            Ok(Err(error)) => return Box::pin(async move { Err(EditTextError::Ops(error)) }),
-            Err(_) => {
-                tracing::error!(doc = %self.id, "a text edit panicked; reloading the document");
-                self.fail(ctx);
-                return Box::pin(async { Err(EditTextError::Gone) });
-            }
-        };
-        if update.as_slice() != EMPTY_UPDATE {
-            let relay = encode_update(&update);
-            self.record(Bytes::from(update), relay, ctx);
-        }
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, Vec::new()));
-        Box::pin(async move {
-            wait.await
-                .map(|_| ())
-                .map_err(|_| EditTextError::Unconfirmed)
-        })
-    }
-}
-
-impl Handler<Restore> for DocumentActor {
-    type Result = ResponseFuture<Result<(), RestoreFailure>>;
-
-    /// Edits the document back to a saved state; answers once the edits are durable.
-    fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        if self.closing {
-            return Box::pin(async { Err(RestoreFailure::Gone) });
-        }
-        let stored = StoredDoc {
-            snapshot: Some(msg.target),
-            ..StoredDoc::default()
-        };
-        let Ok(target) = build_doc(&stored) else {
-            return Box::pin(async { Err(RestoreFailure::Corrupt) });
-        };
-        let doc = &self.doc;
-        let restored = catch_unwind(AssertUnwindSafe(|| restore::restore(doc, &target)));
-        let updates = match restored {
-            Ok(Ok(updates)) => updates,
-            Ok(Err(error)) => return Box::pin(async move { Err(RestoreFailure::Refused(error)) }),
-            Err(_) => {
-                tracing::error!(doc = %self.id, "a restore panicked; reloading the document");
-                self.fail(ctx);
-                return Box::pin(async { Err(RestoreFailure::Unconfirmed) });
-            }
-        };
-        for update in updates {
-            let relay = encode_update(&update);
-            self.record(Bytes::from(update), relay, ctx);
-        }
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, Vec::new()));
-        Box::pin(async move {
-            wait.await
-                .map(|_| ())
-                .map_err(|_| RestoreFailure::Unconfirmed)
-        })
     }
 }

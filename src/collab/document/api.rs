@@ -1,0 +1,154 @@
+//! What the HTTP API asks of a document: read it, change it, restore it. Every answer waits
+//! until what it reports or changed is durable.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use yrs::{ReadTxn, Transact};
+
+use super::{DEFAULT_TEXT_KEY, Delivery, DocumentActor, EMPTY_UPDATE, build_doc};
+use crate::collab::messages::{
+    ApplyUpdate, ApplyUpdateError, EditText, EditTextError, EncodeState, Gone, ReadContent,
+    Restore, RestoreFailure,
+};
+use crate::store::StoredDoc;
+use crate::sync::content::{self, ContentError};
+use crate::sync::protocol::encode_update;
+use crate::sync::{restore, text_ops};
+
+impl Handler<EncodeState> for DocumentActor {
+    type Result = ResponseFuture<Result<Vec<u8>, Gone>>;
+
+    /// Encodes what `sv` lacks, answered once everything in it is durable.
+    fn handle(&mut self, msg: EncodeState, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        let diff = self.doc.transact().encode_state_as_update_v1(&msg.sv);
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, diff));
+        Box::pin(async move { wait.await.map_err(|_| Gone) })
+    }
+}
+
+impl Handler<ApplyUpdate> for DocumentActor {
+    type Result = ResponseFuture<Result<(), ApplyUpdateError>>;
+
+    /// Applies an update from the API; answers once it is durable (and so relayed).
+    fn handle(&mut self, msg: ApplyUpdate, ctx: &mut Context<Self>) -> Self::Result {
+        if self.closing {
+            return Box::pin(async { Err(ApplyUpdateError::Gone) });
+        }
+        self.touch(ctx);
+        if let Err(error) = self.integrate(msg.update, ctx) {
+            return Box::pin(async move { Err(ApplyUpdateError::Refused(error)) });
+        }
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, Vec::new()));
+        Box::pin(async move { wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone) })
+    }
+}
+
+impl Handler<ReadContent> for DocumentActor {
+    type Result = ResponseFuture<Result<Result<Vec<u8>, ContentError>, Gone>>;
+
+    /// Renders the content now, answered once everything in it is durable.
+    fn handle(&mut self, msg: ReadContent, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        let rendered = if msg.text {
+            content::to_text(&self.doc, msg.key.as_deref().unwrap_or(DEFAULT_TEXT_KEY))
+                .map(String::into_bytes)
+        } else {
+            content::to_json(&self.doc, msg.key.as_deref())
+                .map(|json| json.to_string().into_bytes())
+        };
+        let bytes = match rendered {
+            Ok(bytes) => bytes,
+            Err(error) => return Box::pin(async move { Ok(Err(error)) }),
+        };
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, bytes));
+        Box::pin(async move { wait.await.map(Ok).map_err(|_| Gone) })
+    }
+}
+
+impl Handler<EditText> for DocumentActor {
+    type Result = ResponseFuture<Result<(), EditTextError>>;
+
+    /// Applies text operations as one change; answers once it is durable and relayed.
+    fn handle(&mut self, msg: EditText, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        if self.closing {
+            return Box::pin(async { Err(EditTextError::Gone) });
+        }
+        if let Err(error) = content::to_text(&self.doc, &msg.key) {
+            return Box::pin(async move { Err(EditTextError::Content(error)) });
+        }
+        let doc = &self.doc;
+        let edited = catch_unwind(AssertUnwindSafe(|| {
+            let root = doc.get_or_insert_text(msg.key.as_str());
+            text_ops::apply(doc, &root, &msg.ops)
+        }));
+        let update = match edited {
+            Ok(Ok(update)) => update,
+            Ok(Err(error)) => return Box::pin(async move { Err(EditTextError::Ops(error)) }),
+            Err(_) => {
+                tracing::error!(doc = %self.id, "a text edit panicked; reloading the document");
+                self.fail(ctx);
+                return Box::pin(async { Err(EditTextError::Gone) });
+            }
+        };
+        if update.as_slice() != EMPTY_UPDATE {
+            let relay = encode_update(&update);
+            self.record(Bytes::from(update), relay, ctx);
+        }
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, Vec::new()));
+        Box::pin(async move {
+            wait.await
+                .map(|_| ())
+                .map_err(|_| EditTextError::Unconfirmed)
+        })
+    }
+}
+
+impl Handler<Restore> for DocumentActor {
+    type Result = ResponseFuture<Result<(), RestoreFailure>>;
+
+    /// Edits the document back to a saved state; answers once the edits are durable.
+    fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        if self.closing {
+            return Box::pin(async { Err(RestoreFailure::Gone) });
+        }
+        let stored = StoredDoc {
+            snapshot: Some(msg.target),
+            ..StoredDoc::default()
+        };
+        let Ok(target) = build_doc(&stored) else {
+            return Box::pin(async { Err(RestoreFailure::Corrupt) });
+        };
+        let doc = &self.doc;
+        let restored = catch_unwind(AssertUnwindSafe(|| restore::restore(doc, &target)));
+        let updates = match restored {
+            Ok(Ok(updates)) => updates,
+            Ok(Err(error)) => return Box::pin(async move { Err(RestoreFailure::Refused(error)) }),
+            Err(_) => {
+                tracing::error!(doc = %self.id, "a restore panicked; reloading the document");
+                self.fail(ctx);
+                return Box::pin(async { Err(RestoreFailure::Unconfirmed) });
+            }
+        };
+        for update in updates {
+            let relay = encode_update(&update);
+            self.record(Bytes::from(update), relay, ctx);
+        }
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, Vec::new()));
+        Box::pin(async move {
+            wait.await
+                .map(|_| ())
+                .map_err(|_| RestoreFailure::Unconfirmed)
+        })
+    }
+}
