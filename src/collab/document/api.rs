@@ -5,10 +5,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use actix::prelude::*;
 use bytes::Bytes;
-use tokio::sync::oneshot;
 use yrs::{ReadTxn, Transact};
 
-use super::{DEFAULT_TEXT_KEY, Delivery, DocumentActor, EMPTY_UPDATE, build_doc};
+use super::{DEFAULT_TEXT_KEY, DocumentActor, EMPTY_UPDATE, build_doc};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, EditText, EditTextError, EncodeState, Gone, ReadContent,
     Restore, RestoreFailure,
@@ -25,8 +24,7 @@ impl Handler<EncodeState> for DocumentActor {
     fn handle(&mut self, msg: EncodeState, ctx: &mut Context<Self>) -> Self::Result {
         self.touch(ctx);
         let diff = self.doc.transact().encode_state_as_update_v1(&msg.sv);
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, diff));
+        let wait = self.when_durable(diff);
         Box::pin(async move { wait.await.map_err(|_| Gone) })
     }
 }
@@ -43,8 +41,7 @@ impl Handler<ApplyUpdate> for DocumentActor {
         if let Err(error) = self.integrate(msg.update, ctx) {
             return Box::pin(async move { Err(ApplyUpdateError::Refused(error)) });
         }
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, Vec::new()));
+        let wait = self.when_durable(Vec::new());
         Box::pin(async move { wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone) })
     }
 }
@@ -66,8 +63,7 @@ impl Handler<ReadContent> for DocumentActor {
             Ok(bytes) => bytes,
             Err(error) => return Box::pin(async move { Ok(Err(error)) }),
         };
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, bytes));
+        let wait = self.when_durable(bytes);
         Box::pin(async move { wait.await.map(Ok).map_err(|_| Gone) })
     }
 }
@@ -102,8 +98,7 @@ impl Handler<EditText> for DocumentActor {
             let relay = encode_update(&update);
             self.record(Bytes::from(update), relay, ctx);
         }
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, Vec::new()));
+        let wait = self.when_durable(Vec::new());
         Box::pin(async move {
             wait.await
                 .map(|_| ())
@@ -143,8 +138,7 @@ impl Handler<Restore> for DocumentActor {
             let relay = encode_update(&update);
             self.record(Bytes::from(update), relay, ctx);
         }
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, Vec::new()));
+        let wait = self.when_durable(Vec::new());
         Box::pin(async move {
             wait.await
                 .map(|_| ())

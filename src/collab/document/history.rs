@@ -4,11 +4,10 @@
 use std::time::Instant;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact};
 
-use super::{DEFAULT_TEXT_KEY, Delivery, DocumentActor};
+use super::{DEFAULT_TEXT_KEY, DocumentActor};
 use crate::domain::DocId;
 use crate::store::Store;
 use crate::sync::content;
@@ -67,8 +66,7 @@ impl DocumentActor {
         self.unannounced_since = None;
         let sv = self.doc.transact().state_vector().encode_v1();
         let text = content::to_text(&self.doc, DEFAULT_TEXT_KEY).unwrap_or_default();
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, sv));
+        let wait = self.when_durable(sv);
         let (webhooks, doc) = (self.webhooks.clone(), self.id.clone());
         actix_web::rt::spawn(async move {
             if let Ok(sv) = wait.await {
@@ -84,8 +82,7 @@ impl DocumentActor {
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        let (reply, wait) = oneshot::channel();
-        self.deliver(Delivery::Reply(reply, full));
+        let wait = self.when_durable(full);
         let (store, doc, keep) = (
             self.store.clone(),
             self.id.clone(),

@@ -225,6 +225,13 @@ impl DocumentActor {
         }
     }
 
+    /// Hands `answer` back once everything applied so far is durable.
+    fn when_durable(&mut self, answer: Vec<u8>) -> oneshot::Receiver<Vec<u8>> {
+        let (reply, wait) = oneshot::channel();
+        self.deliver(Delivery::Reply(reply, answer));
+        wait
+    }
+
     fn run_delivery(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Broadcast(frame) => self.broadcast(&frame),
