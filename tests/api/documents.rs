@@ -5,13 +5,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
 
-fn http(app: &TestApp, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", app.port)
-}
-
 async fn create(app: &TestApp, id: &str) -> reqwest::Response {
     reqwest::Client::new()
-        .post(http(app, "/api/docs"))
+        .post(app.url("/api/docs"))
         .json(&json!({ "id": id }))
         .send()
         .await
@@ -48,7 +44,7 @@ async fn documents_are_created_listed_page_by_page_and_deleted() {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut url = http(&app, "/api/docs?limit=2");
+            let mut url = app.url("/api/docs?limit=2");
             if let Some(c) = &cursor {
                 url.push_str(&format!("&cursor={c}"));
             }
@@ -72,13 +68,13 @@ async fn documents_are_created_listed_page_by_page_and_deleted() {
         assert_eq!(seen, ids, "{backend:?}: every document once, in id order");
 
         let response = reqwest::Client::new()
-            .delete(http(&app, &format!("/api/docs/{}", ids[0])))
+            .delete(app.url(&format!("/api/docs/{}", ids[0])))
             .send()
             .await
             .expect("delete");
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         let response = reqwest::Client::new()
-            .delete(http(&app, &format!("/api/docs/{}", ids[0])))
+            .delete(app.url(&format!("/api/docs/{}", ids[0])))
             .send()
             .await
             .expect("delete again");
@@ -108,7 +104,7 @@ async fn the_list_says_who_is_in_a_document_and_how_big_it_is() {
         .await;
     let _bob = app.connect(&doc).await;
 
-    let page: Value = reqwest::get(http(&app, "/api/docs"))
+    let page: Value = reqwest::get(app.url("/api/docs"))
         .await
         .expect("list")
         .json()
@@ -139,7 +135,7 @@ async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it() {
         editor.recv_until(|c| c.updates_received >= 1).await;
 
         let response = reqwest::Client::new()
-            .delete(http(&app, &format!("/api/docs/{doc}")))
+            .delete(app.url(&format!("/api/docs/{doc}")))
             .send()
             .await
             .expect("delete");
@@ -175,7 +171,7 @@ async fn bad_requests_get_problem_json() {
     .await;
     let client = reqwest::Client::new();
     let response = client
-        .post(http(&app, "/api/docs"))
+        .post(app.url("/api/docs"))
         .header("content-type", "application/json")
         .body("{\"id\": ")
         .send()
@@ -183,13 +179,13 @@ async fn bad_requests_get_problem_json() {
         .expect("request");
     problem(response, StatusCode::BAD_REQUEST, "/problems/bad-request").await;
     for query in ["limit=0", "limit=501", "limit=x", "cursor=..%2F"] {
-        let response = reqwest::get(http(&app, &format!("/api/docs?{query}")))
+        let response = reqwest::get(app.url(&format!("/api/docs?{query}")))
             .await
             .expect("request");
         problem(response, StatusCode::BAD_REQUEST, "/problems/bad-request").await;
     }
     let response = client
-        .delete(http(&app, "/api/docs/no%20such"))
+        .delete(app.url("/api/docs/no%20such"))
         .send()
         .await
         .expect("request");
@@ -208,7 +204,7 @@ async fn a_document_can_be_created_with_text_and_a_generated_name() {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let response = reqwest::Client::new()
-            .post(http(&app, "/api/docs"))
+            .post(app.url("/api/docs"))
             .json(&json!({ "text": "first draft\n" }))
             .send()
             .await
@@ -251,7 +247,7 @@ async fn an_oversized_json_body_gets_413() {
 
 async fn create_with(app: &TestApp, body: Value) -> reqwest::Response {
     reqwest::Client::new()
-        .post(http(app, "/api/docs"))
+        .post(app.url("/api/docs"))
         .json(&body)
         .send()
         .await
@@ -262,7 +258,7 @@ async fn create_with(app: &TestApp, body: Value) -> reqwest::Response {
 async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::spawn(db.settings()).await;
-    let spec: Value = reqwest::get(http(&app, "/api/openapi.json"))
+    let spec: Value = reqwest::get(app.url("/api/openapi.json"))
         .await
         .expect("spec")
         .json()
@@ -281,7 +277,7 @@ async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
     ] {
         assert!(spec["paths"][path].is_object(), "{path} is not described");
     }
-    let page = reqwest::get(http(&app, "/api/reference/"))
+    let page = reqwest::get(app.url("/api/reference/"))
         .await
         .expect("reference page");
     assert_eq!(page.status(), StatusCode::OK);
@@ -291,7 +287,7 @@ async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
         !html.contains("https://"),
         "the reference page loads from elsewhere"
     );
-    let bundle = reqwest::get(http(&app, "/api/reference/swagger-ui-bundle.js"))
+    let bundle = reqwest::get(app.url("/api/reference/swagger-ui-bundle.js"))
         .await
         .expect("bundle");
     assert_eq!(bundle.status(), StatusCode::OK);

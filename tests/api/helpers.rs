@@ -107,6 +107,22 @@ impl TestApp {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
+    /// The HTTP URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Creates a document through the API and checks it was created.
+    pub async fn create_doc(&self, id: &str) {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/docs"))
+            .json(&serde_json::json!({ "id": id }))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    }
+
     pub async fn connect(&self, doc: &str) -> YClient {
         YClient::connect(&self.ws_base(), doc).await
     }

@@ -9,23 +9,9 @@ use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
 use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name, stored_text};
 
-fn http(app: &TestApp, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", app.port)
-}
-
-async fn create(app: &TestApp, id: &str) {
-    let response = reqwest::Client::new()
-        .post(http(app, "/api/docs"))
-        .json(&serde_json::json!({ "id": id }))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(response.status(), StatusCode::CREATED);
-}
-
 async fn post_update(app: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response {
     reqwest::Client::new()
-        .post(http(app, &format!("/api/docs/{id}/update")))
+        .post(app.url(&format!("/api/docs/{id}/update")))
         .header("content-type", "application/octet-stream")
         .body(body)
         .send()
@@ -48,7 +34,7 @@ async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("rest-in");
-        create(&app, &doc).await;
+        app.create_doc(&doc).await;
         let mut editor = app.connect(&doc).await;
 
         let source = Doc::new();
@@ -74,12 +60,12 @@ async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("rest-out");
-        create(&app, &doc).await;
+        app.create_doc(&doc).await;
         let mut editor = app.connect(&doc).await;
         editor.append("typed in a browser").await;
         editor.recv_until(|c| c.updates_received >= 1).await;
 
-        let whole = reqwest::get(http(&app, &format!("/api/docs/{doc}/update")))
+        let whole = reqwest::get(app.url(&format!("/api/docs/{doc}/update")))
             .await
             .expect("get update");
         assert_eq!(whole.status(), StatusCode::OK);
@@ -95,7 +81,7 @@ async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
         ] {
             let encoded = engine.encode(&sv);
             let url = reqwest::Url::parse_with_params(
-                &http(&app, &format!("/api/docs/{doc}/update")),
+                &app.url(&format!("/api/docs/{doc}/update")),
                 [("sv", encoded.as_str())],
             )
             .expect("url");
@@ -117,7 +103,7 @@ async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
             assert_eq!(text.get_string(&have.transact()), "typed in a browser");
         }
 
-        let meta: Value = reqwest::get(http(&app, &format!("/api/docs/{doc}")))
+        let meta: Value = reqwest::get(app.url(&format!("/api/docs/{doc}")))
             .await
             .expect("metadata")
             .json()
@@ -137,7 +123,7 @@ async fn bad_update_requests_get_problem_json() {
     settings.max_message_size = 1024;
     let app = TestApp::spawn(settings).await;
     let doc = doc_name("rest-bad");
-    create(&app, &doc).await;
+    app.create_doc(&doc).await;
 
     let check = |response: reqwest::Response, status: StatusCode, kind: &'static str| async move {
         assert_eq!(response.status(), status);
@@ -146,7 +132,7 @@ async fn bad_update_requests_get_problem_json() {
     };
     let missing = doc_name("absent");
     check(
-        reqwest::get(http(&app, &format!("/api/docs/{missing}")))
+        reqwest::get(app.url(&format!("/api/docs/{missing}")))
             .await
             .expect("get"),
         StatusCode::NOT_FOUND,
@@ -154,7 +140,7 @@ async fn bad_update_requests_get_problem_json() {
     )
     .await;
     check(
-        reqwest::get(http(&app, &format!("/api/docs/{missing}/update")))
+        reqwest::get(app.url(&format!("/api/docs/{missing}/update")))
             .await
             .expect("get"),
         StatusCode::NOT_FOUND,
@@ -168,7 +154,7 @@ async fn bad_update_requests_get_problem_json() {
     )
     .await;
     check(
-        reqwest::get(http(&app, &format!("/api/docs/{doc}/update?sv=%%%")))
+        reqwest::get(app.url(&format!("/api/docs/{doc}/update?sv=%%%")))
             .await
             .expect("get"),
         StatusCode::BAD_REQUEST,
@@ -208,7 +194,7 @@ async fn bad_update_requests_get_problem_json() {
     )
     .await;
     // None of it changed the document.
-    let whole = reqwest::get(http(&app, &format!("/api/docs/{doc}/update")))
+    let whole = reqwest::get(app.url(&format!("/api/docs/{doc}/update")))
         .await
         .expect("get")
         .bytes()
@@ -224,7 +210,7 @@ async fn content_reads_as_json_and_as_text() {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("content");
-        create(&app, &doc).await;
+        app.create_doc(&doc).await;
         let mut editor = app.connect(&doc).await;
         editor.append("line one\nline two").await;
         editor.recv_until(|c| c.updates_received >= 1).await;
@@ -241,7 +227,7 @@ async fn content_reads_as_json_and_as_text() {
             StatusCode::NO_CONTENT
         );
 
-        let url = |query: &str| http(&app, &format!("/api/docs/{doc}/content{query}"));
+        let url = |query: &str| app.url(&format!("/api/docs/{doc}/content{query}"));
         let json: Value = reqwest::get(url(""))
             .await
             .expect("json")
@@ -293,7 +279,7 @@ async fn content_reads_as_json_and_as_text() {
 
 async fn post_text(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
-        .post(http(app, &format!("/api/docs/{id}/text")))
+        .post(app.url(&format!("/api/docs/{id}/text")))
         .json(&body)
         .send()
         .await
@@ -306,7 +292,7 @@ async fn text_edits_over_http_reach_editors_without_disturbing_their_work() {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("text-ops");
-        create(&app, &doc).await;
+        app.create_doc(&doc).await;
         let mut editor = app.connect(&doc).await;
 
         let response = post_text(
@@ -358,7 +344,7 @@ async fn bad_text_edits_change_nothing() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::spawn(db.settings()).await;
     let doc = doc_name("text-bad");
-    create(&app, &doc).await;
+    app.create_doc(&doc).await;
     assert_eq!(
         post_text(
             &app,
@@ -382,7 +368,7 @@ async fn bad_text_edits_change_nothing() {
         let problem: Value = response.json().await.expect("problem JSON");
         assert_eq!(problem["type"], "/problems/bad-request", "{body}");
     }
-    let text = reqwest::get(http(&app, &format!("/api/docs/{doc}/content?format=text")))
+    let text = reqwest::get(app.url(&format!("/api/docs/{doc}/content?format=text")))
         .await
         .expect("read")
         .text()

@@ -5,12 +5,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
 
-fn http(app: &TestApp, path: &str) -> String {
-    format!("http://127.0.0.1:{}{path}", app.port)
-}
-
 async fn post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Response {
-    let request = reqwest::Client::new().post(http(app, path));
+    let request = reqwest::Client::new().post(app.url(path));
     let request = match body {
         Some(body) => request.json(&body),
         None => request,
@@ -19,7 +15,7 @@ async fn post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Respon
 }
 
 async fn get_json(app: &TestApp, path: &str) -> Value {
-    let response = reqwest::get(http(app, path)).await.expect("request");
+    let response = reqwest::get(app.url(path)).await.expect("request");
     assert_eq!(response.status(), StatusCode::OK, "{path}");
     response.json().await.expect("json")
 }
@@ -81,7 +77,7 @@ async fn a_restored_version_reaches_editors_and_can_itself_be_undone() {
         .await;
         assert_eq!(restored.status(), StatusCode::NO_CONTENT, "{backend:?}");
         editor.wait_for_text("first draft").await;
-        let text = reqwest::get(http(&app, &format!("/api/docs/{doc}/content?format=text")))
+        let text = reqwest::get(app.url(&format!("/api/docs/{doc}/content?format=text")))
             .await
             .expect("read")
             .text()
@@ -111,21 +107,21 @@ async fn version_errors_get_problem_json() {
     let missing = doc_name("absent");
     for (response, status, kind) in [
         (
-            reqwest::get(http(&app, &format!("/api/docs/{doc}/versions/999999")))
+            reqwest::get(app.url(&format!("/api/docs/{doc}/versions/999999")))
                 .await
                 .expect("r"),
             StatusCode::NOT_FOUND,
             "/problems/version-not-found",
         ),
         (
-            reqwest::get(http(&app, &format!("/api/docs/{doc}/versions/abc")))
+            reqwest::get(app.url(&format!("/api/docs/{doc}/versions/abc")))
                 .await
                 .expect("r"),
             StatusCode::BAD_REQUEST,
             "/problems/bad-request",
         ),
         (
-            reqwest::get(http(&app, &format!("/api/docs/{missing}/versions")))
+            reqwest::get(app.url(&format!("/api/docs/{missing}/versions")))
                 .await
                 .expect("r"),
             StatusCode::NOT_FOUND,
@@ -143,7 +139,7 @@ async fn version_errors_get_problem_json() {
         ),
         (
             reqwest::Client::new()
-                .post(http(&app, &format!("/api/docs/{doc}/versions")))
+                .post(app.url(&format!("/api/docs/{doc}/versions")))
                 .header("content-type", "application/json")
                 .body("{\"name\": ")
                 .send()

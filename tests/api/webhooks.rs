@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -121,16 +121,6 @@ async fn app_with_webhook(db: &TestDb, url: &str) -> TestApp {
     TestApp::spawn(settings).await
 }
 
-async fn create(app: &TestApp, id: &str) {
-    let response = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/api/docs", app.port))
-        .json(&json!({ "id": id }))
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(response.status(), StatusCode::CREATED);
-}
-
 #[actix_web::test]
 async fn signed_events_announce_creation_debounced_changes_and_deletion() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -140,7 +130,7 @@ async fn signed_events_announce_creation_debounced_changes_and_deletion() {
     let app = app_with_webhook(&db, &url).await;
     let doc = doc_name("hooked");
 
-    create(&app, &doc).await;
+    app.create_doc(&doc).await;
     let created = next(&mut events).await;
     created.assert_signed();
     assert_eq!(created.header("x-tandem-event"), Some("document.created"));
@@ -182,7 +172,7 @@ async fn a_failing_receiver_gets_the_event_again_until_it_takes_it_once() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = app_with_webhook(&db, &url).await;
     let doc = doc_name("retried");
-    create(&app, &doc).await;
+    app.create_doc(&doc).await;
 
     let attempts = [
         next(&mut events).await,
@@ -221,7 +211,7 @@ async fn queued_event_survives_a_restart(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = app_with_webhook(&db, &url).await;
     let doc = doc_name("survives");
-    create(&app, &doc).await;
+    app.create_doc(&doc).await;
     app.stop().await;
 
     let listener = TcpListener::bind(addr).await.expect("rebind");
