@@ -1,20 +1,16 @@
 //! What the HTTP API asks of a document: read it, change it, restore it. Every answer waits
 //! until what it reports or changed is durable.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
-
 use actix::prelude::*;
-use bytes::Bytes;
 use yrs::{ReadTxn, Transact};
 
-use super::{DEFAULT_TEXT_KEY, DocumentActor, EMPTY_UPDATE, build_doc};
+use super::{DEFAULT_TEXT_KEY, DocumentActor, LocalEditError, build_doc};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, EditText, EditTextError, EncodeState, Gone, ReadContent,
     Restore, RestoreFailure,
 };
 use crate::store::StoredDoc;
 use crate::sync::content::{self, ContentError};
-use crate::sync::protocol::encode_update;
 use crate::sync::{restore, text_ops};
 
 impl Handler<EncodeState> for DocumentActor {
@@ -80,25 +76,18 @@ impl Handler<EditText> for DocumentActor {
         if let Err(error) = content::to_text(&self.doc, &msg.key) {
             return Box::pin(async move { Err(EditTextError::Content(error)) });
         }
-        let doc = &self.doc;
-        let edited = catch_unwind(AssertUnwindSafe(|| {
+        let edit = self.edit_locally(ctx, |doc| {
             let root = doc.get_or_insert_text(msg.key.as_str());
-            text_ops::apply(doc, &root, &msg.ops)
-        }));
-        let update = match edited {
-            Ok(Ok(update)) => update,
-            Ok(Err(error)) => return Box::pin(async move { Err(EditTextError::Ops(error)) }),
-            Err(_) => {
-                tracing::error!(doc = %self.id, "a text edit panicked; reloading the document");
-                self.fail(ctx);
-                return Box::pin(async { Err(EditTextError::Gone) });
+            text_ops::apply(doc, &root, &msg.ops).map(|update| vec![update])
+        });
+        let wait = match edit {
+            Ok(wait) => wait,
+            Err(LocalEditError::Refused(error)) => {
+                return Box::pin(async move { Err(EditTextError::Ops(error)) });
             }
+            // The failed copy is dropped unstored, so asking again is safe.
+            Err(LocalEditError::Failed) => return Box::pin(async { Err(EditTextError::Gone) }),
         };
-        if update.as_slice() != EMPTY_UPDATE {
-            let relay = encode_update(&update);
-            self.record(Bytes::from(update), relay, ctx);
-        }
-        let wait = self.when_durable(Vec::new());
         Box::pin(async move {
             wait.await
                 .map(|_| ())
@@ -123,22 +112,15 @@ impl Handler<Restore> for DocumentActor {
         let Ok(target) = build_doc(&stored) else {
             return Box::pin(async { Err(RestoreFailure::Corrupt) });
         };
-        let doc = &self.doc;
-        let restored = catch_unwind(AssertUnwindSafe(|| restore::restore(doc, &target)));
-        let updates = match restored {
-            Ok(Ok(updates)) => updates,
-            Ok(Err(error)) => return Box::pin(async move { Err(RestoreFailure::Refused(error)) }),
-            Err(_) => {
-                tracing::error!(doc = %self.id, "a restore panicked; reloading the document");
-                self.fail(ctx);
+        let wait = match self.edit_locally(ctx, |doc| restore::restore(doc, &target)) {
+            Ok(wait) => wait,
+            Err(LocalEditError::Refused(error)) => {
+                return Box::pin(async move { Err(RestoreFailure::Refused(error)) });
+            }
+            Err(LocalEditError::Failed) => {
                 return Box::pin(async { Err(RestoreFailure::Unconfirmed) });
             }
         };
-        for update in updates {
-            let relay = encode_update(&update);
-            self.record(Bytes::from(update), relay, ctx);
-        }
-        let wait = self.when_durable(Vec::new());
         Box::pin(async move {
             wait.await
                 .map(|_| ())

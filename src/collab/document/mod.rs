@@ -34,7 +34,9 @@ use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
 use crate::store::{Compaction, Store, StoredDoc};
 use crate::sync::presence::Presence;
-use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2};
+use crate::sync::protocol::{
+    ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2, encode_update,
+};
 use crate::webhooks::Webhooks;
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
@@ -78,6 +80,14 @@ pub enum IntegrateError {
     DoesNotApply(String),
     /// The document failed and is being reloaded.
     #[error("the document failed while applying the update")]
+    Failed,
+}
+
+/// Why a server-side edit was not made.
+pub(crate) enum LocalEditError<E> {
+    /// The edit refused itself; the document is unchanged.
+    Refused(E),
+    /// The edit panicked; the document is being reloaded from the store.
     Failed,
 }
 
@@ -223,6 +233,34 @@ impl DocumentActor {
         } else {
             self.waiting.push_back((self.last_seq, delivery));
         }
+    }
+
+    /// Makes an edit on the server's side (for the HTTP API): `edit` changes the document and
+    /// returns the v1 updates it made, which are stored and relayed like any client's. The
+    /// receiver fires once they are durable. A panic means the in-memory copy cannot be trusted:
+    /// it is dropped, unstored, and reloaded from the store on next use.
+    fn edit_locally<E>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        edit: impl FnOnce(&Doc) -> Result<Vec<Vec<u8>>, E>,
+    ) -> Result<oneshot::Receiver<Vec<u8>>, LocalEditError<E>> {
+        let doc = &self.doc;
+        let updates = match catch_unwind(AssertUnwindSafe(|| edit(doc))) {
+            Ok(Ok(updates)) => updates,
+            Ok(Err(error)) => return Err(LocalEditError::Refused(error)),
+            Err(_) => {
+                tracing::error!(doc = %self.id, "a server-side edit panicked; reloading the document");
+                self.fail(ctx);
+                return Err(LocalEditError::Failed);
+            }
+        };
+        for update in updates {
+            if update.as_slice() != EMPTY_UPDATE {
+                let relay = encode_update(&update);
+                self.record(Bytes::from(update), relay, ctx);
+            }
+        }
+        Ok(self.when_durable(Vec::new()))
     }
 
     /// Hands `answer` back once everything applied so far is durable.
