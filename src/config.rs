@@ -75,6 +75,83 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
+    /// Operator secret that turns access control on: it signs document tokens (HMAC-SHA256), and
+    /// the REST API then wants an API key. At least 32 characters.
+    #[arg(long, env = "TANDEM_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+
+    /// File holding the operator secret (surrounding whitespace is ignored).
+    #[arg(long, env = "TANDEM_AUTH_SECRET_FILE", conflicts_with = "auth_secret")]
+    pub auth_secret_file: Option<std::path::PathBuf>,
+
+    /// API key accepted by the REST API as `Authorization: Bearer <key>` when auth is on
+    /// (repeatable; the environment variable takes a comma-separated list).
+    #[arg(
+        long = "api-key",
+        env = "TANDEM_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+
+    /// File of API keys, one per line (blank lines and lines starting with `#` are ignored).
+    #[arg(long, env = "TANDEM_API_KEY_FILE")]
+    pub api_key_file: Option<std::path::PathBuf>,
+
+    /// Lifetime of a document token when the request names none.
+    #[arg(long, env = "TANDEM_TOKEN_LIFETIME", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_lifetime: Duration,
+
+    /// Longest lifetime a document token may be given.
+    #[arg(long, env = "TANDEM_MAX_TOKEN_LIFETIME", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub max_token_lifetime: Duration,
+
+    /// Serve without access control on a non-loopback address (only behind a proxy that
+    /// authenticates). Without a secret Tandem otherwise refuses to listen beyond loopback.
+    #[arg(long, env = "TANDEM_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Origin allowed to open WebSockets and to call the REST API from a browser (CORS)
+    /// (repeatable; comma-separated in the environment; `*` allows any). With none, only
+    /// same-origin pages and non-browser clients may connect.
+    #[arg(
+        long = "allowed-origin",
+        env = "TANDEM_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest REST request body, in bytes (413 beyond it).
+    #[arg(long, env = "TANDEM_MAX_BODY_SIZE", default_value_t = 16 * MIB)]
+    pub max_body_size: usize,
+
+    /// Largest stored size a document may grow to, in bytes: an update beyond it is refused
+    /// (WebSocket close 1009, REST 413).
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_SIZE", default_value_t = 64 * MIB)]
+    pub max_document_size: usize,
+
+    /// Most WebSocket connections in total (0: no limit); more are closed with 1013.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most WebSocket connections to one document (0: no limit); more are closed with 1013.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_DOC", default_value_t = 1_000)]
+    pub max_connections_per_doc: usize,
+
+    /// Most WebSocket connections from one IP address (0: no limit); more are closed with
+    /// 1013. Counted by the socket's peer address: behind a proxy, raise it or set 0.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+
+    /// Messages per second one connection may send on average (0: no limit); a client over it
+    /// is closed with 1008.
+    #[arg(long, env = "TANDEM_MESSAGE_RATE", default_value_t = 200)]
+    pub message_rate: u32,
+
+    /// Messages one connection may send in a burst above the average rate.
+    #[arg(long, env = "TANDEM_MESSAGE_BURST", default_value_t = 1_000)]
+    pub message_burst: u32,
+
     /// Log line format.
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -16,6 +16,12 @@ pub enum ApiError {
     #[error("the store is not reachable")]
     NotReady,
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    DocumentTooLarge(String),
+    #[error("{0}")]
     BadRequest(String),
     #[error("document {0:?} not found")]
     NotFound(String),
@@ -33,6 +39,15 @@ pub enum ApiError {
     Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<crate::auth::Denied> for ApiError {
+    fn from(denied: crate::auth::Denied) -> Self {
+        match denied {
+            crate::auth::Denied::Unauthenticated(why) => ApiError::Unauthorized(why),
+            crate::auth::Denied::Forbidden(why) => ApiError::Forbidden(why),
+        }
+    }
 }
 
 /// An RFC 9457 problem document; `type` is stable and names the kind of error.
@@ -58,6 +73,9 @@ impl ApiError {
                 "Not a WebSocket request",
             ),
             ApiError::NotReady => ("/problems/not-ready", "Not ready"),
+            ApiError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
+            ApiError::Forbidden(_) => ("/problems/forbidden", "Forbidden"),
+            ApiError::DocumentTooLarge(_) => ("/problems/document-too-large", "Document too large"),
             ApiError::BadRequest(_) => ("/problems/bad-request", "Bad request"),
             ApiError::NotFound(_) => ("/problems/document-not-found", "Document not found"),
             ApiError::AlreadyExists(_) => ("/problems/document-exists", "Document already exists"),
@@ -80,6 +98,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) | ApiError::KeyNotFound(_) | ApiError::VersionNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::DocumentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,7 +121,11 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(status)
+        let mut response = HttpResponse::build(status);
+        if status == StatusCode::UNAUTHORIZED {
+            response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        response
             .content_type("application/problem+json")
             .json(Problem {
                 kind,

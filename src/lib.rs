@@ -4,6 +4,7 @@
 //! - [`config`] — settings from flags and environment.
 //! - [`startup`] — wiring and the shutdown order.
 //! - [`routes`] — HTTP handlers (health probes, the WebSocket upgrade).
+//! - [`auth`] — API keys, document tokens, revocations, the origin rule.
 //! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
@@ -11,6 +12,7 @@
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.
 
+pub mod auth;
 pub mod collab;
 pub mod config;
 pub mod domain;

@@ -12,8 +12,10 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::auth::Auth;
 use crate::collab::Registry;
 use crate::collab::document::DocSettings;
+use crate::collab::limits::ConnectionLimits;
 use crate::collab::messages::ShutdownAll;
 use crate::collab::persist::PersistHandle;
 use crate::config::Settings;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub webhooks: Webhooks,
     pub settings: Arc<Settings>,
+    pub auth: Arc<Auth>,
+    pub limits: Arc<ConnectionLimits>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -71,6 +75,7 @@ impl Application {
     /// Connects the store (migrating it), starts the writer and the registry, and binds the port
     /// (port 0 picks a free one). Must run inside an actix system.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        refuse_open_to_the_network(&settings)?;
         let store = store::connect(&settings.database_url)
             .await
             .with_context(|| {
@@ -79,6 +84,18 @@ impl Application {
                     store::redact(&settings.database_url)
                 )
             })?;
+        let auth = Arc::new(Auth::from_settings(&settings, store.clone()).await?);
+        if !auth.enabled() {
+            tracing::warn!(
+                "access control is off: anyone who can reach {} can read and edit every document",
+                settings.bind
+            );
+        }
+        let limits = ConnectionLimits::new(
+            settings.max_connections,
+            settings.max_connections_per_doc,
+            settings.max_connections_per_ip,
+        );
         if !settings.webhook_urls.is_empty() && settings.webhook_secret.is_none() {
             tracing::warn!("webhooks are sent unsigned: set --webhook-secret");
         }
@@ -100,6 +117,7 @@ impl Application {
                 awareness_timeout: settings.awareness_timeout,
                 auto_version_after: settings.auto_version_after,
                 auto_version_retention: settings.auto_version_retention,
+                max_document_size: settings.max_document_size,
             },
         )
         .start();
@@ -111,21 +129,31 @@ impl Application {
             store,
             webhooks,
             settings: Arc::new(settings),
+            auth,
+            limits,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
         let app_state = state.clone();
         let server = HttpServer::new(move || {
+            let body_limit = app_state.settings.max_body_size;
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    crate::auth::middleware::require_api_key,
+                ))
+                .wrap(cors(&app_state.settings.allowed_origins))
                 .wrap(tracing_actix_web::TracingLogger::default())
                 .app_data(app_state.clone())
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
-                .app_data(json_config(app_state.settings.max_message_size))
+                .app_data(json_config(body_limit))
                 .app_data(query_config())
                 .app_data(path_config())
-                .app_data(web::PayloadConfig::default().limit(app_state.settings.max_message_size))
+                .app_data(web::PayloadConfig::default().limit(body_limit))
                 .service(routes::ws::connect)
+                .service(routes::access::issue)
+                .service(routes::access::check)
+                .service(routes::access::disconnect)
                 .service(routes::docs::list)
                 .service(routes::docs::create)
                 .service(routes::docs::remove)
@@ -195,6 +223,44 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Without an operator secret every document is open to whoever can connect: allowed on a
+/// loopback address (a developer's machine), and elsewhere only when explicitly asked for.
+fn refuse_open_to_the_network(settings: &Settings) -> anyhow::Result<()> {
+    let has_secret = settings
+        .auth_secret
+        .as_deref()
+        .is_some_and(|s| !s.trim().is_empty())
+        || settings.auth_secret_file.is_some();
+    if !has_secret && !settings.bind.ip().is_loopback() && !settings.insecure_no_auth {
+        anyhow::bail!(
+            "refusing to serve {} without access control: anyone reaching it could read and \
+             edit every document. Set --auth-secret (TANDEM_AUTH_SECRET) and --api-key, bind a \
+             loopback address, or pass --insecure-no-auth if a proxy in front authenticates",
+            settings.bind
+        );
+    }
+    Ok(())
+}
+
+/// CORS for the REST API: browsers on the allowed origins may call it (and send an API key).
+fn cors(allowed: &[String]) -> actix_cors::Cors {
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "HEAD", "POST", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+        ])
+        .max_age(3600);
+    for origin in allowed {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin.trim_end_matches('/'))
+        };
+    }
+    cors
 }
 
 /// Malformed or oversized JSON bodies are answered with problem JSON like every other error.

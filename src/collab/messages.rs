@@ -35,8 +35,19 @@ pub enum JoinError {
 pub struct Subscribe {
     pub session: SessionId,
     pub outbound: Outbound,
-    /// False for read-only connections: their document changes are refused.
+    /// False for read-only connections: their document changes are dropped.
     pub can_write: bool,
+    /// The user named by the connection's token, matched by revocations.
+    pub user: Option<String>,
+}
+
+/// Registry → Document, and API → Registry: close the sessions of a document (only those of
+/// `user`, if given) with 4403 because access was revoked. Answers how many were closed.
+#[derive(Message, Clone)]
+#[rtype(result = "usize")]
+pub struct Disconnect {
+    pub doc: DocId,
+    pub user: Option<String>,
 }
 
 /// The document actor is unloading; ask the registry again.

@@ -8,6 +8,7 @@
 //! ```
 
 pub mod document;
+pub mod limits;
 pub mod messages;
 pub mod outbound;
 pub mod persist;

@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 
 use super::document::{DocServices, DocSettings, DocumentActor, build_doc};
 use super::messages::{
-    DeleteDoc, DocPresence, Evict, GetPresence, Join, JoinError, PresenceOf, Shutdown, ShutdownAll,
-    Unloaded,
+    DeleteDoc, Disconnect, DocPresence, Evict, GetPresence, Join, JoinError, PresenceOf, Shutdown,
+    ShutdownAll, Unloaded,
 };
 use super::persist::PersistHandle;
 use crate::domain::DocId;
@@ -253,6 +253,24 @@ impl Handler<PresenceOf> for Registry {
                 .filter_map(|(doc, answer)| answer.ok().map(|presence| (doc, presence)))
                 .filter(|(_, presence)| presence.clients > 0)
                 .collect()
+        })
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ResponseFuture<usize>;
+
+    /// Closes the matching sessions of the document, if it is loaded.
+    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) -> Self::Result {
+        let addr = match self.docs.get(&msg.doc) {
+            Some(Entry::Loaded(addr)) => Some(addr.clone()),
+            _ => None,
+        };
+        Box::pin(async move {
+            match addr {
+                Some(addr) => addr.send(msg).await.unwrap_or(0),
+                None => 0,
+            }
         })
     }
 }

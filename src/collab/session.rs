@@ -5,6 +5,7 @@
 //! and a reason. It never writes document frames itself: the document actor does, through the
 //! connection's bounded `Outbound` queue.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -12,10 +13,14 @@ use actix_ws::{CloseCode, Item, Message, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
 use super::document::DocumentActor;
+use super::limits::{Permit, RateLimiter};
 use super::messages::{Inbound, Join, JoinError, SessionId, Subscribe, Unsubscribe};
 use super::outbound::Outbound;
 use super::registry::Registry;
+use crate::auth::{Access, Auth, Grant};
+use crate::collab::document::REVOKED_CLOSE_CODE;
 use crate::domain::DocId;
+use crate::store::now_ms;
 use crate::sync::protocol::{FrameError, decode_frame};
 
 /// How often the server pings an idle client.
@@ -25,6 +30,22 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many times a join is retried when it races with the document unloading.
 const JOIN_ATTEMPTS: usize = 5;
 
+/// Everything a session is started with.
+pub struct Connection {
+    pub id: SessionId,
+    pub doc: DocId,
+    pub registry: Addr<Registry>,
+    pub outbound: Outbound,
+    /// What the client's credentials allow.
+    pub grant: Grant,
+    /// Its slot under the connection limits, given back when the session ends.
+    pub permit: Permit,
+    /// To check, once joined, that access was not revoked meanwhile.
+    pub auth: Arc<Auth>,
+    pub max_message_size: usize,
+    pub rate: RateLimiter,
+}
+
 /// One WebSocket connection to one document.
 pub struct SessionActor {
     id: SessionId,
@@ -33,31 +54,41 @@ pub struct SessionActor {
     doc: Option<Addr<DocumentActor>>,
     outbound: Outbound,
     stream: Option<actix_ws::MessageStream>,
-    can_write: bool,
+    grant: Grant,
+    auth: Arc<Auth>,
+    _permit: Permit,
     max_message_size: usize,
+    rate: RateLimiter,
     /// A binary message arriving in continuation frames, gathered until its last frame.
     partial: Option<BytesMut>,
     last_heard: Instant,
 }
 
 impl SessionActor {
-    pub fn new(
-        id: SessionId,
-        doc_id: DocId,
-        registry: Addr<Registry>,
-        outbound: Outbound,
-        stream: actix_ws::MessageStream,
-        max_message_size: usize,
-    ) -> Self {
+    pub fn new(connection: Connection, stream: actix_ws::MessageStream) -> Self {
+        let Connection {
+            id,
+            doc,
+            registry,
+            outbound,
+            grant,
+            permit,
+            auth,
+            max_message_size,
+            rate,
+        } = connection;
         Self {
             id,
-            doc_id,
+            doc_id: doc,
             registry,
             doc: None,
             outbound,
             stream: Some(stream),
-            can_write: true,
+            grant,
+            auth,
+            _permit: permit,
             max_message_size,
+            rate,
             partial: None,
             last_heard: Instant::now(),
         }
@@ -93,6 +124,9 @@ impl SessionActor {
         let Some(doc) = self.doc.clone() else {
             return;
         };
+        if !self.rate.allow(Instant::now()) {
+            return self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
+        }
         match decode_frame(&frame) {
             Ok(messages) => {
                 // Wait for the document to take this frame before reading the next: the
@@ -157,17 +191,31 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let (outbound, session, can_write) = (self.outbound.clone(), self.id, self.can_write);
+        let (outbound, session) = (self.outbound.clone(), self.id);
+        let can_write = self.grant.access == Access::Write;
+        let user = self.grant.user.as_ref().map(|u| u.name.clone());
         let join = Self::join(self.registry.clone(), self.doc_id.clone(), move || {
             Subscribe {
                 session,
                 outbound: outbound.clone(),
                 can_write,
+                user: user.clone(),
             }
         });
+        if let Some(expires_at) = self.grant.expires_at {
+            let left = u64::try_from(expires_at * 1000 - now_ms()).unwrap_or(0);
+            ctx.run_later(Duration::from_millis(left), |act, ctx| {
+                act.close(ctx, CloseCode::Policy, "token expired")
+            });
+        }
         // Nothing from the client is read until the document is loaded and subscribed.
         ctx.wait(join.into_actor(self).map(|joined, act, ctx| match joined {
             Ok(addr) => {
+                // Access may have been revoked while the document loaded.
+                if !act.auth.still_valid(&act.doc_id, &act.grant) {
+                    addr.do_send(Unsubscribe { session: act.id });
+                    return act.close(ctx, CloseCode::Other(REVOKED_CLOSE_CODE), "access revoked");
+                }
                 act.doc = Some(addr);
                 if let Some(stream) = act.stream.take() {
                     ctx.add_stream(stream.max_frame_size(act.max_message_size));

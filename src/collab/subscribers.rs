@@ -18,6 +18,10 @@ pub struct Subscriber {
     pub outbound: Outbound,
     /// False for read-only connections.
     pub can_write: bool,
+    /// The user named by its token.
+    pub user: Option<String>,
+    /// A read-only client was already told that its changes are dropped.
+    pub told_read_only: bool,
 }
 
 /// The subscribers of one document.
@@ -38,6 +42,31 @@ impl Subscribers {
 
     pub fn get(&self, session: SessionId) -> Option<&Subscriber> {
         self.map.get(&session)
+    }
+
+    pub fn get_mut(&mut self, session: SessionId) -> Option<&mut Subscriber> {
+        self.map.get_mut(&session)
+    }
+
+    /// Closes the connections of `user` (every one, for `None`) and forgets them; returns them.
+    pub fn close_matching(
+        &mut self,
+        user: Option<&str>,
+        code: CloseCode,
+        reason: &str,
+    ) -> Vec<SessionId> {
+        let matching: Vec<SessionId> = self
+            .map
+            .iter()
+            .filter(|(_, sub)| user.is_none() || sub.user.as_deref() == user)
+            .map(|(&session, _)| session)
+            .collect();
+        for session in &matching {
+            if let Some(sub) = self.map.remove(session) {
+                sub.outbound.close(code, reason);
+            }
+        }
+        matching
     }
 
     pub fn is_empty(&self) -> bool {

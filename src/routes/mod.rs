@@ -1,5 +1,6 @@
 //! HTTP routes: each file registers its own handlers.
 
+pub mod access;
 pub mod docs;
 pub mod health;
 pub mod openapi;

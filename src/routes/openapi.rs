@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, get};
 use utoipa::OpenApi;
 
-use super::{docs, updates, versions};
+use super::{access, docs, updates, versions};
 use crate::error::Problem;
 use crate::sync::text_ops::TextOp;
 
@@ -14,7 +14,10 @@ use crate::sync::text_ops::TextOp;
         title = "Tandem",
         description = "Documents, their content and versions. Editors connect over WebSocket at \
                        /ws/{doc} with the y-websocket protocol; what is changed here reaches them \
-                       at once, and every change is stored before it is answered."
+                       at once, and every change is stored before it is answered. When the \
+                       server runs with an auth secret, every endpoint but the access check \
+                       wants `Authorization: Bearer <API key>`, and WebSockets want a document \
+                       token (`?token=`) from POST /api/docs/{id}/tokens."
     ),
     paths(
         docs::list,
@@ -29,12 +32,16 @@ use crate::sync::text_ops::TextOp;
         versions::create,
         versions::get_one,
         versions::restore,
+        access::issue,
+        access::check,
+        access::disconnect,
     ),
     components(schemas(Problem, TextOp)),
     tags(
         (name = "documents", description = "Create, list and delete documents"),
         (name = "content", description = "Read and change what a document holds"),
         (name = "versions", description = "Saved states of a document"),
+        (name = "access", description = "Document tokens and revocation"),
     )
 )]
 pub struct ApiDoc;

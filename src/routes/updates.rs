@@ -197,7 +197,7 @@ pub async fn post_update(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = DocId::parse(&path)?;
-    let limit = state.settings.max_message_size;
+    let limit = state.settings.max_body_size;
     let mut raw = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -217,6 +217,11 @@ pub async fn post_update(
             Ok(Err(ApplyUpdateError::Refused(IntegrateError::DoesNotApply(why)))) => {
                 return Err(ApiError::BadRequest(format!(
                     "update does not apply: {why}"
+                )));
+            }
+            Ok(Err(ApplyUpdateError::Refused(IntegrateError::TooLarge(limit)))) => {
+                return Err(ApiError::DocumentTooLarge(format!(
+                    "the update would grow the document beyond its limit of {limit} bytes"
                 )));
             }
             // The document failed or unloaded meanwhile; applying again is harmless.

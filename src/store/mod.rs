@@ -217,6 +217,16 @@ pub trait Store: Send + Sync + 'static {
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;
 
     /// Cheap round trip that tells whether the database answers.
+    /// Records that tokens of `doc` (of `user` only, if given) issued at or before `at_ms` are
+    /// no longer valid.
+    async fn revoke(&self, doc: &DocId, user: Option<&str>, at_ms: i64) -> Result<(), StoreError>;
+
+    /// Revocations made at or after `since_ms`: (document, user, time).
+    async fn revocations_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(DocId, Option<String>, i64)>, StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Closes the pool, waiting for connections in use.
@@ -232,6 +242,33 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     } else {
         Err(StoreError::UnsupportedUrl(redact(url)))
     }
+}
+
+/// The SQL of `revoke`, the same on both backends.
+pub(crate) const REVOKE_SQL: &str = "INSERT INTO revocations (doc_id, user_name, revoked_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (doc_id, user_name) \
+     DO UPDATE SET revoked_at = excluded.revoked_at";
+/// The SQL of `revocations_since`, the same on both backends.
+pub(crate) const REVOCATIONS_SQL: &str =
+    "SELECT doc_id, user_name, revoked_at FROM revocations WHERE revoked_at >= $1";
+
+/// Builds a revocation from a row of (doc_id, user_name, revoked_at); `None` for a row whose
+/// name is no longer valid.
+pub(crate) fn revocation_from_row<R>(
+    row: &R,
+) -> Result<Option<(DocId, Option<String>, i64)>, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let doc: String = row.try_get(0)?;
+    let user: String = row.try_get(1)?;
+    let at: i64 = row.try_get(2)?;
+    Ok(DocId::parse(&doc)
+        .ok()
+        .map(|doc| (doc, (!user.is_empty()).then_some(user), at)))
 }
 
 /// Builds a summary from a row of (id, created_at, updated_at, size).

@@ -373,6 +373,31 @@ impl super::Store for PostgresStore {
         )
     }
 
+    async fn revoke(&self, doc: &DocId, user: Option<&str>, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(super::REVOKE_SQL)
+            .bind(doc.as_str())
+            .bind(user.unwrap_or(""))
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revocations_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(DocId, Option<String>, i64)>, StoreError> {
+        let rows = sqlx::query(super::REVOCATIONS_SQL)
+            .bind(since_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut revocations = Vec::with_capacity(rows.len());
+        for row in &rows {
+            revocations.extend(super::revocation_from_row(row)?);
+        }
+        Ok(revocations)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

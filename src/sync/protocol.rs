@@ -186,6 +186,16 @@ pub fn encode_awareness(payload: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
+/// `[auth, permission denied, reason]`: y-websocket's way to tell a client it may not do
+/// something; the stock client logs the reason.
+pub fn encode_permission_denied(reason: &str) -> Bytes {
+    let mut buf = Vec::with_capacity(reason.len() + 8);
+    buf.write_var(MSG_AUTH);
+    buf.write_var(PERMISSION_DENIED);
+    buf.write_string(reason);
+    Bytes::from(buf)
+}
+
 fn sync_frame(kind: u8, payload: &[u8]) -> Bytes {
     let mut buf = Vec::with_capacity(payload.len() + 8);
     buf.write_var(MSG_SYNC);

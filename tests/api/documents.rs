@@ -229,7 +229,7 @@ async fn a_document_can_be_created_with_text_and_a_generated_name() {
 async fn an_oversized_json_body_gets_413() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut settings = db.settings();
-    settings.max_message_size = 1024;
+    settings.max_body_size = 1024;
     let app = TestApp::spawn(settings).await;
     let response = create_with(
         &app,

@@ -222,6 +222,8 @@ pub struct YClient {
     /// Number of document updates received after the initial sync.
     pub updates_received: usize,
     pub synced: bool,
+    /// The reason of a permission-denied message from the server, if one came.
+    pub denied: Option<String>,
     /// The state vector the server greeted us with.
     server_sv: Option<StateVector>,
 }
@@ -262,6 +264,7 @@ impl YClient {
             awareness_clock: 0,
             updates_received: 0,
             synced: false,
+            denied: None,
             server_sv: None,
         }
     }
@@ -372,6 +375,7 @@ impl YClient {
                     }
                 }
             }
+            Message::Auth(reason) => self.denied = reason,
             other => panic!("unexpected message from server: {other:?}"),
         }
     }

@@ -1,11 +1,13 @@
 //! Integration tests: real servers on real databases, real sockets, stock and yrs clients.
 
+mod access;
 mod bad_input;
 mod browser;
 mod documents;
 mod helpers;
 mod interop;
 mod lifecycle;
+mod limits;
 mod persistence;
 mod sync;
 mod updates;

@@ -120,7 +120,7 @@ async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
 async fn bad_update_requests_get_problem_json() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut settings = db.settings();
-    settings.max_message_size = 1024;
+    settings.max_body_size = 1024;
     let app = TestApp::spawn(settings).await;
     let doc = doc_name("rest-bad");
     app.create_doc(&doc).await;

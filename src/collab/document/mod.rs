@@ -25,8 +25,8 @@ mod history;
 
 use self::history::save_auto_version;
 use super::messages::{
-    DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown, Subscribe,
-    Unloaded, Unsubscribe,
+    Disconnect, DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown,
+    Subscribe, Unloaded, Unsubscribe,
 };
 use super::persist::PersistHandle;
 use super::registry::Registry;
@@ -35,7 +35,8 @@ use crate::domain::DocId;
 use crate::store::{Compaction, Store, StoredDoc};
 use crate::sync::presence::Presence;
 use crate::sync::protocol::{
-    ClientMessage, IncomingUpdate, encode_sync_step1, encode_sync_step2, encode_update,
+    ClientMessage, IncomingUpdate, encode_permission_denied, encode_sync_step1, encode_sync_step2,
+    encode_update,
 };
 use crate::webhooks::Webhooks;
 
@@ -45,6 +46,8 @@ pub const DEFAULT_TEXT_KEY: &str = "content";
 const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 /// Close code telling clients that their document was deleted (4000–4999 are for applications).
 pub const DELETED_CLOSE_CODE: u16 = 4404;
+/// Close code telling clients that their access to the document was revoked.
+pub const REVOKED_CLOSE_CODE: u16 = 4403;
 /// A v1 update with no structs and no deletions: clients send it when they have nothing new.
 const EMPTY_UPDATE: &[u8] = &[0, 0];
 
@@ -60,6 +63,8 @@ pub struct DocSettings {
     pub auto_version_after: Duration,
     /// Automatic versions kept per document.
     pub auto_version_retention: u32,
+    /// Largest stored size (snapshot plus log) an update may grow the document to.
+    pub max_document_size: usize,
 }
 
 /// Something to send once the updates before it are durable.
@@ -78,6 +83,9 @@ pub enum IntegrateError {
     /// yrs refused it; the document is unchanged.
     #[error("update does not apply: {0}")]
     DoesNotApply(String),
+    /// It would grow the document beyond its size limit; the document is unchanged.
+    #[error("the document would exceed its size limit of {0} bytes")]
+    TooLarge(usize),
     /// The document failed and is being reloaded.
     #[error("the document failed while applying the update")]
     Failed,
@@ -89,6 +97,16 @@ pub(crate) enum LocalEditError<E> {
     Refused(E),
     /// The edit panicked; the document is being reloaded from the store.
     Failed,
+}
+
+/// Whether `update` would add anything to `doc`: content it lacks, or deletions it has not made.
+fn changes_anything(doc: &Doc, update: &Update) -> bool {
+    let txn = doc.transact();
+    if update.extends(&txn.state_vector()) {
+        return true;
+    }
+    let deleted = txn.snapshot().delete_set;
+    !update.delete_set().diff(&deleted).is_empty()
 }
 
 /// Builds the in-memory document from what the store holds.
@@ -141,6 +159,8 @@ pub struct DocumentActor {
     /// Log growth since the last compaction.
     log_updates: u64,
     log_bytes: usize,
+    /// Size of the last snapshot; with `log_bytes`, the stored size the size limit applies to.
+    snapshot_bytes: usize,
     /// Bumped whenever the subscriber set changes, so a stale idle timer does nothing.
     idle_generation: u64,
     /// Set once unloading has begun: new subscribers are turned away.
@@ -191,6 +211,7 @@ impl DocumentActor {
             max_log_id: stored.max_log_id,
             log_updates: stored.updates.len() as u64,
             log_bytes: stored.log_bytes(),
+            snapshot_bytes: stored.snapshot.as_ref().map_or(0, Vec::len),
             idle_generation: 0,
             closing: false,
         }
@@ -315,19 +336,33 @@ impl DocumentActor {
         incoming: IncomingUpdate,
         ctx: &mut Context<Self>,
     ) -> Result<(), ()> {
-        let Some(sub) = self.subscribers.get(session) else {
+        let Some(sub) = self.subscribers.get_mut(session) else {
             return Ok(());
         };
         if !sub.can_write {
-            sub.outbound.close(
-                CloseCode::Policy,
-                "read-only connection: updates are not allowed",
-            );
-            self.remove_subscriber(session);
-            return Err(());
+            // Dropped, and the client told once (y-websocket's permission-denied message), if it
+            // tried to change anything: a stock client also sends harmless catch-up messages.
+            if !sub.told_read_only && changes_anything(&self.doc, &incoming.update) {
+                sub.told_read_only = true;
+                let _ = sub.outbound.send(encode_permission_denied(
+                    "read-only access: your changes are not saved",
+                ));
+            }
+            return Ok(());
         }
         match self.integrate(incoming, ctx) {
             Ok(()) => Ok(()),
+            Err(IntegrateError::TooLarge(limit)) => {
+                tracing::info!(doc = %self.id, session, limit, "refused an update beyond the size limit");
+                if let Some(sub) = self.subscribers.get(session) {
+                    sub.outbound.close(
+                        CloseCode::Size,
+                        format!("document too large: its limit is {limit} bytes"),
+                    );
+                }
+                self.remove_subscriber(session);
+                Err(())
+            }
             Err(IntegrateError::DoesNotApply(error)) => {
                 tracing::info!(doc = %self.id, session, %error, "refused an update that does not apply");
                 if let Some(sub) = self.subscribers.get(session) {
@@ -352,6 +387,10 @@ impl DocumentActor {
     ) -> Result<(), IntegrateError> {
         if incoming.raw.as_ref() == EMPTY_UPDATE {
             return Ok(());
+        }
+        let limit = self.settings.max_document_size;
+        if self.stored_size() + incoming.raw.len() > limit {
+            return Err(IntegrateError::TooLarge(limit));
         }
         let IncomingUpdate { update, raw, relay } = incoming;
         let doc = &self.doc;
@@ -405,12 +444,18 @@ impl DocumentActor {
         }
     }
 
+    /// The document's stored size as the size limit counts it.
+    fn stored_size(&self) -> usize {
+        self.snapshot_bytes + self.log_bytes
+    }
+
     /// Writes a snapshot of the whole document and drops the log rows it covers.
     fn compact(&mut self, done: Option<oneshot::Sender<()>>) {
         let snapshot = self
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
+        self.snapshot_bytes = snapshot.len();
         tracing::debug!(doc = %self.id, bytes = snapshot.len(), covers = self.max_log_id, "compacting");
         let compaction = Compaction {
             doc: self.id.clone(),
@@ -556,6 +601,8 @@ impl Handler<Subscribe> for DocumentActor {
             Subscriber {
                 outbound: msg.outbound,
                 can_write: msg.can_write,
+                user: msg.user,
+                told_read_only: false,
             },
         );
         self.idle_generation += 1;
@@ -633,6 +680,26 @@ impl Handler<GetPresence> for DocumentActor {
             clients: self.subscribers.len(),
             people: self.presence.names(),
         })
+    }
+}
+
+impl Handler<Disconnect> for DocumentActor {
+    type Result = usize;
+
+    /// Access was revoked: closes the matching sessions with 4403.
+    fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) -> usize {
+        let closed = self.subscribers.close_matching(
+            msg.user.as_deref(),
+            CloseCode::Other(REVOKED_CLOSE_CODE),
+            "access revoked",
+        );
+        for &session in &closed {
+            self.forget(session);
+        }
+        if self.subscribers.is_empty() && !self.closing {
+            self.schedule_idle_check(ctx);
+        }
+        closed.len()
     }
 }
 

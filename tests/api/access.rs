@@ -1,0 +1,518 @@
+//! Access control: API keys for the REST API, document tokens for sockets, read-only sessions,
+//! revocation, the origin rule, and the refusal to serve the network without a secret.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tandem::auth::token::{Claims, sign};
+use tandem::auth::{Access, TokenUser};
+use tandem::config::Settings;
+use tandem::startup::Application;
+use tokio_tungstenite::tungstenite;
+
+use crate::helpers::{Backend, TestApp, TestDb, YClient, awareness_frame, doc_name};
+
+const SECRET: &str = "an operator secret of more than thirty-two characters";
+const KEY: &str = "test-api-key-1";
+
+fn secured(db: &TestDb) -> Settings {
+    let mut settings = db.settings();
+    settings.auth_secret = Some(SECRET.into());
+    settings.api_keys = vec![KEY.into()];
+    settings
+}
+
+async fn secured_app() -> (TestApp, TestDb) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(secured(&db)).await;
+    (app, db)
+}
+
+/// Asks the server for a token of `doc`.
+async fn token(app: &TestApp, doc: &str, body: Value) -> String {
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/api/docs/{doc}/tokens")))
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let issued: Value = response.json().await.expect("json");
+    issued["token"].as_str().expect("a token").to_string()
+}
+
+/// Asks the server to disconnect sessions of `doc`: `body` names whom (`None` sends no body).
+async fn disconnect(app: &TestApp, doc: &str, body: Option<Value>) -> reqwest::Response {
+    let request = reqwest::Client::new()
+        .post(app.url(&format!("/api/docs/{doc}/disconnect")))
+        .bearer_auth(KEY);
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    request.send().await.expect("disconnect")
+}
+
+/// Tries an upgrade to `/ws/{path}` and returns the refusal's status and problem JSON.
+async fn refused_upgrade(app: &TestApp, path: &str, origin: Option<&str>) -> (u16, Value) {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/{path}", app.ws_base())
+        .into_client_request()
+        .expect("request");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let problem = serde_json::from_slice(&body).expect("problem JSON body");
+            (response.status().as_u16(), problem)
+        }
+        Ok(_) => panic!("the upgrade to {path} was accepted"),
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+fn claims(doc: &str, access: Access, exp: i64) -> Claims {
+    Claims {
+        doc: doc.into(),
+        access,
+        iat: 1,
+        exp,
+        user: None,
+    }
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+#[actix_web::test]
+async fn the_rest_api_wants_an_api_key_and_says_so_in_problem_json() {
+    let (app, _db) = secured_app().await;
+    let client = reqwest::Client::new();
+
+    let anonymous = client.get(app.url("/api/docs")).send().await.expect("get");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"]
+            .to_str()
+            .expect("ascii"),
+        "Bearer"
+    );
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = anonymous.json().await.expect("json");
+    assert_eq!(problem["type"], "/problems/unauthorized");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("API key")
+    );
+
+    let wrong = client
+        .post(app.url("/api/docs"))
+        .bearer_auth("test-api-key-2")
+        .json(&json!({ "id": "x" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+
+    let right = client
+        .post(app.url("/api/docs"))
+        .bearer_auth(KEY)
+        .json(&json!({ "id": "x", "text": "hello" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(right.status(), StatusCode::CREATED);
+    // The API description stays public.
+    let spec = client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(spec.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn sockets_without_a_valid_token_for_their_document_are_refused_before_the_upgrade() {
+    let (app, _db) = secured_app().await;
+    let doc = doc_name("guarded");
+    let secret = SECRET.as_bytes();
+
+    let (status, problem) = refused_upgrade(&app, &doc, None).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("token is required")
+    );
+
+    let other_doc = token(&app, "another-doc", json!({ "access": "write" })).await;
+    let (status, problem) = refused_upgrade(&app, &format!("{doc}?token={other_doc}"), None).await;
+    assert_eq!(
+        (status, problem["detail"].clone()),
+        (403, json!("the token is for another document"))
+    );
+
+    let expired = sign(secret, &claims(&doc, Access::Write, now_s() - 1));
+    let (status, problem) = refused_upgrade(&app, &format!("{doc}?token={expired}"), None).await;
+    assert_eq!(
+        (status, problem["detail"].clone()),
+        (401, json!("the token has expired"))
+    );
+
+    let forged = sign(
+        b"not the operator's secret, but just as long!",
+        &claims(&doc, Access::Write, now_s() + 60),
+    );
+    let (status, problem) = refused_upgrade(&app, &format!("{doc}?token={forged}"), None).await;
+    assert_eq!(
+        (status, problem["detail"].clone()),
+        (401, json!("the token's signature is not valid"))
+    );
+
+    // A read token with its payload swapped for a write one keeps the old signature.
+    let read = token(&app, &doc, json!({ "access": "read" })).await;
+    let genuine_write = sign(secret, &claims(&doc, Access::Write, now_s() + 60));
+    let (_, read_sig) = read.rsplit_once('.').expect("signed");
+    let (write_payload, _) = genuine_write.rsplit_once('.').expect("signed");
+    let tampered = format!("{write_payload}.{read_sig}");
+    let (status, _) = refused_upgrade(&app, &format!("{doc}?token={tampered}"), None).await;
+    assert_eq!(status, 401);
+
+    let (status, _) = refused_upgrade(&app, &format!("{doc}?token=garbage"), None).await;
+    assert_eq!(status, 401);
+
+    // A valid token gets in; so does an API key (for servers).
+    let write = token(&app, &doc, json!({ "access": "write" })).await;
+    let mut client = YClient::connect(&app.ws_base(), &format!("{doc}?token={write}")).await;
+    client.append("in").await;
+    client.recv_until(|c| c.updates_received >= 1).await;
+    let server = YClient::connect(&app.ws_base(), &format!("{doc}?token={KEY}")).await;
+    assert_eq!(server.text(), "in");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_read_only_session_sees_everything_and_changes_nothing() {
+    let (app, _db) = secured_app().await;
+    let doc = doc_name("readonly");
+    let write = token(&app, &doc, json!({ "access": "write" })).await;
+    let read = token(
+        &app,
+        &doc,
+        json!({ "access": "read", "user": { "name": "Rita" } }),
+    )
+    .await;
+    let mut writer = YClient::connect(&app.ws_base(), &format!("{doc}?token={write}")).await;
+    writer.append("original").await;
+    writer.recv_until(|c| c.updates_received >= 1).await;
+
+    let mut reader = YClient::connect(&app.ws_base(), &format!("{doc}?token={read}")).await;
+    assert_eq!(reader.text(), "original");
+    assert_eq!(reader.denied, None, "catching up is not a write");
+
+    // Its edit is dropped, and it is told once why; the socket stays open.
+    reader.append(" vandalised").await;
+    reader.recv_until(|c| c.denied.is_some()).await;
+    assert!(
+        reader
+            .denied
+            .as_deref()
+            .expect("reason")
+            .contains("read-only")
+    );
+
+    // It still receives, and its presence still shows.
+    reader
+        .send_raw(awareness_frame(
+            reader.client_id(),
+            1,
+            r#"{"user":{"name":"Rita"}}"#,
+        ))
+        .await;
+    let rita = reader.client_id();
+    writer.recv_until(|c| c.awareness.contains_key(&rita)).await;
+    // (Its own dropped edit stays in its local copy, so look for the new character anywhere.)
+    writer.append("!").await;
+    reader.recv_until(|c| c.text().contains('!')).await;
+
+    let probe = YClient::connect(&app.ws_base(), &format!("{doc}?token={KEY}")).await;
+    assert_eq!(probe.text(), "original!");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn disconnect_closes_the_matching_sessions_and_their_tokens_stop_working() {
+    let (app, _db) = secured_app().await;
+    let doc = doc_name("revoke");
+    let ada_token = token(
+        &app,
+        &doc,
+        json!({ "access": "write", "user": { "name": "Ada", "color": "#f00" } }),
+    )
+    .await;
+    let bob_token = token(
+        &app,
+        &doc,
+        json!({ "access": "write", "user": { "name": "Bob" } }),
+    )
+    .await;
+    let mut ada = YClient::connect(&app.ws_base(), &format!("{doc}?token={ada_token}")).await;
+    let mut bob = YClient::connect(&app.ws_base(), &format!("{doc}?token={bob_token}")).await;
+
+    let response = disconnect(&app, &doc, Some(json!({ "user": "Ada" }))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await.expect("json"),
+        json!({ "disconnected": 1 })
+    );
+    assert_eq!(
+        ada.expect_close().await,
+        (4403, "access revoked".to_string())
+    );
+
+    // Bob is unaffected; Ada's old token no longer admits her, a new one does.
+    bob.append("still here").await;
+    bob.recv_until(|c| c.updates_received >= 1).await;
+    let (status, problem) = refused_upgrade(&app, &format!("{doc}?token={ada_token}"), None).await;
+    assert_eq!(
+        (status, problem["detail"].clone()),
+        (403, json!("the token was revoked"))
+    );
+    let fresh = token(
+        &app,
+        &doc,
+        json!({ "access": "write", "user": { "name": "Ada" } }),
+    )
+    .await;
+    let ada = YClient::connect(&app.ws_base(), &format!("{doc}?token={fresh}")).await;
+    assert_eq!(ada.text(), "still here");
+
+    // Everyone, with an empty body; a misspelt body is refused rather than widened.
+    let typo = disconnect(&app, &doc, Some(json!({ "usr": "Bob" }))).await;
+    assert_eq!(typo.status(), StatusCode::BAD_REQUEST);
+    let everyone = disconnect(&app, &doc, None).await;
+    assert_eq!(
+        everyone.json::<Value>().await.expect("json"),
+        json!({ "disconnected": 2 })
+    );
+    assert_eq!(bob.expect_close().await.0, 4403);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn revocations_survive_a_restart() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(secured(&db)).await;
+    let doc = doc_name("lasting");
+    let old = token(&app, &doc, json!({ "access": "write" })).await;
+    let response = disconnect(&app, &doc, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.stop().await;
+
+    let app = TestApp::spawn(secured(&db)).await;
+    let (status, _) = refused_upgrade(&app, &format!("{doc}?token={old}"), None).await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_session_ends_when_its_token_expires() {
+    let (app, _db) = secured_app().await;
+    let doc = doc_name("expiring");
+    let short = token(&app, &doc, json!({ "access": "write", "expires_in": 2 })).await;
+    let mut client = YClient::connect(&app.ws_base(), &format!("{doc}?token={short}")).await;
+    assert_eq!(
+        client.expect_close().await,
+        (1008, "token expired".to_string())
+    );
+
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/api/docs/{doc}/tokens")))
+        .bearer_auth(KEY)
+        .json(&json!({ "access": "write", "expires_in": 999_999_999u64 }))
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_access_check_tells_the_editor_what_a_token_allows() {
+    let (app, _db) = secured_app().await;
+    let doc = doc_name("check");
+    let read = token(
+        &app,
+        &doc,
+        json!({ "access": "read", "user": { "name": "Rita", "color": "#0a0" } }),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let view: Value = client
+        .get(app.url(&format!("/api/docs/{doc}/access?token={read}")))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["access"], "read");
+    assert_eq!(view["auth"], true);
+    assert_eq!(view["user"], json!({ "name": "Rita", "color": "#0a0" }));
+    let denied = client
+        .get(app.url(&format!("/api/docs/{doc}/access")))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+
+    // Open servers grant write to anyone, and have no tokens to issue.
+    let db = TestDb::new(Backend::Sqlite).await;
+    let open = TestApp::spawn(db.settings()).await;
+    let view: Value = client
+        .get(open.url("/api/docs/any/access"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (view["access"].clone(), view["auth"].clone()),
+        (json!("write"), json!(false))
+    );
+    let no_tokens = client
+        .post(open.url("/api/docs/any/tokens"))
+        .json(&json!({ "access": "read" }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(no_tokens.status(), StatusCode::CONFLICT);
+    open.stop().await;
+}
+
+#[actix_web::test]
+async fn pages_of_other_origins_may_connect_only_when_allowed() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.allowed_origins = vec!["https://app.example".into()];
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("origin");
+
+    let (status, problem) = refused_upgrade(&app, &doc, Some("https://evil.example")).await;
+    assert_eq!(status, 403);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("origin")
+    );
+
+    use tungstenite::client::IntoClientRequest;
+    for origin in [
+        "https://app.example".to_string(),
+        format!("http://127.0.0.1:{}", app.port),
+    ] {
+        let mut request = format!("{}/{doc}", app.ws_base())
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("header"));
+        let connected = tokio_tungstenite::connect_async(request).await;
+        assert!(connected.is_ok(), "{origin} may connect");
+    }
+
+    // CORS for the REST API follows the same list.
+    let client = reqwest::Client::new();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, app.url("/api/docs"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let foreign = client
+        .get(app.url("/api/docs"))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn without_a_secret_the_server_refuses_to_listen_beyond_loopback() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.bind = "0.0.0.0:0".parse().expect("address");
+    let error = Application::build(settings.clone())
+        .await
+        .err()
+        .expect("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("--auth-secret") && message.contains("--insecure-no-auth"),
+        "{message}"
+    );
+
+    settings.insecure_no_auth = true;
+    let app = Application::build(settings.clone())
+        .await
+        .expect("explicitly allowed");
+    drop(app);
+    settings.insecure_no_auth = false;
+    settings.auth_secret = Some(SECRET.into());
+    settings.api_keys = vec![KEY.into()];
+    let app = Application::build(settings.clone()).await.expect("secured");
+    drop(app);
+
+    settings.auth_secret = Some("short".into());
+    let error = Application::build(settings).await.err().expect("refused");
+    assert!(error.to_string().contains("at least 32"), "{error}");
+}
+
+#[test]
+fn tokens_carry_their_user() {
+    let user = TokenUser {
+        name: "Ada".into(),
+        color: Some("#f00".into()),
+    };
+    let mut c = claims("d", Access::Read, i64::MAX);
+    c.user = Some(user.clone());
+    let token = sign(b"k", &c);
+    let doc = tandem::domain::DocId::parse("d").expect("name");
+    let back = tandem::auth::token::verify(b"k", &token, &doc, 0).expect("valid");
+    assert_eq!(back.user, Some(user));
+}
