@@ -17,6 +17,8 @@ pub mod collab;
 pub mod config;
 pub mod domain;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -17,7 +17,7 @@ use crate::collab::Registry;
 use crate::collab::document::DocSettings;
 use crate::collab::limits::ConnectionLimits;
 use crate::collab::messages::ShutdownAll;
-use crate::collab::persist::PersistHandle;
+use crate::collab::persist::{PersistHandle, StoreHealth};
 use crate::config::Settings;
 use crate::routes;
 use crate::store::{self, Store};
@@ -36,6 +36,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub auth: Arc<Auth>,
     pub limits: Arc<ConnectionLimits>,
+    /// Whether the store takes writes, as the persistence writer finds it.
+    pub store_health: Arc<StoreHealth>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -131,6 +133,7 @@ impl Application {
             settings: Arc::new(settings),
             auth,
             limits,
+            store_health: persist.health().clone(),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });

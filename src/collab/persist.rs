@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix::Recipient;
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::Durable;
 use crate::domain::DocId;
-use crate::store::{Append, Batch, Compaction, Store};
+use crate::store::{Append, Batch, Compaction, Store, StoreError};
 use crate::webhooks::Webhooks;
 
 /// Most requests in one transaction: bounds commit latency when a backlog has built up.
@@ -26,6 +27,12 @@ const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// First wait after a failed commit; doubles up to `MAX_RETRY_DELAY`.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// A commit that has not finished after this long counts as failed (its outcome is unknown, so
+/// it is retried; stored updates are idempotent).
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A store still busy with one commit after this long counts as stalled: documents stop holding
+/// relays back for it (see `DocumentActor`), and `/readyz` reports not ready.
+const STALL_AFTER: Duration = Duration::from_secs(2);
 
 enum Request {
     Append {
@@ -41,10 +48,63 @@ enum Request {
     Barrier(oneshot::Sender<()>),
 }
 
+/// Whether the store is taking writes, as the writer last found it.
+#[derive(Debug)]
+pub struct StoreHealth {
+    failing: AtomicBool,
+    /// Milliseconds after `epoch` at which the commit now running began; 0 when none runs.
+    commit_started: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for StoreHealth {
+    fn default() -> Self {
+        Self {
+            failing: AtomicBool::new(false),
+            commit_started: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl StoreHealth {
+    /// True from a failed commit until the next one succeeds, and while a commit has been
+    /// running for longer than `STALL_AFTER`.
+    pub fn is_failing(&self) -> bool {
+        if self.failing.load(Ordering::Relaxed) {
+            return true;
+        }
+        let started = self.commit_started.load(Ordering::Relaxed);
+        started != 0 && self.millis_now().saturating_sub(started) > STALL_AFTER.as_millis() as u64
+    }
+
+    fn millis_now(&self) -> u64 {
+        // Never 0, which means "no commit running".
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn commit_running(&self, running: bool) {
+        let value = if running { self.millis_now() } else { 0 };
+        self.commit_started.store(value, Ordering::Relaxed);
+    }
+
+    fn set_failing(&self, failing: bool) {
+        let was = self.failing.swap(failing, Ordering::Relaxed);
+        match (was, failing) {
+            (false, true) => tracing::error!(
+                "the store is failing writes: updates are kept in memory, relayed, and retried"
+            ),
+            (true, false) => tracing::info!("the store takes writes again"),
+            _ => {}
+        }
+    }
+}
+
 /// Sends work to the writer; cheap to clone.
 #[derive(Clone)]
 pub struct PersistHandle {
     tx: mpsc::UnboundedSender<Request>,
+    health: Arc<StoreHealth>,
 }
 
 /// The writer has stopped (only during shutdown).
@@ -57,8 +117,14 @@ impl PersistHandle {
     /// queue is drained; the returned join handle resolves then.
     pub fn start(store: Arc<dyn Store>, webhooks: Webhooks) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = actix_web::rt::spawn(run(store, webhooks, rx));
-        (Self { tx }, task)
+        let health = Arc::new(StoreHealth::default());
+        let task = actix_web::rt::spawn(run(store, webhooks, rx, health.clone()));
+        (Self { tx, health }, task)
+    }
+
+    /// Whether the store is taking writes.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
     }
 
     /// Queues an update of `doc`; `notify` hears `Durable { up_to_seq: seq, .. }` once committed.
@@ -100,7 +166,12 @@ impl PersistHandle {
     }
 }
 
-async fn run(store: Arc<dyn Store>, webhooks: Webhooks, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(
+    store: Arc<dyn Store>,
+    webhooks: Webhooks,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    health: Arc<StoreHealth>,
+) {
     let mut pending = Vec::new();
     // Highest log id committed per document since its last compaction: a compaction covers
     // these rows even if its document had not heard about them yet when it asked.
@@ -121,6 +192,7 @@ async fn run(store: Arc<dyn Store>, webhooks: Webhooks, mut rx: mpsc::UnboundedR
             store.as_ref(),
             std::mem::take(&mut pending),
             &mut committed_ids,
+            &health,
         )
         .await;
         // A document first written over a socket comes into existence here.
@@ -145,6 +217,7 @@ async fn commit(
     store: &dyn Store,
     requests: Vec<Request>,
     committed_ids: &mut HashMap<DocId, i64>,
+    health: &StoreHealth,
 ) -> Vec<DocId> {
     let mut batch = Batch::default();
     // Per document: the last sequence number in this batch and whom to tell.
@@ -182,8 +255,16 @@ async fn commit(
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let started = std::time::Instant::now();
-            match store.commit(&batch).await {
+            health.commit_running(true);
+            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.commit(&batch))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Other(anyhow::anyhow!("the commit timed out")))
+                });
+            health.commit_running(false);
+            match result {
                 Ok(committed) => {
+                    health.set_failing(false);
                     tracing::trace!(
                         appends = batch.appends.len(),
                         compactions = batch.compactions.len(),
@@ -193,7 +274,8 @@ async fn commit(
                     break committed;
                 }
                 Err(error) => {
-                    tracing::error!(
+                    health.set_failing(true);
+                    tracing::warn!(
                         %error,
                         appends = batch.appends.len(),
                         retry_in_ms = delay.as_millis() as u64,

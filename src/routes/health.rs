@@ -17,10 +17,10 @@ pub async fn healthz() -> HttpResponse {
 /// A store that takes longer than this to answer a ping counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Readiness: the store answers and the server is not shutting down.
+/// Readiness: the store answers and takes writes, and the server is not shutting down.
 #[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.is_shutting_down() {
+    if state.is_shutting_down() || state.store_health.is_failing() {
         return Err(ApiError::NotReady);
     }
     let ping = tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await;

@@ -3,7 +3,9 @@
 //! An update applied here takes the same path as one from a WebSocket: it is durable before the
 //! response, and connected editors receive it at once.
 
-use actix::Addr;
+use std::time::Duration;
+
+use actix::{Addr, MailboxError};
 use actix_web::{HttpResponse, get, post, web};
 use anyhow::Context;
 use base64::Engine;
@@ -102,10 +104,18 @@ pub async fn get_update(
     ensure_exists(&state, &id).await?;
     for _ in 0..ATTEMPTS {
         let doc = open(&state, &id).await?;
-        if let Ok(Ok(update)) = doc.send(EncodeState { sv: sv.clone() }).await {
-            return Ok(HttpResponse::Ok()
-                .content_type("application/octet-stream")
-                .body(update));
+        match doc
+            .send(EncodeState { sv: sv.clone() })
+            .timeout(DURABLE_DEADLINE)
+            .await
+        {
+            Ok(Ok(update)) => {
+                return Ok(HttpResponse::Ok()
+                    .content_type("application/octet-stream")
+                    .body(update));
+            }
+            Err(MailboxError::Timeout) => return Err(store_down("nothing was changed")),
+            _ => continue,
         }
     }
     Err(ApiError::Unavailable(
@@ -155,7 +165,11 @@ pub async fn get_content(
     for _ in 0..ATTEMPTS {
         let doc = open(&state, &id).await?;
         let key = query.key.clone();
-        match doc.send(ReadContent { key, text }).await {
+        match doc
+            .send(ReadContent { key, text })
+            .timeout(DURABLE_DEADLINE)
+            .await
+        {
             Ok(Ok(Ok(body))) => {
                 let content_type = if text {
                     "text/plain; charset=utf-8"
@@ -170,6 +184,7 @@ pub async fn get_content(
             Ok(Ok(Err(error @ ContentError::NotText(_)))) => {
                 return Err(ApiError::BadRequest(error.to_string()));
             }
+            Err(MailboxError::Timeout) => return Err(store_down("nothing was changed")),
             Ok(Err(_)) | Err(_) => continue,
         }
     }
@@ -212,7 +227,11 @@ pub async fn post_update(
         let update = decode_update(raw.clone())
             .map_err(|e| ApiError::BadRequest(format!("not a valid Yjs v1 update: {e}")))?;
         let doc = open(&state, &id).await?;
-        match doc.send(ApplyUpdate { update }).await {
+        match doc
+            .send(ApplyUpdate { update })
+            .timeout(DURABLE_DEADLINE)
+            .await
+        {
             Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
             Ok(Err(ApplyUpdateError::Refused(IntegrateError::DoesNotApply(why)))) => {
                 return Err(ApiError::BadRequest(format!(
@@ -223,6 +242,12 @@ pub async fn post_update(
                 return Err(ApiError::DocumentTooLarge(format!(
                     "the update would grow the document beyond its limit of {limit} bytes"
                 )));
+            }
+            Err(MailboxError::Timeout) => {
+                return Err(store_down(
+                    "the update is applied and will be stored when the store is back; \
+                     posting it again is harmless",
+                ));
             }
             // The document failed or unloaded meanwhile; applying again is harmless.
             Ok(Err(_)) | Err(_) => continue,
@@ -282,7 +307,7 @@ pub async fn edit_text(
             key: key.to_string(),
             ops: ops.clone(),
         };
-        match doc.send(edit).await {
+        match doc.send(edit).timeout(DURABLE_DEADLINE).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(EditTextError::Content(error))) => {
                 return Err(ApiError::BadRequest(error.to_string()));
@@ -292,6 +317,12 @@ pub async fn edit_text(
             }
             // Nothing was applied: the document was unloading. Load it again and retry.
             Ok(Err(EditTextError::Gone)) => continue,
+            Err(MailboxError::Timeout) => {
+                return Err(store_down(
+                    "the edit is applied and will be stored when the store is back; \
+                     do not send it again",
+                ));
+            }
             // Applying an edit twice would duplicate it, so an unknown outcome is reported.
             Ok(Err(EditTextError::Unconfirmed)) | Err(_) => {
                 return Err(ApiError::Unavailable(
@@ -305,13 +336,22 @@ pub async fn edit_text(
     ))
 }
 
+/// How long an API call waits for what it read or changed to be durable; beyond it the store
+/// counts as down and the caller gets 503.
+pub(crate) const DURABLE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The answer when the store does not take writes in time: `what` says what became of the
+/// request.
+pub(crate) fn store_down(what: &str) -> ApiError {
+    ApiError::Unavailable(format!("the store is not reachable: {what}"))
+}
+
 pub(crate) async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
-    match state
-        .store
-        .get(id)
-        .await
-        .context("Failed to read the document")?
-    {
+    let found = state.store.get(id).await.map_err(|error| {
+        tracing::warn!(%error, doc = %id, "the store did not answer");
+        store_down("nothing was changed")
+    })?;
+    match found {
         Some(_) => Ok(()),
         None => Err(ApiError::NotFound(id.to_string())),
     }

@@ -1,5 +1,6 @@
 //! `/api/docs/{id}/versions`: saved states of a document, readable and restorable.
 
+use actix::MailboxError;
 use actix_web::{HttpResponse, get, post, web};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,7 @@ use crate::collab::messages::{EncodeState, Restore, RestoreFailure};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
 use crate::routes::docs::rfc3339;
-use crate::routes::updates::{ATTEMPTS, ensure_exists, open};
+use crate::routes::updates::{ATTEMPTS, DURABLE_DEADLINE, ensure_exists, open, store_down};
 use crate::startup::AppState;
 use crate::store::{StoredDoc, VersionSummary};
 use crate::sync::content;
@@ -128,9 +129,13 @@ pub async fn create(
         let encode = EncodeState {
             sv: StateVector::default(),
         };
-        if let Ok(Ok(full)) = doc.send(encode).await {
-            saved = Some(full);
-            break;
+        match doc.send(encode).timeout(DURABLE_DEADLINE).await {
+            Ok(Ok(full)) => {
+                saved = Some(full);
+                break;
+            }
+            Err(MailboxError::Timeout) => return Err(store_down("no version was saved")),
+            _ => continue,
         }
     }
     let full = saved
@@ -203,7 +208,7 @@ pub async fn restore(
         let restore = Restore {
             target: saved.clone(),
         };
-        match doc.send(restore).await {
+        match doc.send(restore).timeout(DURABLE_DEADLINE).await {
             Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
             Ok(Err(RestoreFailure::Refused(error))) => {
                 return Err(ApiError::Conflict(error.to_string()));
@@ -212,6 +217,12 @@ pub async fn restore(
                 return Err(anyhow::anyhow!("saved version {version} does not decode").into());
             }
             Ok(Err(RestoreFailure::Gone)) => continue,
+            Err(MailboxError::Timeout) => {
+                return Err(store_down(
+                    "the restore is applied and will be stored when the store is back; \
+                     read the document before retrying",
+                ));
+            }
             Ok(Err(RestoreFailure::Unconfirmed)) | Err(_) => {
                 return Err(ApiError::Unavailable(
                     "the document failed while restoring; read it before retrying".into(),

@@ -48,6 +48,9 @@ const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 pub const DELETED_CLOSE_CODE: u16 = 4404;
 /// Close code telling clients that their access to the document was revoked.
 pub const REVOKED_CLOSE_CODE: u16 = 4403;
+/// How often a document with relays held back for durability looks whether the store has
+/// failed (then it stops holding them, so editing goes on in memory while writes are retried).
+const OUTAGE_CHECK: Duration = Duration::from_millis(250);
 /// A v1 update with no structs and no deletions: clients send it when they have nothing new.
 const EMPTY_UPDATE: &[u8] = &[0, 0];
 
@@ -165,6 +168,8 @@ pub struct DocumentActor {
     idle_generation: u64,
     /// Set once unloading has begun: new subscribers are turned away.
     closing: bool,
+    /// A timer looks out for a store outage while relays wait for durability.
+    outage_watch: bool,
 }
 
 /// What every document actor shares with the rest of the server.
@@ -214,6 +219,7 @@ impl DocumentActor {
             snapshot_bytes: stored.snapshot.as_ref().map_or(0, Vec::len),
             idle_generation: 0,
             closing: false,
+            outage_watch: false,
         }
     }
 
@@ -247,12 +253,56 @@ impl DocumentActor {
         }
     }
 
-    /// Sends now if everything before is durable, or queues behind the pending updates.
+    /// Sends now if everything before is durable, or queues behind the pending updates. While
+    /// the store fails, frames for clients go out at once (editing goes on in memory); answers
+    /// to API callers still wait for durability.
     fn deliver(&mut self, delivery: Delivery) {
-        if self.waiting.is_empty() && self.durable_seq >= self.last_seq {
+        let ready = self.waiting.is_empty() && self.durable_seq >= self.last_seq;
+        let outage = !matches!(delivery, Delivery::Reply(..)) && self.persist.health().is_failing();
+        if ready || outage {
             self.run_delivery(delivery);
         } else {
             self.waiting.push_back((self.last_seq, delivery));
+        }
+    }
+
+    /// Keeps an eye on the store while anything waits for durability: if it fails, the frames
+    /// held back for clients are sent (in order) instead of waiting for it to return.
+    fn watch_for_outage(&mut self, ctx: &mut Context<Self>) {
+        if self.outage_watch {
+            return;
+        }
+        self.outage_watch = true;
+        ctx.run_later(OUTAGE_CHECK, |act, ctx| {
+            act.outage_watch = false;
+            if act.persist.health().is_failing() {
+                act.release_held_frames();
+            }
+            if act
+                .waiting
+                .iter()
+                .any(|(_, d)| !matches!(d, Delivery::Reply(..)))
+            {
+                act.watch_for_outage(ctx);
+            }
+        });
+    }
+
+    /// Sends every frame held back for durability; API answers keep waiting for it.
+    fn release_held_frames(&mut self) {
+        let held = std::mem::take(&mut self.waiting);
+        let mut released = 0usize;
+        for (seq, delivery) in held {
+            match delivery {
+                Delivery::Reply(..) => self.waiting.push_back((seq, delivery)),
+                other => {
+                    released += 1;
+                    self.run_delivery(other);
+                }
+            }
+        }
+        if released > 0 {
+            tracing::warn!(doc = %self.id, released, "store failing: relaying updates before they are stored");
         }
     }
 
@@ -396,7 +446,13 @@ impl DocumentActor {
         let doc = &self.doc;
         // yrs was not built for hostile input: if applying panics, this in-memory copy can no
         // longer be trusted. The update was not stored, so reloading from the store is safe.
-        let applied = catch_unwind(AssertUnwindSafe(|| doc.transact_mut().apply_update(update)));
+        #[cfg(feature = "fault-injection")]
+        let id = self.id.as_str();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(feature = "fault-injection")]
+            crate::faults::before_apply(id);
+            doc.transact_mut().apply_update(update)
+        }));
         match applied {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(IntegrateError::DoesNotApply(error.to_string())),
@@ -435,8 +491,8 @@ impl DocumentActor {
         {
             tracing::error!(doc = %self.id, "persistence writer stopped; update not stored");
         }
-        self.waiting
-            .push_back((self.last_seq, Delivery::Broadcast(relay)));
+        self.deliver(Delivery::Broadcast(relay));
+        self.watch_for_outage(ctx);
         if self.log_updates >= self.settings.compact_after_updates
             || self.log_bytes >= self.settings.compact_after_bytes
         {

@@ -1,0 +1,174 @@
+//! Store outages: while the store refuses writes, connected clients keep editing together in
+//! memory, `/readyz` answers 503, and once the store is back every update is stored.
+
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, backends, doc_name, stored_text};
+
+/// Polls until `/readyz` answers `status`.
+async fn readyz_becomes(app: &TestApp, status: u16) {
+    let client = reqwest::Client::new();
+    tokio::time::timeout(WAIT * 2, async {
+        loop {
+            if let Ok(response) = client.get(app.url("/readyz")).send().await
+                && response.status().as_u16() == status
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/readyz did not answer {status} in time"));
+}
+
+/// Polls the store itself until the document's stored text is `expected`.
+async fn stored_becomes(db_url: &str, doc: &str, expected: &str) {
+    let reached = tokio::time::timeout(WAIT * 2, async {
+        loop {
+            if stored_text(db_url, doc).await.0 == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "the store never held {expected:?}");
+}
+
+/// Makes the store refuse the server's writes until `unblock`.
+enum Blocker {
+    /// A transaction holding SQLite's write lock.
+    Sqlite(sqlx::SqliteConnection),
+    /// The test database closed to connections, its sessions terminated.
+    Postgres {
+        admin: sqlx::PgConnection,
+        name: String,
+    },
+}
+
+impl Blocker {
+    async fn block(db: &TestDb, backend: Backend) -> Blocker {
+        match backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url)
+                    .await
+                    .expect("open");
+                sqlx::raw_sql("BEGIN EXCLUSIVE")
+                    .execute(&mut conn)
+                    .await
+                    .expect("write lock taken");
+                Blocker::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("admin");
+                let name = db
+                    .url
+                    .rsplit('/')
+                    .next()
+                    .expect("database name")
+                    .to_string();
+                for sql in [
+                    format!(r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS false"#),
+                    format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    ),
+                ] {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                        .execute(&mut admin)
+                        .await
+                        .expect("database blocked");
+                }
+                Blocker::Postgres { admin, name }
+            }
+        }
+    }
+
+    async fn unblock(self) {
+        match self {
+            Blocker::Sqlite(mut conn) => {
+                sqlx::raw_sql("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("lock released");
+            }
+            Blocker::Postgres { mut admin, name } => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS true"#
+                )))
+                .execute(&mut admin)
+                .await
+                .expect("database reopened");
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn editing_goes_on_through_a_store_outage_and_everything_is_stored_after() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let doc = doc_name("outage");
+        let mut ada = app.connect(&doc).await;
+        let mut bob = app.connect(&doc).await;
+        ada.append("before ").await;
+        bob.wait_for_text("before ").await;
+        readyz_becomes(&app, 200).await;
+
+        let blocker = Blocker::block(&db, backend).await;
+        // Edits made while the store refuses writes still reach the other client.
+        ada.append("during ").await;
+        bob.wait_for_text("before during ").await;
+        bob.append("outage ").await;
+        ada.wait_for_text("before during outage ").await;
+        readyz_becomes(&app, 503).await;
+        // A newcomer gets all of it from memory.
+        let late = app.connect(&doc).await;
+        assert_eq!(late.text(), "before during outage ", "{backend:?}");
+
+        blocker.unblock().await;
+        readyz_becomes(&app, 200).await;
+        stored_becomes(&db.url, &doc, "before during outage ").await;
+        ada.append("after").await;
+        bob.wait_for_text("before during outage after").await;
+        app.stop().await;
+        let (stored, _) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, "before during outage after", "{backend:?}");
+    }
+}
+
+#[actix_web::test]
+async fn api_calls_during_an_outage_get_503_not_a_hang() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("outage-api");
+    app.create_doc(&doc).await;
+    let mut editor = app.connect(&doc).await;
+    let blocker = Blocker::block(&db, Backend::Sqlite).await;
+    editor.append("held").await;
+    let response = reqwest::Client::new()
+        .post(app.url(&format!("/api/docs/{doc}/text")))
+        .json(&serde_json::json!({ "ops": [{ "insert": "!", "at": 0 }] }))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let problem: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("will be stored when the store is back"),
+        "{problem}"
+    );
+    blocker.unblock().await;
+    stored_becomes(&db.url, &doc, "!held").await;
+    app.stop().await;
+}
