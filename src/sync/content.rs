@@ -53,8 +53,10 @@ pub fn to_text(doc: &Doc, key: &str) -> Result<String, ContentError> {
         Out::UndefinedRef(branch) => match Out::UndefinedRef(branch).as_prelim(&txn) {
             In::Text(_) => Ok(TextRef::from(branch).get_string(&txn)),
             In::XmlText(_) => Ok(XmlTextRef::from(branch).get_string(&txn)),
-            // A root with no content at all is inferred as a map: it is empty text just as well.
+            // A root with no content at all is inferred as a map, and one whose every item was
+            // deleted (emptied text included) as an array: either is empty text just as well.
             In::Map(map) if map.is_empty() => Ok(String::new()),
+            In::Array(items) if items.is_empty() => Ok(String::new()),
             _ => Err(ContentError::NotText(key.to_string())),
         },
         _ => Err(ContentError::NotText(key.to_string())),
@@ -175,6 +177,17 @@ mod tests {
             to_json(&doc, Some("nope")),
             Err(ContentError::NoSuchKey("nope".into()))
         );
+    }
+
+    #[test]
+    fn text_whose_every_character_was_deleted_reads_as_empty_text() {
+        let doc = as_received(|d| {
+            let text = d.get_or_insert_text("content");
+            let mut txn = d.transact_mut();
+            text.insert(&mut txn, 0, "a");
+            text.remove_range(&mut txn, 0, 1);
+        });
+        assert_eq!(to_text(&doc, "content").expect("empty text"), "");
     }
 
     #[test]

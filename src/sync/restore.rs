@@ -28,14 +28,25 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
     // Decide everything before changing anything.
     let mut plan: Vec<(String, RootKind, Option<Any>)> = Vec::new();
     for (name, kind) in &target_kinds {
+        let target_value = root_value(target, name);
+        // A root without content reads as a map (nothing ever written) or an array (everything
+        // deleted), whatever it held: an empty root matches any kind.
+        let target_empty = target_value.as_ref().is_some_and(is_empty);
         if let Some((_, live_kind)) = live_kinds.iter().find(|(n, _)| n == name) {
-            // A root with no content at all reads as a map; it can become anything.
-            let empty = root_value(live, name).is_some_and(|v| is_empty(&v));
-            if live_kind != kind && !empty {
+            let live_empty = root_value(live, name).is_some_and(|v| is_empty(&v));
+            if live_kind != kind && !live_empty && !target_empty {
                 return Err(RestoreError::KindChanged(name.clone()));
             }
+            if target_empty {
+                // Empty the live root in its own kind.
+                plan.push((name.clone(), *live_kind, None));
+                continue;
+            }
+        } else if target_empty {
+            // Nothing to restore, and declaring the root here could fix a kind clients decide.
+            continue;
         }
-        plan.push((name.clone(), *kind, root_value(target, name)));
+        plan.push((name.clone(), *kind, target_value));
     }
     for (name, kind) in &live_kinds {
         if !target_kinds.iter().any(|(n, _)| n == name) {
@@ -180,6 +191,23 @@ mod tests {
         );
         // Restoring to the current content changes nothing.
         assert!(restore(&live, &copy(&live)).expect("restores").is_empty());
+    }
+
+    #[test]
+    fn a_version_of_emptied_text_restores_to_empty_text() {
+        let live = live_doc();
+        let text = live.get_or_insert_text("content");
+        text.insert(&mut live.transact_mut(), 0, "a");
+        text.remove_range(&mut live.transact_mut(), 0, 1);
+        // As stored, the emptied root has no type and reads as an empty array.
+        let version = copy(&live);
+        text.insert(&mut live.transact_mut(), 0, "zz");
+        restore(&live, &version).expect("restores");
+        assert_eq!(text.get_string(&live.transact()), "");
+        // Restoring it onto a document that never had the root declares nothing.
+        let fresh = live_doc();
+        assert!(restore(&fresh, &version).expect("restores").is_empty());
+        assert_eq!(fresh.transact().root_refs().count(), 0);
     }
 
     #[test]

@@ -298,6 +298,16 @@ impl YClient {
         self.send(Message::Sync(SyncMessage::Update(update))).await;
     }
 
+    /// Deletes `len` units at `index` and sends the change as an Update message.
+    pub async fn delete(&mut self, index: u32, len: u32) {
+        let update = {
+            let mut txn = self.doc.transact_mut();
+            self.text.remove_range(&mut txn, index, len);
+            txn.encode_update_v1()
+        };
+        self.send(Message::Sync(SyncMessage::Update(update))).await;
+    }
+
     pub async fn append(&mut self, chunk: &str) {
         let len = self.text.len(&self.doc.transact());
         self.insert(len, chunk).await;

@@ -3,6 +3,7 @@
 mod access;
 mod bad_input;
 mod browser;
+mod convergence;
 mod documents;
 mod faults;
 mod helpers;
