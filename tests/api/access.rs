@@ -9,7 +9,9 @@ use tandem::config::Settings;
 use tandem::startup::Application;
 use tokio_tungstenite::tungstenite;
 
-use crate::helpers::{Backend, TestApp, TestDb, YClient, awareness_frame, doc_name};
+use crate::helpers::{
+    Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name, node_scenario,
+};
 
 const SECRET: &str = "an operator secret of more than thirty-two characters";
 const KEY: &str = "test-api-key-1";
@@ -252,6 +254,43 @@ async fn a_read_only_session_sees_everything_and_changes_nothing() {
 
     let probe = YClient::connect(&app.ws_base(), &format!("{doc}?token={KEY}")).await;
     assert_eq!(probe.text(), "original!");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_stock_client_with_a_read_only_token_receives_and_is_told_its_edits_are_dropped() {
+    let (app, _db) = secured_app().await;
+    let doc = doc_name("stock-readonly");
+    let write = token(&app, &doc, json!({ "access": "write" })).await;
+    let read = token(&app, &doc, json!({ "access": "read" })).await;
+    let url = app.ws_base();
+    let result = node_scenario(
+        "interop",
+        "y-websocket",
+        "read-only",
+        &[
+            "--url",
+            &url,
+            "--doc",
+            &doc,
+            "--write-token",
+            &write,
+            "--read-token",
+            &read,
+        ],
+        WAIT,
+    )
+    .await;
+    assert!(
+        result["denied"]
+            .as_str()
+            .expect("reason")
+            .contains("read-only"),
+        "{result}"
+    );
+    assert_eq!(result["readerStayedConnected"], true);
+    assert_eq!(result["writerText"], "from-writer later");
+    assert_eq!(result["checkerText"], "from-writer later");
     app.stop().await;
 }
 

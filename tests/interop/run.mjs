@@ -4,8 +4,9 @@
 //
 //   node tests/interop/run.mjs <scenario> --url <ws base> --doc <name>
 //        [--text <s>] [--expect <s>] [--clients <n>] [--timeout-ms <ms>] [--abrupt]
+//        [--write-token <t> --read-token <t>]
 //
-// Scenarios: write, read, converge, awareness, offline, rust-peer.
+// Scenarios: write, read, converge, awareness, offline, rust-peer, read-only.
 // Success: one JSON line `{"ok":true,"scenario":...}` on stdout, exit 0.
 // Failure or timeout: `{"ok":false,"scenario":...,"error":...}`, exit 1,
 // details on stderr. Every wait is driven by client events, never by sleeps.
@@ -37,7 +38,9 @@ function parseCli (argv) {
       expect: { type: 'string' },
       clients: { type: 'string', default: '3' },
       'timeout-ms': { type: 'string', default: '20000' },
-      abrupt: { type: 'boolean', default: false }
+      abrupt: { type: 'boolean', default: false },
+      'write-token': { type: 'string' },
+      'read-token': { type: 'string' }
     }
   })
   scenario = positionals[0] ?? null
@@ -308,7 +311,47 @@ async function rustPeer (opts) {
   return { text: c.text.toString() }
 }
 
-const SCENARIOS = { write, read, converge, awareness, offline, 'rust-peer': rustPeer }
+// A writer and a read-only client, each with its document token: the reader receives
+// everything; its own edit is dropped, the stock client is told (it logs y-websocket's
+// "Permission denied" warning), and it stays connected and keeps receiving.
+async function readOnly (opts) {
+  const writeToken = need(opts['write-token'], '--write-token')
+  const readToken = need(opts['read-token'], '--read-token')
+  const denials = new EventTarget()
+  const reasons = []
+  const warn = console.warn
+  console.warn = (...args) => {
+    const line = args.join(' ')
+    if (!line.startsWith('Permission denied')) return warn(...args)
+    reasons.push(line)
+    denials.dispatchEvent(new Event('denied'))
+  }
+  const onDenied = (fn) => {
+    denials.addEventListener('denied', fn)
+    return () => denials.removeEventListener('denied', fn)
+  }
+  const w = connect(opts, 'writer', { params: { token: writeToken } })
+  const r = connect(opts, 'reader', { params: { token: readToken } })
+  await Promise.all([synced(w), synced(r)])
+  w.text.insert(0, 'from-writer ')
+  await textIncludes(r, 'from-writer ')
+  let readerCloses = 0
+  r.provider.on('connection-close', () => { readerCloses++ })
+  r.text.insert(r.text.length, 'from-reader')
+  await until('the reader is told permission denied', () => reasons.length > 0, onDenied)
+  w.text.insert(w.text.length, 'later')
+  await textIncludes(r, 'later')
+  const checker = connect(opts, 'checker', { params: { token: writeToken } })
+  await synced(checker)
+  return {
+    denied: reasons[0],
+    readerStayedConnected: readerCloses === 0,
+    writerText: w.text.toString(),
+    checkerText: checker.text.toString()
+  }
+}
+
+const SCENARIOS = { write, read, converge, awareness, offline, 'rust-peer': rustPeer, 'read-only': readOnly }
 
 // ---------------------------------------------------------------- main
 
