@@ -145,7 +145,9 @@ impl Application {
                     crate::auth::middleware::require_api_key,
                 ))
                 .wrap(cors(&app_state.settings.allowed_origins))
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(tracing_actix_web::TracingLogger::<
+                    crate::telemetry::RedactedRootSpan,
+                >::new())
                 .app_data(app_state.clone())
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)

@@ -154,19 +154,30 @@ impl Auth {
         }
     }
 
-    /// Checks what `presented` (a document token or an API key) grants on `doc`.
-    pub fn authorize_doc(&self, doc: &DocId, presented: Option<&str>) -> Result<Grant, Denied> {
+    /// Checks what a request's credentials grant on `doc`: a document token in the query
+    /// (`?token=`), or a token or API key in `Authorization: Bearer`. API keys are taken from the
+    /// header only, so that they never appear in URLs.
+    pub fn authorize_doc(
+        &self,
+        doc: &DocId,
+        query_token: Option<&str>,
+        bearer: Option<&str>,
+    ) -> Result<Grant, Denied> {
         let Some(secret) = &self.secret else {
             return Ok(Grant::full());
         };
-        let Some(presented) = presented.filter(|p| !p.is_empty()) else {
+        let query_token = query_token.filter(|t| !t.is_empty());
+        if query_token.is_none()
+            && let Some(bearer) = bearer
+            && self.is_api_key(bearer)
+        {
+            return Ok(Grant::full());
+        }
+        let Some(presented) = query_token.or(bearer) else {
             return Err(Denied::Unauthenticated(
                 "a document token is required: connect with ?token=<token>".into(),
             ));
         };
-        if self.is_api_key(presented) {
-            return Ok(Grant::full());
-        }
         let claims =
             token::verify(secret, presented, doc, now_ms() / 1000).map_err(|e| match e {
                 TokenError::WrongDocument | TokenError::Revoked => Denied::Forbidden(e.to_string()),

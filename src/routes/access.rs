@@ -150,8 +150,9 @@ pub async fn check(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let doc = DocId::parse(&path)?;
-    let presented = query.token.as_deref().or_else(|| auth::bearer(&req));
-    let grant = state.auth.authorize_doc(&doc, presented)?;
+    let grant = state
+        .auth
+        .authorize_doc(&doc, query.token.as_deref(), auth::bearer(&req))?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(AccessView {

@@ -39,8 +39,9 @@ pub async fn connect(
             "this page's origin may not connect: see --allowed-origin".into(),
         ));
     }
-    let presented = query.token.as_deref().or_else(|| auth::bearer(&req));
-    let grant = state.auth.authorize_doc(&doc, presented)?;
+    let grant = state
+        .auth
+        .authorize_doc(&doc, query.token.as_deref(), auth::bearer(&req))?;
     let (response, session, stream) =
         actix_ws::handle(&req, payload).map_err(|e| ApiError::NotWebSocket(e.to_string()))?;
     let settings = &state.settings;

@@ -203,8 +203,11 @@ async fn sockets_without_a_valid_token_for_their_document_are_refused_before_the
     let mut client = YClient::connect(&app.ws_base(), &format!("{doc}?token={write}")).await;
     client.append("in").await;
     client.recv_until(|c| c.updates_received >= 1).await;
-    let server = YClient::connect(&app.ws_base(), &format!("{doc}?token={KEY}")).await;
+    let server = YClient::connect_authorized(&app.ws_base(), &doc, KEY).await;
     assert_eq!(server.text(), "in");
+    // API keys belong in the header: in a URL they would end up in logs.
+    let (status, _) = refused_upgrade(&app, &format!("{doc}?token={KEY}"), None).await;
+    assert_eq!(status, 401);
     app.stop().await;
 }
 
@@ -252,7 +255,7 @@ async fn a_read_only_session_sees_everything_and_changes_nothing() {
     writer.append("!").await;
     reader.recv_until(|c| c.text().contains('!')).await;
 
-    let probe = YClient::connect(&app.ws_base(), &format!("{doc}?token={KEY}")).await;
+    let probe = YClient::connect_authorized(&app.ws_base(), &doc, KEY).await;
     assert_eq!(probe.text(), "original!");
     app.stop().await;
 }

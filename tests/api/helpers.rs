@@ -235,7 +235,27 @@ impl YClient {
     }
 
     pub async fn connect_with(ws_base: &str, doc_name: &str, doc: Doc) -> YClient {
-        let mut client = Self::open(ws_base, doc_name, doc).await;
+        let client = Self::open(ws_base, doc_name, doc).await;
+        client.handshake().await
+    }
+
+    /// Connects with `Authorization: Bearer <credential>` (an API key or a document token).
+    pub async fn connect_authorized(ws_base: &str, doc_name: &str, credential: &str) -> YClient {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{ws_base}/{doc_name}")
+            .into_client_request()
+            .expect("request");
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {credential}").parse().expect("header"),
+        );
+        let client = Self::open_request(request, Doc::new()).await;
+        client.handshake().await
+    }
+
+    /// Sends SyncStep1, waits for the server's SyncStep2, and answers its SyncStep1.
+    async fn handshake(self) -> YClient {
+        let mut client = self;
         let sv = client.doc.transact().state_vector();
         client.send(Message::Sync(SyncMessage::SyncStep1(sv))).await;
         client
@@ -250,8 +270,14 @@ impl YClient {
 
     /// Opens the socket without any protocol exchange.
     pub async fn open(ws_base: &str, doc_name: &str, doc: Doc) -> YClient {
-        let url = format!("{ws_base}/{doc_name}");
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str()))
+        Self::open_request(format!("{ws_base}/{doc_name}"), doc).await
+    }
+
+    async fn open_request(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+        doc: Doc,
+    ) -> YClient {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
             .await
             .expect("connect in time")
             .expect("WebSocket connects");
