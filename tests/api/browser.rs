@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use tandem::auth::Access;
+use tandem::auth::token::{Claims, sign};
 
 use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, node_scenario, stored_text};
 
@@ -143,5 +145,70 @@ async fn deleting_from_the_list_asks_first_and_tells_open_editors() {
 async fn an_editor_page_with_an_invalid_name_explains_the_rule() {
     let (app, _db) = app().await;
     scenario("bad-name", &["--base", &base(&app)]).await;
+    app.stop().await;
+}
+
+const SECRET: &str = "the browser tests' operator secret, over 32 characters";
+const KEY: &str = "browser-test-api-key";
+
+#[actix_web::test]
+async fn tokens_make_the_editor_read_only_or_deny_access() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.auth_secret = Some(SECRET.into());
+    settings.api_keys = vec![KEY.into()];
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("guarded");
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    // Signed by the server's secret for this document, but a minute past its expiry.
+    let expired = sign(
+        SECRET.as_bytes(),
+        &Claims {
+            doc: doc.clone(),
+            access: Access::Write,
+            iat: (now_s - 120) * 1000,
+            exp: now_s - 60,
+            user: None,
+        },
+    );
+    let out = artifacts();
+    let result = scenario(
+        "access",
+        &[
+            "--base",
+            &base(&app),
+            "--doc",
+            &doc,
+            "--api-key",
+            KEY,
+            "--expired-token",
+            &expired,
+            "--out",
+            &out.to_string_lossy(),
+        ],
+    )
+    .await;
+    let text = result["text"].as_str().expect("final text");
+    let refused = result["refused"].as_str().expect("what the reader typed");
+    // The server holds what the writers typed and nothing of the reader's.
+    let stored = reqwest::Client::new()
+        .get(app.url(&format!("/api/docs/{doc}/content?format=text")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("content")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(stored, text);
+    assert!(!stored.contains(refused), "{stored:?}");
+    assert!(stored.contains("Ada writes") && stored.contains("Bo answers"));
+    for shot in ["read-only.png", "access-denied.png"] {
+        let png = std::fs::read(out.join(shot)).expect("screenshot saved");
+        assert!(png.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
     app.stop().await;
 }

@@ -19,11 +19,19 @@
 //   bad-name                        an editor URL with an invalid name explains the rule
 //   readme-screenshot --doc D --out DIR
 //                                   a two-person scene for the README: DIR/screenshot.png
+//   access --doc D --api-key K --expired-token T [--out DIR]
+//                                   against a server with access control: pages opened with write
+//                                   tokens type together, a read token's page is read-only and
+//                                   follows live, bad, expired and revoked tokens show "Access
+//                                   denied", the list explains that tokens are needed;
+//                                   DIR/read-only.png, DIR/access-denied.png; result {"text",
+//                                   "refused"} (what the read-only page tried to type)
 //
 // Success: one JSON line `{"ok":true,"scenario":...}` on stdout, exit 0.
 // Failure or timeout: `{"ok":false,"scenario":...,"error":...}`, exit 1, details on stderr.
 // Waits are driven by the page (Playwright locators and waitForFunction), never by sleeps; one
-// global timeout bounds the whole run. Set CHROMIUM_PATH to use another Chromium binary.
+// global timeout bounds the whole run. Set CHROMIUM_PATH to use another Chromium binary, and
+// TRACE=1 to log each wait as it starts (with the time since the start) on stderr.
 
 import { parseArgs } from 'node:util'
 import { spawn } from 'node:child_process'
@@ -58,7 +66,9 @@ function parseCli (argv) {
       out: { type: 'string' },
       'timeout-ms': { type: 'string', default: '60000' },
       'server-cmd': { type: 'string' },
-      'db-url': { type: 'string' }
+      'db-url': { type: 'string' },
+      'api-key': { type: 'string' },
+      'expired-token': { type: 'string' }
     }
   })
   scenario = positionals[0] ?? null
@@ -74,10 +84,12 @@ function need (value, flag) {
   return value
 }
 
-const log = (...args) => console.error(`[${scenario}]`, ...args)
+const T0 = Date.now()
+const log = (...args) => console.error(`[${scenario} +${Date.now() - T0}ms]`, ...args)
 
 // Labels a wait so a timeout can say what it was waiting for.
 async function step (label, promise) {
+  if (process.env.TRACE) log('wait:', label)
   pending.add(label)
   try {
     return await promise
@@ -110,17 +122,19 @@ async function launch () {
   return browser
 }
 
+const newContext = () => browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: 1 })
+
 // A page in its own browser context (own storage, so no BroadcastChannel between people), with
-// the person's name already remembered so the editor joins as them.
-async function personPage (name) {
-  const context = await browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: 1 })
+// the person's name already remembered so the editor joins as them (none: whatever the page picks).
+// Pages that never connect may share a `context` (and so its cache).
+async function personPage (name, who = name ?? 'page', context = null) {
+  context ??= await newContext()
   if (name) {
     await context.addInitScript((n) => {
       try { window.localStorage.setItem('tandem.name', n) } catch {}
     }, name)
   }
   const page = await context.newPage()
-  const who = name ?? 'page'
   page.on('pageerror', (err) => fail(new Error(`${who}: uncaught error in the page: ${err.message}`)))
   page.on('console', (msg) => {
     if (msg.type() === 'error') log(`${who} console: ${msg.text()}`)
@@ -433,18 +447,221 @@ async function readmeScreenshot (opts) {
   return { screenshot: shot }
 }
 
+// ---------------------------------------------------------------- access control
+
+// The server's REST API as an application's backend calls it, with its API key.
+async function backend (base, apiKey, method, path, body) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+  if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${await res.text()}`)
+  return res
+}
+
+// A page opened with `token` (none when null); counts the WebSockets it opens.
+async function tokenPage (base, doc, token, who, context = null) {
+  const page = await personPage(null, who, context)
+  page.sockets = []
+  page.on('websocket', (ws) => page.sockets.push(ws.url()))
+  const query = token === null ? '' : `?token=${encodeURIComponent(token)}`
+  await step(`${who} loads the editor`, page.goto(`${editorUrl(base, doc)}${query}`))
+  return page
+}
+
+// Waits until the page says "Access denied" for a reason matching `why`, without having connected.
+async function expectDenied (page, who, why, { connected = false } = {}) {
+  const panel = page.locator('#denied')
+  await step(`${who} shows Access denied`, panel.waitFor({ state: 'visible', timeout: 0 }))
+  await waitForState(page, ['denied'], `${who} status says denied`)
+  const detail = await page.locator('#denied-detail').textContent()
+  if (!why.test(detail)) throw new Error(`${who}: the reason ${JSON.stringify(detail)} does not match ${why}`)
+  if (!(await panel.textContent()).includes('Access denied')) throw new Error(`${who}: the panel does not say "Access denied"`)
+  if (await page.locator('#editor').isVisible()) throw new Error(`${who}: the text is still shown`)
+  if (!connected && page.sockets.length > 0) throw new Error(`${who} opened a WebSocket: ${page.sockets.join(', ')}`)
+  return detail
+}
+
+async function accessControl (opts) {
+  const base = need(opts.base, '--base')
+  const doc = need(opts.doc, '--doc')
+  const apiKey = need(opts['api-key'], '--api-key')
+  const expired = need(opts['expired-token'], '--expired-token')
+  const out = resolve(opts.out ?? tmpdir())
+  mkdirSync(out, { recursive: true })
+  const api = (method, path, body) => backend(base, apiKey, method, path, body)
+  const issue = async (access, user, extra = {}, id = doc) =>
+    (await (await api('POST', `/api/docs/${encodeURIComponent(id)}/tokens`, { access, user, ...extra })).json()).token
+  const stored = async () => (await api('GET', `/api/docs/${encodeURIComponent(doc)}/content?format=text`)).text()
+
+  await step('the document is created', api('POST', '/api/docs', { id: doc }))
+  const [adaToken, boToken, cyToken, otherDocToken] = await Promise.all([
+    issue('write', { name: 'Ada', color: '#1e88e5' }),
+    issue('write', { name: 'Bo' }),
+    issue('read', { name: 'Cy', color: '#8e24aa' }),
+    issue('write', { name: 'Ada' }, {}, `${doc}-other`)
+  ])
+  // The same claims with "write" instead of "read", under the original signature.
+  const [prefix, payload, signature] = cyToken.split('.')
+  const claims = JSON.parse(Buffer.from(payload, 'base64url').toString())
+  const tampered = [prefix, Buffer.from(JSON.stringify({ ...claims, access: 'write' })).toString('base64url'), signature].join('.')
+
+  await launch()
+
+  const [ada, bo, cy] = await Promise.all([
+    tokenPage(base, doc, adaToken, 'ada'), tokenPage(base, doc, boToken, 'bo'), tokenPage(base, doc, cyToken, 'cy (read)')
+  ])
+  await Promise.all([
+    waitForState(ada, ['live'], 'ada live'), waitForState(bo, ['live'], 'bo live'), waitForState(cy, ['live'], 'cy live')
+  ])
+
+  // A token that runs out while its page is open: the session ends (1008) and the page says so.
+  // Issued once the browser and the server are warmed up, with a few seconds to get live (more
+  // on a second try, should a busy machine need them); the rest of the scenario runs meanwhile.
+  const expiring = (async () => {
+    for (const seconds of [5, 15]) {
+      const dee = await tokenPage(base, doc, await issue('write', { name: 'Dee' }, { expires_in: seconds }), 'dee (expiring)')
+      await waitForState(dee, ['live', 'denied'], 'dee live')
+      if (await dee.locator('#denied').isVisible()) {
+        log(`dee's ${seconds} s token expired before the page was live:`, await dee.locator('#denied-detail').textContent())
+        continue
+      }
+      await expectDenied(dee, 'dee after expiry', /expired/i, { connected: true })
+      return
+    }
+    throw new Error('dee: no token lasted until its page was live')
+  })()
+
+  // Meanwhile, tokens that let nobody in: the page says why and never connects. These pages
+  // share a browser context (and its cache), one after the other.
+  const refusals = (async () => {
+    const context = await newContext()
+    const refused = [
+      [null, /token is required/i, 'no token'],
+      [tampered, /signature/i, 'tampered token'],
+      ['not-a-token', /malformed/i, 'garbage token'],
+      [expired, /expired/i, 'expired token'],
+      [otherDocToken, /another document/i, "another document's token"]
+    ]
+    for (const [token, why, who] of refused) {
+      const page = await tokenPage(base, doc, token, who, context)
+      await expectDenied(page, who, why)
+      await page.close()
+    }
+    // The document list cannot be read without an API key: it says how documents are opened.
+    const lister = await personPage(null, 'list', context)
+    await step('the list loads', lister.goto(`${base}/`))
+    await step('the list says tokens are needed', lister.locator('#tokens-required')
+      .filter({ hasText: 'This server requires access tokens' }).waitFor({ state: 'visible', timeout: 0 }))
+    if (await lister.locator('#doc-form').isVisible()) throw new Error('the list still offers to create documents')
+  })()
+
+  // Tokens leave the address bar, and a reload still finds this tab's token.
+  for (const [page, who] of [[ada, 'ada'], [cy, 'cy']]) {
+    if (new URL(page.url()).search !== '') throw new Error(`${who}: the token is still in the address bar: ${page.url()}`)
+  }
+  await step('cy reloads', cy.reload())
+  await waitForState(cy, ['live'], 'cy live after a reload')
+
+  // The people are the ones the tokens name: nobody is asked for a name.
+  for (const [page, who] of [[ada, 'ada'], [bo, 'bo'], [cy, 'cy']]) {
+    if (await page.locator('#user-name').isVisible()) throw new Error(`${who}: asked for a name the token gives`)
+  }
+  await step('bo sees Ada in #presence', bo.locator('#presence [data-user-name="Ada"]').waitFor({ timeout: 0 }))
+  await step('bo sees Cy in #presence', bo.locator('#presence [data-user-name="Cy"]').waitFor({ timeout: 0 }))
+  const adaColour = await bo.locator('#presence [data-user-name="Ada"] .dot').evaluate((el) => el.style.backgroundColor)
+  if (adaColour !== 'rgb(30, 136, 229)') throw new Error(`Ada's colour is ${adaColour}, not the token's #1e88e5`)
+  if (!(await ada.locator('#presence [data-user-name="Ada"]').textContent()).includes('(you)')) throw new Error('ada is not "(you)"')
+
+  // Writers: no badge, typing reaches the other writer both ways.
+  for (const [page, who] of [[ada, 'ada'], [bo, 'bo']]) {
+    if (await page.locator('#access-badge').isVisible()) throw new Error(`${who} shows "Read-only" with a write token`)
+  }
+  const adaLine = 'Ada writes with a write token. '
+  await caretTo(ada, 'start')
+  await ada.keyboard.type(adaLine)
+  await waitForText(bo, 'bo receives ada\'s words', (s) => window.tandem.ytext.toString().includes(s), adaLine)
+  const boLine = 'Bo answers.'
+  await caretTo(bo, 'end')
+  await bo.keyboard.type(boLine)
+  await waitForText(ada, 'ada receives bo\'s words', (s) => window.tandem.ytext.toString().includes(s), boLine)
+
+  // The reader: a visible "Read-only", the text live, and typing that changes nothing.
+  const badge = cy.locator('#access-badge')
+  await step('cy shows Read-only', badge.waitFor({ state: 'visible', timeout: 0 }))
+  if ((await badge.textContent()).trim() !== 'Read-only') throw new Error(`the badge says ${JSON.stringify(await badge.textContent())}`)
+  const shared = await textOf(ada)
+  await waitForText(cy, 'cy has the text', (s) => window.tandem.ytext.toString() === s, shared)
+  const refused = 'cy-must-not-write'
+  await cy.locator('.cm-content').click()
+  await cy.keyboard.press('Control+End')
+  await cy.keyboard.type(refused)
+  await cy.keyboard.press('Enter')
+  await cy.keyboard.press('Control+Home')
+  await cy.keyboard.press('Delete')
+  await cy.keyboard.press('Backspace')
+  const afterTyping = await cy.evaluate(() => ({ y: window.tandem.ytext.toString(), shown: window.tandem.view.state.doc.toString() }))
+  if (afterTyping.y !== shared || afterTyping.shown !== shared) throw new Error(`typing changed the read-only page: ${JSON.stringify(afterTyping)}`)
+  // A writer's next words still reach the reader, and nothing of the reader's reached anyone.
+  const later = ' Ada adds more while Cy watches.'
+  await caretTo(ada, 'end')
+  await ada.keyboard.type(later)
+  await waitForText(cy, 'cy receives ada\'s later words live', (s) => window.tandem.ytext.toString().includes(s), later)
+  const withLater = await textOf(ada)
+  await waitForText(cy, "cy's text equals ada's", (s) => window.tandem.ytext.toString() === s &&
+    document.querySelector('.cm-content').textContent.includes(s.slice(-20)), withLater)
+  await waitForText(bo, "bo's text equals ada's", (s) => window.tandem.ytext.toString() === s, withLater)
+  await step('the server stores the writers\' text', (async () => {
+    while ((await stored()) !== withLater) await new Promise((resolve) => setTimeout(resolve, 50))
+  })())
+  await cy.screenshot({ path: join(out, 'read-only.png') })
+
+  // Revocation turns open pages, read and write, into "Access denied" and stops their retries.
+  const revoke = (user) => api('POST', `/api/docs/${encodeURIComponent(doc)}/disconnect`, { user })
+  await step('Cy and Bo are revoked', Promise.all([revoke('Cy'), revoke('Bo')]))
+  await Promise.all([
+    expectDenied(cy, 'cy after revocation', /revoked/i, { connected: true }),
+    expectDenied(bo, 'bo after revocation', /revoked/i, { connected: true })
+  ])
+  await cy.screenshot({ path: join(out, 'access-denied.png') })
+  for (const [page, who] of [[cy, 'cy'], [bo, 'bo']]) {
+    const retrying = await page.evaluate(() => window.tandem.provider.shouldConnect || window.tandem.provider.ws !== null)
+    if (retrying) throw new Error(`${who} still tries to connect after losing access`)
+  }
+
+  // Ada was not revoked: still live, and her words are stored.
+  const last = ' Ada stays.'
+  await caretTo(ada, 'end')
+  await ada.keyboard.type(last)
+  await waitForText(ada, 'ada typed after the revocations', (s) => window.tandem.ytext.toString().endsWith(s), last)
+  const text = await textOf(ada)
+  await step('the server stores ada\'s last words', (async () => {
+    while ((await stored()) !== text) await new Promise((resolve) => setTimeout(resolve, 50))
+  })())
+  const adaState = await ada.locator('#status').getAttribute('data-state')
+  if (adaState !== 'live') throw new Error(`ada is ${adaState} after others were revoked`)
+
+  await step('the expiring token ends its page', expiring)
+  await step('refused tokens and the list are checked', refusals)
+  return { text, refused }
+}
+
 const SCENARIOS = {
   'two-typists': twoTypists,
   list,
   offline,
   delete: deleted,
   'bad-name': badName,
-  'readme-screenshot': readmeScreenshot
+  'readme-screenshot': readmeScreenshot,
+  access: accessControl
 }
 
 // ---------------------------------------------------------------- main
 
 async function main () {
+  // A reader that goes away (`| head`) must not turn every log line into another failure.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', () => {})
   process.on('uncaughtException', fail)
   process.on('unhandledRejection', fail)
   for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => fail(new Error(`stopped by ${signal}`)))

@@ -67,3 +67,11 @@ export function coloursFor (name) {
 
 // The awareness `user` field for a name, in the shape y-codemirror.next reads.
 export const userFor = (name) => ({ name, ...coloursFor(name) })
+
+// The awareness `user` field for a person named by an access token: their colour when the token
+// gives one (#rgb or #rrggbb), otherwise the one derived from the name.
+export function tokenUserFor ({ name, color }) {
+  if (typeof color !== 'string' || !/^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$/.test(color)) return userFor(name)
+  const full = color.length === 4 ? `#${[...color.slice(1)].map((c) => c + c).join('')}` : color
+  return { name, color: full, colorLight: `${full}33` }
+}

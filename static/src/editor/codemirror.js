@@ -59,10 +59,16 @@ const tandemTheme = EditorView.theme({
   '.cm-ySelectionCaret': { borderLeftWidth: '2px', borderRightWidth: '0' }
 })
 
-// Creates the editor inside `parent`, bound to `ytext` with remote cursors from `awareness`.
+const locked = [EditorState.readOnly.of(true), EditorView.editable.of(false)]
+
+// Creates the editor inside `parent`, bound to `ytext` with remote cursors from `awareness`;
+// `readOnly` shows the text and everyone's changes but takes no typing.
 // Returns the view and a function that turns editing off or back on.
-export function createEditor ({ parent, ytext, awareness, undoManager }) {
+export function createEditor ({ parent, ytext, awareness, undoManager, readOnly = false }) {
   const editable = new Compartment()
+  const hint = readOnly
+    ? 'Nothing here yet. What others write appears here as they type.'
+    : 'Start typing. Markdown works: # Heading, **bold**, _italic_, - lists, `code`.'
   const state = EditorState.create({
     doc: ytext.toString(),
     extensions: [
@@ -78,15 +84,15 @@ export function createEditor ({ parent, ytext, awareness, undoManager }) {
       EditorView.contentAttributes.of({ spellcheck: 'true', autocorrect: 'on', autocapitalize: 'sentences', 'aria-label': 'Document text' }),
       markdownSupport,
       syntaxHighlighting(markdownStyle),
-      placeholder('Start typing. Markdown works: # Heading, **bold**, _italic_, - lists, `code`.'),
+      placeholder(hint),
       tandemTheme,
-      editable.of([]),
+      editable.of(readOnly ? locked : []),
       yCollab(ytext, awareness, { undoManager })
     ]
   })
   const view = new EditorView({ state, parent })
   const setEditable = (on) => view.dispatch({
-    effects: editable.reconfigure(on ? [] : [EditorState.readOnly.of(true), EditorView.editable.of(false)])
+    effects: editable.reconfigure(on ? [] : locked)
   })
   return { view, setEditable }
 }

@@ -19,6 +19,14 @@ export const STATES = {
   offline: { word: 'Offline', detail: 'your edits are kept and merged when you reconnect' }
 }
 
+// The same states for someone who may only read.
+export const READ_ONLY_STATES = {
+  connecting: STATES.connecting,
+  live: { word: 'Live', detail: "others' changes appear as they are made" },
+  reconnecting: { word: 'Reconnecting…', detail: "others' changes appear when the connection returns" },
+  offline: { word: 'Offline', detail: "others' changes appear when you reconnect" }
+}
+
 // Words for a close code that ends the session (the page will not reconnect by itself).
 export function terminalMessage (code, reason) {
   const why = reason ? ` (${reason})` : ''
@@ -39,11 +47,13 @@ function transientMessage (code) {
   return null
 }
 
-// Opens the document `doc` on the server at `wsBase` (e.g. ws://host/ws) for `ydoc`.
-// `onChange({ state, notice })` is called on every state change; `onTerminal({ code, reason,
-// deleted, text })` once when the server ends the session for good.
-export function openConnection ({ wsBase, doc, ydoc, onChange, onTerminal }) {
-  const provider = new WebsocketProvider(wsBase, doc, ydoc, { shouldReconnect })
+// Opens the document `doc` on the server at `wsBase` (e.g. ws://host/ws) for `ydoc`, presenting
+// `token` (a document token, or null on an open server). `onChange({ state, notice })` is called
+// on every state change; `onClose(event)` whenever a connection closes or could not be made;
+// `onTerminal({ code, reason, deleted, text })` once when the server ends the session for good.
+export function openConnection ({ wsBase, doc, ydoc, token = null, onChange, onClose = () => {}, onTerminal }) {
+  const options = token ? { shouldReconnect, params: { token } } : { shouldReconnect }
+  const provider = new WebsocketProvider(wsBase, doc, ydoc, options)
   let everLive = false
   let failedOnce = false
   let ended = false
@@ -78,6 +88,7 @@ export function openConnection ({ wsBase, doc, ydoc, onChange, onTerminal }) {
     const words = event ? transientMessage(event.code) : null
     if (words) notice = words
     update()
+    if (!ended) onClose(event)
   })
   provider.on('closed', ({ code, reason }) => {
     ended = true
@@ -90,6 +101,12 @@ export function openConnection ({ wsBase, doc, ydoc, onChange, onTerminal }) {
   window.addEventListener('online', nudge)
   document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'visible') nudge() })
 
+  // Ends the session from this side for good: no reconnecting, no more state changes.
+  const stop = () => {
+    ended = true
+    provider.disconnect()
+  }
+
   update()
-  return { provider, state: compute, isEnded: () => ended }
+  return { provider, state: compute, isEnded: () => ended, stop }
 }

@@ -1,9 +1,16 @@
 // Your name in Tandem's editor: picked in the "Your name" field, remembered in this browser and
-// published in awareness (with a colour derived from it) so others see it on your cursor.
+// published in awareness (with a colour derived from it) so others see it on your cursor. When
+// the page's access token names you, that name (and colour) is used and nothing is asked.
 
-import { NAME_KEY, storedName, rememberName, guestName, cleanName, userFor } from '../common/identity.js'
+import { NAME_KEY, storedName, rememberName, guestName, cleanName, userFor, tokenUserFor } from '../common/identity.js'
 
-export function setUpYou ({ awareness, field, hint, hintName, pick }) {
+export function setUpYou ({ awareness, field, hint, hintName, pick, fixed = null }) {
+  if (fixed) {
+    field.closest('label').hidden = true
+    hint.hidden = true
+    awareness.setLocalStateField('user', tokenUserFor(fixed))
+    return { name: () => fixed.name }
+  }
   let name = storedName()
   if (name === null) {
     // First visit: appear as a guest until a name is typed, and say so.

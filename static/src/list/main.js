@@ -13,6 +13,7 @@ const REFRESH_MS = 15000
 let nextCursor = null
 let pagesShown = 1
 let loading = null
+let tokensRequired = false
 
 // ---------------------------------------------------------------- messages
 
@@ -129,6 +130,15 @@ function askToDelete (id, actions) {
   no.focus()
 }
 
+// With access control, listing and creating documents take an API key, which a browser does not
+// have: documents are opened with the links an application hands out.
+function showTokensRequired () {
+  tokensRequired = true
+  hideError()
+  for (const id of ['doc-form', 'list-state', 'docs', 'more']) $(id).hidden = true
+  $('tokens-required').hidden = false
+}
+
 // ---------------------------------------------------------------- loading
 
 function showDocs (docs, append) {
@@ -157,6 +167,10 @@ function refresh ({ quiet = false } = {}) {
       pagesShown = 1
       if (quiet && !$('error').dataset.fromForm) hideError()
     } catch (err) {
+      if (err.status === 401) {
+        showTokensRequired()
+        return
+      }
       if ($('docs').children.length === 0) {
         $('list-state').hidden = false
         $('list-state').textContent = "Couldn't load the documents."
@@ -242,7 +256,7 @@ function main () {
   $('more').addEventListener('click', showMore)
   refresh()
   // Someone answering "Delete for everyone?" keeps their row: no refresh under them.
-  const idle = () => pagesShown === 1 && !document.querySelector('#docs .confirm-delete')
+  const idle = () => !tokensRequired && pagesShown === 1 && !document.querySelector('#docs .confirm-delete')
   setInterval(() => {
     if (document.visibilityState === 'visible' && idle()) refresh({ quiet: true })
     else for (const el of document.querySelectorAll('#docs time')) el.textContent = relativeTime(new Date(el.dateTime))
