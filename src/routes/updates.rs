@@ -140,7 +140,8 @@ pub struct ContentQuery {
                                       with format=text, the plain text of a text root",
             content((serde_json::Value = "application/json"), (String = "text/plain"))),
         (status = 400, description = "Invalid name, format, or a root that is not text", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such document or root type", body = Problem, content_type = "application/problem+json")
+        (status = 404, description = "No such document or root type", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The document's structure cannot be read", body = Problem, content_type = "application/problem+json")
     )
 )]
 /// The content as JSON (every root type, or `?key=` one), or with `?format=text` the plain text
@@ -183,6 +184,9 @@ pub async fn get_content(
             }
             Ok(Ok(Err(error @ ContentError::NotText(_)))) => {
                 return Err(ApiError::BadRequest(error.to_string()));
+            }
+            Ok(Ok(Err(error @ ContentError::Unreadable))) => {
+                return Err(ApiError::Conflict(error.to_string()));
             }
             Err(MailboxError::Timeout) => return Err(store_down("nothing was changed")),
             Ok(Err(_)) | Err(_) => continue,

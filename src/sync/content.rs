@@ -19,10 +19,28 @@ pub enum ContentError {
     NoSuchKey(String),
     #[error("root type {0:?} is not text")]
     NotText(String),
+    /// yrs panicked reading it: its structure is inconsistent.
+    #[error("the document's structure cannot be read")]
+    Unreadable,
+}
+
+/// Runs a read of the document, turning a panic inside yrs (which malformed but accepted
+/// structures can cause) into `fallback`: reading must never take the server down.
+fn guarded<T>(fallback: T, read: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        tracing::error!("reading a document's content panicked");
+        fallback
+    })
 }
 
 /// Every root type as one JSON object keyed by root name, or one root's value with `key`.
 pub fn to_json(doc: &Doc, key: Option<&str>) -> Result<Value, ContentError> {
+    guarded(Err(ContentError::Unreadable), || {
+        to_json_unguarded(doc, key)
+    })
+}
+
+fn to_json_unguarded(doc: &Doc, key: Option<&str>) -> Result<Value, ContentError> {
     let txn = doc.transact();
     match key {
         Some(key) => {
@@ -43,6 +61,12 @@ pub fn to_json(doc: &Doc, key: Option<&str>) -> Result<Value, ContentError> {
 
 /// The text of root `key`; an absent root reads as empty text.
 pub fn to_text(doc: &Doc, key: &str) -> Result<String, ContentError> {
+    guarded(Err(ContentError::Unreadable), || {
+        to_text_unguarded(doc, key)
+    })
+}
+
+fn to_text_unguarded(doc: &Doc, key: &str) -> Result<String, ContentError> {
     let txn = doc.transact();
     let Some(out) = root(&txn, key) else {
         return Ok(String::new());
@@ -79,17 +103,22 @@ pub enum RootKind {
 }
 
 /// The kind of every root of `doc`, by name.
+/// An unreadable document reports one XML root named `(unreadable)`, which nothing restores.
 pub fn root_kinds(doc: &Doc) -> Vec<(String, RootKind)> {
-    let txn = doc.transact();
-    txn.root_refs()
-        .map(|(name, out)| (name.to_string(), kind_of(&txn, out)))
-        .collect()
+    guarded(vec![("(unreadable)".into(), RootKind::Xml)], || {
+        let txn = doc.transact();
+        txn.root_refs()
+            .map(|(name, out)| (name.to_string(), kind_of(&txn, out)))
+            .collect()
+    })
 }
 
 /// A root's value as yrs renders it (text as a string, arrays and maps as JSON-like values).
 pub fn root_value(doc: &Doc, key: &str) -> Option<Any> {
-    let txn = doc.transact();
-    root(&txn, key).map(|out| render(&txn, out))
+    guarded(None, || {
+        let txn = doc.transact();
+        root(&txn, key).map(|out| render(&txn, out))
+    })
 }
 
 fn kind_of<T: ReadTxn>(txn: &T, out: Out) -> RootKind {

@@ -6,6 +6,7 @@ mod browser;
 mod convergence;
 mod documents;
 mod faults;
+mod fuzz_regressions;
 mod helpers;
 mod interop;
 mod lifecycle;

@@ -112,6 +112,17 @@ fn changes_anything(doc: &Doc, update: &Update) -> bool {
     !update.delete_set().diff(&deleted).is_empty()
 }
 
+/// Whether `update` starts some client's structs past what `doc` has with a garbage-collected
+/// (or deleted) struct. yrs keeps live items that arrive early for later, but panics on
+/// collected ones; no Yjs client sends them, as it only ever sends what the server lacks.
+fn gc_beyond_state(doc: &Doc, update: &Update) -> bool {
+    let sv = doc.transact().state_vector();
+    let live = update.insertions(false);
+    update.state_vector_lower().iter().any(|(client, clock)| {
+        *clock > sv.get(client) && !live.contains(&yrs::ID::new(*client, *clock))
+    })
+}
+
 /// Builds the in-memory document from what the store holds.
 pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> {
     // Positions in the server's own edits (the HTTP text API) count UTF-16 units, like Yjs.
@@ -441,6 +452,11 @@ impl DocumentActor {
         let limit = self.settings.max_document_size;
         if self.stored_size() + incoming.raw.len() > limit {
             return Err(IntegrateError::TooLarge(limit));
+        }
+        if gc_beyond_state(&self.doc, &incoming.update) {
+            return Err(IntegrateError::DoesNotApply(
+                "garbage-collected structs beyond the document's state".into(),
+            ));
         }
         let IncomingUpdate { update, raw, relay } = incoming;
         let doc = &self.doc;

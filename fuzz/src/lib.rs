@@ -1,0 +1,326 @@
+//! The bodies of the fuzz targets, shared with `tests/replay.rs` so that every seed and
+//! regression input can be replayed under `cargo test` without libFuzzer.
+//!
+//! Each harness follows the server's own path for its input (see the comments that name the
+//! server code it mirrors), and then checks invariants that hold for any input the server
+//! accepts. A panic anywhere, in tandem or in yrs, is a finding.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tandem::collab::document::build_doc;
+use tandem::store::StoredDoc;
+use tandem::sync::content::{self, RootKind};
+use tandem::sync::presence::Presence;
+use tandem::sync::protocol::{
+    ClientMessage, decode_frame, decode_state_vector, decode_update, encode_sync_step2,
+};
+use tandem::sync::text_ops::{self, TextOp};
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
+use yrs::updates::decoder::Decode;
+
+/// The document every input starts from (a v1 update made by `gen_seeds.mjs`): text with
+/// emoji, CJK and combining marks written by three clients, plus a map and an array root, so
+/// that deletes, inserts and formatting in the inputs hit existing items.
+pub const BASE_DOC: &[u8] = include_bytes!("../base/base_doc.bin");
+
+/// A v1 update with no structs and no deletions; the document actor skips it.
+const EMPTY_UPDATE: &[u8] = &[0, 0];
+/// The text root the editor uses (`DEFAULT_TEXT_KEY` in the document actor).
+const TEXT_KEY: &str = "content";
+/// The connection id the harness uses as the owner of presence states.
+const OWNER: u64 = 1;
+
+/// The base document loaded the way the server loads a stored document.
+fn base_doc() -> Doc {
+    build_doc(&stored(Vec::new())).expect("the base document decodes")
+}
+
+fn stored(updates: Vec<Vec<u8>>) -> StoredDoc {
+    StoredDoc {
+        snapshot: Some(BASE_DOC.to_vec()),
+        updates,
+        max_log_id: 0,
+    }
+}
+
+/// What a document shows to readers, for comparing two copies. XML roots are left out: their
+/// attributes render in hash-map order, which differs between two `Doc`s.
+#[derive(Debug, PartialEq)]
+struct View {
+    text: Result<String, content::ContentError>,
+    roots: Vec<(String, RootKind, Option<serde_json::Value>)>,
+}
+
+fn view(doc: &Doc) -> View {
+    let mut kinds = content::root_kinds(doc);
+    kinds.sort_by(|a, b| a.0.cmp(&b.0));
+    let roots = kinds
+        .into_iter()
+        .map(|(name, kind)| {
+            let value = (kind != RootKind::Xml)
+                .then(|| content::to_json(doc, Some(&name)).expect("a listed root exists"));
+            (name, kind, value)
+        })
+        .collect();
+    View {
+        text: content::to_text(doc, TEXT_KEY),
+        roots,
+    }
+}
+
+/// A copy of the document actor's private `changes_anything` (collab/document/mod.rs): what it
+/// asks of yrs about an update from a read-only connection, which is never applied.
+fn changes_anything(doc: &Doc, update: &Update) -> bool {
+    let txn = doc.transact();
+    if update.extends(&txn.state_vector()) {
+        return true;
+    }
+    let deleted = txn.snapshot().delete_set;
+    !update.delete_set().diff(&deleted).is_empty()
+}
+
+/// What the fuzzer learned about one input (used by the replay tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// `decode_frame` accepted the frame.
+    pub accepted: bool,
+    /// Updates applied to the document (empty ones are skipped, like the actor does).
+    pub applied: usize,
+    /// An update was refused by yrs; the server closes the connection at that point.
+    pub refused: bool,
+}
+
+/// One WebSocket binary frame, handled as `DocumentActor` handles an `Inbound` message.
+///
+/// Path: `decode_frame` (routes/ws.rs) → per message `handle_client_message` → for updates
+/// `integrate`'s `doc.transact_mut().apply_update(update)`; for awareness `Presence::apply` and
+/// the frame it relays; for SyncStep1 the SyncStep2 answer. Then the later stages a document
+/// goes through: reads by the HTTP API (`content::to_text` / `to_json`), compaction
+/// (`encode_state_as_update_v1`) and a reload from the store (`build_doc`), both of the log of
+/// accepted updates and of the compacted snapshot.
+pub fn sync_message(data: &[u8]) -> SyncOutcome {
+    let mut outcome = SyncOutcome::default();
+    let frame = Bytes::copy_from_slice(data);
+    let Ok(messages) = decode_frame(&frame) else {
+        return outcome;
+    };
+    outcome.accepted = true;
+    let doc = base_doc();
+    let mut presence = Presence::default();
+    let now = Instant::now();
+    // What the persistence writer would have appended to the log, in order.
+    let mut log: Vec<Vec<u8>> = Vec::new();
+    for message in messages {
+        match message {
+            ClientMessage::SyncStep1(sv) => {
+                let diff = doc.transact().encode_state_as_update_v1(&sv);
+                let answer = encode_sync_step2(&diff);
+                // The server's own answer must pass the server's own checks: clients echo it.
+                decode_frame(&answer).expect("the server's SyncStep2 answer is valid");
+            }
+            ClientMessage::Update(incoming) => {
+                // The relayed frame is what every other client receives.
+                let relayed = decode_frame(&incoming.relay).expect("a relayed update is valid");
+                assert!(matches!(relayed.as_slice(), [ClientMessage::Update(_)]));
+                if incoming.raw.as_ref() == EMPTY_UPDATE {
+                    continue;
+                }
+                // A read-only connection's update is only looked at, never applied.
+                let _ = changes_anything(&doc, &incoming.update);
+                let raw = incoming.raw.to_vec();
+                match doc.transact_mut().apply_update(incoming.update) {
+                    Ok(()) => {
+                        outcome.applied += 1;
+                        log.push(raw);
+                    }
+                    // The actor closes the connection (1007) and handles nothing after it.
+                    Err(_) => {
+                        outcome.refused = true;
+                        break;
+                    }
+                }
+            }
+            ClientMessage::Awareness(entries) => {
+                let changed = presence.apply(OWNER, entries, now);
+                if let Some(frame) = presence.encode(&changed) {
+                    // What the server relays must be valid awareness for every other client.
+                    decode_frame(&frame).expect("a relayed awareness frame is valid");
+                }
+                let _ = presence.names();
+            }
+            ClientMessage::AwarenessQuery => {
+                if let Some(frame) = presence.encode_all() {
+                    decode_frame(&frame).expect("the awareness answer is valid");
+                }
+            }
+            ClientMessage::Auth => {}
+        }
+    }
+    // Presence after a closed connection and after expiry.
+    let cleared = presence.remove_owner(OWNER);
+    if let Some(frame) = presence.encode(&cleared) {
+        decode_frame(&frame).expect("a cleared awareness frame is valid");
+    }
+    let _ = presence.expire(now + Duration::from_secs(120), Duration::from_secs(30));
+
+    // Reads, as the HTTP API and webhooks make them.
+    let live = view(&doc);
+    let _ = content::to_json(&doc, None);
+    let sv = doc.transact().state_vector();
+    decode_state_vector(&sv.encode_v1()).expect("the server's state vector is valid");
+
+    // Compaction: the whole state as one update, which is also what GET /update serves.
+    let snapshot = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    decode_update(Bytes::from(snapshot.clone())).expect("the server's snapshot is valid");
+    let has_pending = doc.transact().has_missing_updates();
+
+    // Reload from the log, as `build_doc` does after an unload or a crash.
+    if !log.is_empty() {
+        let reloaded = build_doc(&stored(log)).expect("stored updates decode");
+        assert_eq!(view(&reloaded), live, "reload from the log differs");
+    }
+    // Reload from the compacted snapshot.
+    let compacted = build_doc(&StoredDoc {
+        snapshot: Some(snapshot),
+        updates: Vec::new(),
+        max_log_id: 0,
+    })
+    .expect("the snapshot decodes");
+    if !has_pending {
+        assert_eq!(view(&compacted), live, "reload from the snapshot differs");
+    }
+    outcome
+}
+
+/// The body of `POST /api/docs/{id}/text`, with the same shape and the same serde attributes
+/// as `tandem::routes::updates::TextEdit` (whose fields are private).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TextEditBody {
+    key: Option<String>,
+    ops: Vec<TextOp>,
+}
+
+/// What one text-edit input did (used by the replay tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextOutcome {
+    /// The body is not valid JSON for the route (400 from actix's JSON extractor).
+    BadBody,
+    /// The root is not text (400).
+    NotText,
+    /// The operations were refused (400); nothing changed.
+    Refused,
+    /// Applied (204).
+    Applied,
+}
+
+/// The document a text edit starts from: the base document, loaded as `build_doc` does but
+/// with a fixed client id so that a failing input replays exactly.
+fn text_doc() -> Doc {
+    let doc = Doc::with_options(Options {
+        client_id: yrs::block::ClientID::new(0x1f_2e3d),
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    });
+    doc.transact_mut()
+        .apply_update(Update::decode_v1(BASE_DOC).expect("the base document decodes"))
+        .expect("the base document applies");
+    doc
+}
+
+/// The model of a batch: the same operations on a plain UTF-16 buffer.
+fn model(text: &str, ops: &[TextOp]) -> Option<String> {
+    let splits = |u: &[u16], at: usize| {
+        at > 0
+            && at < u.len()
+            && (0xD800..0xDC00).contains(&u[at - 1])
+            && (0xDC00..0xE000).contains(&u[at])
+    };
+    let mut units: Vec<u16> = text.encode_utf16().collect();
+    for op in ops {
+        match op {
+            TextOp::Replace { replace } => units = replace.encode_utf16().collect(),
+            TextOp::Insert { insert, at } => {
+                let at = *at as usize;
+                if at > units.len() || splits(&units, at) {
+                    return None;
+                }
+                units.splice(at..at, insert.encode_utf16());
+            }
+            TextOp::Delete { delete, at } => {
+                let (at, end) = (*at as usize, *at as u64 + u64::from(*delete));
+                if end > units.len() as u64 || splits(&units, at) || splits(&units, end as usize) {
+                    return None;
+                }
+                units.drain(at..end as usize);
+            }
+        }
+    }
+    Some(String::from_utf16(&units).expect("whole characters only"))
+}
+
+/// One request body, handled as `post_text` (routes/updates.rs) and the `EditText` handler
+/// (collab/document/api.rs) handle it: the JSON extractor, the default key, the `to_text`
+/// check, then `text_ops::apply` on `get_or_insert_text(key)`. Then: the result must match a
+/// plain model of the operations, a refused batch must change nothing, and the update the
+/// server stores and relays must pass the server's validator and give the same text when a
+/// copy of the document (a client, or a reload) applies it.
+pub fn text_edit(data: &[u8]) -> TextOutcome {
+    // actix-web's `web::Json` parses the body with `serde_json::from_slice`.
+    let route = serde_json::from_slice::<tandem::routes::updates::TextEdit>(data);
+    let body = serde_json::from_slice::<TextEditBody>(data);
+    assert_eq!(
+        route.is_ok(),
+        body.is_ok(),
+        "the mirror of TextEdit disagrees with the route's type"
+    );
+    let Ok(TextEditBody { key, ops }) = body else {
+        return TextOutcome::BadBody;
+    };
+    let key = key.unwrap_or_else(|| TEXT_KEY.to_string());
+    let doc = text_doc();
+    let Ok(before) = content::to_text(&doc, &key) else {
+        return TextOutcome::NotText;
+    };
+    let root = doc.get_or_insert_text(key.as_str());
+    let expected = model(&before, &ops);
+    let result = text_ops::apply(&doc, &root, &ops);
+    let after = root.get_string(&doc.transact());
+    let Ok(update) = result else {
+        assert_eq!(after, before, "a refused batch changed the text");
+        assert_eq!(expected, None, "the model accepts a batch that apply refused");
+        return TextOutcome::Refused;
+    };
+    assert_eq!(Some(&after), expected.as_ref(), "the text differs from the model");
+    assert_eq!(
+        content::to_text(&doc, &key).as_deref(),
+        Ok(after.as_str()),
+        "to_text disagrees with the root"
+    );
+    if update.as_slice() != EMPTY_UPDATE {
+        let incoming = decode_update(Bytes::from(update.clone()))
+            .expect("the server's own update passes its validator");
+        // A client holding the base document receives the relay.
+        let client = text_doc();
+        client
+            .transact_mut()
+            .apply_update(incoming.update)
+            .expect("the relayed update applies");
+        assert_eq!(content::to_text(&client, &key).as_deref(), Ok(after.as_str()));
+        // A reload from the store: base snapshot plus the logged update.
+        let reloaded = build_doc(&stored(vec![update])).expect("stored updates decode");
+        assert_eq!(
+            content::to_text(&reloaded, &key).as_deref(),
+            Ok(after.as_str()),
+            "reload differs"
+        );
+    } else {
+        assert_eq!(after, before, "an empty update changed the text");
+    }
+    TextOutcome::Applied
+}
