@@ -5,6 +5,7 @@ mod bad_input;
 mod browser;
 mod convergence;
 mod documents;
+mod fairness;
 mod faults;
 mod fuzz_regressions;
 mod helpers;
