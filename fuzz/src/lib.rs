@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tandem::collab::document::build_doc;
+use tandem::collab::document::{build_doc, changes_anything, gc_beyond_state};
 use tandem::store::StoredDoc;
 use tandem::sync::content::{self, RootKind};
 use tandem::sync::presence::Presence;
@@ -71,17 +71,6 @@ fn view(doc: &Doc) -> View {
     }
 }
 
-/// A copy of the document actor's private `changes_anything` (collab/document/mod.rs): what it
-/// asks of yrs about an update from a read-only connection, which is never applied.
-fn changes_anything(doc: &Doc, update: &Update) -> bool {
-    let txn = doc.transact();
-    if update.extends(&txn.state_vector()) {
-        return true;
-    }
-    let deleted = txn.snapshot().delete_set;
-    !update.delete_set().diff(&deleted).is_empty()
-}
-
 /// What the fuzzer learned about one input (used by the replay tests).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncOutcome {
@@ -130,6 +119,11 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
                 }
                 // A read-only connection's update is only looked at, never applied.
                 let _ = changes_anything(&doc, &incoming.update);
+                // The actor refuses these before applying (1007), as yrs panics on them.
+                if gc_beyond_state(&doc, &incoming.update) {
+                    outcome.refused = true;
+                    break;
+                }
                 let raw = incoming.raw.to_vec();
                 match doc.transact_mut().apply_update(incoming.update) {
                     Ok(()) => {

@@ -103,7 +103,8 @@ pub(crate) enum LocalEditError<E> {
 }
 
 /// Whether `update` would add anything to `doc`: content it lacks, or deletions it has not made.
-fn changes_anything(doc: &Doc, update: &Update) -> bool {
+/// (Public for the fuzz targets.)
+pub fn changes_anything(doc: &Doc, update: &Update) -> bool {
     let txn = doc.transact();
     if update.extends(&txn.state_vector()) {
         return true;
@@ -115,7 +116,8 @@ fn changes_anything(doc: &Doc, update: &Update) -> bool {
 /// Whether `update` starts some client's structs past what `doc` has with a garbage-collected
 /// (or deleted) struct. yrs keeps live items that arrive early for later, but panics on
 /// collected ones; no Yjs client sends them, as it only ever sends what the server lacks.
-fn gc_beyond_state(doc: &Doc, update: &Update) -> bool {
+/// (Public for the fuzz targets.)
+pub fn gc_beyond_state(doc: &Doc, update: &Update) -> bool {
     let sv = doc.transact().state_vector();
     let live = update.insertions(false);
     update.state_vector_lower().iter().any(|(client, clock)| {
