@@ -147,6 +147,9 @@ pub enum EditTextError {
     /// The document was unloading; nothing was applied, so asking again is safe.
     #[error("the document is unloading; try again")]
     Gone,
+    /// The edit could grow the document beyond its size limit (in bytes); nothing was applied.
+    #[error("the edit would grow the document beyond its limit of {0} bytes")]
+    TooLarge(usize),
     /// The edit was applied, but the document failed before it was confirmed durable.
     #[error("the edit may not have been stored")]
     Unconfirmed,
@@ -170,6 +173,9 @@ pub enum RestoreFailure {
     /// The document was unloading; nothing was applied, so asking again is safe.
     #[error("the document is unloading; try again")]
     Gone,
+    /// The restore could grow the document beyond its size limit (in bytes); nothing changed.
+    #[error("restoring would grow the document beyond its limit of {0} bytes")]
+    TooLarge(usize),
     /// Applied, but the document failed before it was confirmed durable.
     #[error("the restore may not have been stored")]
     Unconfirmed,

@@ -205,7 +205,7 @@ pub async fn get_content(
         (status = 204, description = "Stored and relayed to editors"),
         (status = 400, description = "Invalid name, or not a valid update", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json")
+        (status = 413, description = "Body too large, or the document would grow beyond its size limit", body = Problem, content_type = "application/problem+json")
     )
 )]
 /// Applies one binary v1 update; answers 204 once it is stored and relayed to editors.
@@ -279,7 +279,7 @@ pub struct TextEdit {
         (status = 204, description = "Stored and relayed to editors"),
         (status = 400, description = "Invalid name, body, or an operation out of range", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json")
+        (status = 413, description = "Body too large, or the document would grow beyond its size limit", body = Problem, content_type = "application/problem+json")
     )
 )]
 /// Edits a text root by position (UTF-16 units): `insert`, `delete`, or `replace` the whole
@@ -321,6 +321,9 @@ pub async fn edit_text(
             }
             // Nothing was applied: the document was unloading. Load it again and retry.
             Ok(Err(EditTextError::Gone)) => continue,
+            Ok(Err(error @ EditTextError::TooLarge(_))) => {
+                return Err(ApiError::DocumentTooLarge(error.to_string()));
+            }
             Err(MailboxError::Timeout) => {
                 return Err(store_down(
                     "the edit is applied and will be stored when the store is back; \

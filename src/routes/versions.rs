@@ -190,7 +190,8 @@ pub async fn get_one(
         (status = 204, description = "Restored; editors received the change"),
         (status = 400, description = "Invalid name or version id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document or version", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A root changed kind, or holds XML", body = Problem, content_type = "application/problem+json")
+        (status = 409, description = "A root changed kind, or holds XML", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Restoring would grow the document beyond its size limit", body = Problem, content_type = "application/problem+json")
     )
 )]
 /// Makes the document's content equal to the version's through new edits, which reach every
@@ -217,6 +218,9 @@ pub async fn restore(
                 return Err(anyhow::anyhow!("saved version {version} does not decode").into());
             }
             Ok(Err(RestoreFailure::Gone)) => continue,
+            Ok(Err(error @ RestoreFailure::TooLarge(_))) => {
+                return Err(ApiError::DocumentTooLarge(error.to_string()));
+            }
             Err(MailboxError::Timeout) => {
                 return Err(store_down(
                     "the restore is applied and will be stored when the store is back; \

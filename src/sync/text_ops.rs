@@ -21,6 +21,17 @@ pub enum TextOp {
     Replace { replace: String },
 }
 
+impl TextOp {
+    /// Bytes of text this operation inserts (an upper bound on what it adds to a document).
+    pub fn inserted_bytes(&self) -> usize {
+        match self {
+            TextOp::Insert { insert, .. } => insert.len(),
+            TextOp::Replace { replace } => replace.len(),
+            TextOp::Delete { .. } => 0,
+        }
+    }
+}
+
 /// Why a batch was refused; nothing was applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextOpError {

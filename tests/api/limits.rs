@@ -47,6 +47,16 @@ async fn a_document_may_not_grow_beyond_its_size_limit() {
     let problem: Value = response.json().await.expect("json");
     assert_eq!(problem["type"], "/problems/document-too-large");
 
+    let text = reqwest::Client::new()
+        .post(app.url(&format!("/api/docs/{doc}/text")))
+        .json(&serde_json::json!({ "ops": [{ "insert": "c".repeat(5_000), "at": 0 }] }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(text.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let problem: Value = text.json().await.expect("json");
+    assert_eq!(problem["type"], "/problems/document-too-large");
+
     let probe = app.connect(&doc).await;
     assert_eq!(probe.text(), "a".repeat(1_000));
     app.stop().await;

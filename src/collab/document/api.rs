@@ -76,6 +76,10 @@ impl Handler<EditText> for DocumentActor {
         if let Err(error) = content::to_text(&self.doc, &msg.key) {
             return Box::pin(async move { Err(EditTextError::Content(error)) });
         }
+        let inserted: usize = msg.ops.iter().map(text_ops::TextOp::inserted_bytes).sum();
+        if let Err(limit) = self.has_room_for(inserted) {
+            return Box::pin(async move { Err(EditTextError::TooLarge(limit)) });
+        }
         let edit = self.edit_locally(ctx, |doc| {
             let root = doc.get_or_insert_text(msg.key.as_str());
             text_ops::apply(doc, &root, &msg.ops).map(|update| vec![update])
@@ -104,6 +108,9 @@ impl Handler<Restore> for DocumentActor {
         self.touch(ctx);
         if self.closing {
             return Box::pin(async { Err(RestoreFailure::Gone) });
+        }
+        if let Err(limit) = self.has_room_for(msg.target.len()) {
+            return Box::pin(async move { Err(RestoreFailure::TooLarge(limit)) });
         }
         let stored = StoredDoc {
             snapshot: Some(msg.target),

@@ -523,6 +523,17 @@ impl DocumentActor {
         self.snapshot_bytes + self.log_bytes
     }
 
+    /// Whether a server-side edit adding about `adds` bytes stays within the size limit; the
+    /// check comes before the edit, which cannot be taken back once made.
+    fn has_room_for(&self, adds: usize) -> Result<(), usize> {
+        let limit = self.settings.max_document_size;
+        if self.stored_size().saturating_add(adds) > limit {
+            Err(limit)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Writes a snapshot of the whole document and drops the log rows it covers.
     fn compact(&mut self, done: Option<oneshot::Sender<()>>) {
         let snapshot = self
