@@ -19,6 +19,7 @@ pub mod domain;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod store;

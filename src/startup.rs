@@ -38,6 +38,7 @@ pub struct AppState {
     pub limits: Arc<ConnectionLimits>,
     /// Whether the store takes writes, as the persistence writer finds it.
     pub store_health: Arc<StoreHealth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -107,7 +108,9 @@ impl Application {
             store.clone(),
         );
         crate::webhooks::spawn_dispatcher(webhooks.clone());
-        let (persist, writer) = PersistHandle::start(store.clone(), webhooks.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let (persist, writer) =
+            PersistHandle::start(store.clone(), webhooks.clone(), metrics.clone());
         let registry = Registry::new(
             store.clone(),
             persist.clone(),
@@ -121,6 +124,7 @@ impl Application {
                 auto_version_retention: settings.auto_version_retention,
                 max_document_size: settings.max_document_size,
             },
+            metrics.clone(),
         )
         .start();
         let listener =
@@ -134,6 +138,7 @@ impl Application {
             auth,
             limits,
             store_health: persist.health().clone(),
+            metrics,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -151,6 +156,7 @@ impl Application {
                 .app_data(app_state.clone())
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
+                .service(routes::health::metrics)
                 .app_data(json_config(body_limit))
                 .app_data(query_config())
                 .app_data(path_config())

@@ -198,6 +198,11 @@ pub enum ApplyUpdateError {
     Gone,
 }
 
+/// Metrics → Registry: how many documents are loaded now.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LoadedCount;
+
 /// Document → Registry: I am unloading (idle, or stopped after a failure); forget me.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -15,6 +15,8 @@ use actix_ws::{CloseCode, CloseReason};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
+
 /// How long a close frame may wait behind what a slow client has yet to read before the
 /// connection is dropped without it. Only the socket's own buffers are held meanwhile.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,21 +50,29 @@ pub struct Outbound {
     /// Bytes queued and not yet handed to the socket, shared with the writer task.
     queued: Arc<AtomicUsize>,
     limit: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Outbound {
     /// Starts the writer task for `session` on the current arbiter, with room for `limit` bytes
     /// of queued frames.
-    pub fn spawn(session: actix_ws::Session, limit: usize) -> Self {
+    pub fn spawn(session: actix_ws::Session, limit: usize, metrics: Arc<Metrics>) -> Self {
         let (frames, frames_rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        actix_web::rt::spawn(write_loop(session, frames_rx, control_rx, queued.clone()));
+        actix_web::rt::spawn(write_loop(
+            session,
+            frames_rx,
+            control_rx,
+            queued.clone(),
+            metrics.clone(),
+        ));
         Self {
             frames,
             control,
             queued,
             limit,
+            metrics,
         }
     }
 
@@ -72,6 +82,7 @@ impl Outbound {
         let before = self.queued.fetch_add(cost, Ordering::AcqRel);
         if before > 0 && before + cost > self.limit {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
+            self.metrics.outbound_drops.inc();
             return Err(QueueError::Full);
         }
         self.frames.send(frame).map_err(|_| QueueError::Closed)
@@ -109,6 +120,7 @@ async fn write_loop(
     mut frames: mpsc::UnboundedReceiver<Bytes>,
     mut control: mpsc::UnboundedReceiver<Control>,
     queued: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         let next = tokio::select! {
@@ -116,11 +128,15 @@ async fn write_loop(
             ctl = control.recv() => ctl,
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    let cost = frame.len() + FRAME_OVERHEAD;
+                    let len = frame.len();
                     let written = write_frame(&mut session, frame, &mut control).await;
-                    queued.fetch_sub(cost, Ordering::AcqRel);
+                    queued.fetch_sub(len + FRAME_OVERHEAD, Ordering::AcqRel);
                     match written {
-                        Written::Done => continue,
+                        Written::Done => {
+                            metrics.frames_sent.inc();
+                            metrics.bytes_sent.inc_by(len as u64);
+                            continue;
+                        }
                         Written::CloseRequested(reason) => Some(Control::Close(reason)),
                         Written::Gone => return,
                     }
@@ -141,6 +157,10 @@ async fn write_loop(
                 }
             }
             Some(Control::Close(reason)) => {
+                metrics
+                    .connections_closed
+                    .with_label_values(&[&u16::from(reason.code).to_string()])
+                    .inc();
                 // Frames still queued will never be sent: free them before waiting.
                 frames.close();
                 while let Ok(frame) = frames.try_recv() {

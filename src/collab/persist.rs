@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::Durable;
 use crate::domain::DocId;
+use crate::metrics::Metrics;
 use crate::store::{Append, Batch, Compaction, Store, StoreError};
 use crate::webhooks::Webhooks;
 
@@ -115,10 +116,14 @@ pub struct WriterStopped;
 impl PersistHandle {
     /// Starts the writer on the current runtime. It ends once every handle is dropped and the
     /// queue is drained; the returned join handle resolves then.
-    pub fn start(store: Arc<dyn Store>, webhooks: Webhooks) -> (Self, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        webhooks: Webhooks,
+        metrics: Arc<Metrics>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = Arc::new(StoreHealth::default());
-        let task = actix_web::rt::spawn(run(store, webhooks, rx, health.clone()));
+        let task = actix_web::rt::spawn(run(store, webhooks, rx, health.clone(), metrics));
         (Self { tx, health }, task)
     }
 
@@ -171,6 +176,7 @@ async fn run(
     webhooks: Webhooks,
     mut rx: mpsc::UnboundedReceiver<Request>,
     health: Arc<StoreHealth>,
+    metrics: Arc<Metrics>,
 ) {
     let mut pending = Vec::new();
     // Highest log id committed per document since its last compaction: a compaction covers
@@ -193,6 +199,7 @@ async fn run(
             std::mem::take(&mut pending),
             &mut committed_ids,
             &health,
+            &metrics,
         )
         .await;
         // A document first written over a socket comes into existence here.
@@ -218,6 +225,7 @@ async fn commit(
     requests: Vec<Request>,
     committed_ids: &mut HashMap<DocId, i64>,
     health: &StoreHealth,
+    metrics: &Metrics,
 ) -> Vec<DocId> {
     let mut batch = Batch::default();
     // Per document: the last sequence number in this batch and whom to tell.
@@ -265,6 +273,13 @@ async fn commit(
             match result {
                 Ok(committed) => {
                     health.set_failing(false);
+                    metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics
+                        .commit_batch_updates
+                        .observe(batch.appends.len() as f64);
+                    metrics.compactions.inc_by(batch.compactions.len() as u64);
                     tracing::trace!(
                         appends = batch.appends.len(),
                         compactions = batch.compactions.len(),
@@ -275,6 +290,7 @@ async fn commit(
                 }
                 Err(error) => {
                     health.set_failing(true);
+                    metrics.commit_failures.inc();
                     tracing::warn!(
                         %error,
                         appends = batch.appends.len(),

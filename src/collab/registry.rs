@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 
 use super::document::{DocServices, DocSettings, DocumentActor, build_doc};
 use super::messages::{
-    DeleteDoc, Disconnect, DocPresence, Evict, GetPresence, Join, JoinError, PresenceOf, Shutdown,
-    ShutdownAll, Unloaded,
+    DeleteDoc, Disconnect, DocPresence, Evict, GetPresence, Join, JoinError, LoadedCount,
+    PresenceOf, Shutdown, ShutdownAll, Unloaded,
 };
 use super::persist::PersistHandle;
 use crate::domain::DocId;
@@ -47,6 +47,7 @@ impl Registry {
         persist: PersistHandle,
         webhooks: Webhooks,
         settings: DocSettings,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
@@ -56,6 +57,7 @@ impl Registry {
                 store: store.clone(),
                 webhooks,
                 settings: Arc::new(settings),
+                metrics,
             },
             store,
             persist,
@@ -75,6 +77,8 @@ impl Registry {
     }
 
     fn start_load(&mut self, doc: DocId, ctx: &mut Context<Self>) {
+        let started = std::time::Instant::now();
+        let metrics = self.services.metrics.clone();
         let store = self.store.clone();
         let persist = self.persist.clone();
         let id = doc.clone();
@@ -105,6 +109,12 @@ impl Registry {
             })
         };
         ctx.spawn(load.into_actor(self).map(move |result, act, ctx| {
+            match &result {
+                Ok(_) => metrics
+                    .document_load_seconds
+                    .observe(started.elapsed().as_secs_f64()),
+                Err(()) => metrics.document_load_failures.inc(),
+            }
             act.finish_load(doc, result, ctx);
         }));
     }
@@ -177,6 +187,18 @@ impl Handler<Join> for Registry {
         self.docs.insert(msg.doc.clone(), Entry::Loading(vec![tx]));
         self.start_load(msg.doc, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(JoinError::LoadFailed)) })
+    }
+}
+
+impl Handler<LoadedCount> for Registry {
+    type Result = usize;
+
+    /// Counts the documents loaded now.
+    fn handle(&mut self, _: LoadedCount, _: &mut Context<Self>) -> usize {
+        self.docs
+            .values()
+            .filter(|e| matches!(e, Entry::Loaded(_)))
+            .count()
     }
 }
 

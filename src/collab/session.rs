@@ -44,6 +44,7 @@ pub struct Connection {
     pub auth: Arc<Auth>,
     pub max_message_size: usize,
     pub rate: RateLimiter,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One WebSocket connection to one document.
@@ -59,6 +60,7 @@ pub struct SessionActor {
     _permit: Permit,
     max_message_size: usize,
     rate: RateLimiter,
+    metrics: Arc<crate::metrics::Metrics>,
     /// A binary message arriving in continuation frames, gathered until its last frame.
     partial: Option<BytesMut>,
     last_heard: Instant,
@@ -76,6 +78,7 @@ impl SessionActor {
             auth,
             max_message_size,
             rate,
+            metrics,
         } = connection;
         Self {
             id,
@@ -89,6 +92,7 @@ impl SessionActor {
             _permit: permit,
             max_message_size,
             rate,
+            metrics,
             partial: None,
             last_heard: Instant::now(),
         }
@@ -124,6 +128,7 @@ impl SessionActor {
         let Some(doc) = self.doc.clone() else {
             return;
         };
+        self.metrics.bytes_received.inc_by(frame.len() as u64);
         if !self.rate.allow(Instant::now()) {
             return self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
         }

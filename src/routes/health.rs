@@ -1,4 +1,4 @@
-//! Liveness and readiness probes.
+//! Liveness and readiness probes, and the Prometheus metrics.
 
 use std::time::Duration;
 
@@ -28,4 +28,24 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         return Err(ApiError::NotReady);
     }
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+}
+
+/// Prometheus metrics in the text format.
+#[route("/metrics", method = "GET")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let metrics = &state.metrics;
+    metrics.connections.set(state.limits.open() as i64);
+    if let Ok(loaded) = state
+        .registry
+        .send(crate::collab::messages::LoadedCount)
+        .await
+    {
+        metrics.documents_loaded.set(loaded as i64);
+    }
+    metrics
+        .store_failing
+        .set(i64::from(state.store_health.is_failing()));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
 }

@@ -48,7 +48,12 @@ pub async fn connect(
     let ip = req.peer_addr().map(|a| a.ip());
     match state.limits.admit(&doc, ip) {
         Ok(permit) => {
-            let outbound = Outbound::spawn(session, settings.outbound_queue_bytes);
+            state.metrics.connections_total.inc();
+            let outbound = Outbound::spawn(
+                session,
+                settings.outbound_queue_bytes,
+                state.metrics.clone(),
+            );
             let connection = Connection {
                 id: state.next_session_id(),
                 doc,
@@ -59,11 +64,17 @@ pub async fn connect(
                 auth: state.auth.clone(),
                 max_message_size: settings.max_message_size,
                 rate: RateLimiter::new(settings.message_rate, settings.message_burst),
+                metrics: state.metrics.clone(),
             };
             SessionActor::new(connection, stream).start();
         }
         Err(full) => {
             tracing::warn!(%full, "connection refused");
+            state
+                .metrics
+                .connections_closed
+                .with_label_values(&["1013"])
+                .inc();
             actix_web::rt::spawn(async move {
                 let reason = CloseReason {
                     code: CloseCode::Again,

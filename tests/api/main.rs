@@ -12,6 +12,7 @@ mod helpers;
 mod interop;
 mod lifecycle;
 mod limits;
+mod metrics;
 mod outage;
 mod persistence;
 mod sync;

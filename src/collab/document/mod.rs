@@ -156,6 +156,7 @@ pub struct DocumentActor {
     store: Arc<dyn Store>,
     webhooks: Webhooks,
     settings: Arc<DocSettings>,
+    metrics: Arc<crate::metrics::Metrics>,
     /// The first change not yet announced to webhooks, and whether a timer will announce it.
     unannounced_since: Option<Instant>,
     webhook_timer: bool,
@@ -192,6 +193,7 @@ pub struct DocServices {
     pub store: Arc<dyn Store>,
     pub webhooks: Webhooks,
     pub settings: Arc<DocSettings>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl DocumentActor {
@@ -207,10 +209,12 @@ impl DocumentActor {
             store,
             webhooks,
             settings,
+            metrics,
         } = services;
         Self {
             id,
             doc,
+            metrics,
             presence: Presence::default(),
             subscribers: Subscribers::default(),
             persist,
@@ -487,6 +491,7 @@ impl DocumentActor {
     /// Hands an update already applied to the document to the writer, and queues its relay
     /// behind durability.
     fn record(&mut self, raw: Bytes, relay: Bytes, ctx: &mut Context<Self>) {
+        self.metrics.updates_applied.inc();
         self.unversioned = true;
         self.last_edit = Instant::now();
         self.schedule_auto_version(ctx);

@@ -1,0 +1,152 @@
+//! Prometheus metrics, served at `/metrics` in the text format.
+//!
+//! Each application has its own registry (not the process-global one), so several servers in
+//! one process (the test suite) count separately.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the server keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// WebSocket connections open now (set when rendered).
+    pub connections: IntGauge,
+    pub connections_total: IntCounter,
+    /// Connections the server closed, by close code.
+    pub connections_closed: IntCounterVec,
+    /// Documents loaded now (set when rendered).
+    pub documents_loaded: IntGauge,
+    pub document_load_seconds: Histogram,
+    pub document_load_failures: IntCounter,
+    /// Document changes applied (from clients and from the API).
+    pub updates_applied: IntCounter,
+    /// Frames queued to clients (relayed updates, sync answers, presence).
+    pub frames_sent: IntCounter,
+    pub bytes_received: IntCounter,
+    pub bytes_sent: IntCounter,
+    /// Clients dropped because their outbound queue was full.
+    pub outbound_drops: IntCounter,
+    pub commit_seconds: Histogram,
+    /// Updates per group commit.
+    pub commit_batch_updates: Histogram,
+    pub commit_failures: IntCounter,
+    pub compactions: IntCounter,
+    /// 1 while the store fails writes (set when rendered).
+    pub store_failing: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("tandem".into()), None).expect("a valid metric namespace");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let seconds = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "connections_closed_total",
+                "WebSocket connections the server closed, by close code",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(connections_closed.clone()))
+            .expect("unique metric");
+        Self {
+            connections: gauge("connections", "WebSocket connections open now"),
+            connections_total: counter("connections_total", "WebSocket connections accepted"),
+            connections_closed,
+            documents_loaded: gauge("documents_loaded", "Documents loaded in memory now"),
+            document_load_seconds: histogram(
+                "document_load_seconds",
+                "Time to load a document from the store and rebuild it",
+                seconds.clone(),
+            ),
+            document_load_failures: counter(
+                "document_load_failures_total",
+                "Documents that could not be loaded from the store",
+            ),
+            updates_applied: counter(
+                "updates_applied_total",
+                "Document changes applied, from clients and the API",
+            ),
+            frames_sent: counter("frames_sent_total", "Frames queued to WebSocket clients"),
+            bytes_received: counter(
+                "bytes_received_total",
+                "Bytes of WebSocket messages received",
+            ),
+            bytes_sent: counter("bytes_sent_total", "Bytes of WebSocket messages sent"),
+            outbound_drops: counter(
+                "outbound_drops_total",
+                "Clients closed because their outbound queue was full",
+            ),
+            commit_seconds: histogram(
+                "store_commit_seconds",
+                "Duration of one group commit to the store",
+                seconds,
+            ),
+            commit_batch_updates: histogram(
+                "store_commit_batch_updates",
+                "Updates written by one group commit",
+                vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+                ],
+            ),
+            commit_failures: counter(
+                "store_commit_failures_total",
+                "Group commits that failed and were retried",
+            ),
+            compactions: counter("compactions_total", "Document compactions committed"),
+            store_failing: gauge(
+                "store_failing",
+                "1 while the store fails writes (documents then relay from memory)",
+            ),
+            registry,
+        }
+    }
+
+    /// Everything, in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding gathered families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

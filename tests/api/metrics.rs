@@ -1,0 +1,65 @@
+//! `/metrics`: the Prometheus text format, counting what really happened.
+
+use std::collections::HashMap;
+
+use crate::helpers::{Backend, TestApp, TestDb, awareness_frame, doc_name};
+
+/// Samples of the text format by series (name with labels), comments skipped.
+async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+    let response = reqwest::get(app.url("/metrics")).await.expect("scraped");
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    response
+        .text()
+        .await
+        .expect("body")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn metrics_count_connections_documents_updates_commits_and_closes() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.message_rate = 1;
+    settings.message_burst = 3;
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("metered");
+    let mut writer = app.connect(&doc).await;
+    let mut reader = app.connect(&doc).await;
+    writer.append("counted").await;
+    reader.wait_for_text("counted").await;
+
+    let m = scrape(&app).await;
+    assert_eq!(m["tandem_connections"], 2.0);
+    assert_eq!(m["tandem_connections_total"], 2.0);
+    assert_eq!(m["tandem_documents_loaded"], 1.0);
+    assert!(m["tandem_updates_applied_total"] >= 1.0);
+    assert!(m["tandem_store_commit_seconds_count"] >= 1.0);
+    assert!(m["tandem_store_commit_batch_updates_sum"] >= 1.0);
+    assert!(m["tandem_bytes_received_total"] > 0.0);
+    assert!(m["tandem_bytes_sent_total"] > 0.0);
+    assert!(m["tandem_frames_sent_total"] >= 4.0);
+    assert_eq!(m["tandem_document_load_seconds_count"], 1.0);
+    assert_eq!(m["tandem_store_failing"], 0.0);
+
+    // A client over its message rate is closed with 1008, and counted by code.
+    let id = reader.client_id();
+    for clock in 1..=10 {
+        reader.send_raw(awareness_frame(id, clock, "{}")).await;
+    }
+    assert_eq!(reader.expect_close().await.0, 1008);
+    let m = scrape(&app).await;
+    assert_eq!(m[r#"tandem_connections_closed_total{code="1008"}"#], 1.0);
+    app.stop().await;
+}
