@@ -27,7 +27,10 @@ const MAX_BATCH_REQUESTS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// First wait after a failed commit; doubles up to `MAX_RETRY_DELAY`.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// While the store is down, requests that arrive are folded into the batch being retried, up to
+/// this many, so that the first commit after the store returns writes the whole backlog.
+const MAX_OUTAGE_BATCH_REQUESTS: usize = 16 * MAX_BATCH_REQUESTS;
 /// A commit that has not finished after this long counts as failed (its outcome is unknown, so
 /// it is retried; stored updates are idempotent).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -197,6 +200,7 @@ async fn run(
         let created = commit(
             store.as_ref(),
             std::mem::take(&mut pending),
+            &mut rx,
             &mut committed_ids,
             &health,
             &metrics,
@@ -218,20 +222,19 @@ fn request_bytes(request: &Request) -> usize {
     }
 }
 
-/// Commits one batch, retrying until the store takes it, then notifies everyone waiting on it.
-/// Returns the documents the batch created.
-async fn commit(
-    store: &dyn Store,
-    requests: Vec<Request>,
-    committed_ids: &mut HashMap<DocId, i64>,
-    health: &StoreHealth,
-    metrics: &Metrics,
-) -> Vec<DocId> {
-    let mut batch = Batch::default();
-    // Per document: the last sequence number in this batch and whom to tell.
-    let mut notify: HashMap<DocId, (u64, Recipient<Durable>)> = HashMap::new();
-    let mut done = Vec::new();
-    for request in requests {
+/// One transaction being assembled: the writes, and whom to tell once they are committed.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    /// Per document: the last sequence number in this batch and whom to tell.
+    notify: HashMap<DocId, (u64, Recipient<Durable>)>,
+    done: Vec<oneshot::Sender<()>>,
+    requests: usize,
+}
+
+impl Pending {
+    fn add(&mut self, request: Request, committed_ids: &HashMap<DocId, i64>) {
+        self.requests += 1;
         match request {
             Request::Append {
                 doc,
@@ -239,32 +242,48 @@ async fn commit(
                 seq,
                 notify: recipient,
             } => {
-                notify.insert(doc.clone(), (seq, recipient));
-                batch.appends.push(Append { doc, data });
+                self.notify.insert(doc.clone(), (seq, recipient));
+                self.batch.appends.push(Append { doc, data });
             }
             Request::Compact {
                 mut compaction,
                 done: ack,
             } => {
-                compaction.after_appends = batch.appends.len();
+                compaction.after_appends = self.batch.appends.len();
                 if let Some(id) = committed_ids.get(&compaction.doc) {
                     compaction.covers_log_id = compaction.covers_log_id.max(*id);
                 }
-                batch.compactions.push(compaction);
-                done.extend(ack);
+                self.batch.compactions.push(compaction);
+                self.done.extend(ack);
             }
-            Request::Barrier(ack) => done.push(ack),
+            Request::Barrier(ack) => self.done.push(ack),
         }
     }
+}
 
-    let committed = if batch.is_empty() {
+/// Commits one batch, retrying until the store takes it, then notifies everyone waiting on it.
+/// While it retries, what arrives meanwhile joins the batch. Returns the documents it created.
+async fn commit(
+    store: &dyn Store,
+    requests: Vec<Request>,
+    rx: &mut mpsc::UnboundedReceiver<Request>,
+    committed_ids: &mut HashMap<DocId, i64>,
+    health: &StoreHealth,
+    metrics: &Metrics,
+) -> Vec<DocId> {
+    let mut pending = Pending::default();
+    for request in requests {
+        pending.add(request, committed_ids);
+    }
+
+    let committed = if pending.batch.is_empty() {
         Default::default()
     } else {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let started = std::time::Instant::now();
             health.commit_running(true);
-            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.commit(&batch))
+            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.commit(&pending.batch))
                 .await
                 .unwrap_or_else(|_| {
                     Err(StoreError::Other(anyhow::anyhow!("the commit timed out")))
@@ -278,11 +297,13 @@ async fn commit(
                         .observe(started.elapsed().as_secs_f64());
                     metrics
                         .commit_batch_updates
-                        .observe(batch.appends.len() as f64);
-                    metrics.compactions.inc_by(batch.compactions.len() as u64);
+                        .observe(pending.batch.appends.len() as f64);
+                    metrics
+                        .compactions
+                        .inc_by(pending.batch.compactions.len() as u64);
                     tracing::trace!(
-                        appends = batch.appends.len(),
-                        compactions = batch.compactions.len(),
+                        appends = pending.batch.appends.len(),
+                        compactions = pending.batch.compactions.len(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "batch committed"
                     );
@@ -293,17 +314,29 @@ async fn commit(
                     metrics.commit_failures.inc();
                     tracing::warn!(
                         %error,
-                        appends = batch.appends.len(),
+                        appends = pending.batch.appends.len(),
                         retry_in_ms = delay.as_millis() as u64,
                         "commit failed; retrying"
                     );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    while pending.requests < MAX_OUTAGE_BATCH_REQUESTS {
+                        match rx.try_recv() {
+                            Ok(request) => pending.add(request, committed_ids),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
         }
     };
 
+    let Pending {
+        batch,
+        notify,
+        done,
+        ..
+    } = pending;
     for (doc, id) in &committed.log_ids {
         committed_ids.insert(doc.clone(), *id);
     }

@@ -26,16 +26,21 @@ async fn readyz_becomes(app: &TestApp, status: u16) {
 
 /// Polls the store itself until the document's stored text is `expected`.
 async fn stored_becomes(db_url: &str, doc: &str, expected: &str) {
+    let mut last = String::new();
     let reached = tokio::time::timeout(WAIT * 2, async {
         loop {
-            if stored_text(db_url, doc).await.0 == expected {
+            last = stored_text(db_url, doc).await.0;
+            if last == expected {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
-    assert!(reached.is_ok(), "the store never held {expected:?}");
+    assert!(
+        reached.is_ok(),
+        "the store never held {expected:?}; last {last:?}"
+    );
 }
 
 /// Makes the store refuse the server's writes until `unblock`.
@@ -134,8 +139,14 @@ async fn editing_goes_on_through_a_store_outage_and_everything_is_stored_after()
         assert_eq!(late.text(), "before during outage ", "{backend:?}");
 
         blocker.unblock().await;
+        // The first commit after the store returns writes the whole backlog, and only then is
+        // the server ready again.
         readyz_becomes(&app, 200).await;
-        stored_becomes(&db.url, &doc, "before during outage ").await;
+        assert_eq!(
+            stored_text(&db.url, &doc).await.0,
+            "before during outage ",
+            "{backend:?}"
+        );
         ada.append("after").await;
         bob.wait_for_text("before during outage after").await;
         app.stop().await;
@@ -153,6 +164,8 @@ async fn api_calls_during_an_outage_get_503_not_a_hang() {
     let mut editor = app.connect(&doc).await;
     let blocker = Blocker::block(&db, Backend::Sqlite).await;
     editor.append("held").await;
+    // Its echo proves the document has it (relayed from memory once the store counts as down).
+    editor.recv_until(|c| c.updates_received >= 1).await;
     let response = reqwest::Client::new()
         .post(app.url(&format!("/api/docs/{doc}/text")))
         .json(&serde_json::json!({ "ops": [{ "insert": "!", "at": 0 }] }))
