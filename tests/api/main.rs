@@ -12,6 +12,7 @@ mod helpers;
 mod interop;
 mod lifecycle;
 mod limits;
+mod load;
 mod metrics;
 mod outage;
 mod persistence;
