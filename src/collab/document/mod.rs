@@ -119,10 +119,20 @@ pub fn changes_anything(doc: &Doc, update: &Update) -> bool {
 /// (Public for the fuzz targets.)
 pub fn gc_beyond_state(doc: &Doc, update: &Update) -> bool {
     let sv = doc.transact().state_vector();
+    let ahead: Vec<(yrs::ClientID, u32)> = update
+        .state_vector_lower()
+        .iter()
+        .filter(|(client, clock)| **clock > sv.get(client))
+        .map(|(client, clock)| (*client, *clock))
+        .collect();
+    // The common case (nothing arrives early) costs no walk over the update's blocks.
+    if ahead.is_empty() {
+        return false;
+    }
     let live = update.insertions(false);
-    update.state_vector_lower().iter().any(|(client, clock)| {
-        *clock > sv.get(client) && !live.contains(&yrs::ID::new(*client, *clock))
-    })
+    ahead
+        .into_iter()
+        .any(|(client, clock)| !live.contains(&yrs::ID::new(client, clock)))
 }
 
 /// Builds the in-memory document from what the store holds.
