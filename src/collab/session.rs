@@ -50,6 +50,9 @@ pub struct Connection {
 /// One WebSocket connection to one document.
 pub struct SessionActor {
     id: SessionId,
+    /// Every log line about this session is emitted in this span (fields `session`, `doc`,
+    /// `access`, `user`).
+    span: tracing::Span,
     doc_id: DocId,
     registry: Addr<Registry>,
     doc: Option<Addr<DocumentActor>>,
@@ -80,7 +83,16 @@ impl SessionActor {
             rate,
             metrics,
         } = connection;
+        let span = tracing::info_span!(
+            parent: None,
+            "session",
+            session = id,
+            doc = %doc,
+            access = ?grant.access,
+            user = grant.user.as_ref().map(|u| u.name.as_str()),
+        );
         Self {
+            span,
             id,
             doc_id: doc,
             registry,
@@ -101,7 +113,7 @@ impl SessionActor {
     /// Closes the connection with a code and a reason, and stops.
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: impl Into<String>) {
         let reason = reason.into();
-        tracing::debug!(session = self.id, doc = %self.doc_id, ?code, %reason, "closing");
+        tracing::debug!(parent: &self.span, ?code, %reason, "closing");
         self.outbound.close(code, reason);
         ctx.stop();
     }
@@ -246,7 +258,7 @@ impl Actor for SessionActor {
         if let Some(doc) = &self.doc {
             doc.do_send(Unsubscribe { session: self.id });
         }
-        tracing::debug!(session = self.id, doc = %self.doc_id, "session ended");
+        tracing::debug!(parent: &self.span, "session ended");
     }
 }
 
@@ -269,7 +281,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for SessionActor {
             Ok(Message::Ping(payload)) => self.outbound.pong(payload),
             Ok(Message::Pong(_) | Message::Nop) => {}
             Ok(Message::Close(reason)) => {
-                tracing::debug!(session = self.id, ?reason, "client closed");
+                tracing::debug!(parent: &self.span, ?reason, "client closed");
                 self.outbound.close(CloseCode::Normal, "bye");
                 ctx.stop();
             }

@@ -142,6 +142,8 @@ impl TestApp {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub port: u16,
+    /// Every JSON log line the server printed after it started serving.
+    pub logs: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 }
 
 impl ServerProcess {
@@ -173,12 +175,36 @@ impl ServerProcess {
         .await
         .expect("server starts in time");
         // Keep draining the log so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        ServerProcess { child, port }
+        let (log_tx, logs) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(event) = serde_json::from_str(&line) {
+                    let _ = log_tx.send(event);
+                }
+            }
+        });
+        ServerProcess { child, port, logs }
     }
 
     pub fn ws_base(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    /// Waits for the first log line (after those already read) that `matches`.
+    pub async fn log_line(
+        &mut self,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        tokio::time::timeout(WAIT, async {
+            while let Some(event) = self.logs.recv().await {
+                if matches(&event) {
+                    return event;
+                }
+            }
+            panic!("the server's log ended without a matching line");
+        })
+        .await
+        .expect("a matching log line in time")
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {

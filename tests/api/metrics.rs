@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
 use crate::helpers::{Backend, TestApp, TestDb, awareness_frame, doc_name};
 
 /// Samples of the text format by series (name with labels), comments skipped.
@@ -62,4 +65,39 @@ async fn metrics_count_connections_documents_updates_commits_and_closes() {
     let m = scrape(&app).await;
     assert_eq!(m[r#"tandem_connections_closed_total{code="1008"}"#], 1.0);
     app.stop().await;
+}
+
+/// With `--log-format json`, what happens to a document is logged inside a `document` span, and
+/// what happens to a connection inside a `session` span; both name the document.
+#[actix_web::test]
+async fn json_logs_put_each_document_and_session_in_a_span() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server =
+        crate::helpers::ServerProcess::start(&db.url, &[("TANDEM_LOG", "tandem=debug,info")]).await;
+    let doc = doc_name("spans");
+    let mut client = crate::helpers::YClient::connect(&server.ws_base(), &doc).await;
+
+    let loaded = server.log_line(|e| e["message"] == "document loaded").await;
+    assert_eq!(loaded["span"]["name"], "document", "{loaded}");
+    assert_eq!(loaded["span"]["doc"], doc.as_str(), "{loaded}");
+
+    // A text frame is refused: the session logs why it closes, in its own span.
+    client
+        .ws
+        .send(WsMessage::Text("not y-websocket".into()))
+        .await
+        .expect("frame sent");
+    let (code, _) = client.expect_close().await;
+    assert_eq!(code, 1003);
+    let closing = server.log_line(|e| e["message"] == "closing").await;
+    let span = &closing["span"];
+    assert_eq!(span["name"], "session", "{closing}");
+    assert_eq!(span["doc"], doc.as_str(), "{closing}");
+    assert_eq!(span["access"], "Write", "{closing}");
+    assert!(span["session"].as_u64().is_some(), "{closing}");
+    let ended = server.log_line(|e| e["message"] == "session ended").await;
+    assert_eq!(ended["span"]["session"], span["session"], "{ended}");
+
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait().await, Some(0));
 }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use actix::prelude::*;
+use tracing::Instrument;
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact};
 
@@ -88,11 +89,14 @@ impl DocumentActor {
             self.id.clone(),
             self.settings.auto_version_retention,
         );
-        actix_web::rt::spawn(async move {
-            if let Ok(full) = wait.await {
-                save_auto_version(store.as_ref(), &doc, &full, keep).await;
+        actix_web::rt::spawn(
+            async move {
+                if let Ok(full) = wait.await {
+                    save_auto_version(store.as_ref(), &doc, &full, keep).await;
+                }
             }
-        });
+            .instrument(self.span.clone()),
+        );
     }
 }
 
@@ -101,11 +105,11 @@ impl DocumentActor {
 pub(super) async fn save_auto_version(store: &dyn Store, doc: &DocId, full: &[u8], keep: u32) {
     match store.create_version(doc, None, "auto", full).await {
         Ok(version) => {
-            tracing::debug!(doc = %doc, version = version.id, "automatic version saved");
+            tracing::debug!(version = version.id, "automatic version saved");
             if let Err(error) = store.prune_versions(doc, "auto", keep).await {
-                tracing::warn!(doc = %doc, %error, "pruning automatic versions failed");
+                tracing::warn!(%error, "pruning automatic versions failed");
             }
         }
-        Err(error) => tracing::warn!(doc = %doc, %error, "saving an automatic version failed"),
+        Err(error) => tracing::warn!(%error, "saving an automatic version failed"),
     }
 }

@@ -17,6 +17,7 @@ use actix::prelude::*;
 use actix_ws::CloseCode;
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
@@ -158,6 +159,8 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
 /// One loaded document.
 pub struct DocumentActor {
     id: DocId,
+    /// Every log line about this document is emitted in this span (field `doc`).
+    span: tracing::Span,
     doc: Doc,
     presence: Presence,
     subscribers: Subscribers,
@@ -222,6 +225,7 @@ impl DocumentActor {
             metrics,
         } = services;
         Self {
+            span: tracing::info_span!(parent: None, "document", doc = %id),
             id,
             doc,
             metrics,
@@ -329,7 +333,7 @@ impl DocumentActor {
             }
         }
         if released > 0 {
-            tracing::warn!(doc = %self.id, released, "store failing: relaying updates before they are stored");
+            tracing::warn!(parent: &self.span, released, "store failing: relaying updates before they are stored");
         }
     }
 
@@ -347,7 +351,7 @@ impl DocumentActor {
             Ok(Ok(updates)) => updates,
             Ok(Err(error)) => return Err(LocalEditError::Refused(error)),
             Err(_) => {
-                tracing::error!(doc = %self.id, "a server-side edit panicked; reloading the document");
+                tracing::error!(parent: &self.span, "a server-side edit panicked; reloading the document");
                 self.fail(ctx);
                 return Err(LocalEditError::Failed);
             }
@@ -430,7 +434,7 @@ impl DocumentActor {
         match self.integrate(incoming, ctx) {
             Ok(()) => Ok(()),
             Err(IntegrateError::TooLarge(limit)) => {
-                tracing::info!(doc = %self.id, session, limit, "refused an update beyond the size limit");
+                tracing::info!(parent: &self.span, session, limit, "refused an update beyond the size limit");
                 if let Some(sub) = self.subscribers.get(session) {
                     sub.outbound.close(
                         CloseCode::Size,
@@ -441,7 +445,7 @@ impl DocumentActor {
                 Err(())
             }
             Err(IntegrateError::DoesNotApply(error)) => {
-                tracing::info!(doc = %self.id, session, %error, "refused an update that does not apply");
+                tracing::info!(parent: &self.span, session, %error, "refused an update that does not apply");
                 if let Some(sub) = self.subscribers.get(session) {
                     sub.outbound.close(
                         CloseCode::Invalid,
@@ -489,7 +493,7 @@ impl DocumentActor {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(IntegrateError::DoesNotApply(error.to_string())),
             Err(_) => {
-                tracing::error!(doc = %self.id, "applying an update panicked; reloading the document");
+                tracing::error!(parent: &self.span, "applying an update panicked; reloading the document");
                 self.fail(ctx);
                 return Err(IntegrateError::Failed);
             }
@@ -522,7 +526,7 @@ impl DocumentActor {
             )
             .is_err()
         {
-            tracing::error!(doc = %self.id, "persistence writer stopped; update not stored");
+            tracing::error!(parent: &self.span, "persistence writer stopped; update not stored");
         }
         self.deliver(Delivery::Broadcast(relay));
         self.watch_for_outage(ctx);
@@ -556,7 +560,7 @@ impl DocumentActor {
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         self.snapshot_bytes = snapshot.len();
-        tracing::debug!(doc = %self.id, bytes = snapshot.len(), covers = self.max_log_id, "compacting");
+        tracing::debug!(parent: &self.span, bytes = snapshot.len(), covers = self.max_log_id, "compacting");
         let compaction = Compaction {
             doc: self.id.clone(),
             snapshot,
@@ -564,7 +568,7 @@ impl DocumentActor {
             after_appends: 0,
         };
         if self.persist.compact(compaction, done).is_err() {
-            tracing::error!(doc = %self.id, "persistence writer stopped; compaction skipped");
+            tracing::error!(parent: &self.span, "persistence writer stopped; compaction skipped");
         }
         self.log_updates = 0;
         self.log_bytes = 0;
@@ -624,9 +628,10 @@ impl DocumentActor {
                     save_auto_version(store.as_ref(), &doc, &full, keep).await;
                 }
             }
+            .instrument(self.span.clone())
             .into_actor(self)
             .map(|(), act, ctx| {
-                tracing::debug!(doc = %act.id, "document unloaded");
+                tracing::debug!(parent: &act.span, "document unloaded");
                 ctx.stop();
             }),
         )
@@ -660,7 +665,7 @@ impl Actor for DocumentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::debug!(doc = %self.id, "document loaded");
+        tracing::debug!(parent: &self.span, "document loaded");
         let timeout = self.settings.awareness_timeout;
         // Look often enough that a state is gone within a third of the timeout after it expires.
         let sweep = AWARENESS_SWEEP
