@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::updates::decoder::Decode;
 use yrs::{Doc, Text, Transact};
 
 use crate::helpers::{Backend, ServerProcess, TestDb, WAIT, doc_name};
@@ -74,13 +75,30 @@ async fn stalled_client(
         .0
 }
 
-/// Reads until `UPDATES` Update frames came; returns when each arrived.
+/// Reads until all `UPDATES` updates came; returns when each arrived. The server may merge
+/// updates that became durable together into one frame: each update inserts `UPDATE_BYTES`
+/// characters, so the clock a frame reaches tells how many updates it completes.
 async fn receive_all(mut ws: Ws) -> Vec<Instant> {
     let mut arrivals = Vec::with_capacity(UPDATES);
     while arrivals.len() < UPDATES {
         match ws.next().await {
             Some(Ok(WsMessage::Binary(frame))) if frame.starts_with(&[0, 2]) => {
-                arrivals.push(Instant::now());
+                let now = Instant::now();
+                let message = yrs::sync::Message::decode_v1(&frame).expect("frames decode");
+                let yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(update)) = message
+                else {
+                    panic!("an update frame that is not an update");
+                };
+                let update = yrs::Update::decode_v1(&update).expect("updates decode");
+                let end = update
+                    .insertions(true)
+                    .iter()
+                    .flat_map(|(_, ranges)| ranges.iter().map(|r| r.end))
+                    .max()
+                    .unwrap_or(0) as usize;
+                while arrivals.len() < (end / UPDATE_BYTES).min(UPDATES) {
+                    arrivals.push(now);
+                }
             }
             Some(Ok(WsMessage::Close(frame))) => panic!("a reader was closed: {frame:?}"),
             Some(Ok(_)) => {}

@@ -246,7 +246,11 @@ pub struct YClient {
     pub awareness: HashMap<u64, String>,
     awareness_clock: u32,
     /// Number of document updates received after the initial sync.
+    /// Sync Update messages received after the initial sync. The server merges updates that
+    /// become durable together, so one message may carry several.
     pub updates_received: usize,
+    /// Per client, the clock up to which the server's Update messages have carried its changes.
+    pub relayed: StateVector,
     pub synced: bool,
     /// The reason of a permission-denied message from the server, if one came.
     pub denied: Option<String>,
@@ -315,6 +319,7 @@ impl YClient {
             awareness: HashMap::new(),
             awareness_clock: 0,
             updates_received: 0,
+            relayed: StateVector::default(),
             synced: false,
             denied: None,
             server_sv: None,
@@ -391,6 +396,13 @@ impl YClient {
         .expect("condition reached in time");
     }
 
+    /// Waits until the server has relayed back every change this client made.
+    pub async fn recv_echo(&mut self) {
+        let me = yrs::ClientID::new(self.client_id());
+        self.recv_until(|c| c.relayed.get(&me) >= c.doc.transact().state_vector().get(&me))
+            .await;
+    }
+
     /// Waits until the text of `content` equals `expected`.
     pub async fn wait_for_text(&mut self, expected: &str) {
         let expected = expected.to_string();
@@ -425,6 +437,13 @@ impl YClient {
                 self.synced = true;
             }
             Message::Sync(SyncMessage::Update(update)) => {
+                if let Ok(decoded) = Update::decode_v1(&update) {
+                    for (client, ranges) in decoded.insertions(true).iter() {
+                        if let Some(end) = ranges.iter().map(|r| r.end).max() {
+                            self.relayed.set_max(*client, end);
+                        }
+                    }
+                }
                 self.apply(&update);
                 self.updates_received += 1;
             }

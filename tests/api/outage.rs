@@ -185,3 +185,42 @@ async fn api_calls_during_an_outage_get_503_not_a_hang() {
     stored_becomes(&db.url, &doc, "!held").await;
     app.stop().await;
 }
+
+/// Updates that one commit makes durable reach readers merged into a few frames, in order, and
+/// not before they are stored: a short store stall (well under the 2 s after which the server
+/// stops waiting for it) holds them back, then releases them together.
+#[actix_web::test]
+async fn updates_made_durable_together_are_relayed_merged_and_not_before() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("merged");
+    let mut writer = app.connect(&doc).await;
+    let mut reader = app.connect(&doc).await;
+    writer.append("start ").await;
+    reader.wait_for_text("start ").await;
+    let frames_before = reader.updates_received;
+
+    let blocker = Blocker::block(&db, Backend::Sqlite).await;
+    const UPDATES: usize = 50;
+    for i in 0..UPDATES {
+        writer.append(&format!("{i} ")).await;
+    }
+    let expected = writer.text();
+    let early = tokio::time::timeout(
+        Duration::from_millis(500),
+        reader.recv_until(|c| c.updates_received > frames_before),
+    )
+    .await;
+    assert!(early.is_err(), "an update was relayed before it was stored");
+    assert_eq!(reader.text(), "start ");
+
+    blocker.unblock().await;
+    reader.wait_for_text(&expected).await;
+    let frames = reader.updates_received - frames_before;
+    assert!(
+        frames <= 5,
+        "{UPDATES} updates stored by about two commits came in {frames} frames"
+    );
+    stored_becomes(&db.url, &doc, &expected).await;
+    app.stop().await;
+}

@@ -40,7 +40,7 @@ async fn compaction_keeps_the_content_and_shrinks_the_log() {
         for i in 0..95 {
             client.append(&format!("{i} ")).await;
         }
-        client.recv_until(|c| c.updates_received >= 95).await;
+        client.recv_echo().await;
         let expected = client.text();
 
         let (stored, log_len) = stored_text(&db.url, &doc).await;
@@ -128,7 +128,8 @@ async fn after_kill_9_every_update_a_reader_saw_is_stored() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         };
-        let reading = reader.recv_until(|c| c.updates_received >= 100);
+        // At least 100 updates (each adds two or more characters) have reached the reader.
+        let reading = reader.recv_until(|c| c.relayed.get(&writer_id) >= 200);
         tokio::select! {
             () = sending => unreachable!("the writer never stops"),
             () = reading => {}

@@ -54,6 +54,8 @@ pub const REVOKED_CLOSE_CODE: u16 = 4403;
 const OUTAGE_CHECK: Duration = Duration::from_millis(250);
 /// A v1 update with no structs and no deletions: clients send it when they have nothing new.
 const EMPTY_UPDATE: &[u8] = &[0, 0];
+/// Most update bytes merged into one relayed frame.
+const MAX_MERGED_BYTES: usize = 256 * 1024;
 
 /// Settings a document actor needs.
 #[derive(Debug, Clone)]
@@ -73,8 +75,8 @@ pub struct DocSettings {
 
 /// Something to send once the updates before it are durable.
 enum Delivery {
-    /// To every subscriber.
-    Broadcast(Bytes),
+    /// An update to every subscriber: its v1 payload and the frame carrying it.
+    Broadcast { update: Bytes, frame: Bytes },
     /// To one subscriber.
     To(SessionId, Bytes),
     /// To an API caller waiting for an answer.
@@ -374,12 +376,45 @@ impl DocumentActor {
 
     fn run_delivery(&mut self, delivery: Delivery) {
         match delivery {
-            Delivery::Broadcast(frame) => self.broadcast(&frame),
+            Delivery::Broadcast { frame, .. } => self.broadcast(&frame),
             Delivery::To(session, frame) => self.send_to(session, frame),
             // The caller may have gone away; the work is done regardless.
             Delivery::Reply(reply, bytes) => {
                 let _ = reply.send(bytes);
             }
+        }
+    }
+
+    /// Relays consecutive durable updates, in order, as few frames as possible: each run of up
+    /// to `MAX_MERGED_BYTES` is merged into one update (Yjs applies a merged update exactly as
+    /// the updates it merges). A single update goes out as it came; if merging fails, each does.
+    fn relay_merged(&mut self, updates: Vec<(Bytes, Bytes)>) {
+        let mut start = 0;
+        while start < updates.len() {
+            let mut end = start + 1;
+            let mut bytes = updates[start].0.len();
+            while end < updates.len() && bytes + updates[end].0.len() <= MAX_MERGED_BYTES {
+                bytes += updates[end].0.len();
+                end += 1;
+            }
+            let run = &updates[start..end];
+            let merged = (run.len() > 1)
+                .then(|| {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        yrs::merge_updates_v1(run.iter().map(|(update, _)| update))
+                    }))
+                })
+                .and_then(|r| r.ok())
+                .and_then(|r| r.ok());
+            match merged {
+                Some(merged) => self.broadcast(&encode_update(&merged)),
+                None => {
+                    for (_, frame) in run {
+                        self.broadcast(frame);
+                    }
+                }
+            }
+            start = end;
         }
     }
 
@@ -520,7 +555,7 @@ impl DocumentActor {
             .persist
             .append(
                 self.id.clone(),
-                raw,
+                raw.clone(),
                 self.last_seq,
                 ctx.address().recipient(),
             )
@@ -528,7 +563,10 @@ impl DocumentActor {
         {
             tracing::error!(parent: &self.span, "persistence writer stopped; update not stored");
         }
-        self.deliver(Delivery::Broadcast(relay));
+        self.deliver(Delivery::Broadcast {
+            update: raw,
+            frame: relay,
+        });
         self.watch_for_outage(ctx);
         if self.log_updates >= self.settings.compact_after_updates
             || self.log_bytes >= self.settings.compact_after_bytes
@@ -753,15 +791,24 @@ impl Handler<Durable> for DocumentActor {
     fn handle(&mut self, msg: Durable, _: &mut Context<Self>) {
         self.durable_seq = self.durable_seq.max(msg.up_to_seq);
         self.max_log_id = self.max_log_id.max(msg.max_log_id);
+        // One commit often makes many updates durable at once: consecutive ones are relayed
+        // merged into one update, so each subscriber gets one frame rather than one per update.
+        let mut updates: Vec<(Bytes, Bytes)> = Vec::new();
         while self
             .waiting
             .front()
             .is_some_and(|(seq, _)| *seq <= self.durable_seq)
         {
-            if let Some((_, delivery)) = self.waiting.pop_front() {
-                self.run_delivery(delivery);
+            match self.waiting.pop_front() {
+                Some((_, Delivery::Broadcast { update, frame })) => updates.push((update, frame)),
+                Some((_, other)) => {
+                    self.relay_merged(std::mem::take(&mut updates));
+                    self.run_delivery(other);
+                }
+                None => break,
             }
         }
+        self.relay_merged(updates);
     }
 }
 
