@@ -95,11 +95,37 @@ impl super::Store for PostgresStore {
     async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
         let now = now_ms();
         let mut committed = Committed::default();
-        let mut ids = Vec::with_capacity(batch.appends.len());
+        let docs: Vec<&str> = batch.appends.iter().map(|a| a.doc.as_str()).collect();
+        let data: Vec<&[u8]> = batch.appends.iter().map(|a| a.data.as_ref()).collect();
+        let mut distinct = docs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if batch.compactions.is_empty() {
+            if batch.appends.is_empty() {
+                return Ok(committed);
+            }
+            // The common case, appends only: one statement, which is its own transaction, so
+            // the commit costs one round trip.
+            let row = sqlx::query(APPEND_SQL)
+                .bind(&docs)
+                .bind(&data)
+                .bind(&distinct)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+            let ids: Vec<i64> = row.try_get(0)?;
+            let created: Option<Vec<String>> = row.try_get(1)?;
+            record_appends(&mut committed, batch, ids)?;
+            committed.created = created
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|id| DocId::parse(id).ok())
+                .collect();
+            return Ok(committed);
+        }
+        let mut ids = Vec::new();
         let mut tx = self.pool.begin().await?;
         if !batch.appends.is_empty() {
-            let mut docs: Vec<&str> = batch.appends.iter().map(|a| a.doc.as_str()).collect();
-            let data: Vec<&[u8]> = batch.appends.iter().map(|a| a.data.as_ref()).collect();
             let rows = sqlx::query(
                 "INSERT INTO updates (doc_id, data) \
                  SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id",
@@ -108,18 +134,11 @@ impl super::Store for PostgresStore {
             .bind(&data)
             .fetch_all(&mut *tx)
             .await?;
-            for row in rows {
-                ids.push(row.try_get::<i64, _>(0)?);
-            }
-            // The single writer inserts the rows in array order and the sequence hands out
-            // increasing ids, so sorted ids line up with `batch.appends`.
-            ids.sort_unstable();
-            for (append, id) in batch.appends.iter().zip(&ids) {
-                let max = committed.log_ids.entry(append.doc.clone()).or_insert(*id);
-                *max = (*max).max(*id);
-            }
-            docs.sort_unstable();
-            docs.dedup();
+            let returned = rows
+                .iter()
+                .map(|row| row.try_get::<i64, _>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            ids = record_appends(&mut committed, batch, returned)?;
             // `xmax = 0` tells rows this statement inserted from rows it updated.
             let touched = sqlx::query(
                 "INSERT INTO documents (id, created_at, updated_at) \
@@ -127,7 +146,7 @@ impl super::Store for PostgresStore {
                  ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
                  RETURNING id, (xmax = 0) AS inserted",
             )
-            .bind(&docs)
+            .bind(&distinct)
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
@@ -406,4 +425,42 @@ impl super::Store for PostgresStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Appends and touches the documents in one statement (data-modifying CTEs run exactly once,
+/// whether or not the outer query reads them). `$1`/`$2`: each append's document and data;
+/// `$3`: the distinct documents; `$4`: now. Answers the new log ids, and the documents this
+/// statement created (`xmax = 0` tells inserted rows from updated ones).
+const APPEND_SQL: &str = "WITH appended AS ( \
+        INSERT INTO updates (doc_id, data) \
+        SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id), \
+     touched AS ( \
+        INSERT INTO documents (id, created_at, updated_at) \
+        SELECT d, $4, $4 FROM UNNEST($3::text[]) AS d \
+        ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
+        RETURNING id, (xmax = 0) AS inserted) \
+     SELECT (SELECT array_agg(id) FROM appended), \
+            (SELECT array_agg(id) FROM touched WHERE inserted)";
+
+/// Records the log ids of `batch.appends` in `committed` (the highest per document) and returns
+/// them in the appends' order. The rows were inserted in array order from one statement and the
+/// sequence hands out increasing ids, so sorted ids line up with the appends.
+fn record_appends(
+    committed: &mut Committed,
+    batch: &Batch,
+    mut ids: Vec<i64>,
+) -> Result<Vec<i64>, StoreError> {
+    if ids.len() != batch.appends.len() {
+        return Err(StoreError::Other(anyhow::anyhow!(
+            "{} log ids for {} appends",
+            ids.len(),
+            batch.appends.len()
+        )));
+    }
+    ids.sort_unstable();
+    for (append, id) in batch.appends.iter().zip(&ids) {
+        let max = committed.log_ids.entry(append.doc.clone()).or_insert(*id);
+        *max = (*max).max(*id);
+    }
+    Ok(ids)
 }
