@@ -911,68 +911,6 @@ fn client_ids(n: usize) -> Vec<u64> {
     out
 }
 
-/// Raises the soft limit on open files to the hard limit and returns the new soft limit: every
-/// client holds a socket, and the usual soft limit (1024) is far below the 10,000 connections
-/// of a memory measurement.
-///
-/// std has no binding for `setrlimit` and the `libc` crate is no dependency of this package, so
-/// the two calls are declared here (Linux, where `rlim_t` is `unsigned long` and
-/// `RLIMIT_NOFILE` is 7 on these architectures).
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-fn raise_open_file_limit() -> Option<u64> {
-    use std::ffi::{c_int, c_ulong};
-    #[repr(C)]
-    struct RLimit {
-        cur: c_ulong,
-        max: c_ulong,
-    }
-    const RLIMIT_NOFILE: c_int = 7;
-    unsafe extern "C" {
-        fn getrlimit(resource: c_int, rlim: *mut RLimit) -> c_int;
-        fn setrlimit(resource: c_int, rlim: *const RLimit) -> c_int;
-    }
-    let mut limit = RLimit { cur: 0, max: 0 };
-    // SAFETY: `limit` is a valid, writable `struct rlimit` for the duration of the call.
-    if unsafe { getrlimit(RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.cur < limit.max {
-        let raised = RLimit {
-            cur: limit.max,
-            max: limit.max,
-        };
-        // SAFETY: `raised` is a valid `struct rlimit`; the kernel only reads it.
-        if unsafe { setrlimit(RLIMIT_NOFILE, &raised) } == 0 {
-            limit.cur = limit.max;
-        }
-    }
-    #[allow(clippy::unnecessary_cast)] // `c_ulong` is `u32` on 32-bit targets
-    Some(limit.cur as u64)
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-fn raise_open_file_limit() -> Option<u64> {
-    None
-}
-
 /// The interval between one writer's updates (None: idle clients), or why `rate` is unusable.
 fn send_period(rate: f64) -> Result<Option<Duration>, &'static str> {
     if !(rate.is_finite() && rate >= 0.0) {
@@ -1007,9 +945,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let clients = args.docs * (args.writers + args.readers);
-    match raise_open_file_limit() {
+    // Every client holds a socket, and the usual soft limit (1024) is far below the 10,000
+    // connections of a memory measurement: raise it as far as the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
         // Sockets, plus a margin for the runtime's own descriptors.
-        Some(limit) if limit < clients as u64 + 64 => eprintln!(
+        Ok(limit) if limit < clients as u64 + 64 => eprintln!(
             "tandem-load: warning: the open-file limit ({limit}) is below the {clients} connections asked for"
         ),
         _ => {}
