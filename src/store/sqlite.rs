@@ -20,6 +20,8 @@ use crate::domain::DocId;
 
 /// How long a connection waits for a lock held by another before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Log rows appended by one INSERT (two bound values each, far below SQLite's limit).
+const APPEND_ROWS_PER_STATEMENT: usize = 256;
 /// Readers (document loads) run concurrently with the single writer under WAL.
 const MAX_CONNECTIONS: u32 = 8;
 
@@ -107,21 +109,43 @@ impl super::Store for SqliteStore {
         let mut committed = Committed::default();
         let mut ids = Vec::with_capacity(batch.appends.len());
         let mut tx = self.pool.begin().await?;
+        let mut touched = std::collections::HashSet::new();
         for append in &batch.appends {
-            if !committed.log_ids.contains_key(&append.doc)
-                && touch_document(&mut tx, &append.doc, now).await?
-            {
+            if touched.insert(&append.doc) && touch_document(&mut tx, &append.doc, now).await? {
                 committed.created.push(append.doc.clone());
             }
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO updates (doc_id, data) VALUES ($1, $2) RETURNING id",
-            )
-            .bind(append.doc.as_str())
-            .bind(append.data.as_ref())
-            .fetch_one(&mut *tx)
-            .await?;
-            committed.log_ids.insert(append.doc.clone(), id);
-            ids.push(id);
+        }
+        // Many rows per statement: each statement is a round trip to SQLite's worker thread.
+        for chunk in batch.appends.chunks(APPEND_ROWS_PER_STATEMENT) {
+            let mut insert =
+                sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO updates (doc_id, data) ");
+            insert.push_values(chunk, |mut row, append| {
+                row.push_bind(append.doc.as_str())
+                    .push_bind(append.data.as_ref());
+            });
+            insert.push(" RETURNING id");
+            let mut chunk_ids = insert
+                .build()
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<i64, _>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            if chunk_ids.len() != chunk.len() {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "{} log ids for {} appends",
+                    chunk_ids.len(),
+                    chunk.len()
+                )));
+            }
+            // One statement inserts its rows in VALUES order with increasing ids (the order of
+            // RETURNING rows is not defined): sorted ids line up with the chunk.
+            chunk_ids.sort_unstable();
+            for (append, id) in chunk.iter().zip(&chunk_ids) {
+                let max = committed.log_ids.entry(append.doc.clone()).or_insert(*id);
+                *max = (*max).max(*id);
+            }
+            ids.extend(chunk_ids);
         }
         for compaction in &batch.compactions {
             let covered = compaction.covered_id(&batch.appends, &ids);
