@@ -373,7 +373,8 @@ def load_max_rate(server: Server, args: argparse.Namespace) -> dict:
         else:
             hi = rate
             break
-    if hi is None:
+    capped = hi is None  # every rate up to --max-rate passed: nothing to bisect
+    if capped:
         hi = rate
     elif lo == 0.0:
         # Even the first rate failed: walk down.
@@ -382,7 +383,7 @@ def load_max_rate(server: Server, args: argparse.Namespace) -> dict:
             hi = rate
             rate /= 2
         lo = rate if rate >= 10 else 0.0
-    for _ in range(args.bisect_steps if lo > 0 else 0):
+    for _ in range(args.bisect_steps if lo > 0 and not capped else 0):
         mid = math.sqrt(lo * hi)
         if mid / lo < 1.06:
             break
@@ -390,7 +391,18 @@ def load_max_rate(server: Server, args: argparse.Namespace) -> dict:
             lo = mid
         else:
             hi = mid
-    best = max((p for p in probes if p["probe_ok"]), key=lambda p: p["probe_rate"], default=None)
+    # Near its limit a server's p99 varies from run to run: the rate found must pass a second
+    # time, else the next lower rate that passed is tried the same way.
+    passed = sorted({p["probe_rate"] for p in probes if p["probe_ok"]}, reverse=True)
+    confirmed = None
+    for rate in passed[:3]:
+        if probe(rate):
+            confirmed = rate
+            break
+        hi = min(hi, rate)
+    lo = confirmed or 0.0
+    best = max((p for p in probes if p["probe_ok"] and p["probe_rate"] == lo),
+               key=lambda p: p["probe_rate"], default=None)
     return {"max_rate": lo, "first_failing_rate": hi if hi <= args.max_rate else None,
             "best": best, "probes": probes}
 
