@@ -244,8 +244,12 @@ def fresh_postgres(url: str) -> str:
         raise RuntimeError(f"unexpected database name in {url}")
     admin = f"{base}/postgres"
     for sql in (f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}"):
-        r = subprocess.run(["psql", admin, "-v", "ON_ERROR_STOP=1", "-qc", sql],
-                           capture_output=True, text=True)
+        try:
+            r = subprocess.run(["psql", admin, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+                               capture_output=True, text=True)
+        except FileNotFoundError:
+            raise RuntimeError("tandem-postgres needs psql (Debian: postgresql-client); or "
+                               "leave it out with --servers") from None
         if r.returncode != 0:
             raise RuntimeError(f"Postgres at {admin} is not usable: {r.stderr.strip()}")
     return url
@@ -748,7 +752,10 @@ def main() -> int:
     if {"y-websocket", "hocuspocus"} & set(args.servers) and not NODE_MODULES.exists():
         raise SystemExit("bench/node_modules is missing: run scripts/bench, which installs it")
     if "tandem-postgres" in args.servers:
-        fresh_postgres(args.postgres_url)  # fails loudly now rather than after other servers
+        try:
+            fresh_postgres(args.postgres_url)  # fail now rather than after the other servers
+        except RuntimeError as e:
+            raise SystemExit(f"error: {e}") from None
 
     meta = machine(args)
     results: dict = {}
