@@ -517,24 +517,50 @@ def row(cells: list) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def latency_table(results: dict, load: str) -> list[str]:
-    out = [row(["server", "clients", "sent/s", "delivered/s", "p50 ms", "p90 ms", "p99 ms",
-                "max ms", "missing", "errors", "peak RSS MB", "CPU %"]),
-           row(["---"] * 12)]
+def table(results: dict, load: str, title: str, headers: list[str], cells) -> list[str]:
+    """The section of `load`: a row per server that ran it, `cells(result)` giving its cells
+    after the server's name; a failed load gets its error instead."""
+    if not any(load in r for r in results.values()):
+        return []
+    out = [f"### {title}", "", row(headers), row(["---"] * len(headers))]
     for name, per_load in results.items():
         r = per_load.get(load)
         if r is None:
             continue
         if "failed" in r:
-            out.append(row([name, "failed: " + r["failed"][:80]] + [""] * 10))
-            continue
-        out.append(row([name, f"{r['clients_connected']}/{r['clients']}",
-                        fmt(r["sent_updates_per_s"]), fmt(r["delivered_updates_per_s"]),
-                        fmt(r["latency_ms_p50"], 2), fmt(r["latency_ms_p90"], 2),
-                        fmt(r["latency_ms_p99"], 2), fmt(r["latency_ms_max"], 2),
-                        r["missing"], r["errors"], fmt(r["rss_peak_mb"]),
-                        fmt(r.get("cpu_percent_running", r["cpu_percent"]))]))
-    return out
+            out.append(row([name, "failed: " + r["failed"][:80]] + [""] * (len(headers) - 2)))
+        else:
+            out.append(row([name, *cells(r)]))
+    return out + [""]
+
+
+def latency_cells(r: dict) -> list:
+    return [f"{r['clients_connected']}/{r['clients']}", fmt(r["sent_updates_per_s"]),
+            fmt(r["delivered_updates_per_s"]), fmt(r["latency_ms_p50"], 2),
+            fmt(r["latency_ms_p90"], 2), fmt(r["latency_ms_p99"], 2),
+            fmt(r["latency_ms_max"], 2), r["missing"], r["errors"], fmt(r["rss_peak_mb"]),
+            fmt(r.get("cpu_percent_running", r["cpu_percent"]))]
+
+
+def max_rate_cells(r: dict) -> list:
+    best = r["best"] or {}
+    probes = ", ".join(f"{p['probe_rate']:.0f}{'✓' if p['probe_ok'] else '✗'}"
+                       for p in r["probes"])
+    return [fmt(r["max_rate"], 0), fmt(best.get("delivered_updates_per_s")),
+            fmt(best.get("latency_ms_p99"), 2), fmt(best.get("cpu_percent_running")),
+            fmt(r["first_failing_rate"], 0), probes]
+
+
+def memory_cells(r: dict, per_key: str) -> list:
+    per = r.get(per_key)
+    return [f"{r['clients_connected']}/{r['clients']}", fmt(r["rss_before_mb"]),
+            fmt(r.get("rss_holding_mb")), fmt(per / 1024 if per is not None else None)]
+
+
+def documents_cells(r: dict) -> list:
+    cold = r.get("cold", {})
+    errors = ", ".join(f"{k} {v}" for k, v in cold.get("errors_by_kind", {}).items()) or "0"
+    return [*memory_cells(r, "bytes_per_document"), fmt(cold.get("cold_load_ms"), 1), errors]
 
 
 def report(meta: dict, results: dict) -> str:
@@ -550,70 +576,27 @@ def report(meta: dict, results: dict) -> str:
                 f"{meta['postgres'].get('fsync')}, synchronous_commit "
                 f"{meta['postgres'].get('synchronous_commit')})." if meta["postgres"] else ""),
              "The load generator runs on the same machine as the server.", ""]
-    titles = {"1": "Load 1 — 1 document, 1 writer at 100 updates/s, 50 readers",
-              "2": "Load 2 — 1 document, 1 writer at 50 updates/s, 500 readers",
-              "3": "Load 3 — 200 documents, each 1 writer at 2 updates/s and 4 readers"}
-    for load in ("1", "2", "3"):
-        if any(load in r for r in results.values()):
-            lines += [f"### {titles[load]}", "", *latency_table(results, load), ""]
-    if any("4" in r for r in results.values()):
-        lines += ["### Load 4 — highest writer rate on 1 document × 10 readers with p99 < 50 ms",
-                  "", row(["server", "max rate/s", "delivered/s there", "p99 ms there",
-                           "CPU % there", "first failing rate/s", "probes"]),
-                  row(["---"] * 7)]
-        for name, per_load in results.items():
-            r = per_load.get("4")
-            if r is None:
-                continue
-            if "failed" in r:
-                lines.append(row([name, "failed: " + r["failed"][:80], "", "", "", "", ""]))
-                continue
-            best = r["best"] or {}
-            probes = ", ".join(f"{p['probe_rate']:.0f}{'✓' if p['probe_ok'] else '✗'}"
-                               for p in r["probes"])
-            lines.append(row([name, fmt(r["max_rate"], 0),
-                              fmt(best.get("delivered_updates_per_s")),
-                              fmt(best.get("latency_ms_p99"), 2),
-                              fmt(best.get("cpu_percent_running")),
-                              fmt(r["first_failing_rate"], 0), probes]))
-        lines.append("")
-    if any("5" in r for r in results.values()):
-        lines += ["### Load 5 — idle connections over documents (10 per document)", "",
-                  row(["server", "connections", "RSS before MB", "RSS holding MB",
-                       "KiB per connection"]), row(["---"] * 5)]
-        for name, per_load in results.items():
-            r = per_load.get("5")
-            if r is None:
-                continue
-            if "failed" in r:
-                lines.append(row([name, "failed: " + r["failed"][:80], "", "", ""]))
-                continue
-            per = r.get("bytes_per_connection")
-            lines.append(row([name, f"{r['clients_connected']}/{r['clients']}",
-                              fmt(r["rss_before_mb"]), fmt(r.get("rss_holding_mb")),
-                              fmt(per / 1024 if per is not None else None)]))
-        lines.append("")
-    if any("6" in r for r in results.values()):
-        lines += ["### Load 6 — loaded documents of ~10 KB (one client each); cold load of 5 MB",
-                  "", row(["server", "documents", "RSS before MB", "RSS holding MB",
-                           "KiB per document", "5 MB cold load ms", "cold load errors"]),
-                  row(["---"] * 7)]
-        for name, per_load in results.items():
-            r = per_load.get("6")
-            if r is None:
-                continue
-            if "failed" in r:
-                lines.append(row([name, "failed: " + r["failed"][:80], "", "", "", "", ""]))
-                continue
-            per = r.get("bytes_per_document")
-            cold = r.get("cold", {})
-            lines.append(row([name, f"{r['clients_connected']}/{r['clients']}",
-                              fmt(r["rss_before_mb"]), fmt(r.get("rss_holding_mb")),
-                              fmt(per / 1024 if per is not None else None),
-                              fmt(cold.get("cold_load_ms"), 1),
-                              ", ".join(f"{k} {v}" for k, v in
-                                        cold.get("errors_by_kind", {}).items()) or "0"]))
-        lines.append("")
+    latency_headers = ["server", "clients", "sent/s", "delivered/s", "p50 ms", "p90 ms",
+                       "p99 ms", "max ms", "missing", "errors", "peak RSS MB", "CPU %"]
+    lines += table(results, "1", "Load 1 — 1 document, 1 writer at 100 updates/s, 50 readers",
+                   latency_headers, latency_cells)
+    lines += table(results, "2", "Load 2 — 1 document, 1 writer at 50 updates/s, 500 readers",
+                   latency_headers, latency_cells)
+    lines += table(results, "3",
+                   "Load 3 — 200 documents, each 1 writer at 2 updates/s and 4 readers",
+                   latency_headers, latency_cells)
+    lines += table(results, "4",
+                   "Load 4 — highest writer rate on 1 document × 10 readers with p99 < 50 ms",
+                   ["server", "max rate/s", "delivered/s there", "p99 ms there", "CPU % there",
+                    "first failing rate/s", "probes"], max_rate_cells)
+    lines += table(results, "5", "Load 5 — idle connections over documents (10 per document)",
+                   ["server", "connections", "RSS before MB", "RSS holding MB",
+                    "KiB per connection"],
+                   lambda r: memory_cells(r, "bytes_per_connection"))
+    lines += table(results, "6",
+                   "Load 6 — loaded documents of ~10 KB (one client each); cold load of 5 MB",
+                   ["server", "documents", "RSS before MB", "RSS holding MB", "KiB per document",
+                    "5 MB cold load ms", "cold load errors"], documents_cells)
     lines += targets(results)
     lines += crosscheck(results)
     lines += ["", END]

@@ -538,7 +538,18 @@ struct ReaderState<'a> {
     latencies_us: Vec<u32>,
 }
 
-impl ReaderState<'_> {
+impl<'a> ReaderState<'a> {
+    /// A reader set up at `setup_at`, before the measured window is known.
+    fn new(writers: &'a HashMap<ClientID, Arc<WriterLog>>, setup_at: Instant) -> Self {
+        Self {
+            writers,
+            seen: HashMap::new(),
+            setup_at,
+            window: None,
+            latencies_us: Vec::new(),
+        }
+    }
+
     fn on_update(&mut self, bytes: &[u8], now: Instant, shared: &Shared) {
         // The clock ranges this update inserts, per client (a relayed or merged update may
         // carry several of a writer's inserts, or start anywhere in its history). Decoding
@@ -616,13 +627,7 @@ async fn run_reader(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push((doc_index, setup_at));
-    let mut state = ReaderState {
-        writers: &writers,
-        seen: HashMap::new(),
-        setup_at,
-        window: None,
-        latencies_us: Vec::new(),
-    };
+    let mut state = ReaderState::new(&writers, setup_at);
     let mut keepalive = endpoint.keepalive_timer();
     loop {
         if phase.borrow().stop {
@@ -1403,13 +1408,7 @@ mod tests {
         }
         let shared = Shared::default();
         let writers = HashMap::new();
-        let mut state = ReaderState {
-            writers: &writers,
-            seen: HashMap::new(),
-            setup_at: Instant::now(),
-            window: None,
-            latencies_us: Vec::new(),
-        };
+        let mut state = ReaderState::new(&writers, Instant::now());
         state.on_update(&huge, Instant::now(), &shared);
         assert_eq!(
             shared.errors.lock().expect("not poisoned")["decode_update"],
@@ -1440,13 +1439,7 @@ mod tests {
         }
         let writers = HashMap::from([(client, log)]);
         let shared = Shared::default();
-        let mut state = ReaderState {
-            writers: &writers,
-            seen: HashMap::new(),
-            setup_at,
-            window: None,
-            latencies_us: Vec::new(),
-        };
+        let mut state = ReaderState::new(&writers, setup_at);
         state.on_update(&fill, Instant::now(), &shared);
         assert_eq!(shared.delivered.load(Ordering::SeqCst), 0);
         // The two sends, once merged with the fill (as in a late joiner's SyncStep2) and once
