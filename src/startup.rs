@@ -7,8 +7,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, Addr};
-use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, web};
+use std::rc::Rc;
+
+use actix_http::body::MessageBody;
+use actix_http::{HttpService, KeepAlive};
+use actix_service::{IntoServiceFactory, map_config};
+use actix_web::dev::{
+    AppConfig, Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse, fn_factory,
+    fn_service,
+};
+use actix_web::{App, web};
 use anyhow::Context;
 use tokio::sync::watch;
 
@@ -17,6 +25,7 @@ use crate::collab::Registry;
 use crate::collab::document::DocSettings;
 use crate::collab::limits::ConnectionLimits;
 use crate::collab::messages::ShutdownAll;
+use crate::collab::outbound::OpenSockets;
 use crate::collab::persist::{PersistHandle, StoreHealth};
 use crate::config::Settings;
 use crate::routes;
@@ -39,6 +48,8 @@ pub struct AppState {
     /// Whether the store takes writes, as the persistence writer finds it.
     pub store_health: Arc<StoreHealth>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// WebSockets whose writer has not finished.
+    pub sockets: Arc<OpenSockets>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -139,58 +150,11 @@ impl Application {
             limits,
             store_health: persist.health().clone(),
             metrics,
+            sockets: Arc::new(OpenSockets::default()),
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
-        let app_state = state.clone();
-        let server = HttpServer::new(move || {
-            let body_limit = app_state.settings.max_body_size;
-            App::new()
-                .wrap(actix_web::middleware::from_fn(
-                    crate::auth::middleware::require_api_key,
-                ))
-                .wrap(cors(&app_state.settings.allowed_origins))
-                .wrap(tracing_actix_web::TracingLogger::<
-                    crate::telemetry::RedactedRootSpan,
-                >::new())
-                .app_data(app_state.clone())
-                .service(routes::health::healthz)
-                .service(routes::health::readyz)
-                .service(routes::health::metrics)
-                .app_data(json_config(body_limit))
-                .app_data(query_config())
-                .app_data(path_config())
-                .app_data(web::PayloadConfig::default().limit(body_limit))
-                .service(routes::ws::connect)
-                .service(routes::access::issue)
-                .service(routes::access::check)
-                .service(routes::access::disconnect)
-                .service(routes::docs::list)
-                .service(routes::docs::create)
-                .service(routes::docs::remove)
-                .service(routes::updates::get_one)
-                .service(routes::updates::get_update)
-                .service(routes::updates::get_content)
-                .service(routes::updates::post_text)
-                .service(routes::versions::list)
-                .service(routes::versions::create)
-                .service(routes::versions::get_one)
-                .service(routes::versions::restore)
-                .service(routes::openapi::spec)
-                .service(routes::openapi::reference())
-                .service(routes::updates::post_update)
-                .service(routes::static_files::index)
-                .service(routes::static_files::editor)
-                .service(
-                    web::scope("/assets")
-                        .wrap(actix_web::middleware::Compress::default())
-                        .service(routes::static_files::asset),
-                )
-        })
-        .disable_signals()
-        .shutdown_timeout(HTTP_SHUTDOWN_TIMEOUT)
-        .listen(listener)?
-        .run();
+        let server = serve(listener, state.clone())?;
         Ok(Self {
             port,
             server,
@@ -234,6 +198,97 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The HTTP application: every route, with its middleware.
+fn app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let body_limit = state.settings.max_body_size;
+    let origins = state.settings.allowed_origins.clone();
+    App::new()
+        .wrap(actix_web::middleware::from_fn(
+            crate::auth::middleware::require_api_key,
+        ))
+        .wrap(cors(&origins))
+        .wrap(tracing_actix_web::TracingLogger::<
+            crate::telemetry::RedactedRootSpan,
+        >::new())
+        .app_data(state)
+        .service(routes::health::healthz)
+        .service(routes::health::readyz)
+        .service(routes::health::metrics)
+        .app_data(json_config(body_limit))
+        .app_data(query_config())
+        .app_data(path_config())
+        .app_data(web::PayloadConfig::default().limit(body_limit))
+        .service(routes::ws::connect)
+        .service(routes::access::issue)
+        .service(routes::access::check)
+        .service(routes::access::disconnect)
+        .service(routes::docs::list)
+        .service(routes::docs::create)
+        .service(routes::docs::remove)
+        .service(routes::updates::get_one)
+        .service(routes::updates::get_update)
+        .service(routes::updates::get_content)
+        .service(routes::updates::post_text)
+        .service(routes::versions::list)
+        .service(routes::versions::create)
+        .service(routes::versions::get_one)
+        .service(routes::versions::restore)
+        .service(routes::openapi::spec)
+        .service(routes::openapi::reference())
+        .service(routes::updates::post_update)
+        .service(routes::static_files::index)
+        .service(routes::static_files::editor)
+        .service(
+            web::scope("/assets")
+                .wrap(actix_web::middleware::Compress::default())
+                .service(routes::static_files::asset),
+        )
+}
+
+/// The HTTP server on `listener`, one application per worker thread. WebSocket handshakes go to
+/// the upgrade service ([`routes::ws::upgrade`]), which answers them with a second instance of
+/// the same application and keeps the socket of those it accepts.
+fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let local = listener.local_addr()?;
+    Ok(Server::build()
+        .disable_signals()
+        .shutdown_timeout(HTTP_SHUTDOWN_TIMEOUT)
+        .listen("tandem", listener, move || {
+            let upgrade_state = state.clone();
+            let upgrade = fn_factory(move || {
+                let factory = app(upgrade_state.clone()).into_factory();
+                let state = upgrade_state.clone();
+                async move {
+                    let app = Rc::new(factory.new_service(AppConfig::default()).await?);
+                    Ok::<_, ()>(fn_service(move |(request, framed)| {
+                        routes::ws::upgrade(app.clone(), state.clone(), request, framed)
+                    }))
+                }
+            });
+            HttpService::build()
+                .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(local)
+                // Updates are small and latency matters; writes are batched by the server.
+                .tcp_nodelay(true)
+                .upgrade(upgrade)
+                .finish(map_config(app(state.clone()), |_| AppConfig::default()))
+                .tcp()
+        })?
+        .run())
 }
 
 /// Without an operator secret every document is open to whoever can connect: allowed on a
@@ -321,6 +376,21 @@ async fn stop(
         Ok(Ok(())) => tracing::info!("all documents flushed"),
         Ok(Err(error)) => tracing::error!(%error, "registry unavailable at shutdown"),
         Err(_) => tracing::error!("flushing documents timed out; some updates may be unsaved"),
+    }
+    // Every session was sent its close frame: give the sockets time to write it.
+    let closing = state.sockets.count();
+    if tokio::time::timeout(
+        Duration::from_secs(HTTP_SHUTDOWN_TIMEOUT),
+        state.sockets.wait_idle(),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            closing,
+            open = state.sockets.count(),
+            "some WebSockets were still closing at shutdown"
+        );
     }
     handle.stop(true).await;
     // With the registry and its documents stopped, this was the last handle: the writer drains

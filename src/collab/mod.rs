@@ -12,6 +12,7 @@ pub mod limits;
 pub mod messages;
 pub mod outbound;
 pub mod persist;
+pub mod reader;
 pub mod registry;
 pub mod session;
 pub mod subscribers;

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, Item, Message, ProtocolError};
+use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
 use super::document::DocumentActor;
 use super::limits::{Permit, RateLimiter};
 use super::messages::{Inbound, Join, JoinError, SessionId, Subscribe, Unsubscribe};
 use super::outbound::Outbound;
+use super::reader::FrameReader;
 use super::registry::Registry;
 use crate::auth::{Access, Auth, Grant};
 use crate::collab::document::REVOKED_CLOSE_CODE;
@@ -35,7 +36,6 @@ pub struct Connection {
     pub id: SessionId,
     pub doc: DocId,
     pub registry: Addr<Registry>,
-    pub outbound: Outbound,
     /// What the client's credentials allow.
     pub grant: Grant,
     /// Its slot under the connection limits, given back when the session ends.
@@ -57,7 +57,7 @@ pub struct SessionActor {
     registry: Addr<Registry>,
     doc: Option<Addr<DocumentActor>>,
     outbound: Outbound,
-    stream: Option<actix_ws::MessageStream>,
+    stream: Option<FrameReader>,
     grant: Grant,
     auth: Arc<Auth>,
     _permit: Permit,
@@ -70,12 +70,11 @@ pub struct SessionActor {
 }
 
 impl SessionActor {
-    pub fn new(connection: Connection, stream: actix_ws::MessageStream) -> Self {
+    pub fn new(connection: Connection, outbound: Outbound, stream: FrameReader) -> Self {
         let Connection {
             id,
             doc,
             registry,
-            outbound,
             grant,
             permit,
             auth,
@@ -235,7 +234,7 @@ impl Actor for SessionActor {
                 }
                 act.doc = Some(addr);
                 if let Some(stream) = act.stream.take() {
-                    ctx.add_stream(stream.max_frame_size(act.max_message_size));
+                    ctx.add_stream(stream);
                 }
                 ctx.run_interval(HEARTBEAT_INTERVAL, |act, ctx| {
                     if act.last_heard.elapsed() > CLIENT_TIMEOUT {
@@ -262,25 +261,25 @@ impl Actor for SessionActor {
     }
 }
 
-impl StreamHandler<Result<Message, ProtocolError>> for SessionActor {
-    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
         match item {
-            Ok(Message::Binary(frame)) => {
+            Ok(Frame::Binary(frame)) => {
                 if self.partial.is_some() {
                     return self.close(ctx, CloseCode::Protocol, "unfinished fragmented message");
                 }
                 self.handle_frame(frame, ctx);
             }
-            Ok(Message::Continuation(item)) => self.handle_continuation(item, ctx),
-            Ok(Message::Text(_)) => self.close(
+            Ok(Frame::Continuation(item)) => self.handle_continuation(item, ctx),
+            Ok(Frame::Text(_)) => self.close(
                 ctx,
                 CloseCode::Unsupported,
                 "text messages are not supported: send binary y-websocket messages",
             ),
-            Ok(Message::Ping(payload)) => self.outbound.pong(payload),
-            Ok(Message::Pong(_) | Message::Nop) => {}
-            Ok(Message::Close(reason)) => {
+            Ok(Frame::Ping(payload)) => self.outbound.pong(&payload),
+            Ok(Frame::Pong(_)) => {}
+            Ok(Frame::Close(reason)) => {
                 tracing::debug!(parent: &self.span, ?reason, "client closed");
                 self.outbound.close(CloseCode::Normal, "bye");
                 ctx.stop();

@@ -7,11 +7,10 @@
 
 use std::collections::HashMap;
 
-use actix_ws::CloseCode;
-use bytes::Bytes;
+use actix_http::ws::CloseCode;
 
 use super::messages::SessionId;
-use super::outbound::{Outbound, QueueError};
+use super::outbound::{Outbound, QueueError, binary_frame};
 
 /// One connection subscribed to a document.
 pub struct Subscriber {
@@ -77,14 +76,19 @@ impl Subscribers {
         self.map.len()
     }
 
-    /// Sends one frame to every subscriber; returns those dropped because they could not take it.
+    /// Sends one message to every subscriber, encoded once as a WebSocket frame for all; returns
+    /// those dropped because they could not take it.
     #[must_use = "dropped subscribers must be forgotten by the document"]
-    pub fn broadcast(&mut self, frame: &Bytes) -> Vec<SessionId> {
+    pub fn broadcast(&mut self, message: &[u8]) -> Vec<SessionId> {
+        let frame = binary_frame(message);
         let failed: Vec<(SessionId, QueueError)> = self
             .map
             .iter()
             .filter_map(|(&session, sub)| {
-                sub.outbound.send(frame.clone()).err().map(|e| (session, e))
+                sub.outbound
+                    .send_frame(frame.clone())
+                    .err()
+                    .map(|e| (session, e))
             })
             .collect();
         failed
@@ -93,10 +97,15 @@ impl Subscribers {
             .collect()
     }
 
-    /// Sends one frame to one subscriber; returns it if it was dropped.
+    /// Sends one message to one subscriber; returns it if it was dropped.
     #[must_use = "a dropped subscriber must be forgotten by the document"]
-    pub fn send_to(&mut self, session: SessionId, frame: Bytes) -> Option<SessionId> {
-        let error = self.map.get(&session)?.outbound.send(frame).err()?;
+    pub fn send_to(&mut self, session: SessionId, message: &[u8]) -> Option<SessionId> {
+        let error = self
+            .map
+            .get(&session)?
+            .outbound
+            .send_message(message)
+            .err()?;
         Some(self.drop(session, error))
     }
 

@@ -1,24 +1,55 @@
 //! `GET /ws/{doc}`: the y-websocket endpoint. Checks the name, the page's origin and the
 //! client's credentials, upgrades, and starts a session if the connection limits allow.
+//!
+//! A WebSocket handshake reaches the application through [`upgrade`], the HTTP server's upgrade
+//! service, which is handed the connection itself. The request is answered by the application as
+//! any other (middleware, routing, problem JSON); when the handler below accepts it, the service
+//! writes the `101` and keeps the bare socket. No HTTP buffers stay behind for the connection's
+//! lifetime: an idle WebSocket holds only its socket and its session.
 
-use actix::Actor;
-use actix_web::{HttpRequest, HttpResponse, get, web};
-use actix_ws::{CloseCode, CloseReason};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_codec::Framed;
+use actix_http::body::{BodySize, MessageBody};
+use actix_http::ws::CloseCode;
+use actix_http::{ConnectionType, Request, Response, h1};
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, get, web};
+use futures_util::SinkExt;
 use serde::Deserialize;
+use tokio::net::TcpStream;
 
 use crate::auth::middleware::origin_allowed;
 use crate::auth::{self};
 use crate::collab::limits::RateLimiter;
 use crate::collab::outbound::Outbound;
+use crate::collab::reader::FrameReader;
 use crate::collab::session::{Connection, SessionActor};
 use crate::domain::DocId;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
+/// Largest error body written on an upgrade connection (they are small problem JSON).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     /// A document token (or an API key), as `WebsocketProvider`'s `params: { token }` sends it.
     token: Option<String>,
+}
+
+/// Marks a request that came through the upgrade service, which alone can take the socket.
+#[derive(Clone, Copy)]
+struct ViaUpgrade;
+
+/// What the handler decided for an accepted handshake, for the upgrade service to carry out.
+enum Accepted {
+    /// Start a session.
+    Session(Box<Connection>),
+    /// Upgrade, then close at once with 1013 and this reason: the server is full.
+    Refused(String),
 }
 
 /// Upgrades to a WebSocket bound to one document. A bad name, a foreign page or missing or
@@ -30,7 +61,6 @@ pub async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<WsQuery>,
-    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let doc = DocId::parse(&path)?;
@@ -42,48 +72,113 @@ pub async fn connect(
     let grant = state
         .auth
         .authorize_doc(&doc, query.token.as_deref(), auth::bearer(&req))?;
-    let (response, session, stream) =
-        actix_ws::handle(&req, payload).map_err(|e| ApiError::NotWebSocket(e.to_string()))?;
+    let mut handshake =
+        actix_http::ws::handshake(req.head()).map_err(|e| ApiError::NotWebSocket(e.to_string()))?;
+    if req.extensions().get::<ViaUpgrade>().is_none() {
+        // A handshake with a body (chunked) is not routed as an upgrade.
+        return Err(ApiError::NotWebSocket(
+            "a WebSocket handshake carries no body".into(),
+        ));
+    }
     let settings = &state.settings;
     let ip = req.peer_addr().map(|a| a.ip());
-    match state.limits.admit(&doc, ip) {
+    let accepted = match state.limits.admit(&doc, ip) {
         Ok(permit) => {
             state.metrics.connections_total.inc();
-            let outbound = Outbound::spawn(
-                session,
-                settings.outbound_queue_bytes,
-                state.metrics.clone(),
-            );
-            let connection = Connection {
+            Accepted::Session(Box::new(Connection {
                 id: state.next_session_id(),
                 doc,
                 registry: state.registry.clone(),
-                outbound,
                 grant,
                 permit,
                 auth: state.auth.clone(),
                 max_message_size: settings.max_message_size,
                 rate: RateLimiter::new(settings.message_rate, settings.message_burst),
                 metrics: state.metrics.clone(),
-            };
-            SessionActor::new(connection, stream).start();
+            }))
         }
         Err(full) => {
             tracing::warn!(%full, "connection refused");
-            state
-                .metrics
-                .connections_closed
-                .with_label_values(&["1013"])
-                .inc();
-            actix_web::rt::spawn(async move {
-                let reason = CloseReason {
-                    code: CloseCode::Again,
-                    description: Some(full.to_string()),
-                };
-                let _ = session.close(Some(reason)).await;
-                drop(stream);
-            });
+            Accepted::Refused(full.to_string())
         }
-    }
+    };
+    let mut response = HttpResponse::from(handshake.finish()).map_into_boxed_body();
+    response.extensions_mut().insert(accepted);
     Ok(response)
+}
+
+/// The HTTP server's upgrade service: answers a WebSocket handshake with the application and, if
+/// it accepts, keeps the socket for the session.
+pub async fn upgrade<S, B>(
+    app: Rc<S>,
+    state: web::Data<AppState>,
+    request: Request,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error>
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody + 'static,
+{
+    request.extensions_mut().insert(ViaUpgrade);
+    let response: HttpResponse = match app.call(request).await {
+        Ok(response) => response.into_parts().1.map_into_boxed_body(),
+        Err(error) => error.error_response(),
+    };
+    let mut response: Response<_> = response.into();
+    let accepted = response.extensions_mut().remove::<Accepted>();
+    let Some(accepted) = accepted.filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS)
+    else {
+        return answer_and_close(response, framed).await;
+    };
+    framed
+        .send(h1::Message::Item((response.drop_body(), BodySize::None)))
+        .await?;
+    let parts = framed.into_parts();
+    let socket = Arc::new(parts.io);
+    let settings = &state.settings;
+    let outbound = Outbound::spawn(
+        socket.clone(),
+        settings.outbound_queue_bytes,
+        state.metrics.clone(),
+        &state.sockets,
+    );
+    match accepted {
+        Accepted::Session(connection) => {
+            let reader = FrameReader::new(socket, parts.read_buf, settings.max_message_size);
+            actix::Actor::start(SessionActor::new(*connection, outbound, reader));
+        }
+        Accepted::Refused(reason) => outbound.close(CloseCode::Again, reason),
+    }
+    Ok(())
+}
+
+/// Writes a refusal (problem JSON) on an upgrade connection, which then closes: what follows a
+/// refused handshake is not HTTP the server can read.
+async fn answer_and_close(
+    response: Response<impl MessageBody>,
+    mut framed: Framed<TcpStream, h1::Codec>,
+) -> Result<(), actix_web::Error> {
+    let (mut response, body) = response.into_parts();
+    let body = match actix_http::body::to_bytes_limited(body, MAX_ERROR_BODY).await {
+        Ok(Ok(body)) => body,
+        _ => bytes::Bytes::new(),
+    };
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    // One write for head and body: some clients read no further than the first segment.
+    framed
+        .feed(h1::Message::Item((
+            response,
+            BodySize::Sized(body.len() as u64),
+        )))
+        .await?;
+    if !body.is_empty() {
+        framed.feed(h1::Message::Chunk(Some(body))).await?;
+    }
+    framed.feed(h1::Message::Chunk(None)).await?;
+    // `close` alone would not write what is buffered.
+    framed.flush().await?;
+    framed.close().await?;
+    Ok(())
 }

@@ -118,7 +118,10 @@ async fn phase(
     Option<tokio_tungstenite::WebSocketStream<TcpStream>>,
 ) {
     let doc = doc_name("fair");
-    let mut writer = open(server, &doc).await;
+    // The writer reads what the server sends it (its own updates, relayed back), as every
+    // client must: one that does not is itself dropped as too slow.
+    let (mut writer, mut echoes) = open(server, &doc).await.split();
+    let echoes = tokio::spawn(async move { while let Some(Ok(_)) = echoes.next().await {} });
     let mut readers = Vec::new();
     for _ in 0..TIMED_READERS {
         readers.push(open(server, &doc).await);
@@ -169,6 +172,7 @@ async fn phase(
                 .map(|(got, put)| got.saturating_duration_since(*put).as_secs_f64() * 1000.0),
         );
     }
+    echoes.abort();
     (latencies, stall)
 }
 

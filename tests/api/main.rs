@@ -8,6 +8,7 @@ mod documents;
 mod fairness;
 mod faults;
 mod fuzz_regressions;
+mod handshake;
 mod helpers;
 mod interop;
 mod lifecycle;

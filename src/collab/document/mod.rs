@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::CloseCode;
+use actix_http::ws::CloseCode;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::Instrument;
@@ -256,16 +256,16 @@ impl DocumentActor {
         }
     }
 
-    /// Sends `frame` to one subscriber.
-    fn send_to(&mut self, session: SessionId, frame: Bytes) {
-        if let Some(dropped) = self.subscribers.send_to(session, frame) {
+    /// Sends one message to one subscriber.
+    fn send_to(&mut self, session: SessionId, message: Bytes) {
+        if let Some(dropped) = self.subscribers.send_to(session, &message) {
             self.forget(dropped);
         }
     }
 
-    /// Sends one encoded frame to every subscriber.
-    fn broadcast(&mut self, frame: &Bytes) {
-        for dropped in self.subscribers.broadcast(frame) {
+    /// Sends one message to every subscriber.
+    fn broadcast(&mut self, message: &Bytes) {
+        for dropped in self.subscribers.broadcast(message) {
             self.forget(dropped);
         }
     }
@@ -460,7 +460,7 @@ impl DocumentActor {
             // tried to change anything: a stock client also sends harmless catch-up messages.
             if !sub.told_read_only && changes_anything(&self.doc, &incoming.update) {
                 sub.told_read_only = true;
-                let _ = sub.outbound.send(encode_permission_denied(
+                let _ = sub.outbound.send_message(&encode_permission_denied(
                     "read-only access: your changes are not saved",
                 ));
             }
@@ -735,9 +735,9 @@ impl Handler<Subscribe> for DocumentActor {
         }
         let step1 = encode_sync_step1(&self.doc.transact().state_vector());
         // A fresh queue has room for these two frames, so neither send can fail for space.
-        let _ = msg.outbound.send(step1);
+        let _ = msg.outbound.send_message(&step1);
         if let Some(presence) = self.presence.encode_all() {
-            let _ = msg.outbound.send(presence);
+            let _ = msg.outbound.send_message(&presence);
         }
         self.subscribers.insert(
             msg.session,

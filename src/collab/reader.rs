@@ -1,0 +1,93 @@
+//! The reading half of a WebSocket: frames decoded straight off the socket.
+//!
+//! Bytes are read into a buffer on the stack and copied out only while a frame is incomplete or
+//! not yet handed on, so a connection waiting for its client holds no read buffer at all.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use actix_codec::Decoder;
+use actix_http::ws::{Codec, Frame, ProtocolError};
+use bytes::BytesMut;
+use futures_util::Stream;
+use tokio::net::TcpStream;
+
+/// How much one read takes off the socket.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Frames from a client, as a stream that ends when the client closes the connection.
+pub struct FrameReader {
+    socket: Arc<TcpStream>,
+    codec: Codec,
+    /// Bytes read and not yet decoded into a frame: empty, without an allocation, between frames.
+    buffer: BytesMut,
+    eof: bool,
+}
+
+impl FrameReader {
+    /// Reads frames of at most `max_frame_size` bytes from `socket`, starting with `pending`
+    /// (whatever arrived with the handshake).
+    pub fn new(socket: Arc<TcpStream>, pending: BytesMut, max_frame_size: usize) -> Self {
+        Self {
+            socket,
+            codec: Codec::new().max_size(max_frame_size),
+            buffer: pending,
+            eof: false,
+        }
+    }
+
+    fn decode(&mut self) -> Option<Result<Frame, ProtocolError>> {
+        if self.buffer.is_empty() {
+            return None;
+        }
+        let decoded = self.codec.decode(&mut self.buffer).transpose();
+        if self.buffer.is_empty() {
+            // Frames decoded so far keep their part of the allocation; drop the rest.
+            self.buffer = BytesMut::new();
+        }
+        decoded
+    }
+}
+
+impl Stream for FrameReader {
+    type Item = Result<Frame, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(frame) = this.decode() {
+                return Poll::Ready(Some(frame));
+            }
+            if this.eof {
+                return Poll::Ready(None);
+            }
+            match this.socket.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    this.eof = true;
+                    return Poll::Ready(Some(Err(ProtocolError::Io(e))));
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut chunk = [0u8; READ_CHUNK];
+            match this.socket.try_read(&mut chunk) {
+                Ok(0) => {
+                    this.eof = true;
+                    if !this.buffer.is_empty() {
+                        return Poll::Ready(Some(Err(ProtocolError::Io(
+                            io::ErrorKind::UnexpectedEof.into(),
+                        ))));
+                    }
+                }
+                Ok(n) => this.buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    this.eof = true;
+                    return Poll::Ready(Some(Err(ProtocolError::Io(e))));
+                }
+            }
+        }
+    }
+}
