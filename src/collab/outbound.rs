@@ -454,6 +454,9 @@ impl Shared {
     }
 }
 
+/// The connection's writer task. It lives as long as the connection, so what it holds while
+/// waiting is held by every idle connection: the rarely needed parts (the close's timer, the
+/// lingering read's buffer) are boxed, allocated only when they run.
 async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
     loop {
         if !poll_fn(|cx| shared.poll_more(cx)).await {
@@ -461,9 +464,12 @@ async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
         }
         let flushed = if shared.closing() {
             // A close must not wait forever behind a client that does not read.
-            tokio::time::timeout(CLOSE_TIMEOUT, poll_fn(|cx| shared.poll_flush(cx)))
-                .await
-                .unwrap_or(false)
+            Box::pin(tokio::time::timeout(
+                CLOSE_TIMEOUT,
+                poll_fn(|cx| shared.poll_flush(cx)),
+            ))
+            .await
+            .unwrap_or(false)
         } else {
             poll_fn(|cx| shared.poll_flush(cx)).await
         };
@@ -480,7 +486,7 @@ async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
     shared.queued.store(0, Ordering::Release);
     let _ = socket2::SockRef::from(&*shared.socket).shutdown(Shutdown::Write);
     if close_sent {
-        linger(&shared.socket).await;
+        Box::pin(linger(&shared.socket)).await;
     }
 }
 
@@ -488,7 +494,7 @@ async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
 /// [`LINGER`].
 async fn linger(socket: &TcpStream) {
     let drain = async {
-        let mut scratch = [0u8; 2048];
+        let mut scratch = vec![0u8; 2048];
         loop {
             if socket.readable().await.is_err() {
                 return;
@@ -502,4 +508,31 @@ async fn linger(socket: &TcpStream) {
         }
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_writer_task_is_small() {
+        // Every open connection holds one writer task; keep its idle state to a few pointers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let shared = Arc::new(Shared {
+            socket: Arc::new(socket),
+            state: Mutex::new(State::default()),
+            queued: AtomicUsize::new(0),
+            limit: 1024,
+            handles: AtomicUsize::new(1),
+            writer: AtomicWaker::new(),
+            metrics: Arc::new(Metrics::new()),
+        });
+        let open = Arc::new(OpenSockets::default());
+        let task = write_loop(shared, open.enter());
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 256, "an idle writer task holds {size} bytes");
+    }
 }
