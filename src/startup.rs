@@ -48,7 +48,7 @@ pub struct AppState {
     /// Whether the store takes writes, as the persistence writer finds it.
     pub store_health: Arc<StoreHealth>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// WebSockets whose writer has not finished.
+    /// WebSockets with a writer task at work (frames the socket did not take at once, a close).
     pub sockets: Arc<OpenSockets>,
     next_session: AtomicU64,
     shutting_down: AtomicBool,

@@ -19,11 +19,12 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use actix::{Arbiter, ArbiterHandle};
 use actix_http::ws::{CloseCode, CloseReason, OpCode, Parser};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -84,7 +85,7 @@ fn close_frame(code: CloseCode, reason: &str) -> Bytes {
     frame.freeze()
 }
 
-/// Counts the sockets whose writer has not finished, so that shutdown can wait for their close
+/// Counts the sockets with a writer task at work, so that shutdown can wait for their close
 /// frames to be written.
 #[derive(Debug, Default)]
 pub struct OpenSockets {
@@ -143,6 +144,17 @@ struct Shared {
     handles: AtomicUsize,
     writer: AtomicWaker,
     metrics: Arc<Metrics>,
+    /// When the client was last heard from, in milliseconds of [`clock`].
+    heard: AtomicU64,
+    /// Where the writer task runs: the thread that owns the socket.
+    arbiter: ArbiterHandle,
+    open: Arc<OpenSockets>,
+}
+
+/// Milliseconds since the process's first use of it: a cheap, shared, monotonic clock.
+fn clock() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    u64::try_from(START.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +170,8 @@ struct State {
     /// The socket failed or the close frame is written: nothing more is sent.
     done: bool,
     close_sent: bool,
+    /// A writer task is running: it writes what the socket did not take at once.
+    writer_running: bool,
 }
 
 impl State {
@@ -174,9 +188,10 @@ impl State {
 static PING: [u8; 2] = [0x89, 0x00];
 
 impl Outbound {
-    /// Starts the writer task for `socket` on the current arbiter, with room for `limit` bytes of
-    /// queued frames. The socket counts in `open` until the writer finishes.
-    pub fn spawn(
+    /// The sending side of `socket`, with room for `limit` bytes of queued frames. Call it on the
+    /// arbiter that owns the socket: its writer task, when one is needed, runs there. The socket
+    /// counts in `open` while a writer task runs.
+    pub fn new(
         socket: Arc<TcpStream>,
         limit: usize,
         metrics: Arc<Metrics>,
@@ -190,9 +205,10 @@ impl Outbound {
             handles: AtomicUsize::new(1),
             writer: AtomicWaker::new(),
             metrics,
+            heard: AtomicU64::new(clock()),
+            arbiter: Arbiter::current(),
+            open: open.clone(),
         });
-        let guard = open.enter();
-        actix_web::rt::spawn(write_loop(shared.clone(), guard));
         Self { shared }
     }
 
@@ -219,15 +235,13 @@ impl Outbound {
                 Ok(n) => {
                     shared.sent(n, false);
                     state.partial = Some(frame.slice(n..));
-                    drop(state);
-                    shared.writer.wake();
+                    self.shared.kick(state);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {
                     state.done = true;
-                    drop(state);
-                    shared.writer.wake();
+                    self.shared.kick(state);
                     return Err(QueueError::Closed);
                 }
             }
@@ -240,8 +254,7 @@ impl Outbound {
             return Err(QueueError::Full);
         }
         state.frames.push_back(frame);
-        drop(state);
-        shared.writer.wake();
+        self.shared.kick(state);
         Ok(())
     }
 
@@ -268,8 +281,7 @@ impl Outbound {
         state.pong = None;
         state.ping = false;
         state.close = Some(close_frame(code, reason.as_ref()));
-        drop(state);
-        shared.writer.wake();
+        self.shared.kick(state);
     }
 
     /// Answers a client's ping (only the latest one, if the client pings faster than it reads).
@@ -282,14 +294,24 @@ impl Outbound {
         self.control(|state| state.ping = true);
     }
 
+    /// Notes that the client was heard from (any frame, a pong included).
+    pub fn heard(&self) {
+        self.shared.heard.store(clock(), Ordering::Relaxed);
+    }
+
+    /// How long since the client was last heard from.
+    pub fn silent_for(&self) -> Duration {
+        let heard = self.shared.heard.load(Ordering::Relaxed);
+        Duration::from_millis(clock().saturating_sub(heard))
+    }
+
     fn control(&self, set: impl FnOnce(&mut State)) {
         let mut state = self.shared.lock();
         if state.done || state.close.is_some() {
             return;
         }
         set(&mut state);
-        drop(state);
-        self.shared.writer.wake();
+        self.shared.kick(state);
     }
 }
 
@@ -305,12 +327,49 @@ impl Clone for Outbound {
 impl Drop for Outbound {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.writer.wake();
+            // Nobody will send again: a running writer finishes what is queued and ends the
+            // connection; without one, end it here.
+            let mut state = self.shared.lock();
+            if state.writer_running {
+                drop(state);
+                self.shared.writer.wake();
+            } else if !state.done {
+                state.done = true;
+                drop(state);
+                self.shared.end_socket();
+            }
         }
     }
 }
 
 impl Shared {
+    /// Gets what `state` holds written: wakes the writer task, or starts one if none runs.
+    fn kick(self: &Arc<Self>, mut state: MutexGuard<'_, State>) {
+        if state.writer_running {
+            drop(state);
+            self.writer.wake();
+            return;
+        }
+        state.writer_running = true;
+        drop(state);
+        if !self
+            .arbiter
+            .spawn(write_loop(self.clone(), self.open.enter()))
+        {
+            // The socket's thread is gone (the server is stopping): so is the socket.
+            let mut state = self.lock();
+            state.writer_running = false;
+            state.done = true;
+        }
+    }
+
+    /// Ends both directions: the client gets a FIN, and the session reading the socket sees its
+    /// end, even if the client never closes.
+    fn end_socket(&self) {
+        let socket = socket2::SockRef::from(&*self.socket);
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue half-changed in a way that
         // matters more than losing the connection: go on with what is there.
@@ -436,34 +495,18 @@ impl Shared {
         }
     }
 
-    /// Waits for more to write; `false` once no handle is left to queue anything.
-    fn poll_more(&self, cx: &mut Context<'_>) -> Poll<bool> {
-        self.writer.register(cx.waker());
-        let state = self.lock();
-        if state.has_work() || state.done {
-            Poll::Ready(true)
-        } else if self.handles.load(Ordering::Acquire) == 0 {
-            Poll::Ready(false)
-        } else {
-            Poll::Pending
-        }
-    }
-
     fn closing(&self) -> bool {
         self.lock().close.is_some()
     }
 }
 
-/// The connection's writer task. It lives as long as the connection, so what it holds while
-/// waiting is held by every idle connection: the rarely needed parts (the close's timer, the
-/// lingering read's buffer) are boxed, allocated only when they run.
+/// A connection's writer task, started when the socket does not take a frame at once (or a
+/// close is sent) and ended when everything queued is written: an idle connection has none.
 async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
     loop {
-        if !poll_fn(|cx| shared.poll_more(cx)).await {
-            break;
-        }
         let flushed = if shared.closing() {
-            // A close must not wait forever behind a client that does not read.
+            // A close must not wait forever behind a client that does not read. Boxed: the timer
+            // is only needed then.
             Box::pin(tokio::time::timeout(
                 CLOSE_TIMEOUT,
                 poll_fn(|cx| shared.poll_flush(cx)),
@@ -476,6 +519,16 @@ async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
         if !flushed {
             break;
         }
+        let mut state = shared.lock();
+        if state.has_work() {
+            continue;
+        }
+        if shared.handles.load(Ordering::Acquire) > 0 {
+            // All written, and more may come: the next sender starts a new writer if needed.
+            state.writer_running = false;
+            return;
+        }
+        break;
     }
     let close_sent = {
         let mut state = shared.lock();
@@ -484,10 +537,11 @@ async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
         state.close_sent
     };
     shared.queued.store(0, Ordering::Release);
-    let _ = socket2::SockRef::from(&*shared.socket).shutdown(Shutdown::Write);
     if close_sent {
+        let _ = socket2::SockRef::from(&*shared.socket).shutdown(Shutdown::Write);
         Box::pin(linger(&shared.socket)).await;
     }
+    shared.end_socket();
 }
 
 /// Reads and discards what the client still sends until it closes its side, for at most
@@ -513,26 +567,35 @@ async fn linger(socket: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
-    #[tokio::test]
-    async fn an_idle_writer_task_is_small() {
-        // Every open connection holds one writer task; keep its idle state to a few pointers.
+    #[actix_web::test]
+    async fn an_idle_connection_has_no_writer_task_and_a_close_gets_through() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let shared = Arc::new(Shared {
-            socket: Arc::new(socket),
-            state: Mutex::new(State::default()),
-            queued: AtomicUsize::new(0),
-            limit: 1024,
-            handles: AtomicUsize::new(1),
-            writer: AtomicWaker::new(),
-            metrics: Arc::new(Metrics::new()),
-        });
+        let (mut client, _) = listener.accept().await.unwrap();
         let open = Arc::new(OpenSockets::default());
-        let task = write_loop(shared, open.enter());
-        let size = std::mem::size_of_val(&task);
-        assert!(size <= 256, "an idle writer task holds {size} bytes");
+        let outbound = Outbound::new(Arc::new(socket), 1024, Arc::new(Metrics::new()), &open);
+
+        // A frame the socket takes at once is written by the sender: no task is started.
+        outbound.send_message(&[0, 0, 1, 0]).unwrap();
+        assert_eq!(open.count(), 0);
+        let mut frame = [0u8; 6];
+        client.read_exact(&mut frame).await.unwrap();
+        assert_eq!(frame, [0x82, 4, 0, 0, 1, 0]);
+
+        // A close needs a writer, which waits for the client's side of the close and ends.
+        outbound.close(CloseCode::Policy, "bye");
+        let mut close = [0u8; 7];
+        client.read_exact(&mut close).await.unwrap();
+        assert_eq!(close, [0x88, 5, 0x03, 0xf0, b'b', b'y', b'e']);
+        assert_eq!(open.count(), 1);
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(1), open.wait_idle())
+            .await
+            .expect("the writer ends once the client has closed");
+        assert!(outbound.send_message(&[0]).is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! added beside the local fan-out.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix_http::ws::CloseCode;
 
@@ -107,6 +108,28 @@ impl Subscribers {
             .send_message(message)
             .err()?;
         Some(self.drop(session, error))
+    }
+
+    /// Pings every subscriber, and closes (1001) and forgets those not heard from for
+    /// `timeout`; returns them.
+    #[must_use = "dropped subscribers must be forgotten by the document"]
+    pub fn heartbeat(&mut self, timeout: Duration) -> Vec<SessionId> {
+        let silent: Vec<SessionId> = self
+            .map
+            .iter()
+            .filter(|(_, sub)| sub.outbound.silent_for() > timeout)
+            .map(|(&session, _)| session)
+            .collect();
+        for session in &silent {
+            if let Some(sub) = self.map.remove(session) {
+                tracing::debug!(session, "no response to pings");
+                sub.outbound.close(CloseCode::Away, "no response to pings");
+            }
+        }
+        for sub in self.map.values() {
+            sub.outbound.ping();
+        }
+        silent
     }
 
     /// Closes every connection with `code` and `reason`, and forgets them all.

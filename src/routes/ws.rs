@@ -136,7 +136,7 @@ where
     let parts = framed.into_parts();
     let socket = Arc::new(parts.io);
     let settings = &state.settings;
-    let outbound = Outbound::spawn(
+    let outbound = Outbound::new(
         socket.clone(),
         settings.outbound_queue_bytes,
         state.metrics.clone(),

@@ -49,6 +49,10 @@ const AWARENESS_SWEEP: Duration = Duration::from_secs(5);
 pub const DELETED_CLOSE_CODE: u16 = 4404;
 /// Close code telling clients that their access to the document was revoked.
 pub const REVOKED_CLOSE_CODE: u16 = 4403;
+/// How often the server pings its clients.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// A client not heard from (any frame, a pong included) for this long is disconnected.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a document with relays held back for durability looks whether the store has
 /// failed (then it stops holding them, so editing goes on in memory while writes are retried).
 const OUTAGE_CHECK: Duration = Duration::from_millis(250);
@@ -713,6 +717,12 @@ impl Actor for DocumentActor {
             let expired = act.presence.expire(Instant::now(), timeout);
             if let Some(frame) = act.presence.encode(&expired) {
                 act.broadcast(&frame);
+            }
+        });
+        // One timer per document keeps every connection to it alive, not one per connection.
+        ctx.run_interval(HEARTBEAT_INTERVAL, |act, _| {
+            for silent in act.subscribers.heartbeat(CLIENT_TIMEOUT) {
+                act.forget(silent);
             }
         });
         if self.log_updates >= self.settings.compact_after_updates
