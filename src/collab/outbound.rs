@@ -2,10 +2,10 @@
 //! the socket.
 //!
 //! Frames are `Bytes` shared by every recipient, so queueing a broadcast costs a reference count,
-//! not a copy: a server's frames are unmasked, so one encoding serves every client. A sender whose
-//! frame finds the queue empty writes it to the socket itself, without waking anyone; only what
-//! the socket does not take at once is left to the connection's writer task, which waits for the
-//! socket to drain and then writes everything queued in one vectored write.
+//! not a copy: a server's frames are unmasked, so one encoding serves every client. The
+//! connection's writer task, on the thread that owns the socket, writes everything queued in
+//! vectored writes, waits while the socket is full, and ends when the queue is empty; the next
+//! frame starts it again.
 //!
 //! The queue is bounded in bytes so a client that stops reading cannot grow the server's memory:
 //! when it is full the sender learns it at once and closes that client. The bound is in bytes
@@ -170,7 +170,7 @@ struct State {
     /// The socket failed or the close frame is written: nothing more is sent.
     done: bool,
     close_sent: bool,
-    /// A writer task is running: it writes what the socket did not take at once.
+    /// A writer task is running: it writes what is queued.
     writer_running: bool,
 }
 
@@ -212,29 +212,36 @@ impl Outbound {
         Self { shared }
     }
 
-    /// Sends one y-websocket message as a binary frame; see [`Outbound::send_frame`].
+    /// Sends one y-websocket message, meant for this client alone, as a binary frame. If nothing
+    /// is queued ahead of it, the caller writes it to the socket at once (one non-blocking write,
+    /// no task woken); whatever the socket does not take is queued.
     pub fn send_message(&self, message: &[u8]) -> Result<(), QueueError> {
-        self.send_frame(binary_frame(message))
+        self.send(binary_frame(message), true)
     }
 
-    /// Queues an encoded frame (see [`binary_frame`]) without waiting, writing it at once if
-    /// nothing is ahead of it.
+    /// Queues an encoded frame (see [`binary_frame`]) without waiting, for the socket's own
+    /// thread to write: a document relaying to many clients only queues, and the writing is
+    /// spread over the threads that own the sockets.
     pub fn send_frame(&self, frame: Bytes) -> Result<(), QueueError> {
+        self.send(frame, false)
+    }
+
+    fn send(&self, mut frame: Bytes, write_now: bool) -> Result<(), QueueError> {
         let shared = &*self.shared;
         let mut state = shared.lock();
         if state.done || state.close.is_some() {
             return Err(QueueError::Closed);
         }
-        if state.is_empty() {
-            // Nothing ahead of it: straight to the socket, if it takes it.
+        if write_now && state.is_empty() {
             match shared.socket.try_write(&frame) {
-                Ok(n) if n == frame.len() => {
-                    shared.sent(n, true);
-                    return Ok(());
-                }
                 Ok(n) => {
-                    shared.sent(n, false);
-                    state.partial = Some(frame.slice(n..));
+                    shared.metrics.bytes_sent.inc_by(n as u64);
+                    if n == frame.len() {
+                        shared.metrics.frames_sent.inc();
+                        return Ok(());
+                    }
+                    // The rest is on its way, outside the queue's bound like any partial frame.
+                    state.partial = Some(frame.split_off(n));
                     self.shared.kick(state);
                     return Ok(());
                 }
@@ -378,13 +385,6 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn sent(&self, bytes: usize, frame_done: bool) {
-        self.metrics.bytes_sent.inc_by(bytes as u64);
-        if frame_done {
-            self.metrics.frames_sent.inc();
-        }
-    }
-
     /// Writes as much of the queue as the socket takes now.
     fn write_some(&self, state: &mut State) -> io::Result<()> {
         let mut slices: [IoSlice<'_>; MAX_SLICES] = [IoSlice::new(&[]); MAX_SLICES];
@@ -500,8 +500,8 @@ impl Shared {
     }
 }
 
-/// A connection's writer task, started when the socket does not take a frame at once (or a
-/// close is sent) and ended when everything queued is written: an idle connection has none.
+/// A connection's writer task, started when something is queued and ended when everything
+/// queued is written: an idle connection has none.
 async fn write_loop(shared: Arc<Shared>, _open: SocketGuard) {
     loop {
         let flushed = if shared.closing() {
@@ -579,12 +579,20 @@ mod tests {
         let open = Arc::new(OpenSockets::default());
         let outbound = Outbound::new(Arc::new(socket), 1024, Arc::new(Metrics::new()), &open);
 
-        // A frame the socket takes at once is written by the sender: no task is started.
+        // A message for this client alone is written by the sender when nothing is queued.
         outbound.send_message(&[0, 0, 1, 0]).unwrap();
         assert_eq!(open.count(), 0);
         let mut frame = [0u8; 6];
         client.read_exact(&mut frame).await.unwrap();
         assert_eq!(frame, [0x82, 4, 0, 0, 1, 0]);
+
+        // A relayed frame is queued for a writer task, which ends once it is written.
+        outbound.send_frame(binary_frame(&[0, 2, 0])).unwrap();
+        client.read_exact(&mut frame[..5]).await.unwrap();
+        assert_eq!(frame[..5], [0x82, 3, 0, 2, 0]);
+        tokio::time::timeout(Duration::from_secs(1), open.wait_idle())
+            .await
+            .expect("the writer ends once the queue is empty");
 
         // A close needs a writer, which waits for the client's side of the close and ends.
         outbound.close(CloseCode::Policy, "bye");
