@@ -421,10 +421,13 @@ impl Shared {
             }
         }
         if let Some(close) = state.close.take() {
-            state.partial = self.take(close, &mut written, false);
-            if state.partial.is_none() {
-                state.done = true;
-                state.close_sent = true;
+            // A close written in part stays the close: the connection ends once all of it is.
+            match self.take(close, &mut written, false) {
+                None => {
+                    state.done = true;
+                    state.close_sent = true;
+                }
+                Some(rest) => state.close = Some(rest),
             }
             return;
         }
