@@ -29,6 +29,8 @@ pub struct Metrics {
     /// Clients dropped because their outbound queue was full.
     pub outbound_drops: IntCounter,
     pub commit_seconds: Histogram,
+    /// How long the oldest update released by a commit waited for it before being relayed.
+    pub relay_hold_seconds: Histogram,
     /// Updates per group commit.
     pub commit_batch_updates: Histogram,
     pub commit_failures: IntCounter,
@@ -108,6 +110,11 @@ impl Metrics {
             commit_seconds: histogram(
                 "store_commit_seconds",
                 "Duration of one group commit to the store",
+                seconds.clone(),
+            ),
+            relay_hold_seconds: histogram(
+                "relay_hold_seconds",
+                "Time the oldest update made durable by a commit was held back before its relay",
                 seconds,
             ),
             commit_batch_updates: histogram(

@@ -2,6 +2,9 @@
 //!
 //! Bytes are read into a buffer on the stack and copied out only while a frame is incomplete or
 //! not yet handed on, so a connection waiting for its client holds no read buffer at all.
+//!
+//! Every frame already read is handed on at once, as one batch: a client that sends faster than
+//! its document answers gets its frames taken many at a time, not one per round trip.
 
 use std::io;
 use std::pin::Pin;
@@ -17,13 +20,16 @@ use tokio::net::TcpStream;
 /// How much one read takes off the socket.
 const READ_CHUNK: usize = 8 * 1024;
 
-/// Frames from a client, as a stream that ends when the client closes the connection.
+/// Frames from a client, in batches of those read so far, as a stream that ends when the client
+/// closes the connection. An error ends the stream after the frames read before it.
 pub struct FrameReader {
     socket: Arc<TcpStream>,
     codec: Codec,
     /// Bytes read and not yet decoded into a frame: empty, without an allocation, between frames.
     buffer: BytesMut,
     eof: bool,
+    /// An error met after some frames of a batch: reported with the next poll.
+    failed: Option<ProtocolError>,
 }
 
 impl FrameReader {
@@ -35,6 +41,7 @@ impl FrameReader {
             codec: Codec::new().max_size(max_frame_size),
             buffer: pending,
             eof: false,
+            failed: None,
         }
     }
 
@@ -52,13 +59,32 @@ impl FrameReader {
 }
 
 impl Stream for FrameReader {
-    type Item = Result<Frame, ProtocolError>;
+    type Item = Result<Vec<Frame>, ProtocolError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(frame) = this.decode() {
-                return Poll::Ready(Some(frame));
+            if let Some(error) = this.failed.take() {
+                return Poll::Ready(Some(Err(error)));
+            }
+            let mut frames = Vec::new();
+            while !this.eof {
+                match this.decode() {
+                    Some(Ok(frame)) => frames.push(frame),
+                    Some(Err(error)) => {
+                        // The codec's state is unknown after an error: nothing more is read.
+                        this.eof = true;
+                        this.buffer = BytesMut::new();
+                        if frames.is_empty() {
+                            return Poll::Ready(Some(Err(error)));
+                        }
+                        this.failed = Some(error);
+                    }
+                    None => break,
+                }
+            }
+            if !frames.is_empty() {
+                return Poll::Ready(Some(Ok(frames)));
             }
             if this.eof {
                 return Poll::Ready(None);

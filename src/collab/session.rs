@@ -22,7 +22,7 @@ use crate::auth::{Access, Auth, Grant};
 use crate::collab::document::REVOKED_CLOSE_CODE;
 use crate::domain::DocId;
 use crate::store::now_ms;
-use crate::sync::protocol::{FrameError, decode_frame};
+use crate::sync::protocol::{ClientMessage, FrameError, decode_frame};
 
 /// How many times a join is retried when it races with the document unloading.
 const JOIN_ATTEMPTS: usize = 5;
@@ -62,6 +62,8 @@ pub struct SessionActor {
     metrics: Arc<crate::metrics::Metrics>,
     /// A binary message arriving in continuation frames, gathered until its last frame.
     partial: Option<BytesMut>,
+    /// Messages of the frames read in one batch, not yet handed to the document.
+    inbound: Vec<ClientMessage>,
 }
 
 impl SessionActor {
@@ -102,6 +104,7 @@ impl SessionActor {
             rate,
             metrics,
             partial: None,
+            inbound: Vec::new(),
         }
     }
 
@@ -131,29 +134,14 @@ impl SessionActor {
         Err(JoinError::LoadFailed)
     }
 
+    /// Checks one binary message and adds what it carries to the messages for the document.
     fn handle_frame(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
-        let Some(doc) = self.doc.clone() else {
-            return;
-        };
         self.metrics.bytes_received.inc_by(frame.len() as u64);
         if !self.rate.allow(Instant::now()) {
             return self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
         }
         match decode_frame(&frame) {
-            Ok(messages) => {
-                // Wait for the document to take this frame before reading the next: the
-                // socket's own flow control then bounds what a fast sender can queue.
-                let session = self.id;
-                ctx.wait(
-                    doc.send(Inbound { session, messages })
-                        .into_actor(self)
-                        .map(|result, act, ctx| {
-                            if result.is_err() {
-                                act.close(ctx, CloseCode::Error, "document unavailable; reconnect");
-                            }
-                        }),
-                );
-            }
+            Ok(messages) => self.inbound.extend(messages),
             Err(FrameError::Unsupported(kind)) => self.close(
                 ctx,
                 CloseCode::Unsupported,
@@ -161,6 +149,32 @@ impl SessionActor {
             ),
             Err(FrameError::Malformed(why)) => self.close(ctx, CloseCode::Invalid, why),
         }
+    }
+
+    /// Hands the messages of the frames just read to the document. While the session runs, it
+    /// waits for the document to take them before reading on: the socket's own flow control
+    /// then bounds what a fast sender can queue. A session closing over a bad frame still hands
+    /// on what came before it.
+    fn forward(&mut self, ctx: &mut Context<Self>) {
+        if self.inbound.is_empty() {
+            return;
+        }
+        let Some(doc) = self.doc.clone() else {
+            return;
+        };
+        let inbound = Inbound {
+            session: self.id,
+            messages: std::mem::take(&mut self.inbound),
+        };
+        if !ctx.state().alive() {
+            doc.do_send(inbound);
+            return;
+        }
+        ctx.wait(doc.send(inbound).into_actor(self).map(|result, act, ctx| {
+            if result.is_err() {
+                act.close(ctx, CloseCode::Error, "document unavailable; reconnect");
+            }
+        }));
     }
 
     fn handle_continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
@@ -250,33 +264,51 @@ impl Actor for SessionActor {
     }
 }
 
-impl StreamHandler<Result<Frame, ProtocolError>> for SessionActor {
-    fn handle(&mut self, item: Result<Frame, ProtocolError>, ctx: &mut Context<Self>) {
-        self.outbound.heard();
-        match item {
-            Ok(Frame::Binary(frame)) => {
+impl SessionActor {
+    fn handle_one(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        match frame {
+            Frame::Binary(frame) => {
                 if self.partial.is_some() {
                     return self.close(ctx, CloseCode::Protocol, "unfinished fragmented message");
                 }
                 self.handle_frame(frame, ctx);
             }
-            Ok(Frame::Continuation(item)) => self.handle_continuation(item, ctx),
-            Ok(Frame::Text(_)) => self.close(
+            Frame::Continuation(item) => self.handle_continuation(item, ctx),
+            Frame::Text(_) => self.close(
                 ctx,
                 CloseCode::Unsupported,
                 "text messages are not supported: send binary y-websocket messages",
             ),
-            Ok(Frame::Ping(payload)) => self.outbound.pong(&payload),
-            Ok(Frame::Pong(_)) => {}
-            Ok(Frame::Close(reason)) => {
+            Frame::Ping(payload) => self.outbound.pong(&payload),
+            Frame::Pong(_) => {}
+            Frame::Close(reason) => {
                 tracing::debug!(parent: &self.span, ?reason, "client closed");
                 self.outbound.close(CloseCode::Normal, "bye");
                 ctx.stop();
+            }
+        }
+    }
+}
+
+impl StreamHandler<Result<Vec<Frame>, ProtocolError>> for SessionActor {
+    /// Handles the frames read together, in order, then hands their messages to the document
+    /// at once.
+    fn handle(&mut self, item: Result<Vec<Frame>, ProtocolError>, ctx: &mut Context<Self>) {
+        self.outbound.heard();
+        match item {
+            Ok(frames) => {
+                for frame in frames {
+                    if !ctx.state().alive() {
+                        break;
+                    }
+                    self.handle_one(frame, ctx);
+                }
             }
             Err(ProtocolError::Overflow) => self.close(ctx, CloseCode::Size, "message too big"),
             Err(ProtocolError::Io(_)) => ctx.stop(),
             Err(error) => self.close(ctx, CloseCode::Protocol, error.to_string()),
         }
+        self.forward(ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

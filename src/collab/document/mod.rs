@@ -189,7 +189,7 @@ pub struct DocumentActor {
     /// Sequence number up to which the writer has committed.
     durable_seq: u64,
     /// Deliveries waiting for durability, in the order they were made.
-    waiting: VecDeque<(u64, Delivery)>,
+    waiting: VecDeque<(u64, Instant, Delivery)>,
     /// Highest log row id known committed for this document.
     max_log_id: i64,
     /// Log growth since the last compaction.
@@ -299,7 +299,8 @@ impl DocumentActor {
         if ready || outage {
             self.run_delivery(delivery);
         } else {
-            self.waiting.push_back((self.last_seq, delivery));
+            self.waiting
+                .push_back((self.last_seq, Instant::now(), delivery));
         }
     }
 
@@ -318,7 +319,7 @@ impl DocumentActor {
             if act
                 .waiting
                 .iter()
-                .any(|(_, d)| !matches!(d, Delivery::Reply(..)))
+                .any(|(_, _, d)| !matches!(d, Delivery::Reply(..)))
             {
                 act.watch_for_outage(ctx);
             }
@@ -329,9 +330,9 @@ impl DocumentActor {
     fn release_held_frames(&mut self) {
         let held = std::mem::take(&mut self.waiting);
         let mut released = 0usize;
-        for (seq, delivery) in held {
+        for (seq, queued, delivery) in held {
             match delivery {
-                Delivery::Reply(..) => self.waiting.push_back((seq, delivery)),
+                Delivery::Reply(..) => self.waiting.push_back((seq, queued, delivery)),
                 other => {
                     released += 1;
                     self.run_delivery(other);
@@ -804,14 +805,23 @@ impl Handler<Durable> for DocumentActor {
         // One commit often makes many updates durable at once: consecutive ones are relayed
         // merged into one update, so each subscriber gets one frame rather than one per update.
         let mut updates: Vec<(Bytes, Bytes)> = Vec::new();
+        if let Some((seq, queued, _)) = self.waiting.front()
+            && *seq <= self.durable_seq
+        {
+            self.metrics
+                .relay_hold_seconds
+                .observe(queued.elapsed().as_secs_f64());
+        }
         while self
             .waiting
             .front()
-            .is_some_and(|(seq, _)| *seq <= self.durable_seq)
+            .is_some_and(|(seq, _, _)| *seq <= self.durable_seq)
         {
             match self.waiting.pop_front() {
-                Some((_, Delivery::Broadcast { update, frame })) => updates.push((update, frame)),
-                Some((_, other)) => {
+                Some((_, _, Delivery::Broadcast { update, frame })) => {
+                    updates.push((update, frame))
+                }
+                Some((_, _, other)) => {
                     self.relay_merged(std::mem::take(&mut updates));
                     self.run_delivery(other);
                 }
