@@ -35,6 +35,8 @@ pub struct Metrics {
     pub commit_batch_updates: Histogram,
     pub commit_failures: IntCounter,
     pub compactions: IntCounter,
+    /// Duration of one transaction of compactions.
+    pub compaction_seconds: Histogram,
     /// 1 while the store fails writes (set when rendered).
     pub store_failing: IntGauge,
 }
@@ -115,6 +117,11 @@ impl Metrics {
             relay_hold_seconds: histogram(
                 "relay_hold_seconds",
                 "Time the oldest update made durable by a commit was held back before its relay",
+                seconds.clone(),
+            ),
+            compaction_seconds: histogram(
+                "compaction_seconds",
+                "Duration of one transaction of compactions (snapshots written, log rows dropped)",
                 seconds,
             ),
             commit_batch_updates: histogram(

@@ -1,10 +1,16 @@
 //! The persistence writer: one task that commits the pending writes of every document together.
 //!
-//! Documents hand it appends and compactions without waiting. It takes everything queued, writes
-//! it in one transaction (group commit), and then tells each document how far its updates are
-//! durable, so the document can relay them. Requests are handled strictly in order, which is what
-//! lets a compaction, a barrier or a later load reason about "everything sent before".
-//! If the store fails, the batch is retried with backoff and nothing queued is dropped.
+//! Documents hand it appends and compactions without waiting. It takes every append queued,
+//! writes them in one transaction (group commit), and then tells each document how far its
+//! updates are durable, so the document can relay them. Requests are handled strictly in order,
+//! which is what lets a compaction, a barrier or a later load reason about "everything sent
+//! before". If the store fails, the batch is retried with backoff and nothing queued is dropped.
+//!
+//! Compactions are written by a second task, the compactor, so that rewriting a large snapshot
+//! never holds up the appends (and the relays) behind it. The writer hands a compaction on once
+//! the appends it covers are committed, and a barrier once everything before it is: the
+//! compactor handles both in that order, so a barrier still resolves after every compaction
+//! queued before it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::messages::Durable;
 use crate::domain::DocId;
 use crate::metrics::Metrics;
-use crate::store::{Append, Batch, Compaction, Store, StoreError};
+use crate::store::{Append, Compaction, Store, StoreError};
 use crate::webhooks::Webhooks;
 
 /// Most requests in one transaction: bounds commit latency when a backlog has built up.
@@ -34,6 +40,8 @@ const MAX_OUTAGE_BATCH_REQUESTS: usize = 16 * MAX_BATCH_REQUESTS;
 /// A commit that has not finished after this long counts as failed (its outcome is unknown, so
 /// it is retried; stored updates are idempotent).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most snapshot bytes in one compaction transaction.
+const MAX_COMPACTION_BYTES: usize = 32 * 1024 * 1024;
 /// A store still busy with one commit after this long counts as stalled: documents stop holding
 /// relays back for it (see `DocumentActor`), and `/readyz` reports not ready.
 const STALL_AFTER: Duration = Duration::from_secs(2);
@@ -117,8 +125,8 @@ pub struct PersistHandle {
 pub struct WriterStopped;
 
 impl PersistHandle {
-    /// Starts the writer on the current runtime. It ends once every handle is dropped and the
-    /// queue is drained; the returned join handle resolves then.
+    /// Starts the writer and the compactor on the current runtime. They end once every handle
+    /// is dropped and the queues are drained; the returned join handle resolves then.
     pub fn start(
         store: Arc<dyn Store>,
         webhooks: Webhooks,
@@ -153,7 +161,8 @@ impl PersistHandle {
             .map_err(|_| WriterStopped)
     }
 
-    /// Queues a compaction; `done` fires once it is committed.
+    /// Queues a compaction; `done` fires once it is committed (or found superseded by a later
+    /// compaction of the same document, committed instead).
     pub fn compact(
         &self,
         compaction: Compaction,
@@ -181,6 +190,9 @@ async fn run(
     health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
 ) {
+    let (compactor, compactor_rx) = mpsc::unbounded_channel();
+    let compacting =
+        actix_web::rt::spawn(compact_all(store.clone(), compactor_rx, metrics.clone()));
     let mut pending = Vec::new();
     // Highest log id committed per document since its last compaction: a compaction covers
     // these rows even if its document had not heard about them yet when it asked.
@@ -202,6 +214,7 @@ async fn run(
             std::mem::take(&mut pending),
             &mut rx,
             &mut committed_ids,
+            &compactor,
             &health,
             &metrics,
         )
@@ -211,6 +224,8 @@ async fn run(
             webhooks.emit(&doc, "document.created", &[], "").await;
         }
     }
+    drop(compactor);
+    let _ = compacting.await;
     tracing::debug!("persistence writer drained and stopped");
 }
 
@@ -222,13 +237,37 @@ fn request_bytes(request: &Request) -> usize {
     }
 }
 
-/// One transaction being assembled: the writes, and whom to tell once they are committed.
+/// What the compactor is asked, in the writer's order.
+enum Follow {
+    /// A compaction whose `covers_log_id` is final: every row it covers is committed.
+    Compact {
+        compaction: Compaction,
+        done: Option<oneshot::Sender<()>>,
+    },
+    /// Resolves once every compaction handed on before it is committed.
+    Barrier(oneshot::Sender<()>),
+}
+
+/// A compaction or barrier waiting for the appends of its batch to be committed.
+enum Waiting {
+    Compact {
+        compaction: Compaction,
+        done: Option<oneshot::Sender<()>>,
+        /// How many of the batch's appends were requested before it: those of its document
+        /// are in its snapshot, later ones are not.
+        after_appends: usize,
+    },
+    Barrier(oneshot::Sender<()>),
+}
+
+/// One transaction being assembled: the appends, whom to tell once they are committed, and
+/// what to hand the compactor then.
 #[derive(Default)]
 struct Pending {
-    batch: Batch,
+    appends: Vec<Append>,
     /// Per document: the last sequence number in this batch and whom to tell.
     notify: HashMap<DocId, (u64, Recipient<Durable>)>,
-    done: Vec<oneshot::Sender<()>>,
+    then: Vec<Waiting>,
     requests: usize,
 }
 
@@ -243,31 +282,35 @@ impl Pending {
                 notify: recipient,
             } => {
                 self.notify.insert(doc.clone(), (seq, recipient));
-                self.batch.appends.push(Append { doc, data });
+                self.appends.push(Append { doc, data });
             }
             Request::Compact {
                 mut compaction,
-                done: ack,
+                done,
             } => {
-                compaction.after_appends = self.batch.appends.len();
                 if let Some(id) = committed_ids.get(&compaction.doc) {
                     compaction.covers_log_id = compaction.covers_log_id.max(*id);
                 }
-                self.batch.compactions.push(compaction);
-                self.done.extend(ack);
+                self.then.push(Waiting::Compact {
+                    compaction,
+                    done,
+                    after_appends: self.appends.len(),
+                });
             }
-            Request::Barrier(ack) => self.done.push(ack),
+            Request::Barrier(ack) => self.then.push(Waiting::Barrier(ack)),
         }
     }
 }
 
-/// Commits one batch, retrying until the store takes it, then notifies everyone waiting on it.
-/// While it retries, what arrives meanwhile joins the batch. Returns the documents it created.
+/// Commits one batch of appends, retrying until the store takes it, then notifies everyone
+/// waiting on it and hands its compactions and barriers to the compactor. While it retries, what
+/// arrives meanwhile joins the batch. Returns the documents it created.
 async fn commit(
     store: &dyn Store,
     requests: Vec<Request>,
     rx: &mut mpsc::UnboundedReceiver<Request>,
     committed_ids: &mut HashMap<DocId, i64>,
+    compactor: &mpsc::UnboundedSender<Follow>,
     health: &StoreHealth,
     metrics: &Metrics,
 ) -> Vec<DocId> {
@@ -276,14 +319,14 @@ async fn commit(
         pending.add(request, committed_ids);
     }
 
-    let committed = if pending.batch.is_empty() {
+    let committed = if pending.appends.is_empty() {
         Default::default()
     } else {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let started = std::time::Instant::now();
             health.commit_running(true);
-            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.commit(&pending.batch))
+            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.append(&pending.appends))
                 .await
                 .unwrap_or_else(|_| {
                     Err(StoreError::Other(anyhow::anyhow!("the commit timed out")))
@@ -297,13 +340,9 @@ async fn commit(
                         .observe(started.elapsed().as_secs_f64());
                     metrics
                         .commit_batch_updates
-                        .observe(pending.batch.appends.len() as f64);
-                    metrics
-                        .compactions
-                        .inc_by(pending.batch.compactions.len() as u64);
+                        .observe(pending.appends.len() as f64);
                     tracing::trace!(
-                        appends = pending.batch.appends.len(),
-                        compactions = pending.batch.compactions.len(),
+                        appends = pending.appends.len(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "batch committed"
                     );
@@ -314,7 +353,7 @@ async fn commit(
                     metrics.commit_failures.inc();
                     tracing::warn!(
                         %error,
-                        appends = pending.batch.appends.len(),
+                        appends = pending.appends.len(),
                         retry_in_ms = delay.as_millis() as u64,
                         "commit failed; retrying"
                     );
@@ -332,25 +371,13 @@ async fn commit(
     };
 
     let Pending {
-        batch,
+        appends,
         notify,
-        done,
+        then,
         ..
     } = pending;
     for (doc, id) in &committed.log_ids {
         committed_ids.insert(doc.clone(), *id);
-    }
-    for compaction in &batch.compactions {
-        // Rows appended after the compaction in this batch are still in the log: keep tracking
-        // them, but forget documents whose log is now empty.
-        let later_append = batch
-            .appends
-            .iter()
-            .skip(compaction.after_appends)
-            .any(|a| a.doc == compaction.doc);
-        if !later_append {
-            committed_ids.remove(&compaction.doc);
-        }
     }
     for (doc, (seq, recipient)) in notify {
         let max_log_id = committed.log_ids.get(&doc).copied().unwrap_or(0);
@@ -359,9 +386,140 @@ async fn commit(
             max_log_id,
         });
     }
-    for ack in done {
-        // The requester may have given up waiting; the work is committed regardless.
-        let _ = ack.send(());
+    for waiting in then {
+        let follow = match waiting {
+            Waiting::Compact {
+                mut compaction,
+                done,
+                after_appends,
+            } => {
+                // Rows of the document appended before the compaction in this batch are in
+                // its snapshot.
+                compaction.covers_log_id = appends
+                    .iter()
+                    .zip(&committed.ids)
+                    .take(after_appends)
+                    .filter(|(append, _)| append.doc == compaction.doc)
+                    .map(|(_, id)| *id)
+                    .fold(compaction.covers_log_id, i64::max);
+                // Rows appended after it are still in the log: keep tracking them, but forget
+                // documents whose log will be empty.
+                let later_append = appends
+                    .iter()
+                    .skip(after_appends)
+                    .any(|a| a.doc == compaction.doc);
+                if !later_append {
+                    committed_ids.remove(&compaction.doc);
+                }
+                Follow::Compact { compaction, done }
+            }
+            Waiting::Barrier(ack) => Follow::Barrier(ack),
+        };
+        if let Err(mpsc::error::SendError(follow)) = compactor.send(follow) {
+            // The compactor only stops after the writer; answer rather than leave anyone hanging.
+            tracing::error!("compactor stopped; compaction skipped");
+            if let Follow::Compact {
+                done: Some(ack), ..
+            }
+            | Follow::Barrier(ack) = follow
+            {
+                let _ = ack.send(());
+            }
+        }
     }
     committed.created
+}
+
+/// The compactor: writes compactions in the order the writer hands them on, all those queued in
+/// one transaction. Of several queued for one document only the last is written, since it
+/// covers everything the earlier ones do. A failed transaction is retried with backoff.
+async fn compact_all(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Follow>,
+    metrics: Arc<Metrics>,
+) {
+    let mut queue = std::collections::VecDeque::new();
+    while let Some(first) = rx.recv().await {
+        queue.push_back(first);
+        while let Ok(follow) = rx.try_recv() {
+            queue.push_back(follow);
+        }
+        while !queue.is_empty() {
+            // Take compactions up to a byte bound, and the barriers among them.
+            let mut latest: Vec<Compaction> = Vec::new();
+            let mut acks = Vec::new();
+            let mut bytes = 0;
+            while let Some(follow) = queue.pop_front() {
+                match follow {
+                    Follow::Compact { compaction, done } => {
+                        if !latest.is_empty()
+                            && bytes + compaction.snapshot.len() > MAX_COMPACTION_BYTES
+                        {
+                            queue.push_front(Follow::Compact { compaction, done });
+                            break;
+                        }
+                        bytes += compaction.snapshot.len();
+                        match latest.iter_mut().find(|c| c.doc == compaction.doc) {
+                            Some(earlier) => {
+                                // Within one document the later covers at least as much.
+                                if compaction.covers_log_id >= earlier.covers_log_id {
+                                    bytes -= earlier.snapshot.len();
+                                    *earlier = compaction;
+                                } else {
+                                    bytes -= compaction.snapshot.len();
+                                }
+                            }
+                            None => latest.push(compaction),
+                        }
+                        acks.extend(done);
+                    }
+                    Follow::Barrier(ack) => acks.push(ack),
+                }
+            }
+            if !latest.is_empty() {
+                write_compactions(store.as_ref(), &latest, &metrics).await;
+            }
+            for ack in acks {
+                // The requester may have given up waiting; the work is committed regardless.
+                let _ = ack.send(());
+            }
+        }
+    }
+    tracing::debug!("compactor drained and stopped");
+}
+
+/// Writes one transaction of compactions, retrying until the store takes it.
+async fn write_compactions(store: &dyn Store, compactions: &[Compaction], metrics: &Metrics) {
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        let started = Instant::now();
+        let result = tokio::time::timeout(COMMIT_TIMEOUT, store.compact(compactions))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Other(anyhow::anyhow!("the commit timed out"))));
+        match result {
+            Ok(()) => {
+                metrics
+                    .compaction_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                metrics.compactions.inc_by(compactions.len() as u64);
+                tracing::trace!(
+                    compactions = compactions.len(),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "compactions committed"
+                );
+                return;
+            }
+            Err(error) => {
+                metrics.commit_failures.inc();
+                tracing::warn!(
+                    %error,
+                    compactions = compactions.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "compaction failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! A document is kept as an optional snapshot (its full Yjs state as of the last compaction) plus
 //! an append-only log of the updates received since. Loading applies the snapshot and then the
-//! log. Every write goes through [`Store::commit`], one transaction per batch, so that the
-//! persistence writer can group the updates of all documents into a single commit.
+//! log. Appends go through [`Store::append`], one transaction per batch, so that the persistence
+//! writer can group the updates of all documents into a single commit. Compactions go through
+//! [`Store::compact`], in transactions of their own that touch no row an append writes, so that
+//! they can run beside the appends instead of holding them up.
 
 mod postgres;
 mod sqlite;
@@ -67,44 +69,14 @@ pub struct Append {
 
 /// Replace a document's snapshot and drop the log rows it covers.
 ///
-/// The snapshot contains every update of `doc` appended before it was requested: rows already
-/// committed (up to `covers_log_id`) and the first `after_appends` appends of the same batch.
-/// Appends later in the batch came after the snapshot was taken, and stay in the log.
+/// A snapshot that covers fewer log rows than the stored one (written by a document instance
+/// that has since been reloaded) does not replace it: the rows it lacks may already be gone.
 #[derive(Debug, Clone)]
 pub struct Compaction {
     pub doc: DocId,
     pub snapshot: Vec<u8>,
     /// Log rows of `doc` with an id up to and including this one are contained in `snapshot`.
     pub covers_log_id: i64,
-    /// How many of the batch's appends were requested before this compaction.
-    pub after_appends: usize,
-}
-
-impl Compaction {
-    /// The highest log id this compaction covers, given the ids the batch's appends received
-    /// (in the order of `Batch::appends`).
-    pub fn covered_id(&self, appends: &[Append], ids: &[i64]) -> i64 {
-        appends
-            .iter()
-            .zip(ids)
-            .take(self.after_appends)
-            .filter(|(append, _)| append.doc == self.doc)
-            .map(|(_, id)| *id)
-            .fold(self.covers_log_id, i64::max)
-    }
-}
-
-/// Everything one transaction writes.
-#[derive(Debug, Default)]
-pub struct Batch {
-    pub appends: Vec<Append>,
-    pub compactions: Vec<Compaction>,
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.appends.is_empty() && self.compactions.is_empty()
-    }
 }
 
 /// A document as listed: its id, times (Unix epoch milliseconds) and stored size in bytes.
@@ -140,13 +112,34 @@ pub struct PendingDelivery {
     pub attempts: i32,
 }
 
-/// What a committed batch did.
+/// What a committed batch of appends did.
 #[derive(Debug, Default)]
 pub struct Committed {
+    /// The log id of each append, in the batch's order.
+    pub ids: Vec<i64>,
     /// For each document that got appends, its highest new log id.
     pub log_ids: HashMap<DocId, i64>,
     /// Documents that these appends brought into existence.
     pub created: Vec<DocId>,
+}
+
+impl Committed {
+    /// Records the log ids that `appends` received, given in the appends' order.
+    fn record(&mut self, appends: &[Append], ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.len() != appends.len() {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "{} log ids for {} appends",
+                ids.len(),
+                appends.len()
+            )));
+        }
+        for (append, id) in appends.iter().zip(&ids) {
+            let max = self.log_ids.entry(append.doc.clone()).or_insert(*id);
+            *max = (*max).max(*id);
+        }
+        self.ids = ids;
+        Ok(())
+    }
 }
 
 /// The operations the server needs from a database.
@@ -155,8 +148,13 @@ pub trait Store: Send + Sync + 'static {
     /// Reads a document's snapshot and log. A document never written is `StoredDoc::default()`.
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError>;
 
-    /// Writes a batch in one transaction: all of it or none of it.
-    async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError>;
+    /// Appends updates to their documents' logs in one transaction, all or none, creating the
+    /// documents that do not exist yet and touching `updated_at` of the others.
+    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError>;
+
+    /// Writes snapshots and drops the log rows they cover, in one transaction. A snapshot of a
+    /// document that no longer exists is not written.
+    async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError>;
 
     /// Documents in id order, starting after `after`, at most `limit` of them.
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError>;

@@ -11,8 +11,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 use super::{
-    Batch, Committed, DocSummary, PendingDelivery, StoreError, StoredDoc, VersionSummary, now_ms,
-    summary_from_row, version_from_row,
+    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
+    VersionSummary, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -23,15 +23,16 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Documents in id order with their stored size (snapshot plus log).
 const LIST_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
-     (COALESCE(octet_length(d.snapshot), 0) + \
-      COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u WHERE u.doc_id = d.id), 0))::BIGINT \
-     FROM documents d WHERE d.id > $1 ORDER BY d.id LIMIT $2";
+     (COALESCE(octet_length(s.state), 0) + COALESCE((SELECT SUM(octet_length(u.data)) \
+      FROM updates u WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0))::BIGINT \
+     FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id \
+     WHERE d.id > $1 ORDER BY d.id LIMIT $2";
 
 /// One document with its stored size.
 const GET_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
-     (COALESCE(octet_length(d.snapshot), 0) + \
-     COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u WHERE u.doc_id = d.id), 0))::BIGINT \
-     FROM documents d WHERE d.id = $1";
+     (COALESCE(octet_length(s.state), 0) + COALESCE((SELECT SUM(octet_length(u.data)) \
+      FROM updates u WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0))::BIGINT \
+     FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id WHERE d.id = $1";
 
 /// A store in a Postgres database.
 #[derive(Clone)]
@@ -61,7 +62,7 @@ impl super::Store for PostgresStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let head = sqlx::query("SELECT snapshot, snapshot_log_id FROM documents WHERE id = $1")
+        let head = sqlx::query("SELECT state, log_id FROM snapshots WHERE doc_id = $1")
             .bind(doc.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -91,100 +92,63 @@ impl super::Store for PostgresStore {
         Ok(stored)
     }
 
-    #[tracing::instrument(skip_all, fields(appends = batch.appends.len(), compactions = batch.compactions.len()))]
-    async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
-        let now = now_ms();
+    #[tracing::instrument(skip_all, fields(appends = appends.len()))]
+    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError> {
         let mut committed = Committed::default();
-        let docs: Vec<&str> = batch.appends.iter().map(|a| a.doc.as_str()).collect();
-        let data: Vec<&[u8]> = batch.appends.iter().map(|a| a.data.as_ref()).collect();
+        if appends.is_empty() {
+            return Ok(committed);
+        }
+        let docs: Vec<&str> = appends.iter().map(|a| a.doc.as_str()).collect();
+        let data: Vec<&[u8]> = appends.iter().map(|a| a.data.as_ref()).collect();
         let mut distinct = docs.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        if batch.compactions.is_empty() {
-            if batch.appends.is_empty() {
-                return Ok(committed);
-            }
-            // The common case, appends only: one statement, which is its own transaction, so
-            // the commit costs one round trip.
-            let row = sqlx::query(APPEND_SQL)
-                .bind(&docs)
-                .bind(&data)
-                .bind(&distinct)
-                .bind(now)
-                .fetch_one(&self.pool)
-                .await?;
-            let ids: Vec<i64> = row.try_get(0)?;
-            let created: Option<Vec<String>> = row.try_get(1)?;
-            record_appends(&mut committed, batch, ids)?;
-            committed.created = created
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|id| DocId::parse(id).ok())
-                .collect();
-            return Ok(committed);
-        }
-        let mut ids = Vec::new();
-        let mut tx = self.pool.begin().await?;
-        if !batch.appends.is_empty() {
-            let rows = sqlx::query(
-                "INSERT INTO updates (doc_id, data) \
-                 SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id",
-            )
+        // One statement, which is its own transaction: the commit costs one round trip.
+        let row = sqlx::query(APPEND_SQL)
             .bind(&docs)
             .bind(&data)
-            .fetch_all(&mut *tx)
-            .await?;
-            let returned = rows
-                .iter()
-                .map(|row| row.try_get::<i64, _>(0))
-                .collect::<Result<Vec<_>, _>>()?;
-            ids = record_appends(&mut committed, batch, returned)?;
-            // `xmax = 0` tells rows this statement inserted from rows it updated.
-            let touched = sqlx::query(
-                "INSERT INTO documents (id, created_at, updated_at) \
-                 SELECT d, $2, $2 FROM UNNEST($1::text[]) AS d \
-                 ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
-                 RETURNING id, (xmax = 0) AS inserted",
-            )
             .bind(&distinct)
-            .bind(now)
-            .fetch_all(&mut *tx)
+            .bind(now_ms())
+            .fetch_one(&self.pool)
             .await?;
-            for row in touched {
-                if row.try_get::<bool, _>(1)? {
-                    let id: String = row.try_get(0)?;
-                    if let Ok(doc) = DocId::parse(&id) {
-                        committed.created.push(doc);
-                    }
-                }
-            }
-        }
-        for compaction in &batch.compactions {
-            let covered = compaction.covered_id(&batch.appends, &ids);
-            // A snapshot that covers fewer log rows than the stored one (written by a document
-            // instance that has since been reloaded) must not replace it: the rows it lacks may
-            // already be deleted.
+        let mut ids: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>(0)?.unwrap_or_default();
+        // The rows were inserted in array order from one statement and the sequence hands out
+        // increasing ids, so sorted ids line up with the appends.
+        ids.sort_unstable();
+        committed.record(appends, ids)?;
+        let created: Option<Vec<String>> = row.try_get(1)?;
+        committed.created = created
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| DocId::parse(id).ok())
+            .collect();
+        Ok(committed)
+    }
+
+    #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
+    async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for compaction in compactions {
             sqlx::query(
-                "INSERT INTO documents (id, created_at, updated_at, snapshot, snapshot_log_id) \
-                 VALUES ($1, $2, $2, $3, $4) \
-                 ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, \
-                 snapshot_log_id = excluded.snapshot_log_id \
-                 WHERE excluded.snapshot_log_id >= documents.snapshot_log_id",
+                "INSERT INTO snapshots (doc_id, state, log_id) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
+                 ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
+                 log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id",
             )
             .bind(compaction.doc.as_str())
-            .bind(now)
             .bind(compaction.snapshot.as_slice())
-            .bind(covered)
+            .bind(compaction.covers_log_id)
             .execute(&mut *tx)
             .await?;
+            // Whether or not it replaced the stored snapshot, that one covers these rows too.
             sqlx::query("DELETE FROM updates WHERE doc_id = $1 AND id <= $2")
                 .bind(compaction.doc.as_str())
-                .bind(covered)
+                .bind(compaction.covers_log_id)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        Ok(committed)
+        Ok(())
     }
 
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {
@@ -235,6 +199,10 @@ impl super::Store for PostgresStore {
             .await?
             .rows_affected();
         sqlx::query("DELETE FROM versions WHERE doc_id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM snapshots WHERE doc_id = $1")
             .bind(doc.as_str())
             .execute(&mut *tx)
             .await?;
@@ -441,26 +409,3 @@ const APPEND_SQL: &str = "WITH appended AS ( \
         RETURNING id, (xmax = 0) AS inserted) \
      SELECT (SELECT array_agg(id) FROM appended), \
             (SELECT array_agg(id) FROM touched WHERE inserted)";
-
-/// Records the log ids of `batch.appends` in `committed` (the highest per document) and returns
-/// them in the appends' order. The rows were inserted in array order from one statement and the
-/// sequence hands out increasing ids, so sorted ids line up with the appends.
-fn record_appends(
-    committed: &mut Committed,
-    batch: &Batch,
-    mut ids: Vec<i64>,
-) -> Result<Vec<i64>, StoreError> {
-    if ids.len() != batch.appends.len() {
-        return Err(StoreError::Other(anyhow::anyhow!(
-            "{} log ids for {} appends",
-            ids.len(),
-            batch.appends.len()
-        )));
-    }
-    ids.sort_unstable();
-    for (append, id) in batch.appends.iter().zip(&ids) {
-        let max = committed.log_ids.entry(append.doc.clone()).or_insert(*id);
-        *max = (*max).max(*id);
-    }
-    Ok(ids)
-}

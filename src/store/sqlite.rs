@@ -5,6 +5,7 @@
 //! transaction.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,8 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    Batch, Committed, DocSummary, PendingDelivery, StoreError, StoredDoc, VersionSummary, now_ms,
-    summary_from_row, version_from_row,
+    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
+    VersionSummary, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -27,20 +28,24 @@ const MAX_CONNECTIONS: u32 = 8;
 
 /// Documents in id order with their stored size (snapshot plus log).
 const LIST_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
-     COALESCE(LENGTH(d.snapshot), 0) + \
-     COALESCE((SELECT SUM(LENGTH(u.data)) FROM updates u WHERE u.doc_id = d.id), 0) \
-     FROM documents d WHERE d.id > $1 ORDER BY d.id LIMIT $2";
+     COALESCE(LENGTH(s.state), 0) + COALESCE((SELECT SUM(LENGTH(u.data)) FROM updates u \
+      WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0) \
+     FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id \
+     WHERE d.id > $1 ORDER BY d.id LIMIT $2";
 
 /// One document with its stored size.
 const GET_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
-     COALESCE(LENGTH(d.snapshot), 0) + \
-     COALESCE((SELECT SUM(LENGTH(u.data)) FROM updates u WHERE u.doc_id = d.id), 0) \
-     FROM documents d WHERE d.id = $1";
+     COALESCE(LENGTH(s.state), 0) + COALESCE((SELECT SUM(LENGTH(u.data)) FROM updates u \
+      WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0) \
+     FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id WHERE d.id = $1";
 
 /// A store in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Held by appends and compactions while they write. SQLite takes one writer at a time, and
+    /// one waiting on another's lock sleeps in steps of milliseconds: they queue here instead.
+    write_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -63,7 +68,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write_gate: Arc::default(),
+        })
     }
 }
 
@@ -73,7 +81,7 @@ impl super::Store for SqliteStore {
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
         // One read transaction so the snapshot and the log are seen at the same instant.
         let mut tx = self.pool.begin().await?;
-        let head = sqlx::query("SELECT snapshot, snapshot_log_id FROM documents WHERE id = $1")
+        let head = sqlx::query("SELECT state, log_id FROM snapshots WHERE doc_id = $1")
             .bind(doc.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -103,20 +111,24 @@ impl super::Store for SqliteStore {
         Ok(stored)
     }
 
-    #[tracing::instrument(skip_all, fields(appends = batch.appends.len(), compactions = batch.compactions.len()))]
-    async fn commit(&self, batch: &Batch) -> Result<Committed, StoreError> {
+    #[tracing::instrument(skip_all, fields(appends = appends.len()))]
+    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError> {
         let now = now_ms();
         let mut committed = Committed::default();
-        let mut ids = Vec::with_capacity(batch.appends.len());
+        if appends.is_empty() {
+            return Ok(committed);
+        }
+        let mut ids = Vec::with_capacity(appends.len());
+        let _writing = self.write_gate.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut touched = std::collections::HashSet::new();
-        for append in &batch.appends {
+        for append in appends {
             if touched.insert(&append.doc) && touch_document(&mut tx, &append.doc, now).await? {
                 committed.created.push(append.doc.clone());
             }
         }
         // Many rows per statement: each statement is a round trip to SQLite's worker thread.
-        for chunk in batch.appends.chunks(APPEND_ROWS_PER_STATEMENT) {
+        for chunk in appends.chunks(APPEND_ROWS_PER_STATEMENT) {
             let mut insert =
                 sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO updates (doc_id, data) ");
             insert.push_values(chunk, |mut row, append| {
@@ -131,48 +143,41 @@ impl super::Store for SqliteStore {
                 .iter()
                 .map(|row| row.try_get::<i64, _>(0))
                 .collect::<Result<Vec<_>, _>>()?;
-            if chunk_ids.len() != chunk.len() {
-                return Err(StoreError::Other(anyhow::anyhow!(
-                    "{} log ids for {} appends",
-                    chunk_ids.len(),
-                    chunk.len()
-                )));
-            }
             // One statement inserts its rows in VALUES order with increasing ids (the order of
             // RETURNING rows is not defined): sorted ids line up with the chunk.
             chunk_ids.sort_unstable();
-            for (append, id) in chunk.iter().zip(&chunk_ids) {
-                let max = committed.log_ids.entry(append.doc.clone()).or_insert(*id);
-                *max = (*max).max(*id);
-            }
             ids.extend(chunk_ids);
         }
-        for compaction in &batch.compactions {
-            let covered = compaction.covered_id(&batch.appends, &ids);
-            // A snapshot that covers fewer log rows than the stored one (written by a document
-            // instance that has since been reloaded) must not replace it: the rows it lacks may
-            // already be deleted.
+        committed.record(appends, ids)?;
+        tx.commit().await?;
+        Ok(committed)
+    }
+
+    #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
+    async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
+        let _writing = self.write_gate.lock().await;
+        let mut tx = self.pool.begin().await?;
+        for compaction in compactions {
             sqlx::query(
-                "INSERT INTO documents (id, created_at, updated_at, snapshot, snapshot_log_id) \
-                 VALUES ($1, $2, $2, $3, $4) \
-                 ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, \
-                 snapshot_log_id = excluded.snapshot_log_id \
-                 WHERE excluded.snapshot_log_id >= documents.snapshot_log_id",
+                "INSERT INTO snapshots (doc_id, state, log_id) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
+                 ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
+                 log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id",
             )
             .bind(compaction.doc.as_str())
-            .bind(now)
             .bind(compaction.snapshot.as_slice())
-            .bind(covered)
+            .bind(compaction.covers_log_id)
             .execute(&mut *tx)
             .await?;
+            // Whether or not it replaced the stored snapshot, that one covers these rows too.
             sqlx::query("DELETE FROM updates WHERE doc_id = $1 AND id <= $2")
                 .bind(compaction.doc.as_str())
-                .bind(covered)
+                .bind(compaction.covers_log_id)
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        Ok(committed)
+        Ok(())
     }
 
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {
@@ -223,6 +228,10 @@ impl super::Store for SqliteStore {
             .await?
             .rows_affected();
         sqlx::query("DELETE FROM versions WHERE doc_id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM snapshots WHERE doc_id = $1")
             .bind(doc.as_str())
             .execute(&mut *tx)
             .await?;

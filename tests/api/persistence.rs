@@ -89,11 +89,11 @@ async fn a_document_that_fails_to_load_closes_with_1011_and_writes_nothing() {
             .expect("count")
     };
     let snapshot = || async {
-        sqlx::query_scalar::<_, Option<Vec<u8>>>("SELECT snapshot FROM documents WHERE id = $1")
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT state FROM snapshots WHERE doc_id = $1")
             .bind(&doc)
-            .fetch_one(&pool)
+            .fetch_optional(&pool)
             .await
-            .expect("document row")
+            .expect("snapshot query")
     };
     let (rows_before, snapshot_before) = (count().await, snapshot().await);
 

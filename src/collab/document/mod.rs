@@ -608,7 +608,6 @@ impl DocumentActor {
             doc: self.id.clone(),
             snapshot,
             covers_log_id: self.max_log_id,
-            after_appends: 0,
         };
         if self.persist.compact(compaction, done).is_err() {
             tracing::error!(parent: &self.span, "persistence writer stopped; compaction skipped");
