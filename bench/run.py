@@ -255,6 +255,21 @@ def fresh_postgres(url: str) -> str:
     return url
 
 
+def settle_disk(args: argparse.Namespace) -> None:
+    """Flushes what earlier loads left to write (the kernel's dirty pages, Postgres's shared
+    buffers), so that the next server's fsyncs do not queue behind another server's writes."""
+    os.sync()
+    base = args.postgres_url.rpartition("/")[0]
+    try:
+        r = subprocess.run(["psql", f"{base}/postgres", "-qc", "CHECKPOINT"],
+                           capture_output=True, text=True, timeout=300)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as e:
+        log(f"no Postgres checkpoint before the next load: {e}")
+        return
+    if r.returncode != 0:
+        log(f"no Postgres checkpoint before the next load: {r.stderr.strip()}")
+
+
 def run_load(server: Server, load_args: list[str], timeout: float = 600) -> dict:
     """Runs tandem-load against `server`; samples the server while it runs.
 
@@ -441,6 +456,7 @@ def run_server_loads(name: str, args: argparse.Namespace, workdir: Path) -> dict
     results: dict = {}
     for load in args.loads:
         log(f"{name}: load {load}")
+        settle_disk(args)
         server = Server(name, args, workdir)
         try:
             if load == "1":
