@@ -25,6 +25,7 @@ use super::messages::Durable;
 use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{Append, Compaction, Store, StoreError};
+use crate::sync::merge_updates;
 use crate::webhooks::Webhooks;
 
 /// Most requests in one transaction: bounds commit latency when a backlog has built up.
@@ -40,6 +41,8 @@ const MAX_OUTAGE_BATCH_REQUESTS: usize = 16 * MAX_BATCH_REQUESTS;
 /// A commit that has not finished after this long counts as failed (its outcome is unknown, so
 /// it is retried; stored updates are idempotent).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most update bytes merged into one log row.
+const MAX_ROW_BYTES: usize = 64 * 1024;
 /// Most snapshot bytes in one compaction transaction.
 const MAX_COMPACTION_BYTES: usize = 32 * 1024 * 1024;
 /// A store still busy with one commit after this long counts as stalled: documents stop holding
@@ -265,10 +268,22 @@ enum Waiting {
 #[derive(Default)]
 struct Pending {
     appends: Vec<Append>,
+    /// The appends grouped into log rows, by index into `appends`, in the order of each row's
+    /// first append: one row per document, unless a compaction of the document or the byte
+    /// bound starts another.
+    rows: Vec<RowGroup>,
+    /// Per document, the row its next append may join.
+    open_row: HashMap<DocId, usize>,
     /// Per document: the last sequence number in this batch and whom to tell.
     notify: HashMap<DocId, (u64, Recipient<Durable>)>,
     then: Vec<Waiting>,
     requests: usize,
+}
+
+#[derive(Default)]
+struct RowGroup {
+    appends: Vec<usize>,
+    bytes: usize,
 }
 
 impl Pending {
@@ -282,6 +297,16 @@ impl Pending {
                 notify: recipient,
             } => {
                 self.notify.insert(doc.clone(), (seq, recipient));
+                let row = match self.open_row.get(&doc) {
+                    Some(&row) if self.rows[row].bytes + data.len() <= MAX_ROW_BYTES => row,
+                    _ => {
+                        self.rows.push(RowGroup::default());
+                        self.open_row.insert(doc.clone(), self.rows.len() - 1);
+                        self.rows.len() - 1
+                    }
+                };
+                self.rows[row].appends.push(self.appends.len());
+                self.rows[row].bytes += data.len();
                 self.appends.push(Append { doc, data });
             }
             Request::Compact {
@@ -291,6 +316,9 @@ impl Pending {
                 if let Some(id) = committed_ids.get(&compaction.doc) {
                     compaction.covers_log_id = compaction.covers_log_id.max(*id);
                 }
+                // Appends after the compaction go to rows of their own: a row it covers must
+                // hold nothing the snapshot lacks.
+                self.open_row.remove(&compaction.doc);
                 self.then.push(Waiting::Compact {
                     compaction,
                     done,
@@ -299,6 +327,38 @@ impl Pending {
             }
             Request::Barrier(ack) => self.then.push(Waiting::Barrier(ack)),
         }
+    }
+
+    /// The log rows to write: each group of appends merged into one update (a document's many
+    /// small updates in a commit cost one row, and a later load one update to apply). A group
+    /// that yrs cannot merge is written one row per append. Also returns, for each append, the
+    /// index of the row that holds it.
+    fn rows(&self) -> (Vec<Append>, Vec<usize>) {
+        let mut rows = Vec::with_capacity(self.rows.len());
+        let mut row_of = vec![0; self.appends.len()];
+        for group in &self.rows {
+            let merged = (group.appends.len() > 1)
+                .then(|| merge_updates(group.appends.iter().map(|&i| &self.appends[i].data[..])))
+                .flatten();
+            match merged {
+                Some(data) => {
+                    for &i in &group.appends {
+                        row_of[i] = rows.len();
+                    }
+                    rows.push(Append {
+                        doc: self.appends[group.appends[0]].doc.clone(),
+                        data: data.into(),
+                    });
+                }
+                None => {
+                    for &i in &group.appends {
+                        row_of[i] = rows.len();
+                        rows.push(self.appends[i].clone());
+                    }
+                }
+            }
+        }
+        (rows, row_of)
     }
 }
 
@@ -325,15 +385,21 @@ async fn commit(
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let started = std::time::Instant::now();
+            let (rows, row_of) = pending.rows();
             health.commit_running(true);
-            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.append(&pending.appends))
+            let result = tokio::time::timeout(COMMIT_TIMEOUT, store.append(&rows))
                 .await
                 .unwrap_or_else(|_| {
                     Err(StoreError::Other(anyhow::anyhow!("the commit timed out")))
                 });
             health.commit_running(false);
             match result {
-                Ok(committed) => {
+                Ok(mut committed) => {
+                    // From here on, each append's id is that of the row holding it.
+                    committed.ids = row_of
+                        .iter()
+                        .map(|&row| committed.ids.get(row).copied().unwrap_or(0))
+                        .collect();
                     health.set_failing(false);
                     metrics
                         .commit_seconds
@@ -343,6 +409,7 @@ async fn commit(
                         .observe(pending.appends.len() as f64);
                     tracing::trace!(
                         appends = pending.appends.len(),
+                        rows = rows.len(),
                         elapsed_us = started.elapsed().as_micros() as u64,
                         "batch committed"
                     );

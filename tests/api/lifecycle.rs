@@ -79,7 +79,11 @@ async fn an_idle_document_is_compacted_and_unloaded() {
         client.recv_echo().await;
         let expected = client.text();
         let (_, log_len) = stored_text(&db.url, &doc).await;
-        assert_eq!(log_len, 5, "{backend:?}: updates are logged while loaded");
+        // Updates committed together share a row, so there are 1 to 5 of them.
+        assert!(
+            (1..=5).contains(&log_len),
+            "{backend:?}: {log_len} log rows while loaded"
+        );
         client.close().await;
 
         // Unloading compacts: the log empties once the idle delay has passed.

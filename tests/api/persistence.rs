@@ -194,6 +194,62 @@ async fn updates_pending_at_sigterm_are_stored() {
     }
 }
 
+#[actix_web::test]
+async fn updates_committed_together_are_stored_merged_and_load_back_whole() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let doc = doc_name("merged");
+        let server = ServerProcess::start(&db.url, &[]).await;
+        let mut first = YClient::connect(&server.ws_base(), &doc).await;
+        let mut second = YClient::connect(&server.ws_base(), &doc).await;
+        let (first_id, second_id) = (first.client_id(), second.client_id());
+
+        // With the log locked, both clients' updates queue up for the same commit.
+        let lock = WriteLock::take(backend, &db.url).await;
+        for i in 0..40 {
+            first.append(&format!("a{i} ")).await;
+            second.append(&format!("b{i} ")).await;
+        }
+        // Each session's presence is handled after its updates: both echoes prove the server
+        // holds all 80.
+        first.set_awareness(r#"{"user":{"name":"first"}}"#).await;
+        second.set_awareness(r#"{"user":{"name":"second"}}"#).await;
+        first
+            .recv_until(|c| c.awareness.contains_key(&first_id))
+            .await;
+        second
+            .recv_until(|c| c.awareness.contains_key(&second_id))
+            .await;
+        lock.release().await;
+
+        let (first_cid, second_cid) = (yrs::ClientID::new(first_id), yrs::ClientID::new(second_id));
+        let first_clock = first.doc.transact().state_vector().get(&first_cid);
+        let second_clock = second.doc.transact().state_vector().get(&second_cid);
+        first
+            .recv_until(|c| c.relayed.get(&second_cid) >= second_clock)
+            .await;
+        second
+            .recv_until(|c| c.relayed.get(&first_cid) >= first_clock)
+            .await;
+        assert_eq!(first.text(), second.text(), "{backend:?}");
+
+        // No shutdown compaction: what loads back is the log as the commits wrote it.
+        server.signal(Signal::SIGKILL);
+        let _ = server.wait().await;
+        let (stored, log_len) = stored_text(&db.url, &doc).await;
+        assert_eq!(stored, first.text(), "{backend:?}");
+        assert!(
+            log_len <= 4,
+            "{backend:?}: 80 updates committed together took {log_len} log rows"
+        );
+        let server = ServerProcess::start(&db.url, &[]).await;
+        let after = YClient::connect(&server.ws_base(), &doc).await;
+        assert_eq!(after.text(), first.text(), "{backend:?}");
+        server.signal(Signal::SIGTERM);
+        assert_eq!(server.wait().await, Some(0), "{backend:?}");
+    }
+}
+
 /// Holds the database's write lock from outside the server.
 enum WriteLock {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),

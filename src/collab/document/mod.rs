@@ -34,6 +34,7 @@ use super::registry::Registry;
 use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
 use crate::store::{Compaction, Store, StoredDoc};
+use crate::sync::merge_updates;
 use crate::sync::presence::Presence;
 use crate::sync::protocol::{
     ClientMessage, IncomingUpdate, encode_permission_denied, encode_sync_step1, encode_sync_step2,
@@ -404,13 +405,8 @@ impl DocumentActor {
             }
             let run = &updates[start..end];
             let merged = (run.len() > 1)
-                .then(|| {
-                    catch_unwind(AssertUnwindSafe(|| {
-                        yrs::merge_updates_v1(run.iter().map(|(update, _)| update))
-                    }))
-                })
-                .and_then(|r| r.ok())
-                .and_then(|r| r.ok());
+                .then(|| merge_updates(run.iter().map(|(update, _)| update.as_ref())))
+                .flatten();
             match merged {
                 Some(merged) => self.broadcast(&encode_update(&merged)),
                 None => {
@@ -573,9 +569,7 @@ impl DocumentActor {
             frame: relay,
         });
         self.watch_for_outage(ctx);
-        if self.log_updates >= self.settings.compact_after_updates
-            || self.log_bytes >= self.settings.compact_after_bytes
-        {
+        if self.compaction_due() {
             self.compact(None);
         }
     }
@@ -594,6 +588,12 @@ impl DocumentActor {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether the log has grown enough to rewrite the snapshot.
+    fn compaction_due(&self) -> bool {
+        self.log_updates >= self.settings.compact_after_updates
+            || self.log_bytes >= self.settings.compact_after_bytes
     }
 
     /// Writes a snapshot of the whole document and drops the log rows it covers.
@@ -725,9 +725,7 @@ impl Actor for DocumentActor {
                 act.forget(silent);
             }
         });
-        if self.log_updates >= self.settings.compact_after_updates
-            || self.log_bytes >= self.settings.compact_after_bytes
-        {
+        if self.compaction_due() {
             self.compact(None);
         }
         // A document loaded for a client that left before it was ready must still unload.
