@@ -36,7 +36,9 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_IDLE_UNLOAD_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_unload_delay: Duration,
 
-    /// Compact a document (snapshot, then drop its log) once this many updates are logged.
+    /// Compact a document (snapshot, then drop its log) once this many updates are logged; a
+    /// document whose snapshot is over four times its log's size waits until the log reaches a
+    /// quarter of it, or sixteen times this many updates.
     #[arg(long, env = "TANDEM_COMPACT_AFTER_UPDATES", default_value_t = 1000)]
     pub compact_after_updates: u64,
 

@@ -590,10 +590,17 @@ impl DocumentActor {
         }
     }
 
-    /// Whether the log has grown enough to rewrite the snapshot.
+    /// Whether the log has grown enough to rewrite the snapshot. Every `compact_after_updates`
+    /// updates, unless the snapshot is over four times the log's size: a large document is
+    /// rewritten once its log reaches a quarter of it (or sixteen times that many updates), so
+    /// compaction writes at most about five times what the updates themselves took, however
+    /// large the document. A log of `compact_after_bytes` is compacted in any case.
     fn compaction_due(&self) -> bool {
-        self.log_updates >= self.settings.compact_after_updates
-            || self.log_bytes >= self.settings.compact_after_bytes
+        let updates = self.settings.compact_after_updates;
+        self.log_bytes >= self.settings.compact_after_bytes
+            || self.log_updates >= updates.saturating_mul(16)
+            || (self.log_updates >= updates
+                && self.log_bytes.saturating_mul(4) >= self.snapshot_bytes)
     }
 
     /// Writes a snapshot of the whole document and drops the log rows it covers.
