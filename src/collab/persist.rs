@@ -271,7 +271,7 @@ struct Pending {
     /// The appends grouped into log rows, by index into `appends`, in the order of each row's
     /// first append: one row per document, unless a compaction of the document or the byte
     /// bound starts another.
-    rows: Vec<RowGroup>,
+    groups: Vec<RowGroup>,
     /// Per document, the row its next append may join.
     open_row: HashMap<DocId, usize>,
     /// Per document: the last sequence number in this batch and whom to tell.
@@ -298,15 +298,15 @@ impl Pending {
             } => {
                 self.notify.insert(doc.clone(), (seq, recipient));
                 let row = match self.open_row.get(&doc) {
-                    Some(&row) if self.rows[row].bytes + data.len() <= MAX_ROW_BYTES => row,
+                    Some(&row) if self.groups[row].bytes + data.len() <= MAX_ROW_BYTES => row,
                     _ => {
-                        self.rows.push(RowGroup::default());
-                        self.open_row.insert(doc.clone(), self.rows.len() - 1);
-                        self.rows.len() - 1
+                        self.groups.push(RowGroup::default());
+                        self.open_row.insert(doc.clone(), self.groups.len() - 1);
+                        self.groups.len() - 1
                     }
                 };
-                self.rows[row].appends.push(self.appends.len());
-                self.rows[row].bytes += data.len();
+                self.groups[row].appends.push(self.appends.len());
+                self.groups[row].bytes += data.len();
                 self.appends.push(Append { doc, data });
             }
             Request::Compact {
@@ -334,9 +334,9 @@ impl Pending {
     /// that yrs cannot merge is written one row per append. Also returns, for each append, the
     /// index of the row that holds it.
     fn rows(&self) -> (Vec<Append>, Vec<usize>) {
-        let mut rows = Vec::with_capacity(self.rows.len());
+        let mut rows = Vec::with_capacity(self.groups.len());
         let mut row_of = vec![0; self.appends.len()];
-        for group in &self.rows {
+        for group in &self.groups {
             let merged = (group.appends.len() > 1)
                 .then(|| merge_updates(group.appends.iter().map(|&i| &self.appends[i].data[..])))
                 .flatten();
