@@ -79,6 +79,19 @@ pub struct Compaction {
     pub covers_log_id: i64,
 }
 
+/// Writes a compaction's snapshot (`$1` document, `$2` state, `$3` covered log id), in the SQL
+/// both backends speak. A document that no longer exists gets none, and a snapshot that covers
+/// fewer log rows than the stored one (from a document instance since reloaded) does not replace
+/// it: the rows it lacks may already be gone.
+const SNAPSHOT_SQL: &str = "INSERT INTO snapshots (doc_id, state, log_id) \
+     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
+     ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
+     log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id";
+
+/// Drops the log rows (`$1` document) up to a covered log id (`$2`). Whether or not the snapshot
+/// just written replaced the stored one, that one covers these rows too.
+const DROP_COVERED_SQL: &str = "DELETE FROM updates WHERE doc_id = $1 AND id <= $2";
+
 /// A document as listed: its id, times (Unix epoch milliseconds) and stored size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocSummary {

@@ -11,8 +11,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 use super::{
-    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
-    VersionSummary, now_ms, summary_from_row, version_from_row,
+    Append, Committed, Compaction, DROP_COVERED_SQL, DocSummary, PendingDelivery, SNAPSHOT_SQL,
+    StoreError, StoredDoc, VersionSummary, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -129,19 +129,13 @@ impl super::Store for PostgresStore {
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for compaction in compactions {
-            sqlx::query(
-                "INSERT INTO snapshots (doc_id, state, log_id) \
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
-                 ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
-                 log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id",
-            )
-            .bind(compaction.doc.as_str())
-            .bind(compaction.snapshot.as_slice())
-            .bind(compaction.covers_log_id)
-            .execute(&mut *tx)
-            .await?;
-            // Whether or not it replaced the stored snapshot, that one covers these rows too.
-            sqlx::query("DELETE FROM updates WHERE doc_id = $1 AND id <= $2")
+            sqlx::query(SNAPSHOT_SQL)
+                .bind(compaction.doc.as_str())
+                .bind(compaction.snapshot.as_slice())
+                .bind(compaction.covers_log_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(DROP_COVERED_SQL)
                 .bind(compaction.doc.as_str())
                 .bind(compaction.covers_log_id)
                 .execute(&mut *tx)
