@@ -150,14 +150,13 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
     });
-    {
-        let mut txn = doc.transact_mut();
-        for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
-            let update = Update::decode_v1(bytes)?;
-            if let Err(error) = txn.apply_update(update) {
-                // Stored updates were valid when accepted; keep going rather than lose the rest.
-                tracing::error!(%error, "a stored update failed to apply");
-            }
+    // One transaction per stored update: yrs joins adjacent items when a transaction commits,
+    // copying the joined text at every step, which is quadratic in the items one commit joins.
+    for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
+        let update = Update::decode_v1(bytes)?;
+        if let Err(error) = doc.transact_mut().apply_update(update) {
+            // Stored updates were valid when accepted; keep going rather than lose the rest.
+            tracing::error!(%error, "a stored update failed to apply");
         }
     }
     Ok(doc)
