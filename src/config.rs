@@ -36,13 +36,13 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_IDLE_UNLOAD_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_unload_delay: Duration,
 
-    /// Compact a document (snapshot, then drop its log) once this many updates are logged; a
-    /// document whose snapshot is over four times its log's size waits until the log reaches a
-    /// quarter of it, or sixteen times this many updates.
+    /// Compact a document (snapshot, then drop its log) once its log holds this many stored
+    /// updates (rows: the updates of one commit are stored as one) and is as large as its
+    /// snapshot; sixteen times this many in any case.
     #[arg(long, env = "TANDEM_COMPACT_AFTER_UPDATES", default_value_t = 1000)]
     pub compact_after_updates: u64,
 
-    /// Compact a document once its log holds this many bytes.
+    /// Compact a document once its log holds this many bytes and is as large as its snapshot.
     #[arg(long, env = "TANDEM_COMPACT_AFTER_BYTES", default_value_t = 4 * MIB)]
     pub compact_after_bytes: usize,
 

@@ -70,13 +70,15 @@ pub struct Unsubscribe {
     pub session: SessionId,
 }
 
-/// Writer → Document: updates up to `up_to_seq` are committed; the highest log row id among
-/// them is `max_log_id` (0 when unknown).
+/// Writer → Document: updates up to `up_to_seq` are committed, in `rows` new log rows (updates
+/// committed together are stored merged); the highest log row id among them is `max_log_id`
+/// (0 when unknown).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Durable {
     pub up_to_seq: u64,
     pub max_log_id: i64,
+    pub rows: u64,
 }
 
 /// Registry → Document: who is connected now.

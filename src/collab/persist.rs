@@ -446,11 +446,19 @@ async fn commit(
     for (doc, id) in &committed.log_ids {
         committed_ids.insert(doc.clone(), *id);
     }
-    for (doc, (seq, recipient)) in notify {
-        let max_log_id = committed.log_ids.get(&doc).copied().unwrap_or(0);
+    // Each append's id is its row's, and a document's rows come in increasing ids.
+    let mut rows_of: HashMap<&DocId, (i64, u64)> = HashMap::new();
+    for (append, &id) in appends.iter().zip(&committed.ids) {
+        let (last, rows) = rows_of.entry(&append.doc).or_default();
+        if *last != id {
+            (*last, *rows) = (id, *rows + 1);
+        }
+    }
+    for (doc, (seq, recipient)) in &notify {
         recipient.do_send(Durable {
-            up_to_seq: seq,
-            max_log_id,
+            up_to_seq: *seq,
+            max_log_id: committed.log_ids.get(doc).copied().unwrap_or(0),
+            rows: rows_of.get(doc).map_or(0, |&(_, rows)| rows),
         });
     }
     for waiting in then {

@@ -69,7 +69,8 @@ async fn content_status(app: &TestApp, doc: &str) -> (u16, String) {
 async fn fuzzer_findings_are_refused_or_harmless() {
     let db = TestDb::new(Backend::Sqlite).await;
     let mut settings = db.settings();
-    // Compact after every update, so each accepted input goes through a snapshot at once.
+    // Compact as early as allowed: the seed goes through a snapshot at once, and each accepted
+    // input through one when its document unloads.
     settings.compact_after_updates = 1;
     let app = TestApp::spawn(settings.clone()).await;
     let base = std::fs::read(

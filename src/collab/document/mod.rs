@@ -162,6 +162,25 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
     Ok(doc)
 }
 
+/// Whether a log of `log_rows` rows and `log_bytes` bytes should be folded into a snapshot of
+/// `snapshot_bytes`: once the log is as large as the snapshot, and holds `compact_after_updates`
+/// rows (what a load replays: the updates of one commit are one row, so a document edited at a
+/// human pace logs a row per update) or `compact_after_bytes` bytes. Compaction so writes at most
+/// about twice what the updates themselves took, however large the document, and a load after
+/// a crash replays at most about the snapshot's size again. Sixteen times
+/// `compact_after_updates` rows are compacted in any case.
+fn compaction_due(
+    settings: &DocSettings,
+    log_rows: u64,
+    log_bytes: usize,
+    snapshot_bytes: usize,
+) -> bool {
+    let rows = settings.compact_after_updates;
+    log_rows >= rows.saturating_mul(16)
+        || (log_bytes >= snapshot_bytes
+            && (log_rows >= rows || log_bytes >= settings.compact_after_bytes))
+}
+
 /// One loaded document.
 pub struct DocumentActor {
     id: DocId,
@@ -192,8 +211,9 @@ pub struct DocumentActor {
     waiting: VecDeque<(u64, Instant, Delivery)>,
     /// Highest log row id known committed for this document.
     max_log_id: i64,
-    /// Log growth since the last compaction.
-    log_updates: u64,
+    /// Log growth since the last compaction: rows committed, and bytes of the updates recorded
+    /// (committed or not).
+    log_rows: u64,
     log_bytes: usize,
     /// Size of the last snapshot; with `log_bytes`, the stored size the size limit applies to.
     snapshot_bytes: usize,
@@ -251,7 +271,7 @@ impl DocumentActor {
             durable_seq: 0,
             waiting: VecDeque::new(),
             max_log_id: stored.max_log_id,
-            log_updates: stored.updates.len() as u64,
+            log_rows: stored.updates.len() as u64,
             log_bytes: stored.log_bytes(),
             snapshot_bytes: stored.snapshot.as_ref().map_or(0, Vec::len),
             idle_generation: 0,
@@ -549,7 +569,6 @@ impl DocumentActor {
             self.schedule_change_event(ctx);
         }
         self.last_seq += 1;
-        self.log_updates += 1;
         self.log_bytes += raw.len();
         if self
             .persist
@@ -589,17 +608,13 @@ impl DocumentActor {
         }
     }
 
-    /// Whether the log has grown enough to rewrite the snapshot. Every `compact_after_updates`
-    /// updates, unless the snapshot is over four times the log's size: a large document is
-    /// rewritten once its log reaches a quarter of it (or sixteen times that many updates), so
-    /// compaction writes at most about five times what the updates themselves took, however
-    /// large the document. A log of `compact_after_bytes` is compacted in any case.
     fn compaction_due(&self) -> bool {
-        let updates = self.settings.compact_after_updates;
-        self.log_bytes >= self.settings.compact_after_bytes
-            || self.log_updates >= updates.saturating_mul(16)
-            || (self.log_updates >= updates
-                && self.log_bytes.saturating_mul(4) >= self.snapshot_bytes)
+        compaction_due(
+            &self.settings,
+            self.log_rows,
+            self.log_bytes,
+            self.snapshot_bytes,
+        )
     }
 
     /// Writes a snapshot of the whole document and drops the log rows it covers.
@@ -618,7 +633,7 @@ impl DocumentActor {
         if self.persist.compact(compaction, done).is_err() {
             tracing::error!(parent: &self.span, "persistence writer stopped; compaction skipped");
         }
-        self.log_updates = 0;
+        self.log_rows = 0;
         self.log_bytes = 0;
     }
 
@@ -660,7 +675,7 @@ impl DocumentActor {
                 )
             });
         let (done, wait) = oneshot::channel();
-        if self.log_updates > 0 {
+        if self.log_bytes > 0 || self.log_rows > 0 {
             self.compact(Some(done));
         } else {
             let persist = self.persist.clone();
@@ -805,6 +820,7 @@ impl Handler<Durable> for DocumentActor {
     fn handle(&mut self, msg: Durable, _: &mut Context<Self>) {
         self.durable_seq = self.durable_seq.max(msg.up_to_seq);
         self.max_log_id = self.max_log_id.max(msg.max_log_id);
+        self.log_rows += msg.rows;
         // One commit often makes many updates durable at once: consecutive ones are relayed
         // merged into one update, so each subscriber gets one frame rather than one per update.
         let mut updates: Vec<(Bytes, Bytes)> = Vec::new();
@@ -888,5 +904,51 @@ impl Handler<Evict> for DocumentActor {
             .close_all(CloseCode::Other(DELETED_CLOSE_CODE), "document deleted");
         self.waiting.clear();
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DocSettings, compaction_due};
+    use std::time::Duration;
+
+    fn settings() -> DocSettings {
+        DocSettings {
+            idle_unload_delay: Duration::from_secs(30),
+            compact_after_updates: 1000,
+            compact_after_bytes: 4 << 20,
+            awareness_timeout: Duration::from_secs(30),
+            auto_version_after: Duration::ZERO,
+            auto_version_retention: 1,
+            max_document_size: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn a_small_document_compacts_every_thousand_rows() {
+        let s = settings();
+        assert!(!compaction_due(&s, 999, 30_000, 20_000));
+        assert!(compaction_due(&s, 1000, 30_000, 20_000));
+        // A document never compacted has no snapshot to weigh the log against.
+        assert!(compaction_due(&s, 1000, 1_000, 0));
+    }
+
+    #[test]
+    fn a_large_document_waits_until_its_log_is_as_large_as_its_snapshot() {
+        let s = settings();
+        let snapshot = 10 << 20;
+        // Neither a thousand rows nor the byte bound is enough while the log is smaller.
+        assert!(!compaction_due(&s, 5000, 6 << 20, snapshot));
+        assert!(compaction_due(&s, 5000, snapshot, snapshot));
+        // A few large rows: the byte bound counts, the log outweighing the snapshot.
+        assert!(compaction_due(&s, 3, 5 << 20, 512 << 10));
+        assert!(!compaction_due(&s, 3, 3 << 20, 512 << 10));
+    }
+
+    #[test]
+    fn sixteen_times_the_rows_compact_whatever_the_sizes() {
+        let s = settings();
+        assert!(!compaction_due(&s, 15_999, 500_000, 50 << 20));
+        assert!(compaction_due(&s, 16_000, 500_000, 50 << 20));
     }
 }
