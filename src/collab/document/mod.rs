@@ -624,7 +624,7 @@ impl DocumentActor {
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
         self.snapshot_bytes = snapshot.len();
-        tracing::debug!(parent: &self.span, bytes = snapshot.len(), covers = self.max_log_id, "compacting");
+        tracing::debug!(parent: &self.span, bytes = snapshot.len(), covers = self.max_log_id, log_rows = self.log_rows, log_bytes = self.log_bytes, "compacting");
         let compaction = Compaction {
             doc: self.id.clone(),
             snapshot,
