@@ -360,6 +360,19 @@ def load_fixed(server: Server, args: argparse.Namespace, docs: int, readers: int
                              "--rate", str(rate), *common(args, "15s")])
 
 
+def quiesce(server: "Server", args: argparse.Namespace) -> None:
+    """Waits until the server holds no document (Tandem unloads an idle one after
+    `--idle-unload-delay`, writing its snapshot first), then flushes the disk: each load-4 probe
+    starts on a quiet server, not while the last probe's document is still being written out."""
+    if server.metrics_url:
+        deadline = time.monotonic() + 60
+        while server.metrics().get("tandem_documents_loaded", 0) > 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{server.name} still holds documents 60 s after a probe")
+            time.sleep(0.2)
+    settle_disk(args)
+
+
 def probe_ok(r: dict, rate: float) -> bool:
     p99 = r.get("latency_ms_p99")
     return (p99 is not None and p99 < 50.0 and r["missing"] == 0 and r["errors"] == 0
@@ -371,6 +384,8 @@ def load_max_rate(server: Server, args: argparse.Namespace) -> dict:
     probes: list[dict] = []
 
     def probe(rate: float) -> bool:
+        if probes:
+            quiesce(server, args)
         r = run_load(server, ["--docs", "1", "--writers", "1", "--readers", "10",
                               "--rate", f"{rate:.0f}", "--duration",
                               "5s" if not args.quick else "2s", "--warmup", "1s"])
