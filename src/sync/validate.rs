@@ -205,6 +205,64 @@ pub fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
     check_delete_set(&mut r)
 }
 
+/// Splits a v1 update into updates of at most `max_structs` structs and, where structs allow,
+/// `max_bytes` bytes of them each, or `None` if it is within both bounds already. Each part
+/// holds a run of one client's structs, copied as they are (a v1 struct does not depend on its
+/// neighbours) behind a header that starts it at its own clock, and an empty delete set; the
+/// delete set follows in a last part of its own. Applied in order, the parts make the same
+/// document as the update. The update must have passed [`check_update_v1`].
+pub fn split_update_v1(
+    update: &[u8],
+    max_structs: usize,
+    max_bytes: usize,
+) -> Result<Option<Vec<Vec<u8>>>, Invalid> {
+    use yrs::encoding::write::Write;
+    let mut r = Reader::new(update);
+    let (mut parts, mut cut) = (Vec::new(), false);
+    let clients = r.var_u32()?;
+    for _ in 0..clients {
+        let blocks = r.var_u32()?;
+        let client = r.client()?;
+        let mut clock = r.var_u32()?;
+        // The run being gathered: its first struct's clock and offset, and how many it holds.
+        let (mut start_clock, mut start, mut count) = (clock, r.cur.next, 0usize);
+        for _ in 0..blocks {
+            let before = r.cur.next;
+            if count > 0 && (count == max_structs || before - start > max_bytes) {
+                parts.push(part(client, start_clock, count, &update[start..before]));
+                (start_clock, start, count, cut) = (clock, before, 0, true);
+            }
+            let len = check_block(&mut r)?;
+            clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
+            count += 1;
+        }
+        if count > 0 {
+            parts.push(part(client, start_clock, count, &update[start..r.cur.next]));
+        }
+    }
+    let delete_set = r.cur.next;
+    check_delete_set(&mut r)?;
+    if !cut {
+        return Ok(None);
+    }
+    let mut last = Vec::with_capacity(1 + r.cur.next - delete_set);
+    last.write_var(0u32);
+    last.extend_from_slice(&update[delete_set..r.cur.next]);
+    parts.push(last);
+    return Ok(Some(parts));
+
+    fn part(client: u64, clock: u32, count: usize, structs: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(structs.len() + 24);
+        out.write_var(1u32);
+        out.write_var(count);
+        out.write_var(client);
+        out.write_var(clock);
+        out.extend_from_slice(structs);
+        out.write_var(0u32);
+        out
+    }
+}
+
 /// Checks a v1-encoded state vector (the SyncStep1 payload) before `StateVector::decode_v1`.
 /// Bytes after the last entry are ignored, as yrs ignores them.
 pub fn check_state_vector_v1(sv: &[u8]) -> Result<(), Invalid> {

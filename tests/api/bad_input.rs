@@ -1,14 +1,14 @@
 //! Hostile and broken input: each gets a close code and a reason; the document is untouched and
 //! other clients keep working. Tests run in debug builds, where yrs' debug assertions are live.
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::Doc;
 use yrs::encoding::write::Write;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::encoder::Encode;
 
-use crate::helpers::{Backend, TestApp, TestDb, YClient, awareness_frame, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name};
 
 /// A document with known content and a bystander connected to it.
 struct Scene {
@@ -199,4 +199,63 @@ async fn an_invalid_document_name_gets_400_before_the_upgrade() {
         }
     }
     app.stop().await;
+}
+
+/// One update of 20,000 adjacent items of 200 characters, a 4 MB message under the size limit,
+/// is applied and relayed like any other. Applied in one transaction, yrs would join the items
+/// one by one, keeping every intermediate copy of the text joined so far until the end: 40 GB,
+/// enough to kill the server. (The test's own yrs clients must not apply it either: the
+/// attacker and the bystander only watch for its relay, and a new client reads the result.)
+#[actix_web::test]
+async fn an_update_of_twenty_thousand_adjacent_items_is_applied_and_relayed() {
+    const ITEMS: u32 = 20_000;
+    const CHARS: u32 = 200;
+    let mut scene = scene(None).await;
+    let client = 0x5eed_u64;
+    let chunk = "x".repeat(CHARS as usize);
+    let mut update = Vec::new();
+    update.write_var(1u32); // clients
+    update.write_var(ITEMS); // structs of this client
+    update.write_var(client);
+    update.write_var(0u32); // clock
+    update.write_u8(4); // string content, no origins: the parent follows
+    update.write_var(1u32); // a named root type
+    update.write_string("content");
+    update.write_string(&chunk);
+    for item in 1..ITEMS {
+        update.write_u8(0x80 | 4); // string content after its left origin
+        update.write_var(client);
+        update.write_var(item * CHARS - 1); // the last character of the item before
+        update.write_string(&chunk);
+    }
+    update.write_var(0u32); // empty delete set
+    let frame = Message::Sync(SyncMessage::Update(update)).encode_v1();
+    let mut attacker = scene.app.connect(&scene.doc).await;
+    attacker.send_raw(frame.clone()).await;
+
+    // Relayed once applied and stored: the same bytes reach the sender and the bystander.
+    for socket in [&mut attacker.ws, &mut scene.bystander.ws] {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match socket.next().await {
+                    Some(Ok(WsMessage::Binary(relayed))) if relayed.len() == frame.len() => {
+                        assert_eq!(&relayed[..], &frame[..]);
+                        break;
+                    }
+                    Some(Ok(WsMessage::Close(close))) => panic!("closed: {close:?}"),
+                    Some(Ok(_)) => {}
+                    other => panic!("socket ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("relayed in time");
+    }
+    // The server joined the items: a new client syncs them as one.
+    let probe = scene.app.connect(&scene.doc).await;
+    let text = probe.text();
+    assert_eq!(text.matches('x').count(), (ITEMS * CHARS) as usize);
+    assert_eq!(text.len(), (ITEMS * CHARS) as usize + CONTENT.len());
+    assert!(text.contains(CONTENT));
+    scene.app.stop().await;
 }

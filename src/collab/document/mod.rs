@@ -150,11 +150,12 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
         offset_kind: OffsetKind::Utf16,
         ..Options::default()
     });
-    // One transaction per stored update: yrs joins adjacent items when a transaction commits,
-    // copying the joined text at every step, which is quadratic in the items one commit joins.
+    // A transaction per stored update, and a large one in parts: yrs joins adjacent items when
+    // a transaction commits, copying the joined text at every step, which is quadratic in the
+    // items one commit joins.
     for bytes in stored.snapshot.iter().chain(stored.updates.iter()) {
         let update = Update::decode_v1(bytes)?;
-        if let Err(error) = doc.transact_mut().apply_update(update) {
+        if let Err(error) = crate::sync::apply_update(&doc, update, bytes) {
             // Stored updates were valid when accepted; keep going rather than lose the rest.
             tracing::error!(%error, "a stored update failed to apply");
         }
@@ -542,7 +543,7 @@ impl DocumentActor {
         let applied = catch_unwind(AssertUnwindSafe(|| {
             #[cfg(feature = "fault-injection")]
             crate::faults::before_apply(id);
-            doc.transact_mut().apply_update(update)
+            crate::sync::apply_update(doc, update, raw.as_ref())
         }));
         match applied {
             Ok(Ok(())) => {}
