@@ -26,22 +26,89 @@ pub enum ApplyError {
 }
 
 /// Applies `update`, decoded from the v1 bytes `raw`, to `doc`: a large one in parts of at most
-/// `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, which builds the same
-/// document. Bytes that [`validate::check_update_v1`] refuses are applied whole. yrs may panic on
-/// hostile input; catching that is the caller's part.
+/// `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, in the order
+/// [`part_order`] gives, then its delete set; this builds the same document. Bytes that
+/// [`validate::check_update_v1`] refuses are applied whole. yrs may panic on hostile input;
+/// catching that is the caller's part.
 pub fn apply_update(doc: &yrs::Doc, update: yrs::Update, raw: &[u8]) -> Result<(), ApplyError> {
     use yrs::Transact;
     use yrs::updates::decoder::Decode;
     match validate::split_update_v1(raw, MAX_PART_STRUCTS, MAX_PART_BYTES) {
-        Ok(Some(parts)) => {
-            for part in parts {
-                let part = yrs::Update::decode_v1(&part)?;
+        Ok(Some(split)) => {
+            for i in part_order(&split.parts) {
+                let part = yrs::Update::decode_v1(&split.parts[i].update)?;
                 doc.transact_mut().apply_update(part)?;
             }
+            let deletes = yrs::Update::decode_v1(&split.delete_set)?;
+            doc.transact_mut().apply_update(deletes)?;
             Ok(())
         }
         _ => Ok(doc.transact_mut().apply_update(update)?),
     }
+}
+
+/// The order to apply parts in: each after the earlier run of its client and after the parts
+/// holding the structs it refers to, otherwise in the update's order (Kahn's algorithm; where
+/// references go round in a cycle, the earliest part left goes next). A part applied before
+/// what it refers to waits as pending, and yrs integrates everything pending in one
+/// transaction once that arrives: the quadratic join again.
+fn part_order(parts: &[validate::Part]) -> Vec<usize> {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    // A client's structs are one section of the update, so its parts are consecutive.
+    let mut runs: HashMap<u64, (usize, usize)> = HashMap::new();
+    for (i, part) in parts.iter().enumerate() {
+        runs.entry(part.client).or_insert((i, i)).1 = i;
+    }
+    let holder = |client: u64, clock: u32| {
+        let &(first, last) = runs.get(&client)?;
+        let run = &parts[first..=last];
+        let after = run.partition_point(|p| p.start <= clock);
+        (after > 0 && clock < run[after - 1].end).then(|| first + after - 1)
+    };
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); parts.len()];
+    let mut waiting = vec![0usize; parts.len()];
+    for (i, part) in parts.iter().enumerate() {
+        let earlier_run = (i > 0 && parts[i - 1].client == part.client).then(|| i - 1);
+        let mut needs: Vec<usize> = earlier_run
+            .into_iter()
+            .chain(part.refers_to.iter().filter_map(|&(c, at)| holder(c, at)))
+            .collect();
+        needs.sort_unstable();
+        needs.dedup();
+        for need in needs {
+            dependents[need].push(i);
+            waiting[i] += 1;
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..parts.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(Reverse)
+        .collect();
+    let (mut order, mut done, mut earliest) =
+        (Vec::with_capacity(parts.len()), vec![false; parts.len()], 0);
+    while order.len() < parts.len() {
+        let next = match ready.pop() {
+            Some(Reverse(i)) => i,
+            None => {
+                while done[earliest] {
+                    earliest += 1;
+                }
+                earliest
+            }
+        };
+        if std::mem::replace(&mut done[next], true) {
+            continue;
+        }
+        order.push(next);
+        for &d in &dependents[next] {
+            waiting[d] = waiting[d].saturating_sub(1);
+            if waiting[d] == 0 && !done[d] {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    order
 }
 
 /// How many updates yrs merges at once. Its merge re-sorts every input for each block it writes,
@@ -82,7 +149,8 @@ fn merge_round<'a, U: AsRef<[u8]> + 'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::{apply_update, merge_updates, validate::split_update_v1};
+    use super::{apply_update, merge_updates, part_order, validate::split_update_v1};
+    use yrs::encoding::write::Write;
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
@@ -148,10 +216,14 @@ mod tests {
             .apply_update(Update::decode_v1(&merged).expect("decodes"))
             .expect("applies whole");
 
-        let parts = split_update_v1(&merged, 256, 16 * 1024)
+        let split = split_update_v1(&merged, 256, 16 * 1024)
             .expect("valid")
             .expect("split");
-        assert!(parts.len() > 3000 / 256, "{} parts", parts.len());
+        assert!(
+            split.parts.len() > 3000 / 256,
+            "{} parts",
+            split.parts.len()
+        );
         let parted = Doc::new();
         let update = Update::decode_v1(&merged).expect("decodes");
         apply_update(&parted, update, &merged).expect("applies in parts");
@@ -169,5 +241,52 @@ mod tests {
         assert!(parted.transact().store().pending_update().is_none());
         // Within the bounds, nothing is split.
         assert_eq!(split_update_v1(&updates[0], 256, 16 * 1024), Ok(None));
+    }
+
+    /// A chain of 2,000 adjacent items of client 2 whose first item follows client 1's only item,
+    /// which the update holds after them: client 1's part goes first, so no part waits as
+    /// pending (yrs would join the whole pending chain in one transaction).
+    #[test]
+    fn parts_go_after_the_parts_they_refer_to() {
+        const ITEMS: u32 = 2000;
+        let mut update = Vec::new();
+        update.write_var(2u32); // clients
+        update.write_var(ITEMS);
+        update.write_var(2u64);
+        update.write_var(0u32);
+        for clock in 0..ITEMS {
+            update.write_u8(0x80 | 4); // string content after its left origin
+            let origin = if clock == 0 { (1, 0) } else { (2, clock - 1) };
+            update.write_var(origin.0 as u64);
+            update.write_var(origin.1);
+            update.write_string("x");
+        }
+        update.write_var(1u32);
+        update.write_var(1u64);
+        update.write_var(0u32);
+        update.write_u8(4); // no origins: a named root parent follows
+        update.write_var(1u32);
+        update.write_string("content");
+        update.write_string("y");
+        update.write_var(0u32); // empty delete set
+        super::validate::check_update_v1(&update).expect("valid");
+
+        let split = split_update_v1(&update, 256, 16 * 1024)
+            .expect("valid")
+            .expect("split");
+        let order = part_order(&split.parts);
+        let last = split.parts.len() - 1;
+        assert_eq!(split.parts[last].client, 1);
+        assert_eq!(order[0], last, "{order:?}");
+        assert_eq!(&order[1..], (0..last).collect::<Vec<_>>());
+
+        let doc = Doc::new();
+        let decoded = Update::decode_v1(&update).expect("decodes");
+        apply_update(&doc, decoded, &update).expect("applies");
+        let text = doc
+            .get_or_insert_text("content")
+            .get_string(&doc.transact());
+        assert_eq!(text, format!("y{}", "x".repeat(ITEMS as usize)));
+        assert!(doc.transact().store().pending_update().is_none());
     }
 }

@@ -198,24 +198,46 @@ pub fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
         // length with a plain `u32 +=`, including after the last block.
         let mut clock = r.var_u32()?;
         for _ in 0..blocks {
-            let len = check_block(&mut r)?;
+            let len = check_block(&mut r, &mut |_, _| {})?;
             clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
         }
     }
     check_delete_set(&mut r)
 }
 
-/// Splits a v1 update into updates of at most `max_structs` structs and, where structs allow,
-/// `max_bytes` bytes of them each, or `None` if it is within both bounds already. Each part
+/// A v1 update split by [`split_update_v1`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Split {
+    /// The runs of structs, in the update's order.
+    pub parts: Vec<Part>,
+    /// An update of the delete set alone, to apply after the parts.
+    pub delete_set: Vec<u8>,
+}
+
+/// A run of one client's structs, as an update of its own.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Part {
+    pub update: Vec<u8>,
+    pub client: u64,
+    /// The clocks of `client` it inserts: `start..end`.
+    pub start: u32,
+    pub end: u32,
+    /// The highest clock of each other client that its structs refer to (as an origin, a right
+    /// origin or a parent).
+    pub refers_to: Vec<(u64, u32)>,
+}
+
+/// Splits a v1 update into runs of at most `max_structs` structs and, where structs allow,
+/// `max_bytes` bytes of them, or `None` if no client's structs exceed both bounds. Each part
 /// holds a run of one client's structs, copied as they are (a v1 struct does not depend on its
-/// neighbours) behind a header that starts it at its own clock, and an empty delete set; the
-/// delete set follows in a last part of its own. Applied in order, the parts make the same
-/// document as the update. The update must have passed [`check_update_v1`].
+/// neighbours) behind a header that starts it at its own clock, and an empty delete set. Applied
+/// in any order, and then the delete set, the parts make the same document as the update. The
+/// update must have passed [`check_update_v1`].
 pub fn split_update_v1(
     update: &[u8],
     max_structs: usize,
     max_bytes: usize,
-) -> Result<Option<Vec<Vec<u8>>>, Invalid> {
+) -> Result<Option<Split>, Invalid> {
     use yrs::encoding::write::Write;
     let mut r = Reader::new(update);
     let (mut parts, mut cut) = (Vec::new(), false);
@@ -224,42 +246,67 @@ pub fn split_update_v1(
         let blocks = r.var_u32()?;
         let client = r.client()?;
         let mut clock = r.var_u32()?;
-        // The run being gathered: its first struct's clock and offset, and how many it holds.
+        // The run being gathered: its first struct's clock and offset, how many it holds, and
+        // what its structs refer to.
         let (mut start_clock, mut start, mut count) = (clock, r.cur.next, 0usize);
+        let mut refers_to: Vec<(u64, u32)> = Vec::new();
         for _ in 0..blocks {
             let before = r.cur.next;
             if count > 0 && (count == max_structs || before - start > max_bytes) {
-                parts.push(part(client, start_clock, count, &update[start..before]));
+                let structs = &update[start..before];
+                let refs = std::mem::take(&mut refers_to);
+                parts.push(part(client, start_clock, clock, count, structs, refs));
                 (start_clock, start, count, cut) = (clock, before, 0, true);
             }
-            let len = check_block(&mut r)?;
+            let len = check_block(&mut r, &mut |other, at| {
+                if other == client {
+                    return;
+                }
+                match refers_to.iter_mut().find(|(c, _)| *c == other) {
+                    Some((_, highest)) => *highest = (*highest).max(at),
+                    None => refers_to.push((other, at)),
+                }
+            })?;
             clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
             count += 1;
         }
         if count > 0 {
-            parts.push(part(client, start_clock, count, &update[start..r.cur.next]));
+            let structs = &update[start..r.cur.next];
+            parts.push(part(client, start_clock, clock, count, structs, refers_to));
         }
     }
-    let delete_set = r.cur.next;
+    let delete_set_at = r.cur.next;
     check_delete_set(&mut r)?;
     if !cut {
         return Ok(None);
     }
-    let mut last = Vec::with_capacity(1 + r.cur.next - delete_set);
-    last.write_var(0u32);
-    last.extend_from_slice(&update[delete_set..r.cur.next]);
-    parts.push(last);
-    return Ok(Some(parts));
+    let mut delete_set = Vec::with_capacity(1 + r.cur.next - delete_set_at);
+    delete_set.write_var(0u32);
+    delete_set.extend_from_slice(&update[delete_set_at..r.cur.next]);
+    return Ok(Some(Split { parts, delete_set }));
 
-    fn part(client: u64, clock: u32, count: usize, structs: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(structs.len() + 24);
-        out.write_var(1u32);
-        out.write_var(count);
-        out.write_var(client);
-        out.write_var(clock);
-        out.extend_from_slice(structs);
-        out.write_var(0u32);
-        out
+    fn part(
+        client: u64,
+        start: u32,
+        end: u32,
+        count: usize,
+        structs: &[u8],
+        refers_to: Vec<(u64, u32)>,
+    ) -> Part {
+        let mut update = Vec::with_capacity(structs.len() + 24);
+        update.write_var(1u32);
+        update.write_var(count);
+        update.write_var(client);
+        update.write_var(start);
+        update.extend_from_slice(structs);
+        update.write_var(0u32);
+        Part {
+            update,
+            client,
+            start,
+            end,
+            refers_to,
+        }
     }
 }
 
@@ -312,8 +359,9 @@ pub fn parse_awareness_v1(payload: &[u8]) -> Result<Vec<AwarenessEntry>, Invalid
 }
 
 /// Walks one block as `Update::decode_block` reads it and returns the length yrs adds to the
-/// running clock for it (0 for the empty items yrs drops).
-fn check_block(r: &mut Reader<'_>) -> Result<u32, Invalid> {
+/// running clock for it (0 for the empty items yrs drops). `refers_to` hears every ID it names:
+/// its origins, or its parent when that is an item.
+fn check_block(r: &mut Reader<'_>, refers_to: &mut impl FnMut(u64, u32)) -> Result<u32, Invalid> {
     let info = r.u8()?;
     // yrs matches the whole info byte here, so a GC/Skip number with any flag bit set is
     // decoded as an item (whose content ref is then unknown and refused below).
@@ -325,12 +373,15 @@ fn check_block(r: &mut Reader<'_>) -> Result<u32, Invalid> {
         return Ok(len);
     }
     let origin = if info & HAS_ORIGIN != 0 {
-        Some(r.id()?)
+        let id = r.id()?;
+        refers_to(id.0, id.1);
+        Some(id)
     } else {
         None
     };
     if info & HAS_RIGHT_ORIGIN != 0 {
         let right = r.id()?;
+        refers_to(right.0, right.1);
         // An item sits between its two origins, so they cannot be the same item; yrs integrates
         // such an item differently from Yjs, and a reload differently again.
         if origin == Some(right) {
@@ -345,7 +396,8 @@ fn check_block(r: &mut Reader<'_>) -> Result<u32, Invalid> {
         if r.var_u32()? == 1 {
             r.string()?;
         } else {
-            r.id()?;
+            let parent = r.id()?;
+            refers_to(parent.0, parent.1);
         }
         if info & HAS_PARENT_SUB != 0 {
             r.string()?;
