@@ -12,7 +12,8 @@ pub mod validate;
 /// the adjacent items an update inserts when its transaction commits, and each join copies the
 /// text joined so far: quadratic in what one transaction joins (one update of 100,000
 /// one-character items took 15 s, and a 16 MiB message could hold 2 million). In parts of 256
-/// structs and 16 KiB, a part copies at most about 2 MB.
+/// structs and 16 KiB, a part copies at most about 2 MB; an update of at most 16 KiB, applied
+/// whole, at most about 16 MB.
 const MAX_PART_STRUCTS: usize = 256;
 const MAX_PART_BYTES: usize = 16 * 1024;
 
@@ -25,14 +26,18 @@ pub enum ApplyError {
     Update(#[from] yrs::error::UpdateError),
 }
 
-/// Applies `update`, decoded from the v1 bytes `raw`, to `doc`: a large one in parts of at most
-/// `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, in the order
+/// Applies `update`, decoded from the v1 bytes `raw`, to `doc`: one over `MAX_PART_BYTES` in
+/// parts of at most `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, in the order
 /// [`part_order`] gives, then its delete set; this builds the same document. Bytes that
 /// [`validate::check_update_v1`] refuses are applied whole. yrs may panic on hostile input;
 /// catching that is the caller's part.
 pub fn apply_update(doc: &yrs::Doc, update: yrs::Update, raw: &[u8]) -> Result<(), ApplyError> {
     use yrs::Transact;
     use yrs::updates::decoder::Decode;
+    // Within the byte bound whole: no walk over the bytes on the path of every keystroke.
+    if raw.len() <= MAX_PART_BYTES {
+        return Ok(doc.transact_mut().apply_update(update)?);
+    }
     match validate::split_update_v1(raw, MAX_PART_STRUCTS, MAX_PART_BYTES) {
         Ok(Some(split)) => {
             for i in part_order(&split.parts) {
@@ -225,6 +230,7 @@ mod tests {
             split.parts.len()
         );
         let parted = Doc::new();
+        assert!(merged.len() > super::MAX_PART_BYTES, "split when applied");
         let update = Update::decode_v1(&merged).expect("decodes");
         apply_update(&parted, update, &merged).expect("applies in parts");
 
@@ -243,12 +249,12 @@ mod tests {
         assert_eq!(split_update_v1(&updates[0], 256, 16 * 1024), Ok(None));
     }
 
-    /// A chain of 2,000 adjacent items of client 2 whose first item follows client 1's only item,
+    /// A chain of 4,000 adjacent items of client 2 whose first item follows client 1's only item,
     /// which the update holds after them: client 1's part goes first, so no part waits as
     /// pending (yrs would join the whole pending chain in one transaction).
     #[test]
     fn parts_go_after_the_parts_they_refer_to() {
-        const ITEMS: u32 = 2000;
+        const ITEMS: u32 = 4000;
         let mut update = Vec::new();
         update.write_var(2u32); // clients
         update.write_var(ITEMS);
@@ -270,6 +276,7 @@ mod tests {
         update.write_string("y");
         update.write_var(0u32); // empty delete set
         super::validate::check_update_v1(&update).expect("valid");
+        assert!(update.len() > super::MAX_PART_BYTES, "split when applied");
 
         let split = split_update_v1(&update, 256, 16 * 1024)
             .expect("valid")
