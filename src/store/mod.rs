@@ -79,15 +79,6 @@ pub struct Compaction {
     pub covers_log_id: i64,
 }
 
-/// Writes a compaction's snapshot (`$1` document, `$2` state, `$3` covered log id), in the SQL
-/// both backends speak. A document that no longer exists gets none, and a snapshot that covers
-/// fewer log rows than the stored one (from a document instance since reloaded) does not replace
-/// it: the rows it lacks may already be gone.
-const SNAPSHOT_SQL: &str = "INSERT INTO snapshots (doc_id, state, log_id) \
-     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
-     ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
-     log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id";
-
 /// Drops the log rows (`$1` document) up to a covered log id (`$2`). Whether or not the snapshot
 /// just written replaced the stored one, that one covers these rows too.
 const DROP_COVERED_SQL: &str = "DELETE FROM updates WHERE doc_id = $1 AND id <= $2";
@@ -165,8 +156,10 @@ pub trait Store: Send + Sync + 'static {
     /// documents that do not exist yet and touching `updated_at` of the others.
     async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError>;
 
-    /// Writes snapshots and drops the log rows they cover, in one transaction. A snapshot of a
-    /// document that no longer exists is not written.
+    /// Writes snapshots and drops the log rows they cover, switching to the snapshots and
+    /// dropping the rows in one transaction (a backend may write a large snapshot's bytes ahead
+    /// of it, unread until that transaction names them). A snapshot of a document that no
+    /// longer exists is not written.
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError>;
 
     /// Documents in id order, starting after `after`, at most `limit` of them.

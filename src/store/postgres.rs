@@ -11,8 +11,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
 use super::{
-    Append, Committed, Compaction, DROP_COVERED_SQL, DocSummary, PendingDelivery, SNAPSHOT_SQL,
-    StoreError, StoredDoc, VersionSummary, now_ms, summary_from_row, version_from_row,
+    Append, Committed, Compaction, DROP_COVERED_SQL, DocSummary, PendingDelivery, StoreError,
+    StoredDoc, VersionSummary, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -20,6 +20,15 @@ use crate::domain::DocId;
 const MAX_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a free connection before the operation fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes a compaction's snapshot (`$1` document, `$2` state, `$3` covered log id). A document
+/// that no longer exists gets none, and a snapshot that covers fewer log rows than the stored one
+/// (from a document instance since reloaded) does not replace it: the rows it lacks may already
+/// be gone.
+const SNAPSHOT_SQL: &str = "INSERT INTO snapshots (doc_id, state, log_id) \
+     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
+     ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
+     log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id";
 
 /// Documents in id order with their stored size (snapshot plus log).
 const LIST_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \

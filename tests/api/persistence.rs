@@ -301,3 +301,146 @@ impl WriteLock {
         }
     }
 }
+
+/// Snapshot bytes the store does not interpret: distinct per seed, with no repeating pattern
+/// that a swapped or shifted part could match.
+fn snapshot_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Rows of `snapshot_parts` for a document in a SQLite store.
+async fn stored_parts(db_url: &str, doc: &str) -> i64 {
+    let pool = sqlx::SqlitePool::connect(db_url).await.expect("open db");
+    let parts = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_parts WHERE doc_id = $1")
+        .bind(doc)
+        .fetch_one(&pool)
+        .await
+        .expect("count parts");
+    pool.close().await;
+    parts
+}
+
+/// A snapshot of several hundred KiB (SQLite writes it in parts, a transaction each) reads back
+/// byte for byte, and so does each one that replaces it, large or small. The summary counts its
+/// size, and the parts of replaced snapshots, or of a compaction cut short, do not stay behind.
+#[actix_web::test]
+async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_behind() {
+    use tandem::store::{Append, Compaction};
+
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let store = tandem::store::connect(&db.url).await.expect("store opens");
+        let name = doc_name("large-snapshot");
+        let doc = tandem::domain::DocId::parse(&name).expect("valid name");
+        store.create(&doc).await.expect("document created");
+        for (round, len) in [(1, 300_001), (2, 131_072), (3, 2_000), (4, 200_000)] {
+            let committed = store
+                .append(&[Append {
+                    doc: doc.clone(),
+                    data: bytes::Bytes::from(vec![round as u8; 10]),
+                }])
+                .await
+                .expect("append");
+            if backend == Backend::Sqlite && round == 4 {
+                // A compaction cut short leaves parts that no snapshot names.
+                let pool = sqlx::SqlitePool::connect(&db.url).await.expect("open db");
+                sqlx::query(
+                    "INSERT INTO snapshot_parts (doc_id, gen, part, data) VALUES ($1, 90, 0, $2)",
+                )
+                .bind(&name)
+                .bind(&[7u8; 100][..])
+                .execute(&pool)
+                .await
+                .expect("insert a leftover part");
+                pool.close().await;
+            }
+            let snapshot = snapshot_bytes(len, round);
+            store
+                .compact(&[Compaction {
+                    doc: doc.clone(),
+                    snapshot: snapshot.clone(),
+                    covers_log_id: committed.ids[0],
+                }])
+                .await
+                .expect("compact");
+
+            let stored = store.load(&doc).await.expect("load");
+            assert!(
+                stored.snapshot.as_ref() == Some(&snapshot),
+                "{backend:?} round {round}: the snapshot read back differs ({:?} bytes of {len})",
+                stored.snapshot.as_ref().map(Vec::len)
+            );
+            assert!(stored.updates.is_empty(), "{backend:?}: covered rows left");
+            assert_eq!(stored.max_log_id, committed.ids[0], "{backend:?}");
+            let summary = store.get(&doc).await.expect("get").expect("exists");
+            assert_eq!(summary.size, len as i64, "{backend:?} round {round}");
+            if backend == Backend::Sqlite {
+                let expected = if len > 64 << 10 {
+                    len.div_ceil(64 << 10)
+                } else {
+                    0
+                };
+                assert_eq!(
+                    stored_parts(&db.url, &name).await,
+                    expected as i64,
+                    "round {round}: parts stored"
+                );
+            }
+        }
+
+        assert!(store.delete(&doc).await.expect("delete"), "{backend:?}");
+        assert!(store.get(&doc).await.expect("get").is_none(), "{backend:?}");
+        if backend == Backend::Sqlite {
+            assert_eq!(
+                stored_parts(&db.url, &name).await,
+                0,
+                "parts outlived the document"
+            );
+        }
+        store.close().await;
+    }
+}
+
+/// A snapshot stored in parts with one part missing fails to load: it is never read as a
+/// shorter state.
+#[actix_web::test]
+async fn a_snapshot_missing_a_part_fails_to_load() {
+    use tandem::store::Compaction;
+
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = tandem::store::connect(&db.url).await.expect("store opens");
+    let name = doc_name("missing-part");
+    let doc = tandem::domain::DocId::parse(&name).expect("valid name");
+    store.create(&doc).await.expect("document created");
+    store
+        .compact(&[Compaction {
+            doc: doc.clone(),
+            snapshot: snapshot_bytes(200_000, 9),
+            covers_log_id: 0,
+        }])
+        .await
+        .expect("compact");
+    assert!(store.load(&doc).await.is_ok());
+
+    let pool = sqlx::SqlitePool::connect(&db.url).await.expect("open db");
+    sqlx::query("DELETE FROM snapshot_parts WHERE doc_id = $1 AND part = 1")
+        .bind(&name)
+        .execute(&pool)
+        .await
+        .expect("drop a part");
+    pool.close().await;
+    let error = store
+        .load(&doc)
+        .await
+        .expect_err("a partial snapshot must not load");
+    assert!(error.to_string().contains("parts"), "{error}");
+    store.close().await;
+}
