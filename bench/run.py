@@ -691,8 +691,9 @@ def crosscheck(results: dict) -> list[str]:
     """Tandem's own /metrics against the load generator's counts."""
     out = ["### /metrics cross-check (Tandem's counters vs the load generator's)", "",
            row(["server", "load", "updates sent", "updates applied (metrics)",
-                "frames sent (metrics)", "updates delivered", "commits", "updates per commit"]),
-           row(["---"] * 8)]
+                "frames sent (metrics)", "updates delivered", "commits", "updates per commit",
+                "mean commit ms"]),
+           row(["---"] * 9)]
     for name, per_load in results.items():
         if not name.startswith("tandem"):
             continue
@@ -705,9 +706,12 @@ def crosscheck(results: dict) -> list[str]:
             out.append(row([name, load, r["updates_sent"], fmt(m["updates_applied"], 0),
                             fmt(m["frames_sent"], 0), r["updates_delivered"],
                             fmt(m["commits"], 0),
-                            fmt(m["batched_updates"] / commits if commits else None, 1)]))
+                            fmt(m["batched_updates"] / commits if commits else None, 1),
+                            fmt(1000 * m["commit_seconds_sum"] / commits if commits else None,
+                                2)]))
     out += ["", "Frames sent include each client's sync answers; updates applied should equal "
-            "updates sent."]
+            "updates sent. A commit (with its fsync) comes before every relay: its mean time is "
+            "part of every update's latency."]
     return out
 
 
