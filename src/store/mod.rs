@@ -7,6 +7,7 @@
 //! [`Store::compact`], in transactions of their own that touch no row an append writes, so that
 //! they can run beside the appends instead of holding them up.
 
+mod parts;
 mod postgres;
 mod sqlite;
 
@@ -78,10 +79,6 @@ pub struct Compaction {
     /// Log rows of `doc` with an id up to and including this one are contained in `snapshot`.
     pub covers_log_id: i64,
 }
-
-/// Drops the log rows (`$1` document) up to a covered log id (`$2`). Whether or not the snapshot
-/// just written replaced the stored one, that one covers these rows too.
-const DROP_COVERED_SQL: &str = "DELETE FROM updates WHERE doc_id = $1 AND id <= $2";
 
 /// A document as listed: its id, times (Unix epoch milliseconds) and stored size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

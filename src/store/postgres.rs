@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 
+use super::parts;
 use super::{
-    Append, Committed, Compaction, DROP_COVERED_SQL, DocSummary, PendingDelivery, StoreError,
-    StoredDoc, VersionSummary, now_ms, summary_from_row, version_from_row,
+    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
+    VersionSummary, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -21,27 +22,24 @@ const MAX_CONNECTIONS: u32 = 10;
 /// How long a caller waits for a free connection before the operation fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Writes a compaction's snapshot (`$1` document, `$2` state, `$3` covered log id). A document
-/// that no longer exists gets none, and a snapshot that covers fewer log rows than the stored one
-/// (from a document instance since reloaded) does not replace it: the rows it lacks may already
-/// be gone.
-const SNAPSHOT_SQL: &str = "INSERT INTO snapshots (doc_id, state, log_id) \
-     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
-     ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, \
-     log_id = excluded.log_id WHERE excluded.log_id >= snapshots.log_id";
+/// A document (`d`) with its times and stored size: its snapshot (`s`), inline or in parts, plus
+/// the log rows after it.
+macro_rules! summary_sql {
+    () => {
+        "SELECT d.id, d.created_at, d.updated_at, \
+         (COALESCE(octet_length(s.state), 0) + COALESCE((SELECT SUM(octet_length(p.data)) \
+          FROM snapshot_parts p WHERE p.doc_id = d.id AND p.gen = s.gen), 0) \
+         + COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u \
+          WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0))::BIGINT \
+         FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id"
+    };
+}
 
-/// Documents in id order with their stored size (snapshot plus log).
-const LIST_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
-     (COALESCE(octet_length(s.state), 0) + COALESCE((SELECT SUM(octet_length(u.data)) \
-      FROM updates u WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0))::BIGINT \
-     FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id \
-     WHERE d.id > $1 ORDER BY d.id LIMIT $2";
+/// Documents in id order with their stored size.
+const LIST_SQL: &str = concat!(summary_sql!(), " WHERE d.id > $1 ORDER BY d.id LIMIT $2");
 
 /// One document with its stored size.
-const GET_SQL: &str = "SELECT d.id, d.created_at, d.updated_at, \
-     (COALESCE(octet_length(s.state), 0) + COALESCE((SELECT SUM(octet_length(u.data)) \
-      FROM updates u WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0))::BIGINT \
-     FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id WHERE d.id = $1";
+const GET_SQL: &str = concat!(summary_sql!(), " WHERE d.id = $1");
 
 /// A store in a Postgres database.
 #[derive(Clone)]
@@ -71,17 +69,7 @@ impl super::Store for PostgresStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let head = sqlx::query("SELECT state, log_id FROM snapshots WHERE doc_id = $1")
-            .bind(doc.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (snapshot, snapshot_log_id) = match head {
-            Some(row) => (
-                row.try_get::<Option<Vec<u8>>, _>(0)?,
-                row.try_get::<i64, _>(1)?,
-            ),
-            None => (None, 0),
-        };
+        let (snapshot, snapshot_log_id) = parts::read_snapshot!(tx, doc);
         let rows =
             sqlx::query("SELECT id, data FROM updates WHERE doc_id = $1 AND id > $2 ORDER BY id")
                 .bind(doc.as_str())
@@ -136,22 +124,7 @@ impl super::Store for PostgresStore {
 
     #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        for compaction in compactions {
-            sqlx::query(SNAPSHOT_SQL)
-                .bind(compaction.doc.as_str())
-                .bind(compaction.snapshot.as_slice())
-                .bind(compaction.covers_log_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(DROP_COVERED_SQL)
-                .bind(compaction.doc.as_str())
-                .bind(compaction.covers_log_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        parts::compact_in_parts!(self, compactions, ())
     }
 
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {
@@ -205,10 +178,15 @@ impl super::Store for PostgresStore {
             .bind(doc.as_str())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM snapshots WHERE doc_id = $1")
-            .bind(doc.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for sql in [
+            "DELETE FROM snapshots WHERE doc_id = $1",
+            "DELETE FROM snapshot_parts WHERE doc_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(doc.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let docs = sqlx::query("DELETE FROM documents WHERE id = $1")
             .bind(doc.as_str())
             .execute(&mut *tx)

@@ -13,9 +13,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+use super::parts;
 use super::{
-    Append, Committed, Compaction, DROP_COVERED_SQL, DocSummary, PendingDelivery, StoreError,
-    StoredDoc, VersionSummary, now_ms, summary_from_row, version_from_row,
+    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
+    VersionSummary, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -25,31 +26,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const APPEND_ROWS_PER_STATEMENT: usize = 256;
 /// Readers (document loads) run concurrently with the single writer under WAL.
 const MAX_CONNECTIONS: u32 = 8;
-
-/// Snapshots larger than this are written in parts of this size, a transaction each. A part
-/// holds appends up for about one fsync: at 100,000 updates/s on one document with a 10 MB
-/// snapshot, parts of 1 MiB held them up for 2–15 ms each and p99 passed 50 ms at 110,000/s;
-/// with parts of 64 KiB it stayed under 50 ms at 115,000/s in most runs.
-const SNAPSHOT_PART_BYTES: usize = 64 << 10;
-
-/// Writes a compaction's snapshot (`$1` document, `$2` state, `$3` covered log id, `$4` parts'
-/// generation or NULL, `$5` number of parts). A document that no longer exists gets none, and a
-/// snapshot that covers fewer log rows than the stored one (from a document instance since
-/// reloaded) does not replace it: the rows it lacks may already be gone.
-const SNAPSHOT_SQL: &str = "INSERT INTO snapshots (doc_id, state, log_id, gen, parts) \
-     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
-     ON CONFLICT (doc_id) DO UPDATE SET state = excluded.state, log_id = excluded.log_id, \
-     gen = excluded.gen, parts = excluded.parts WHERE excluded.log_id >= snapshots.log_id";
-
-/// Writes one part (`$1` document, `$2` generation, `$3` index, `$4` bytes); a retry of a
-/// compaction may write the same part again.
-const PART_SQL: &str = "INSERT INTO snapshot_parts (doc_id, gen, part, data) \
-     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM documents WHERE id = $1) \
-     ON CONFLICT (doc_id, gen, part) DO UPDATE SET data = excluded.data";
-
-/// Drops a document's (`$1`) parts of every generation but the one its snapshot names.
-const DROP_STALE_PARTS_SQL: &str = "DELETE FROM snapshot_parts WHERE doc_id = $1 \
-     AND gen IS NOT (SELECT gen FROM snapshots WHERE doc_id = $1)";
 
 /// A document (`d`) with its times and stored size: its snapshot (`s`), inline or in parts, plus
 /// the log rows after it.
@@ -104,34 +80,6 @@ impl SqliteStore {
             write_gate: Arc::default(),
         })
     }
-
-    /// Writes a compaction's snapshot as parts of a new generation, one transaction per part,
-    /// and returns the generation and the number of parts. Nothing reads them until a snapshot
-    /// row names the generation; a compaction cut short leaves parts that the next one drops.
-    async fn write_parts(&self, compaction: &Compaction) -> Result<(i64, i64), StoreError> {
-        let doc = compaction.doc.as_str();
-        // Compactions of one document are written one after another: no other writes this
-        // document's parts meanwhile.
-        let generation: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(gen), 0) + 1 FROM snapshot_parts WHERE doc_id = $1",
-        )
-        .bind(doc)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut parts = 0;
-        for (index, data) in compaction.snapshot.chunks(SNAPSHOT_PART_BYTES).enumerate() {
-            let _writing = self.write_gate.lock().await;
-            sqlx::query(PART_SQL)
-                .bind(doc)
-                .bind(generation)
-                .bind(index as i64)
-                .bind(data)
-                .execute(&self.pool)
-                .await?;
-            parts += 1;
-        }
-        Ok((generation, parts))
-    }
 }
 
 #[async_trait]
@@ -140,20 +88,7 @@ impl super::Store for SqliteStore {
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
         // One read transaction so the snapshot and the log are seen at the same instant.
         let mut tx = self.pool.begin().await?;
-        let head = sqlx::query("SELECT state, log_id, gen, parts FROM snapshots WHERE doc_id = $1")
-            .bind(doc.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (snapshot, snapshot_log_id) = match head {
-            Some(row) => {
-                let mut state = row.try_get::<Vec<u8>, _>(0)?;
-                if let Some(generation) = row.try_get::<Option<i64>, _>(2)? {
-                    state = read_parts(&mut tx, doc, generation, row.try_get(3)?).await?;
-                }
-                (Some(state), row.try_get::<i64, _>(1)?)
-            }
-            None => (None, 0),
-        };
+        let (snapshot, snapshot_log_id) = parts::read_snapshot!(tx, doc);
         let rows =
             sqlx::query("SELECT id, data FROM updates WHERE doc_id = $1 AND id > $2 ORDER BY id")
                 .bind(doc.as_str())
@@ -217,44 +152,7 @@ impl super::Store for SqliteStore {
 
     #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
-        // Large snapshots first, in parts, a transaction each: appends go on between them.
-        let mut generations = Vec::with_capacity(compactions.len());
-        for compaction in compactions {
-            generations.push(if compaction.snapshot.len() > SNAPSHOT_PART_BYTES {
-                Some(self.write_parts(compaction).await?)
-            } else {
-                None
-            });
-        }
-        // Then one transaction switches every document to its new snapshot and drops the log
-        // rows it covers, with the parts of earlier snapshots.
-        let _writing = self.write_gate.lock().await;
-        let mut tx = self.pool.begin().await?;
-        for (compaction, generation) in compactions.iter().zip(generations) {
-            let (state, parts) = match generation {
-                Some((_, parts)) => (&[][..], parts),
-                None => (compaction.snapshot.as_slice(), 0),
-            };
-            sqlx::query(SNAPSHOT_SQL)
-                .bind(compaction.doc.as_str())
-                .bind(state)
-                .bind(compaction.covers_log_id)
-                .bind(generation.map(|(generation, _)| generation))
-                .bind(parts)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(DROP_STALE_PARTS_SQL)
-                .bind(compaction.doc.as_str())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(DROP_COVERED_SQL)
-                .bind(compaction.doc.as_str())
-                .bind(compaction.covers_log_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        parts::compact_in_parts!(self, compactions, self.write_gate.lock().await)
     }
 
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {
@@ -508,39 +406,6 @@ impl super::Store for SqliteStore {
 
 /// Creates the document row on its first write and records the time of the latest change;
 /// true when the row was created.
-/// A snapshot stored in parts, joined; an error if any part is missing.
-async fn read_parts(
-    tx: &mut sqlx::SqliteConnection,
-    doc: &DocId,
-    generation: i64,
-    parts: i64,
-) -> Result<Vec<u8>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT part, data FROM snapshot_parts WHERE doc_id = $1 AND gen = $2 ORDER BY part",
-    )
-    .bind(doc.as_str())
-    .bind(generation)
-    .fetch_all(tx)
-    .await?;
-    let complete = rows.len() as i64 == parts
-        && (0..)
-            .zip(&rows)
-            .all(|(index, row)| row.try_get::<i64, _>(0).ok() == Some(index));
-    if !complete {
-        return Err(StoreError::Other(anyhow::anyhow!(
-            "the snapshot of {doc} is stored in {parts} parts, but parts {:?} were found",
-            rows.iter()
-                .filter_map(|row| row.try_get::<i64, _>(0).ok())
-                .collect::<Vec<_>>()
-        )));
-    }
-    let mut state = Vec::new();
-    for row in &rows {
-        state.extend_from_slice(row.try_get::<&[u8], _>(1)?);
-    }
-    Ok(state)
-}
-
 async fn touch_document(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     doc: &DocId,

@@ -316,21 +316,34 @@ fn snapshot_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Rows of `snapshot_parts` for a document in a SQLite store.
-async fn stored_parts(db_url: &str, doc: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(db_url).await.expect("open db");
-    let parts = sqlx::query_scalar("SELECT COUNT(*) FROM snapshot_parts WHERE doc_id = $1")
-        .bind(doc)
-        .fetch_one(&pool)
-        .await
-        .expect("count parts");
-    pool.close().await;
-    parts
+/// Runs one statement with the document's name as `$1` straight on the test database; returns
+/// the first column of its first row (a `SELECT`) or the number of rows it changed.
+async fn direct_sql(backend: Backend, db_url: &str, sql: &'static str, doc: &str) -> i64 {
+    macro_rules! run {
+        ($pool:expr) => {{
+            let pool = $pool.expect("open db");
+            let result = if sql.starts_with("SELECT") {
+                let query = sqlx::query_scalar::<_, i64>(sql).bind(doc);
+                query.fetch_one(&pool).await.expect("query")
+            } else {
+                let done = sqlx::query(sql).bind(doc).execute(&pool).await;
+                done.expect("statement").rows_affected() as i64
+            };
+            pool.close().await;
+            result
+        }};
+    }
+    match backend {
+        Backend::Sqlite => run!(sqlx::SqlitePool::connect(db_url).await),
+        Backend::Postgres => run!(sqlx::PgPool::connect(db_url).await),
+    }
 }
 
-/// A snapshot of several hundred KiB (SQLite writes it in parts, a transaction each) reads back
-/// byte for byte, and so does each one that replaces it, large or small. The summary counts its
-/// size, and the parts of replaced snapshots, or of a compaction cut short, do not stay behind.
+const COUNT_PARTS_SQL: &str = "SELECT COUNT(*) FROM snapshot_parts WHERE doc_id = $1";
+
+/// A snapshot of several hundred KiB (written in parts, a transaction each) reads back byte for
+/// byte, and so does each one that replaces it, large or small. The summary counts its size, and
+/// the parts of replaced snapshots, or of a compaction cut short, do not stay behind.
 #[actix_web::test]
 async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_behind() {
     use tandem::store::{Append, Compaction};
@@ -349,18 +362,17 @@ async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_be
                 }])
                 .await
                 .expect("append");
-            if backend == Backend::Sqlite && round == 4 {
+            if round == 4 {
                 // A compaction cut short leaves parts that no snapshot names.
-                let pool = sqlx::SqlitePool::connect(&db.url).await.expect("open db");
-                sqlx::query(
-                    "INSERT INTO snapshot_parts (doc_id, gen, part, data) VALUES ($1, 90, 0, $2)",
+                let inserted = direct_sql(
+                    backend,
+                    &db.url,
+                    "INSERT INTO snapshot_parts (doc_id, gen, part, data) \
+                     SELECT doc_id, 90, 0, data FROM updates WHERE doc_id = $1",
+                    &name,
                 )
-                .bind(&name)
-                .bind(&[7u8; 100][..])
-                .execute(&pool)
-                .await
-                .expect("insert a leftover part");
-                pool.close().await;
+                .await;
+                assert_eq!(inserted, 1, "{backend:?}");
             }
             let snapshot = snapshot_bytes(len, round);
             store
@@ -382,29 +394,25 @@ async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_be
             assert_eq!(stored.max_log_id, committed.ids[0], "{backend:?}");
             let summary = store.get(&doc).await.expect("get").expect("exists");
             assert_eq!(summary.size, len as i64, "{backend:?} round {round}");
-            if backend == Backend::Sqlite {
-                let expected = if len > 64 << 10 {
-                    len.div_ceil(64 << 10)
-                } else {
-                    0
-                };
-                assert_eq!(
-                    stored_parts(&db.url, &name).await,
-                    expected as i64,
-                    "round {round}: parts stored"
-                );
-            }
+            let parts = if len > 64 << 10 {
+                len.div_ceil(64 << 10)
+            } else {
+                0
+            };
+            assert_eq!(
+                direct_sql(backend, &db.url, COUNT_PARTS_SQL, &name).await,
+                parts as i64,
+                "{backend:?} round {round}: parts stored"
+            );
         }
 
         assert!(store.delete(&doc).await.expect("delete"), "{backend:?}");
         assert!(store.get(&doc).await.expect("get").is_none(), "{backend:?}");
-        if backend == Backend::Sqlite {
-            assert_eq!(
-                stored_parts(&db.url, &name).await,
-                0,
-                "parts outlived the document"
-            );
-        }
+        assert_eq!(
+            direct_sql(backend, &db.url, COUNT_PARTS_SQL, &name).await,
+            0,
+            "{backend:?}: parts outlived the document"
+        );
         store.close().await;
     }
 }
@@ -415,32 +423,35 @@ async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_be
 async fn a_snapshot_missing_a_part_fails_to_load() {
     use tandem::store::Compaction;
 
-    let db = TestDb::new(Backend::Sqlite).await;
-    let store = tandem::store::connect(&db.url).await.expect("store opens");
-    let name = doc_name("missing-part");
-    let doc = tandem::domain::DocId::parse(&name).expect("valid name");
-    store.create(&doc).await.expect("document created");
-    store
-        .compact(&[Compaction {
-            doc: doc.clone(),
-            snapshot: snapshot_bytes(200_000, 9),
-            covers_log_id: 0,
-        }])
-        .await
-        .expect("compact");
-    assert!(store.load(&doc).await.is_ok());
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let store = tandem::store::connect(&db.url).await.expect("store opens");
+        let name = doc_name("missing-part");
+        let doc = tandem::domain::DocId::parse(&name).expect("valid name");
+        store.create(&doc).await.expect("document created");
+        store
+            .compact(&[Compaction {
+                doc: doc.clone(),
+                snapshot: snapshot_bytes(200_000, 9),
+                covers_log_id: 0,
+            }])
+            .await
+            .expect("compact");
+        assert!(store.load(&doc).await.is_ok(), "{backend:?}");
 
-    let pool = sqlx::SqlitePool::connect(&db.url).await.expect("open db");
-    sqlx::query("DELETE FROM snapshot_parts WHERE doc_id = $1 AND part = 1")
-        .bind(&name)
-        .execute(&pool)
-        .await
-        .expect("drop a part");
-    pool.close().await;
-    let error = store
-        .load(&doc)
-        .await
-        .expect_err("a partial snapshot must not load");
-    assert!(error.to_string().contains("parts"), "{error}");
-    store.close().await;
+        let dropped = direct_sql(
+            backend,
+            &db.url,
+            "DELETE FROM snapshot_parts WHERE doc_id = $1 AND part = 1",
+            &name,
+        )
+        .await;
+        assert_eq!(dropped, 1, "{backend:?}");
+        let error = store
+            .load(&doc)
+            .await
+            .expect_err("a partial snapshot must not load");
+        assert!(error.to_string().contains("parts"), "{backend:?}: {error}");
+        store.close().await;
+    }
 }
