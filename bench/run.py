@@ -417,23 +417,35 @@ def load_max_rate(server: Server, args: argparse.Namespace) -> dict:
             hi = rate
             rate /= 2
         lo = rate if rate >= 10 else 0.0
-    for _ in range(args.bisect_steps if lo > 0 and not capped else 0):
-        mid = math.sqrt(lo * hi)
-        if mid / lo < 1.06:
-            break
-        if probe(mid):
-            lo = mid
-        else:
-            hi = mid
+
+    def bisect(lo: float, hi: float) -> tuple[float, float]:
+        for _ in range(args.bisect_steps):
+            mid = math.sqrt(lo * hi)
+            if mid / lo < 1.06:
+                break
+            if probe(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo, hi
+
+    if lo > 0 and not capped:
+        lo, hi = bisect(lo, hi)
     # Near its limit a server's p99 varies from run to run: the rate found must pass a second
-    # time, else the next lower rate that passed is tried the same way.
-    passed = sorted({p["probe_rate"] for p in probes if p["probe_ok"]}, reverse=True)
+    # time. If it does not, it counts as failing, and the search bisects again between it and
+    # the next lower rate that passed, up to three times.
     confirmed = None
-    for rate in passed[:3]:
-        if probe(rate):
-            confirmed = rate
+    for _ in range(3):
+        if lo <= 0:
             break
-        hi = min(hi, rate)
+        if probe(lo):
+            confirmed = lo
+            break
+        hi = lo
+        lo = max((p["probe_rate"] for p in probes if p["probe_ok"] and p["probe_rate"] < hi),
+                 default=0.0)
+        if lo > 0:
+            lo, hi = bisect(lo, hi)
     lo = confirmed or 0.0
     best = max((p for p in probes if p["probe_ok"] and p["probe_rate"] == lo),
                key=lambda p: p["probe_rate"], default=None)
