@@ -159,6 +159,15 @@ mod tests {
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
+    /// A new document with `update` applied in one transaction, as yrs applies it.
+    fn doc_applying_whole(update: &[u8]) -> Doc {
+        let doc = Doc::new();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).expect("update decodes"))
+            .expect("update applies whole");
+        doc
+    }
+
     /// Two writers' interleaved inserts and deletes, many more than one round merges at once:
     /// the merged update must build the same text as the updates applied one by one.
     #[test]
@@ -185,11 +194,7 @@ mod tests {
             updates.push(update);
         }
         let merged = merge_updates(updates.iter().map(Vec::as_slice)).expect("merges");
-        let fresh = Doc::new();
-        fresh
-            .transact_mut()
-            .apply_update(Update::decode_v1(&merged).expect("merged update decodes"))
-            .expect("merged update applies");
+        let fresh = doc_applying_whole(&merged);
         let expected = a.get_or_insert_text("content").get_string(&a.transact());
         assert!(expected.len() > 1000);
         let text = fresh.get_or_insert_text("content");
@@ -215,11 +220,7 @@ mod tests {
             updates.push(txn.encode_update_v1());
         }
         let merged = merge_updates(updates.iter().map(Vec::as_slice)).expect("merges");
-        let whole = Doc::new();
-        whole
-            .transact_mut()
-            .apply_update(Update::decode_v1(&merged).expect("decodes"))
-            .expect("applies whole");
+        let whole = doc_applying_whole(&merged);
 
         let split = split_update_v1(&merged, 256, 16 * 1024)
             .expect("valid")
