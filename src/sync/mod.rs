@@ -5,6 +5,7 @@ pub mod content;
 pub mod presence;
 pub mod protocol;
 pub mod restore;
+pub mod splice;
 pub mod text_ops;
 pub mod validate;
 
@@ -122,11 +123,16 @@ fn part_order(parts: &[validate::Part]) -> Vec<usize> {
 /// instead of 40.
 const MERGE_FAN_IN: usize = 16;
 
-/// Merges Yjs v1 updates into one that applies exactly as they do in order, or `None` if yrs
-/// cannot (it reports an error or panics on some inputs that it applies without complaint).
-/// Merging is associative, so many updates are merged in rounds of `MERGE_FAN_IN`.
+/// Merges Yjs v1 updates into one that applies exactly as they do in order, or `None` if it
+/// cannot. Updates that continue each other, as a document's live updates do, are spliced
+/// ([`splice::splice_updates_v1`]); others are merged by yrs, or not at all where yrs cannot (it
+/// reports an error or panics on some inputs that it applies without complaint). yrs's merge is
+/// associative, so many updates are merged in rounds of `MERGE_FAN_IN`.
 pub fn merge_updates<'a>(updates: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     let updates: Vec<&[u8]> = updates.into_iter().collect();
+    if let Some(spliced) = splice::splice_updates_v1(&updates) {
+        return Some(spliced);
+    }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if updates.len() <= MERGE_FAN_IN {
             return yrs::merge_updates_v1(updates);
@@ -168,8 +174,9 @@ mod tests {
         doc
     }
 
-    /// Two writers' interleaved inserts and deletes, many more than one round merges at once:
-    /// the merged update must build the same text as the updates applied one by one.
+    /// Two writers' interleaved inserts and deletes, many more than one round merges at once,
+    /// one of them twice: the merged update must build the same text as the updates applied
+    /// one by one.
     #[test]
     fn many_updates_merge_in_rounds_into_one_that_builds_the_same_text() {
         let (a, b) = (Doc::with_client_id(1), Doc::with_client_id(2));
@@ -193,7 +200,12 @@ mod tests {
                 .expect("peer applies");
             updates.push(update);
         }
-        let merged = merge_updates(updates.iter().map(Vec::as_slice)).expect("merges");
+        // One update again at the end, as a client resending it would: the updates no longer
+        // continue each other, so yrs merges them, in rounds.
+        updates.push(updates[1].clone());
+        let run: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
+        assert_eq!(super::splice::splice_updates_v1(&run), None);
+        let merged = merge_updates(run).expect("merges");
         let fresh = doc_applying_whole(&merged);
         let expected = a.get_or_insert_text("content").get_string(&a.transact());
         assert!(expected.len() > 1000);
@@ -219,7 +231,8 @@ mod tests {
             }
             updates.push(txn.encode_update_v1());
         }
-        let merged = merge_updates(updates.iter().map(Vec::as_slice)).expect("merges");
+        // yrs's merge keeps each update's item apart (a splice would join them into a few).
+        let merged = yrs::merge_updates_v1(&updates).expect("merges");
         let whole = doc_applying_whole(&merged);
 
         let split = split_update_v1(&merged, 256, 16 * 1024)

@@ -70,10 +70,12 @@ pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
 pub const MAX_ANY_DEPTH: usize = 64;
 
 // Block info byte layout, as yrs's `Update::decode_block` reads it.
-const HAS_ORIGIN: u8 = 0x80;
-const HAS_RIGHT_ORIGIN: u8 = 0x40;
+pub(super) const HAS_ORIGIN: u8 = 0x80;
+pub(super) const HAS_RIGHT_ORIGIN: u8 = 0x40;
 const HAS_PARENT_SUB: u8 = 0x20;
-const CONTENT_REF_MASK: u8 = 0x0F;
+pub(super) const CONTENT_REF_MASK: u8 = 0x0F;
+/// Content ref of a string item.
+pub(super) const CONTENT_STRING: u8 = 4;
 const BLOCK_GC: u8 = 0;
 const BLOCK_SKIP: u8 = 10;
 
@@ -90,26 +92,36 @@ fn read_error(e: ReadError) -> Invalid {
 /// yrs's wrap-around of over-long `u32` var-ints) come out exactly as yrs will see them; byte
 /// runs are sliced here with checked arithmetic instead of `Cursor::read_exact`, whose
 /// `next + len` is unchecked.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     cur: Cursor<'a>,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Reader {
             cur: Cursor::new(buf),
         }
     }
 
-    fn u8(&mut self) -> Result<u8, Invalid> {
+    /// Offset of the next byte to read.
+    pub(super) fn position(&self) -> usize {
+        self.cur.next
+    }
+
+    /// Moves back (or on) to `offset`, a position read earlier.
+    pub(super) fn seek(&mut self, offset: usize) {
+        self.cur.next = offset;
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8, Invalid> {
         self.cur.read_u8().map_err(read_error)
     }
 
-    fn var_u32(&mut self) -> Result<u32, Invalid> {
+    pub(super) fn var_u32(&mut self) -> Result<u32, Invalid> {
         self.cur.read_var::<u32>().map_err(read_error)
     }
 
-    fn var_u64(&mut self) -> Result<u64, Invalid> {
+    pub(super) fn var_u64(&mut self) -> Result<u64, Invalid> {
         self.cur.read_var::<u64>().map_err(read_error)
     }
 
@@ -130,12 +142,12 @@ impl<'a> Reader<'a> {
     }
 
     /// lib0 `varString`; yrs refuses invalid UTF-8, so do we.
-    fn string(&mut self) -> Result<&'a str, Invalid> {
+    pub(super) fn string(&mut self) -> Result<&'a str, Invalid> {
         std::str::from_utf8(self.buf()?).map_err(|_| Invalid::Malformed("invalid UTF-8"))
     }
 
     /// A client id, read as yrs reads it (a `u64` var-int) and held to the 53-bit bound.
-    fn client(&mut self) -> Result<u64, Invalid> {
+    pub(super) fn client(&mut self) -> Result<u64, Invalid> {
         let client = self.var_u64()?;
         if client > MAX_CLIENT_ID {
             return Err(Invalid::ClientIdTooLarge(client));
@@ -144,7 +156,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An `ID`: client, then a `u32` clock.
-    fn id(&mut self) -> Result<(u64, u32), Invalid> {
+    pub(super) fn id(&mut self) -> Result<(u64, u32), Invalid> {
         Ok((self.client()?, self.var_u32()?))
     }
 
@@ -361,7 +373,10 @@ pub fn parse_awareness_v1(payload: &[u8]) -> Result<Vec<AwarenessEntry>, Invalid
 /// Walks one block as `Update::decode_block` reads it and returns the length yrs adds to the
 /// running clock for it (0 for the empty items yrs drops). `refers_to` hears every ID it names:
 /// its origins, or its parent when that is an item.
-fn check_block(r: &mut Reader<'_>, refers_to: &mut impl FnMut(u64, u32)) -> Result<u32, Invalid> {
+pub(super) fn check_block(
+    r: &mut Reader<'_>,
+    refers_to: &mut impl FnMut(u64, u32),
+) -> Result<u32, Invalid> {
     let info = r.u8()?;
     // yrs matches the whole info byte here, so a GC/Skip number with any flag bit set is
     // decoded as an item (whose content ref is then unknown and refused below).
@@ -419,7 +434,7 @@ fn check_content(r: &mut Reader<'_>, content_ref: u8) -> Result<u32, Invalid> {
         // Binary.
         3 => r.buf().map(|_| 1),
         // String: length in UTF-16 code units, as yrs's `SplittableString::len_utf16`.
-        4 => {
+        CONTENT_STRING => {
             let s = r.string()?;
             // Never fails: a string holds at most u32::MAX bytes and no more UTF-16 units.
             u32::try_from(s.encode_utf16().count())
