@@ -25,12 +25,21 @@ fn inputs(dir: &str) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// Seeds of content the server refuses (subdocuments are unsupported content, 1007); they stay
+/// in the corpus as a start for inputs near what it refuses.
+const REFUSED_SEEDS: &[&str] = &["update_subdoc.bin"];
+
 #[test]
 fn every_sync_seed_is_a_frame_the_server_accepts_and_applies() {
     let seeds = inputs("seeds/sync_message");
     assert!(seeds.len() >= 12, "seeds missing: run node fuzz/gen_seeds.mjs");
     for (path, bytes) in seeds {
         let outcome = sync_message(&bytes);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if REFUSED_SEEDS.contains(&name) {
+            assert!(!outcome.accepted, "{} was accepted", path.display());
+            continue;
+        }
         assert!(outcome.accepted, "{} was refused", path.display());
         assert!(!outcome.refused, "{} did not apply", path.display());
     }
