@@ -121,7 +121,7 @@ impl<'a> Reader<'a> {
         self.cur.read_var::<u32>().map_err(read_error)
     }
 
-    pub(super) fn var_u64(&mut self) -> Result<u64, Invalid> {
+    fn var_u64(&mut self) -> Result<u64, Invalid> {
         self.cur.read_var::<u64>().map_err(read_error)
     }
 
