@@ -4,13 +4,29 @@
 //! program first asks for it by name), so the server infers each root's kind from what it holds,
 //! the way yrs does, and renders it without declaring anything: reading never changes the
 //! document.
+//!
+//! Two structures that clients can send make yrs's readers fail in ways `catch_unwind` cannot
+//! stop, so every read surveys the branch first ([`survey`]) and keeps yrs away from them:
+//! - A list holding a character beyond the BMP (an emoji, say). yrs counts a string item in
+//!   UTF-16 code units but reads it by characters, so its list reader waits for a second element
+//!   that never comes and loops for ever. Stock Yjs clients produce this whenever two of them use
+//!   one root differently (one types text with emoji into `content`, another inserts into
+//!   `getArray('content')`). Such a branch is read as the text it holds.
+//! - Shared types nested very deep: yrs renders nested types recursively and would overflow the
+//!   thread's stack, which aborts the process. Such a branch reads as unreadable.
 
 use serde_json::{Map, Value};
-use yrs::types::{AsPrelim, ToJson};
+use yrs::branch::BranchPtr;
+use yrs::types::text::YChange;
+use yrs::types::{AsPrelim, ToJson, TypeRef};
 use yrs::{
-    Any, ArrayRef, Doc, GetString, In, MapRef, Out, ReadTxn, TextRef, Transact, XmlElementRef,
-    XmlTextRef,
+    Any, ArrayRef, Doc, GetString, In, Map as _, MapRef, Out, ReadTxn, Text as _, TextRef,
+    Transact, XmlElementRef, XmlTextRef,
 };
+
+/// Deepest nesting of shared types (a root counts as one) that reads render. yrs recurses once
+/// per level and a debug build's frames are large: this stays far inside a 2 MiB stack.
+pub const MAX_READ_DEPTH: usize = 64;
 
 /// Why a root could not be read as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +35,7 @@ pub enum ContentError {
     NoSuchKey(String),
     #[error("root type {0:?} is not text")]
     NotText(String),
-    /// yrs panicked reading it: its structure is inconsistent.
+    /// yrs cannot read it: its structure is inconsistent, or nested too deep.
     #[error("the document's structure cannot be read")]
     Unreadable,
 }
@@ -31,6 +47,75 @@ fn guarded<T>(fallback: T, read: impl FnOnce() -> T) -> T {
         tracing::error!("reading a document's content panicked");
         fallback
     })
+}
+
+/// How a branch can be read, decided without asking yrs to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Survey {
+    /// yrs reads the branch and everything in it.
+    Readable,
+    /// The branch would be read as a list but holds text beyond the BMP: only its text is read
+    /// (as XML text when it also has attributes, the way yrs infers such a root).
+    TextOnly { attributes: bool },
+    /// Something in it cannot be read at all.
+    Unreadable,
+}
+
+/// Whether yrs may read `branch` as a list (by type, or by inference for an undeclared root).
+fn read_as_list(branch: &BranchPtr) -> bool {
+    matches!(
+        branch.type_ref(),
+        TypeRef::Array | TypeRef::Undefined | TypeRef::XmlElement(_) | TypeRef::XmlFragment
+    )
+}
+
+/// One branch's own content, read without yrs's list reader: whether its strings hold a
+/// character beyond the BMP, and the shared types in its list and its map.
+fn scan<T: ReadTxn>(txn: &T, branch: BranchPtr) -> (bool, Vec<BranchPtr>) {
+    let mut beyond_bmp = false;
+    let mut nested = Vec::new();
+    // A text's diff walks the list item by item: strings come whole, embedded types as values,
+    // other values are skipped.
+    for chunk in TextRef::from(branch).diff(txn, YChange::identity) {
+        match chunk.insert {
+            Out::Any(Any::String(s)) => beyond_bmp |= s.chars().any(|c| c > '\u{FFFF}'),
+            Out::Any(_) => {}
+            out => nested.extend(branch_of(&out)),
+        }
+    }
+    for (_, value) in MapRef::from(branch).iter(txn) {
+        nested.extend(branch_of(&value));
+    }
+    (beyond_bmp, nested)
+}
+
+fn branch_of(out: &Out) -> Option<BranchPtr> {
+    out.try_branch().map(BranchPtr::from)
+}
+
+/// Surveys `branch` and everything nested in it (without recursion: nesting has no limit).
+fn survey<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Survey {
+    let (beyond_bmp, nested) = scan(txn, branch);
+    if beyond_bmp && read_as_list(&branch) {
+        return match branch.type_ref() {
+            TypeRef::Array | TypeRef::Undefined => Survey::TextOnly {
+                attributes: MapRef::from(branch).len(txn) > 0,
+            },
+            _ => Survey::Unreadable,
+        };
+    }
+    let mut pending: Vec<(BranchPtr, usize)> = nested.into_iter().map(|b| (b, 2)).collect();
+    while let Some((branch, depth)) = pending.pop() {
+        if depth > MAX_READ_DEPTH {
+            return Survey::Unreadable;
+        }
+        let (beyond_bmp, nested) = scan(txn, branch);
+        if beyond_bmp && read_as_list(&branch) {
+            return Survey::Unreadable;
+        }
+        pending.extend(nested.into_iter().map(|b| (b, depth + 1)));
+    }
+    Survey::Readable
 }
 
 /// Every root type as one JSON object keyed by root name, or one root's value with `key`.
@@ -45,15 +130,15 @@ fn to_json_unguarded(doc: &Doc, key: Option<&str>) -> Result<Value, ContentError
     match key {
         Some(key) => {
             let out = root(&txn, key).ok_or_else(|| ContentError::NoSuchKey(key.to_string()))?;
-            Ok(any_to_json(render(&txn, out)))
+            render(&txn, out).map(any_to_json)
         }
         None => {
             let mut roots: Vec<(&str, Out)> = txn.root_refs().collect();
             roots.sort_by(|a, b| a.0.cmp(b.0));
-            let object: Map<String, Value> = roots
-                .into_iter()
-                .map(|(name, out)| (name.to_string(), any_to_json(render(&txn, out))))
-                .collect();
+            let mut object = Map::new();
+            for (name, out) in roots {
+                object.insert(name.to_string(), any_to_json(render(&txn, out)?));
+            }
             Ok(Value::Object(object))
         }
     }
@@ -71,6 +156,17 @@ fn to_text_unguarded(doc: &Doc, key: &str) -> Result<String, ContentError> {
     let Some(out) = root(&txn, key) else {
         return Ok(String::new());
     };
+    let Some(branch) = branch_of(&out) else {
+        return Err(ContentError::NotText(key.to_string()));
+    };
+    match survey(&txn, branch) {
+        Survey::TextOnly { attributes: false } => return Ok(TextRef::from(branch).get_string(&txn)),
+        Survey::TextOnly { attributes: true } => {
+            return Ok(XmlTextRef::from(branch).get_string(&txn));
+        }
+        Survey::Unreadable => return Err(ContentError::Unreadable),
+        Survey::Readable => {}
+    }
     match out {
         Out::YText(text) => Ok(text.get_string(&txn)),
         Out::YXmlText(text) => Ok(text.get_string(&txn)),
@@ -100,12 +196,14 @@ pub enum RootKind {
     Array,
     Map,
     Xml,
+    /// Nothing the server can read ([`ContentError::Unreadable`]).
+    Unreadable,
 }
 
 /// The kind of every root of `doc`, by name.
-/// An unreadable document reports one XML root named `(unreadable)`, which nothing restores.
+/// An unreadable document reports one unreadable root named `(unreadable)`.
 pub fn root_kinds(doc: &Doc) -> Vec<(String, RootKind)> {
-    guarded(vec![("(unreadable)".into(), RootKind::Xml)], || {
+    guarded(vec![("(unreadable)".into(), RootKind::Unreadable)], || {
         let txn = doc.transact();
         txn.root_refs()
             .map(|(name, out)| (name.to_string(), kind_of(&txn, out)))
@@ -117,11 +215,20 @@ pub fn root_kinds(doc: &Doc) -> Vec<(String, RootKind)> {
 pub fn root_value(doc: &Doc, key: &str) -> Option<Any> {
     guarded(None, || {
         let txn = doc.transact();
-        root(&txn, key).map(|out| render(&txn, out))
+        root(&txn, key).and_then(|out| render(&txn, out).ok())
     })
 }
 
 fn kind_of<T: ReadTxn>(txn: &T, out: Out) -> RootKind {
+    let Some(branch) = branch_of(&out) else {
+        return RootKind::Unreadable;
+    };
+    match survey(txn, branch) {
+        Survey::TextOnly { attributes: false } => return RootKind::Text,
+        Survey::TextOnly { attributes: true } => return RootKind::Xml,
+        Survey::Unreadable => return RootKind::Unreadable,
+        Survey::Readable => {}
+    }
     match out {
         Out::YText(_) => RootKind::Text,
         Out::YArray(_) => RootKind::Array,
@@ -138,8 +245,21 @@ fn kind_of<T: ReadTxn>(txn: &T, out: Out) -> RootKind {
 
 /// A root's value: typed roots render themselves; undeclared ones by the kind their content
 /// implies (text, array, map, XML).
-fn render<T: ReadTxn>(txn: &T, out: Out) -> Any {
-    match out {
+fn render<T: ReadTxn>(txn: &T, out: Out) -> Result<Any, ContentError> {
+    let Some(branch) = branch_of(&out) else {
+        return Ok(out.to_json(txn));
+    };
+    match survey(txn, branch) {
+        Survey::TextOnly { attributes: false } => {
+            return Ok(Any::from(TextRef::from(branch).get_string(txn)));
+        }
+        Survey::TextOnly { attributes: true } => {
+            return Ok(Any::from(XmlTextRef::from(branch).get_string(txn)));
+        }
+        Survey::Unreadable => return Err(ContentError::Unreadable),
+        Survey::Readable => {}
+    }
+    Ok(match out {
         Out::UndefinedRef(branch) => match Out::UndefinedRef(branch).as_prelim(txn) {
             In::Text(_) => Any::from(TextRef::from(branch).get_string(txn)),
             In::Array(_) => ArrayRef::from(branch).to_json(txn),
@@ -149,7 +269,7 @@ fn render<T: ReadTxn>(txn: &T, out: Out) -> Any {
             _ => Any::Null,
         },
         typed => typed.to_json(txn),
-    }
+    })
 }
 
 /// yrs values as JSON: binary becomes an array of bytes, `undefined` becomes `null`.
@@ -161,7 +281,7 @@ fn any_to_json(any: Any) -> Value {
 mod tests {
     use super::*;
     use yrs::updates::decoder::Decode;
-    use yrs::{Array, Map as _, Text, Update};
+    use yrs::{Array, Text, Update};
 
     /// A document as the server holds it: built only from updates, no root declared.
     fn as_received(build: impl FnOnce(&Doc)) -> Doc {
@@ -175,6 +295,206 @@ mod tests {
             .apply_update(Update::decode_v1(&update).expect("decodes"))
             .expect("applies");
         doc
+    }
+
+    /// Runs `read` on a thread of its own and fails the test if it has not finished within a
+    /// few seconds (a regression here loops for ever or overflows the stack).
+    fn finishes<R: Send + 'static>(read: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || tx.send(read()))
+            .expect("spawned");
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the read finished")
+    }
+
+    fn apply(doc: &Doc, update: &[u8]) {
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).expect("decodes"))
+            .expect("applies");
+    }
+
+    /// Two stock clients using root `content` differently: one types text with an emoji, the
+    /// other, having synced, inserts a value at the front of `getArray("content")`.
+    fn text_and_list_in_one_root() -> Doc {
+        let typist = Doc::with_client_id(1);
+        let text = typist.get_or_insert_text("content");
+        text.insert(&mut typist.transact_mut(), 0, "hi 😀 there");
+        let state = typist
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        let other = Doc::with_client_id(2);
+        apply(&other, &state);
+        let list = other.get_or_insert_array("content");
+        let update = {
+            let mut txn = other.transact_mut();
+            list.insert(&mut txn, 0, 7);
+            txn.encode_update_v1()
+        };
+        let server = Doc::new();
+        apply(&server, &state);
+        apply(&server, &update);
+        server
+    }
+
+    #[test]
+    fn a_list_holding_text_beyond_the_bmp_reads_as_its_text() {
+        let doc = std::sync::Arc::new(text_and_list_in_one_root());
+        let d = doc.clone();
+        let (json, text, kinds) =
+            finishes(move || (to_json(&d, None), to_text(&d, "content"), root_kinds(&d)));
+        assert_eq!(json, Ok(serde_json::json!({ "content": "hi 😀 there" })));
+        assert_eq!(text.as_deref(), Ok("hi 😀 there"));
+        assert_eq!(kinds, vec![("content".to_string(), RootKind::Text)]);
+    }
+
+    #[test]
+    fn a_declared_list_that_receives_text_beyond_the_bmp_reads_as_its_text() {
+        // A restore declares roots; a client may still write text into one declared a list.
+        let doc = std::sync::Arc::new(Doc::new());
+        let items = doc.get_or_insert_array("items");
+        items.push_back(&mut doc.transact_mut(), 1);
+        let client = Doc::with_client_id(9);
+        apply(
+            &client,
+            &doc.transact()
+                .encode_state_as_update_v1(&yrs::StateVector::default()),
+        );
+        let text = client.get_or_insert_text("items");
+        let update = {
+            let mut txn = client.transact_mut();
+            text.insert(&mut txn, 0, "🎉");
+            txn.encode_update_v1()
+        };
+        apply(&doc, &update);
+        let d = doc.clone();
+        let json = finishes(move || to_json(&d, None));
+        assert_eq!(json, Ok(serde_json::json!({ "items": "🎉" })));
+    }
+
+    #[test]
+    fn lists_and_text_without_such_characters_read_as_before() {
+        // The same mix with text inside the BMP: yrs reads it as a list, one element per
+        // character, and that read finishes.
+        let doc = as_received(|d| {
+            let list = d.get_or_insert_array("content");
+            list.push_back(&mut d.transact_mut(), 7);
+        });
+        let client = Doc::with_client_id(3);
+        apply(
+            &client,
+            &doc.transact()
+                .encode_state_as_update_v1(&yrs::StateVector::default()),
+        );
+        let text = client.get_or_insert_text("content");
+        let update = {
+            let mut txn = client.transact_mut();
+            text.insert(&mut txn, 1, "ab");
+            txn.encode_update_v1()
+        };
+        apply(&doc, &update);
+        assert_eq!(
+            to_json(&doc, None),
+            Ok(serde_json::json!({ "content": [7, "a", "b"] }))
+        );
+    }
+
+    /// The updates the fuzzer found (`fuzz/regressions/content_read_hangs/`): the last three
+    /// each put a string item with an emoji into the list `list` through an origin there.
+    #[test]
+    fn the_recorded_hang_reads() {
+        let doc = std::sync::Arc::new(Doc::new());
+        for update in [
+            &include_bytes!("../../fuzz/regressions/content_read_hangs/0-before.bin")[..],
+            include_bytes!("../../fuzz/regressions/content_read_hangs/1.bin"),
+            include_bytes!("../../fuzz/regressions/content_read_hangs/2.bin"),
+            include_bytes!("../../fuzz/regressions/content_read_hangs/3.bin"),
+        ] {
+            apply(&doc, update);
+        }
+        let d = doc.clone();
+        let (json, kinds) = finishes(move || (to_json(&d, None), root_kinds(&d)));
+        let json = json.expect("reads");
+        assert!(json["list"].is_string(), "{json}");
+        assert!(json["content"].is_string(), "{json}");
+        assert!(kinds.contains(&("list".to_string(), RootKind::Text)));
+    }
+
+    /// A list nested in a map holding a string with an emoji: no stock client makes one (a
+    /// nested type's kind is fixed), but an update naming an origin inside the list does.
+    #[test]
+    fn a_nested_list_holding_text_beyond_the_bmp_is_unreadable() {
+        let doc = std::sync::Arc::new(as_received(|d| {
+            let meta = d.get_or_insert_map("meta");
+            let mut txn = d.transact_mut();
+            let list = meta.insert(&mut txn, "tags", yrs::ArrayPrelim::default());
+            list.push_back(&mut txn, 1);
+        }));
+        // The list's element is the struct its client wrote after the list itself.
+        let element = yrs::ID::new(
+            doc.transact()
+                .state_vector()
+                .iter()
+                .next()
+                .map(|(c, _)| *c)
+                .expect("one client"),
+            1,
+        );
+        apply(&doc, &string_after(element, 77, "😀"));
+        let d = doc.clone();
+        let (json, one, kinds) =
+            finishes(move || (to_json(&d, None), to_json(&d, Some("meta")), root_kinds(&d)));
+        assert_eq!(json, Err(ContentError::Unreadable));
+        assert_eq!(one, Err(ContentError::Unreadable));
+        assert_eq!(kinds, vec![("meta".to_string(), RootKind::Unreadable)]);
+    }
+
+    /// A v1 update of one string item by `client` at clock 0 whose left origin is `origin`.
+    fn string_after(origin: yrs::ID, client: u64, text: &str) -> Vec<u8> {
+        use yrs::encoding::write::Write;
+        use yrs::updates::encoder::{Encoder, EncoderV1};
+        let mut e = EncoderV1::new();
+        e.write_var(1u32); // one client
+        e.write_var(1u32); // one struct
+        e.write_var(client);
+        e.write_var(0u32); // clock
+        e.write_info(0x80 | 4); // has a left origin; string content
+        e.write_left_id(&origin);
+        e.write_string(text);
+        e.write_var(0u32); // empty delete set
+        e.to_vec()
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_unreadable() {
+        let nested = |depth: usize| {
+            as_received(move |d| {
+                let root = d.get_or_insert_array("deep");
+                let mut txn = d.transact_mut();
+                let mut list = root.insert(&mut txn, 0, yrs::ArrayPrelim::default());
+                for _ in 2..depth {
+                    list = list.insert(&mut txn, 0, yrs::ArrayPrelim::default());
+                }
+            })
+        };
+        // `depth` counts the root: a root holding one list is two deep.
+        let at_limit = std::sync::Arc::new(nested(MAX_READ_DEPTH));
+        let d = at_limit.clone();
+        let json = finishes(move || to_json(&d, None)).expect("reads");
+        let mut level = &json["deep"];
+        let mut depth = 1;
+        while let Some(first) = level.get(0) {
+            level = first;
+            depth += 1;
+        }
+        assert_eq!(depth, MAX_READ_DEPTH);
+
+        let beyond = std::sync::Arc::new(nested(MAX_READ_DEPTH + 1));
+        let d = beyond.clone();
+        let (json, kinds) = finishes(move || (to_json(&d, None), root_kinds(&d)));
+        assert_eq!(json, Err(ContentError::Unreadable));
+        assert_eq!(kinds, vec![("deep".to_string(), RootKind::Unreadable)]);
     }
 
     #[test]

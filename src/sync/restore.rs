@@ -18,6 +18,8 @@ pub enum RestoreError {
     KindChanged(String),
     #[error("root type {0:?} holds XML, which cannot be restored yet")]
     Unsupported(String),
+    #[error("root type {0:?} cannot be read, so it cannot be restored")]
+    Unreadable(String),
 }
 
 /// Edits `live` until its content equals `target`'s; returns the v1 updates made (possibly
@@ -52,6 +54,12 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
         if !target_kinds.iter().any(|(n, _)| n == name) {
             plan.push((name.clone(), *kind, None));
         }
+    }
+    if let Some((name, ..)) = plan
+        .iter()
+        .find(|(_, kind, _)| *kind == RootKind::Unreadable)
+    {
+        return Err(RestoreError::Unreadable(name.clone()));
     }
     if let Some((name, ..)) = plan.iter().find(|(_, kind, _)| *kind == RootKind::Xml) {
         return Err(RestoreError::Unsupported(name.clone()));
@@ -107,7 +115,7 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
                 }
                 txn.encode_update_v1()
             }
-            RootKind::Xml => Vec::new(),
+            RootKind::Xml | RootKind::Unreadable => Vec::new(),
         };
         if !update.is_empty() && update != [0, 0] {
             updates.push(update);

@@ -118,3 +118,42 @@ async fn fuzzer_findings_are_refused_or_harmless() {
     }
     app.stop().await;
 }
+
+/// `fuzz/regressions/content_read_hangs/`: four updates after which yrs's list reader never
+/// returned on the document's thread. Posted in order, the content reads and versions answer,
+/// and the thread still serves the document's clients.
+#[actix_web::test]
+async fn a_list_that_once_hung_its_thread_reads() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions/content_read_hangs");
+    let doc = doc_name("list-hang");
+    app.create_doc(&doc).await;
+    let client = reqwest::Client::new();
+    for file in ["0-before.bin", "1.bin", "2.bin", "3.bin"] {
+        let posted = client
+            .post(app.url(&format!("/api/docs/{doc}/update")))
+            .header("Content-Type", "application/octet-stream")
+            .body(std::fs::read(dir.join(file)).expect("regression input"))
+            .send()
+            .await
+            .expect("posted");
+        assert_eq!(posted.status(), reqwest::StatusCode::NO_CONTENT, "{file}");
+    }
+    let (status, body) = tokio::time::timeout(WAIT, content_status(&app, &doc))
+        .await
+        .expect("the content read answered in time");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(json["list"].is_string(), "{body}");
+    let mut probe = app.connect(&doc).await;
+    probe.append("still served").await;
+    probe.recv_echo().await;
+    let (status, body) = tokio::time::timeout(WAIT, content_status(&app, &doc))
+        .await
+        .expect("the second read answered in time");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("still served"), "{body}");
+    app.stop().await;
+}

@@ -79,3 +79,34 @@ async fn stock_and_yrs_clients_see_each_others_edits() {
     assert_eq!(read["text"].as_str(), Some(rust.text().as_str()));
     app.stop().await;
 }
+
+/// One stock client types text with an emoji into a root, another inserts into the same root as
+/// an array: the server's readers (which once looped for ever on this) answer with the text.
+#[actix_web::test]
+async fn a_root_used_as_text_and_as_array_still_reads() {
+    let (app, _db) = app().await;
+    let doc = doc_name("mixed-root");
+    let result = scenario(&app, "mixed-root", &doc, &["--text", "party 🎉 time"]).await;
+    assert_eq!(result["text"].as_str(), Some("party 🎉 time"));
+    let client = reqwest::Client::new();
+    for (query, expected) in [
+        ("", r#"{"notes":"party 🎉 time"}"#),
+        ("?format=text&key=notes", "party 🎉 time"),
+    ] {
+        let response = tokio::time::timeout(
+            WAIT,
+            client
+                .get(app.url(&format!("/api/docs/{doc}/content{query}")))
+                .send(),
+        )
+        .await
+        .expect("the content read answered in time")
+        .expect("answered");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.expect("body"), expected);
+    }
+    // The document's thread is still serving: a client syncs and sees the text.
+    let read = scenario(&app, "read", &doc, &[]).await;
+    assert_eq!(read["ok"], true);
+    app.stop().await;
+}

@@ -351,7 +351,31 @@ async function readOnly (opts) {
   }
 }
 
-const SCENARIOS = { write, read, converge, awareness, offline, 'rust-peer': rustPeer, 'read-only': readOnly }
+// Two clients use root `notes` differently: one types `--text` into getText('notes'); the other,
+// once it has that text, inserts a number at the front of getArray('notes'). A third client
+// confirms the server holds both edits.
+async function mixedRoot (opts) {
+  const text = need(opts.text, '--text')
+  const root = 'notes'
+  const typist = connect(opts, 'typist')
+  await synced(typist)
+  typist.doc.getText(root).insert(0, text)
+  const lister = connect(opts, 'lister')
+  await synced(lister)
+  await until('the lister has the text', () => lister.doc.store.clients.has(typist.doc.clientID), onUpdate(lister.doc))
+  lister.doc.getArray(root).insert(0, [7])
+  const checker = connect(opts, 'checker')
+  await synced(checker)
+  await until('the checker has both edits', () => checker.doc.store.clients.has(lister.doc.clientID), onUpdate(checker.doc))
+  return { text: checker.doc.getText(root).toString() }
+}
+
+const onUpdate = (doc) => (fn) => {
+  doc.on('update', fn)
+  return () => doc.off('update', fn)
+}
+
+const SCENARIOS = { write, read, converge, awareness, offline, 'rust-peer': rustPeer, 'read-only': readOnly, 'mixed-root': mixedRoot }
 
 // ---------------------------------------------------------------- main
 
