@@ -119,8 +119,11 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
                 }
                 // A read-only connection's update is only looked at, never applied.
                 let _ = changes_anything(&doc, &incoming.update);
-                // The actor refuses these before applying (1007), as yrs panics on them.
-                if gc_beyond_state(&doc, &incoming.update) {
+                // The actor refuses these before applying (1007), as yrs panics on them (or,
+                // for types nested too deep, overflows its stack deleting them).
+                if gc_beyond_state(&doc, &incoming.update)
+                    || tandem::sync::nesting::check(&doc, &incoming.raw).is_err()
+                {
                     outcome.refused = true;
                     break;
                 }

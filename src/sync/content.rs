@@ -13,7 +13,8 @@
 //!   one root differently (one types text with emoji into `content`, another inserts into
 //!   `getArray('content')`). Such a branch is read as the text it holds.
 //! - Shared types nested very deep: yrs renders nested types recursively and would overflow the
-//!   thread's stack, which aborts the process. Such a branch reads as unreadable.
+//!   thread's stack, which aborts the process. Updates cannot nest types that deep
+//!   ([`super::nesting`]); a document stored before that limit could, and reads as unreadable.
 
 use serde_json::{Map, Value};
 use yrs::branch::BranchPtr;
@@ -24,9 +25,7 @@ use yrs::{
     Transact, XmlElementRef, XmlTextRef,
 };
 
-/// Deepest nesting of shared types (a root counts as one) that reads render. yrs recurses once
-/// per level and a debug build's frames are large: this stays far inside a 2 MiB stack.
-pub const MAX_READ_DEPTH: usize = 64;
+use super::nesting::MAX_TYPE_DEPTH;
 
 /// Why a root could not be read as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,7 +105,8 @@ fn survey<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Survey {
     }
     let mut pending: Vec<(BranchPtr, usize)> = nested.into_iter().map(|b| (b, 2)).collect();
     while let Some((branch, depth)) = pending.pop() {
-        if depth > MAX_READ_DEPTH {
+        // Updates cannot nest deeper; a document stored before that limit might.
+        if depth > MAX_TYPE_DEPTH {
             return Survey::Unreadable;
         }
         let (beyond_bmp, nested) = scan(txn, branch);
@@ -479,7 +479,7 @@ mod tests {
             })
         };
         // `depth` counts the root: a root holding one list is two deep.
-        let at_limit = std::sync::Arc::new(nested(MAX_READ_DEPTH));
+        let at_limit = std::sync::Arc::new(nested(MAX_TYPE_DEPTH));
         let d = at_limit.clone();
         let json = finishes(move || to_json(&d, None)).expect("reads");
         let mut level = &json["deep"];
@@ -488,9 +488,9 @@ mod tests {
             level = first;
             depth += 1;
         }
-        assert_eq!(depth, MAX_READ_DEPTH);
+        assert_eq!(depth, MAX_TYPE_DEPTH);
 
-        let beyond = std::sync::Arc::new(nested(MAX_READ_DEPTH + 1));
+        let beyond = std::sync::Arc::new(nested(MAX_TYPE_DEPTH + 1));
         let d = beyond.clone();
         let (json, kinds) = finishes(move || (to_json(&d, None), root_kinds(&d)));
         assert_eq!(json, Err(ContentError::Unreadable));

@@ -377,6 +377,50 @@ pub(super) fn check_block(
     r: &mut Reader<'_>,
     refers_to: &mut impl FnMut(u64, u32),
 ) -> Result<u32, Invalid> {
+    let block = read_block(r)?;
+    if let Some(item) = &block.item {
+        for (client, clock) in item.origin.iter().chain(&item.right_origin) {
+            refers_to(*client, *clock);
+        }
+        if let Some(ItemParent::Type((client, clock))) = item.parent {
+            refers_to(client, clock);
+        }
+    }
+    Ok(block.len)
+}
+
+/// One struct of a v1 update.
+pub(super) struct Block {
+    /// The length yrs adds to the running clock for it.
+    pub len: u32,
+    /// `None` for a garbage-collected or skipped range.
+    pub item: Option<ItemHead>,
+    /// A skipped range: clocks this update does not carry.
+    pub skip: bool,
+}
+
+/// Where an item says it belongs, and what it holds.
+pub(super) struct ItemHead {
+    pub origin: Option<(u64, u32)>,
+    pub right_origin: Option<(u64, u32)>,
+    /// Given only when the item has neither origin.
+    pub parent: Option<ItemParent>,
+    pub content_ref: u8,
+}
+
+/// An item's explicit parent.
+pub(super) enum ItemParent {
+    /// A root type, by name.
+    Root,
+    /// The type held by this item.
+    Type((u64, u32)),
+}
+
+/// Content ref of a shared type nested in another.
+pub(super) const CONTENT_TYPE: u8 = 7;
+
+/// Reads one block as `Update::decode_block` does (see [`check_block`]).
+pub(super) fn read_block(r: &mut Reader<'_>) -> Result<Block, Invalid> {
     let info = r.u8()?;
     // yrs matches the whole info byte here, so a GC/Skip number with any flag bit set is
     // decoded as an item (whose content ref is then unknown and refused below).
@@ -385,18 +429,19 @@ pub(super) fn check_block(
         if len == 0 {
             return Err(Invalid::Malformed("empty block"));
         }
-        return Ok(len);
+        return Ok(Block {
+            len,
+            item: None,
+            skip: info == BLOCK_SKIP,
+        });
     }
     let origin = if info & HAS_ORIGIN != 0 {
-        let id = r.id()?;
-        refers_to(id.0, id.1);
-        Some(id)
+        Some(r.id()?)
     } else {
         None
     };
-    if info & HAS_RIGHT_ORIGIN != 0 {
+    let right_origin = if info & HAS_RIGHT_ORIGIN != 0 {
         let right = r.id()?;
-        refers_to(right.0, right.1);
         // An item sits between its two origins, so they cannot be the same item; yrs integrates
         // such an item differently from Yjs, and a reload differently again.
         if origin == Some(right) {
@@ -404,21 +449,36 @@ pub(super) fn check_block(
                 "an item's left and right origins are the same",
             ));
         }
-    }
+        Some(right)
+    } else {
+        None
+    };
     // Without either origin the item carries its own parent (and optional parent sub key).
+    let mut parent = None;
     if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
         // yrs reads the parent kind as a var-int and treats only 1 as "named root type".
-        if r.var_u32()? == 1 {
+        parent = Some(if r.var_u32()? == 1 {
             r.string()?;
+            ItemParent::Root
         } else {
-            let parent = r.id()?;
-            refers_to(parent.0, parent.1);
-        }
+            ItemParent::Type(r.id()?)
+        });
         if info & HAS_PARENT_SUB != 0 {
             r.string()?;
         }
     }
-    check_content(r, info & CONTENT_REF_MASK)
+    let content_ref = info & CONTENT_REF_MASK;
+    let len = check_content(r, content_ref)?;
+    Ok(Block {
+        len,
+        item: Some(ItemHead {
+            origin,
+            right_origin,
+            parent,
+            content_ref,
+        }),
+        skip: false,
+    })
 }
 
 /// Walks item content as `ItemContent::decode` reads it and returns its length as
@@ -449,7 +509,7 @@ fn check_content(r: &mut Reader<'_>, content_ref: u8) -> Result<u32, Invalid> {
             Ok(1)
         }
         // Type: a one-byte type ref; XmlElement (3) carries its tag name.
-        7 => {
+        CONTENT_TYPE => {
             match r.u8()? {
                 0..=2 | 4..=6 | 9 | 15 => {}
                 3 => {

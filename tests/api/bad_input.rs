@@ -259,3 +259,93 @@ async fn an_update_of_twenty_thousand_adjacent_items_is_applied_and_relayed() {
     assert!(text.contains(CONTENT));
     scene.app.stop().await;
 }
+
+/// Shared types nested deeper than the limit: yrs deletes nested types recursively, and
+/// deleting a chain some thousands deep (a few bytes a level) overflowed the document thread's
+/// stack and aborted the server. A chain sent whole is refused with 1007; one built an update
+/// at a time stops at the limit; what was accepted can be deleted, and the server stays up.
+#[actix_web::test]
+async fn types_nested_beyond_the_limit_are_refused_with_1007() {
+    use tandem::sync::nesting::MAX_TYPE_DEPTH;
+    use yrs::{Array, ArrayPrelim, ArrayRef, Transact};
+
+    let scene = scene(None).await;
+    let whole = {
+        let source = Doc::new();
+        let root = source.get_or_insert_array("deep");
+        let mut txn = source.transact_mut();
+        let mut list: ArrayRef = root.insert(&mut txn, 0, ArrayPrelim::default());
+        for _ in 0..10_000 {
+            list = list.insert(&mut txn, 0, ArrayPrelim::default());
+        }
+        txn.encode_update_v1()
+    };
+    let frame = Message::Sync(SyncMessage::Update(whole.clone())).encode_v1();
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("nested deeper than"), "{reason}");
+    let posted = reqwest::Client::new()
+        .post(scene.app.url(&format!("/api/docs/{}/update", scene.doc)))
+        .header("Content-Type", "application/octet-stream")
+        .body(whole)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(posted.status(), 400);
+
+    // One level per update, from one connection, until the server closes it.
+    let source = Doc::new();
+    let root = source.get_or_insert_array("deep");
+    let mut builder = scene.app.connect(&scene.doc).await;
+    let mut list: Option<ArrayRef> = None;
+    let mut sent = 0;
+    let (code, reason) = loop {
+        let update = {
+            let mut txn = source.transact_mut();
+            list = Some(match &list {
+                None => root.insert(&mut txn, 0, ArrayPrelim::default()),
+                Some(list) => list.insert(&mut txn, 0, ArrayPrelim::default()),
+            });
+            txn.encode_update_v1()
+        };
+        let frame = Message::Sync(SyncMessage::Update(update)).encode_v1();
+        if builder.ws.send(binary(frame)).await.is_err() {
+            break builder.expect_close().await;
+        }
+        sent += 1;
+        if sent > MAX_TYPE_DEPTH + 5 {
+            break builder.expect_close().await;
+        }
+    };
+    assert_eq!(code, 1007, "{reason}");
+    // Every level up to the limit arrived (a root is one level, so one fewer update).
+    let content = reqwest::get(
+        scene
+            .app
+            .url(&format!("/api/docs/{}/content?key=deep", scene.doc)),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(content.status(), 200);
+    // Nested empty lists, one bracket per level (deeper than serde_json parses by default).
+    let body = content.text().await.expect("body");
+    let depth = body.chars().take_while(|c| *c == '[').count();
+    assert_eq!(body.len(), 2 * depth, "{body}");
+    assert_eq!(depth, MAX_TYPE_DEPTH);
+
+    // Deleting the whole chain is harmless at this depth.
+    let delete = {
+        let mut txn = source.transact_mut();
+        root.remove(&mut txn, 0);
+        txn.encode_update_v1()
+    };
+    let posted = reqwest::Client::new()
+        .post(scene.app.url(&format!("/api/docs/{}/update", scene.doc)))
+        .header("Content-Type", "application/octet-stream")
+        .body(delete)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(posted.status(), 204);
+    scene.assert_unharmed().await;
+}

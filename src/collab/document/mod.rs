@@ -534,6 +534,10 @@ impl DocumentActor {
                 "garbage-collected structs beyond the document's state".into(),
             ));
         }
+        // Deleting a type nested thousands deep overflows yrs's recursion: none gets in.
+        if let Err(error) = crate::sync::nesting::check(&self.doc, &incoming.raw) {
+            return Err(IntegrateError::DoesNotApply(error.to_string()));
+        }
         let IncomingUpdate { update, raw, relay } = incoming;
         let doc = &self.doc;
         // yrs was not built for hostile input: if applying panics, this in-memory copy can no

@@ -1,0 +1,621 @@
+//! How deep an update would nest shared types, worked out before it is applied.
+//!
+//! yrs deletes, garbage-collects and renders nested types recursively, a few stack frames per
+//! level. A chain of types nested some thousands deep costs a few bytes per level, so it fits in
+//! one update (or is built up over many), and deleting it then overflows the document thread's
+//! stack, which aborts the whole process. The document actor refuses any update that would put
+//! a shared type deeper than [`MAX_TYPE_DEPTH`], so no document ever holds one.
+//!
+//! An item names its place by its left or right origin (it joins that item's parent) or, with
+//! neither, by its parent: a root or the item holding a type. References resolve within the
+//! update first, then in the document, the way yrs resolves them when it integrates.
+
+use std::collections::HashMap;
+
+use yrs::branch::BranchPtr;
+use yrs::{Assoc, BranchID, Doc, ID, IndexScope, ReadTxn, StickyIndex, Transact};
+
+use super::validate::{CONTENT_TYPE, Invalid, ItemHead, ItemParent, Reader, read_block};
+
+/// Deepest nesting of shared types accepted; a root type counts as one, a type inside it as two.
+/// Far inside what yrs's recursion needs of a 2 MiB stack, even in a debug build (it overflows
+/// somewhere between 800 and 1,600 levels there), and beyond any editor's document structure.
+pub const MAX_TYPE_DEPTH: usize = 128;
+
+/// Why an update's shared types were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NestingError {
+    #[error("shared types nested deeper than {MAX_TYPE_DEPTH} levels")]
+    TooDeep,
+    /// A type whose place depends on structs the document does not have yet: once they come,
+    /// it would land at a depth nobody checked.
+    #[error("a shared type whose place in the document is not known yet")]
+    Unplaced,
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+/// Where an item lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In a branch this deep.
+    Depth(usize),
+    /// Nowhere: its parent was deleted and collected, so yrs collects it too.
+    Gone,
+    /// Not known: it refers to a struct that neither the update nor the document holds.
+    Missing,
+}
+
+#[derive(Clone, Copy)]
+enum State {
+    Unvisited,
+    Visiting,
+    Done(Place),
+}
+
+/// Refuses `update` (a v1 update that passed `check_update_v1`) if applying it to `doc` would
+/// nest a shared type deeper than [`MAX_TYPE_DEPTH`], or would leave one waiting for structs
+/// the document lacks. An update without nested types costs one walk over its bytes.
+pub fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
+    let items = Items::read(update)?;
+    if !items.has_types() {
+        return Ok(());
+    }
+    match measure(&doc.transact(), &items)? {
+        Some(depth) if depth > MAX_TYPE_DEPTH => Err(NestingError::TooDeep),
+        _ => Ok(()),
+    }
+}
+
+/// The depth of the deepest shared type `update` adds, if it adds any that yrs would keep.
+pub fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, NestingError> {
+    let items = Items::read(update)?;
+    if !items.has_types() {
+        return Ok(None);
+    }
+    measure(txn, &items)
+}
+
+fn measure<T: ReadTxn>(txn: &T, items: &Items) -> Result<Option<usize>, NestingError> {
+    let mut resolver = Resolver {
+        txn,
+        items,
+        state: vec![State::Unvisited; items.heads.len()],
+        known: txn.state_vector(),
+    };
+    let mut deepest = None;
+    for (index, head) in items.heads.iter().enumerate() {
+        if head.as_ref().is_none_or(|h| h.content_ref != CONTENT_TYPE) {
+            continue;
+        }
+        match resolver.place(index) {
+            Place::Depth(depth) => deepest = deepest.max(Some(depth + 1)),
+            Place::Gone => {}
+            Place::Missing => return Err(NestingError::Unplaced),
+        }
+    }
+    Ok(deepest)
+}
+
+/// An update's structs, in order, found by ID.
+struct Items {
+    /// Each struct's head (`None` for collected and skipped ranges).
+    heads: Vec<Option<ItemHead>>,
+    /// Each struct's client and first clock.
+    ids: Vec<(u64, u32)>,
+    /// Each client's structs: the range of indexes into `heads` (one section per client).
+    clients: HashMap<u64, std::ops::Range<usize>>,
+    /// The clock after each struct.
+    ends: Vec<u32>,
+}
+
+impl Items {
+    fn read(update: &[u8]) -> Result<Items, Invalid> {
+        let mut r = Reader::new(update);
+        let mut items = Items {
+            heads: Vec::new(),
+            ids: Vec::new(),
+            clients: HashMap::new(),
+            ends: Vec::new(),
+        };
+        for _ in 0..r.var_u32()? {
+            let count = r.var_u32()?;
+            let client = r.client()?;
+            let mut clock = r.var_u32()?;
+            let first = items.heads.len();
+            for _ in 0..count {
+                let block = read_block(&mut r)?;
+                let end = clock.checked_add(block.len).ok_or(Invalid::ClockOverflow)?;
+                if block.skip {
+                    // Not carried here: references into it resolve in the document.
+                    clock = end;
+                    continue;
+                }
+                items.heads.push(block.item);
+                items.ids.push((client, clock));
+                items.ends.push(end);
+                clock = end;
+            }
+            items.clients.insert(client, first..items.heads.len());
+        }
+        Ok(items)
+    }
+
+    fn has_types(&self) -> bool {
+        self.heads
+            .iter()
+            .flatten()
+            .any(|h| h.content_ref == CONTENT_TYPE)
+    }
+
+    /// The struct of this update that holds `id`.
+    fn find(&self, (client, clock): (u64, u32)) -> Option<usize> {
+        let range = self.clients.get(&client)?.clone();
+        let ends = &self.ends[range.clone()];
+        let at = ends.partition_point(|&end| end <= clock);
+        (at < ends.len() && self.ids[range.start + at].1 <= clock).then_some(range.start + at)
+    }
+}
+
+struct Resolver<'a, T: ReadTxn> {
+    txn: &'a T,
+    items: &'a Items,
+    state: Vec<State>,
+    known: yrs::StateVector,
+}
+
+/// What an item's place depends on.
+enum Reference {
+    /// The branch that holds this item.
+    Beside((u64, u32)),
+    /// The type this item holds.
+    Inside((u64, u32)),
+}
+
+impl<T: ReadTxn> Resolver<'_, T> {
+    /// Where struct `index` lands. Chains of references within the update are followed with a
+    /// stack of their own, not by recursion: they are as long as the update.
+    fn place(&mut self, index: usize) -> Place {
+        let mut stack = vec![index];
+        while let Some(&top) = stack.last() {
+            if let State::Done(_) = self.state[top] {
+                stack.pop();
+                continue;
+            }
+            if self.items.heads[top].is_none() {
+                // A collected range: yrs finds no item there to place anything beside.
+                self.state[top] = State::Done(Place::Gone);
+                stack.pop();
+                continue;
+            }
+            self.state[top] = State::Visiting;
+            let mut waiting = None;
+            let mut places = Vec::new();
+            for reference in self.references(top) {
+                match self.resolve(&reference) {
+                    Ok(place) => places.push(place),
+                    Err(dependency) => match self.state[dependency] {
+                        // A cycle: yrs cannot integrate it either; it stays pending.
+                        State::Visiting => places.push(Place::Missing),
+                        _ => {
+                            waiting = Some(dependency);
+                            break;
+                        }
+                    },
+                }
+            }
+            if let Some(dependency) = waiting {
+                stack.push(dependency);
+                continue;
+            }
+            self.state[top] = State::Done(combine(&places));
+            stack.pop();
+        }
+        match self.state[index] {
+            State::Done(place) => place,
+            _ => Place::Missing,
+        }
+    }
+
+    /// The references that decide struct `index`'s place, in the order yrs consults them.
+    fn references(&self, index: usize) -> Vec<Reference> {
+        let Some(head) = &self.items.heads[index] else {
+            return Vec::new();
+        };
+        match &head.parent {
+            Some(ItemParent::Root) => Vec::new(),
+            Some(ItemParent::Type(id)) => vec![Reference::Inside(*id)],
+            None => head
+                .origin
+                .iter()
+                .chain(&head.right_origin)
+                .map(|id| Reference::Beside(*id))
+                .collect(),
+        }
+    }
+
+    /// Resolves one reference to a place, or names the struct of this update it waits for.
+    fn resolve(&self, reference: &Reference) -> Result<Place, usize> {
+        let (id, inside) = match reference {
+            Reference::Beside(id) => (*id, false),
+            Reference::Inside(id) => (*id, true),
+        };
+        if let Some(index) = self.items.find(id) {
+            let State::Done(place) = self.state[index] else {
+                return Err(index);
+            };
+            if !inside {
+                return Ok(place);
+            }
+            // The parent is an item of this update: its type's branch is one deeper than it.
+            let holds_type = self.items.heads[index]
+                .as_ref()
+                .is_some_and(|h| h.content_ref == CONTENT_TYPE);
+            return Ok(match place {
+                Place::Depth(depth) if holds_type => Place::Depth(depth + 1),
+                // yrs refuses a parent that is not a type; nothing of it lands.
+                Place::Depth(_) => Place::Gone,
+                other => other,
+            });
+        }
+        let (client, clock) = id;
+        if self.known.get(&yrs::ClientID::new(client)) <= clock {
+            return Ok(Place::Missing);
+        }
+        let scope = if inside {
+            IndexScope::Nested(ID::new(yrs::ClientID::new(client), clock))
+        } else {
+            IndexScope::Relative(ID::new(yrs::ClientID::new(client), clock))
+        };
+        // yrs finds the branch of an item (or the type an item holds) without reading any
+        // content; a collected item has none.
+        Ok(StickyIndex::new(scope, Assoc::After)
+            .get_offset(self.txn)
+            .map_or(Place::Gone, |offset| {
+                Place::Depth(branch_depth(self.txn, offset.branch))
+            }))
+    }
+}
+
+/// yrs places an item beside its left origin if that is still there, else beside its right
+/// origin; it waits if either is missing, and collects the item if neither is there.
+fn combine(places: &[Place]) -> Place {
+    if places.is_empty() {
+        // A root's child.
+        return Place::Depth(1);
+    }
+    if places.contains(&Place::Missing) {
+        return Place::Missing;
+    }
+    places
+        .iter()
+        .copied()
+        .find(|p| matches!(p, Place::Depth(_)))
+        .unwrap_or(Place::Gone)
+}
+
+/// How deep a branch of the document sits (a root is 1), counted up to one past the limit.
+fn branch_depth<T: ReadTxn>(txn: &T, mut branch: BranchPtr) -> usize {
+    let mut depth = 1;
+    while depth <= MAX_TYPE_DEPTH {
+        let BranchID::Nested(holder) = branch.id() else {
+            break;
+        };
+        depth += 1;
+        match StickyIndex::new(IndexScope::Relative(holder), Assoc::After).get_offset(txn) {
+            Some(offset) => branch = offset.branch,
+            None => break,
+        }
+    }
+    depth
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::types::TypeRef;
+    use yrs::types::text::YChange;
+    use yrs::updates::decoder::Decode;
+    use yrs::{
+        Array, ArrayPrelim, ArrayRef, Doc, Map, MapPrelim, MapRef, Text, TextPrelim, TextRef,
+        Transact, Update, XmlElementPrelim, XmlFragment, XmlFragmentRef,
+    };
+
+    fn apply(doc: &Doc, update: &[u8]) {
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(update).expect("decodes"))
+            .expect("applies");
+    }
+
+    /// Every shared type in `doc` with its depth (a root is 1), found by walking from the roots.
+    fn branches(doc: &Doc) -> Vec<(BranchPtr, usize)> {
+        let txn = doc.transact();
+        let mut found = Vec::new();
+        let mut pending: Vec<(BranchPtr, usize)> = txn
+            .root_refs()
+            .filter_map(|(_, out)| out.try_branch().map(|b| (BranchPtr::from(b), 1)))
+            .collect();
+        while let Some((branch, depth)) = pending.pop() {
+            found.push((branch, depth));
+            let map = MapRef::from(branch);
+            let nested = TextRef::from(branch)
+                .diff(&txn, YChange::identity)
+                .into_iter()
+                .map(|chunk| chunk.insert)
+                .chain(map.iter(&txn).map(|(_, value)| value));
+            for out in nested {
+                if let Some(b) = out.try_branch() {
+                    pending.push((BranchPtr::from(b), depth + 1));
+                }
+            }
+        }
+        found
+    }
+
+    fn walked_depth(doc: &Doc) -> usize {
+        branches(doc)
+            .iter()
+            .map(|(_, depth)| *depth)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Arrays nested in root `deep`, `levels` below it, each level its own update.
+    fn nesting_updates(levels: usize) -> Vec<Vec<u8>> {
+        let source = Doc::with_client_id(5);
+        let root = source.get_or_insert_array("deep");
+        let mut updates = Vec::new();
+        let mut txn = source.transact_mut();
+        let mut list: ArrayRef = root.insert(&mut txn, 0, ArrayPrelim::default());
+        updates.push(txn.encode_update_v1());
+        drop(txn);
+        for _ in 1..levels {
+            let mut txn = source.transact_mut();
+            // A value first, so the next list has a left origin inside this one.
+            list.push_back(&mut txn, 1);
+            list = list.push_back(&mut txn, ArrayPrelim::default());
+            updates.push(txn.encode_update_v1());
+        }
+        updates
+    }
+
+    fn whole(updates: &[Vec<u8>]) -> Vec<u8> {
+        yrs::merge_updates_v1(updates).expect("merges")
+    }
+
+    #[test]
+    fn updates_without_nested_types_are_not_measured() {
+        let source = Doc::with_client_id(1);
+        let text = source.get_or_insert_text("content");
+        let mut txn = source.transact_mut();
+        text.insert(&mut txn, 0, "hello");
+        let update = txn.encode_update_v1();
+        assert_eq!(deepest(&Doc::new().transact(), &update), Ok(None));
+    }
+
+    #[test]
+    fn a_chain_in_one_update_is_measured_exactly() {
+        for levels in [1, 2, 7, MAX_TYPE_DEPTH - 1, MAX_TYPE_DEPTH] {
+            let update = whole(&nesting_updates(levels));
+            let server = Doc::new();
+            // `levels` lists below the root: the deepest sits at `levels + 1`.
+            assert_eq!(
+                deepest(&server.transact(), &update),
+                Ok(Some(levels + 1)),
+                "{levels}"
+            );
+            let accepted = check(&server, &update);
+            assert_eq!(accepted.is_ok(), levels < MAX_TYPE_DEPTH, "{levels}");
+            if accepted.is_ok() {
+                apply(&server, &update);
+                assert_eq!(walked_depth(&server), levels + 1);
+            }
+        }
+        // What the limit exists for: ten thousand levels in one transaction, under 100 KB.
+        let source = Doc::with_client_id(6);
+        let root = source.get_or_insert_array("deep");
+        let update = {
+            let mut txn = source.transact_mut();
+            let mut list: ArrayRef = root.insert(&mut txn, 0, ArrayPrelim::default());
+            for _ in 0..10_000 {
+                list = list.insert(&mut txn, 0, ArrayPrelim::default());
+            }
+            txn.encode_update_v1()
+        };
+        assert!(update.len() < 100_000, "{}", update.len());
+        assert_eq!(check(&Doc::new(), &update), Err(NestingError::TooDeep));
+    }
+
+    #[test]
+    fn a_chain_built_over_many_updates_stops_at_the_limit() {
+        let server = Doc::new();
+        let updates = nesting_updates(MAX_TYPE_DEPTH + 20);
+        let mut accepted = 0;
+        for update in &updates {
+            let checked = check(&server, update);
+            match checked {
+                Ok(()) => {
+                    apply(&server, update);
+                    accepted += 1;
+                }
+                Err(error) => {
+                    assert_eq!(error, NestingError::TooDeep);
+                    break;
+                }
+            }
+        }
+        // The root is 1 deep and each accepted update adds a level.
+        assert_eq!(accepted + 1, MAX_TYPE_DEPTH);
+        assert_eq!(walked_depth(&server), MAX_TYPE_DEPTH);
+        // And deleting the whole chain (what overflowed the stack) is harmless at this depth.
+        let deep = server.get_or_insert_array("deep");
+        deep.remove(&mut server.transact_mut(), 0);
+        assert_eq!(walked_depth(&server), 1);
+    }
+
+    #[test]
+    fn a_type_waiting_for_missing_structs_is_refused() {
+        let updates = nesting_updates(3);
+        // The second level's parent list arrives only with the first update.
+        assert_eq!(check(&Doc::new(), &updates[1]), Err(NestingError::Unplaced));
+    }
+
+    /// What a client can insert into `branch`: nested types of each kind where the branch takes
+    /// them, or a plain value.
+    fn insert_something(
+        txn: &mut yrs::TransactionMut,
+        branch: BranchPtr,
+        pick: u64,
+        key: &mut u64,
+    ) {
+        let index = |len: u32| {
+            if len == 0 {
+                0
+            } else {
+                (pick >> 8) as u32 % (len + 1)
+            }
+        };
+        match branch.type_ref() {
+            TypeRef::Array => {
+                let list = ArrayRef::from(branch);
+                let at = index(list.len(txn));
+                match pick % 4 {
+                    0 => {
+                        list.insert(txn, at, ArrayPrelim::default());
+                    }
+                    1 => {
+                        list.insert(txn, at, MapPrelim::default());
+                    }
+                    2 => {
+                        list.insert(txn, at, TextPrelim::new("x"));
+                    }
+                    _ => {
+                        list.insert(txn, at, 7);
+                    }
+                }
+            }
+            TypeRef::Map => {
+                let map = MapRef::from(branch);
+                *key += 1;
+                let k = format!("k{key}");
+                match pick % 3 {
+                    0 => {
+                        map.insert(txn, k, ArrayPrelim::default());
+                    }
+                    1 => {
+                        map.insert(txn, k, MapPrelim::default());
+                    }
+                    _ => {
+                        map.insert(txn, k, "v");
+                    }
+                }
+            }
+            TypeRef::Text => {
+                let text = TextRef::from(branch);
+                let at = index(text.len(txn));
+                match pick % 3 {
+                    0 => {
+                        text.insert_embed(txn, at, ArrayPrelim::default());
+                    }
+                    _ => text.insert(txn, at, "ab"),
+                }
+            }
+            TypeRef::XmlFragment | TypeRef::XmlElement(_) => {
+                let xml = XmlFragmentRef::from(branch);
+                let at = index(xml.len(txn));
+                xml.insert(txn, at, XmlElementPrelim::empty("p"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Three clients insert nested types anywhere (lists, maps, text embeds, XML), syncing with
+    /// each other now and then; the server gets their updates out of order and puts back any it
+    /// refuses as unplaced. Each accepted update must raise the walked depth to exactly what
+    /// `deepest` said (nothing is ever deleted, so nothing lowers it).
+    #[test]
+    fn measured_depths_match_the_documents_yrs_builds() {
+        for seed in 0..30u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let clients: Vec<Doc> = (1..=3).map(Doc::with_client_id).collect();
+            for c in &clients {
+                c.get_or_insert_array("a");
+                c.get_or_insert_map("m");
+                c.get_or_insert_text("t");
+                c.get_or_insert_xml_fragment("x");
+            }
+            let mut key = seed * 1_000;
+            let mut outbox: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..150 {
+                let c = &clients[(next() % 3) as usize];
+                if next() % 10 == 0 {
+                    let other = &clients[(next() % 3) as usize];
+                    let sv = c.transact().state_vector();
+                    let diff = other.transact().encode_state_as_update_v1(&sv);
+                    apply(c, &diff);
+                    continue;
+                }
+                let all = branches(c);
+                let (branch, _) = all[(next() % all.len() as u64) as usize];
+                let mut txn = c.transact_mut();
+                insert_something(&mut txn, branch, next(), &mut key);
+                outbox.push(txn.encode_update_v1());
+            }
+            let server = Doc::new();
+            let mut depth = walked_depth(&server);
+            let mut refusals = 0;
+            while !outbox.is_empty() {
+                let mut batch = vec![outbox.remove((next() % outbox.len() as u64) as usize)];
+                // Now and then several at once, as a reconnecting client sends them: references
+                // then resolve inside the update.
+                if next() % 3 == 0 {
+                    for _ in 0..next() % 4 {
+                        if !outbox.is_empty() {
+                            batch.push(outbox.remove((next() % outbox.len() as u64) as usize));
+                        }
+                    }
+                }
+                let update = whole(&batch);
+                let measured = deepest(&server.transact(), &update);
+                match measured {
+                    Ok(measured) => {
+                        apply(&server, &update);
+                        let walked = walked_depth(&server);
+                        // Roots are 1 deep; `deepest` measures only nested types.
+                        let roots = usize::from(walked > 0);
+                        let expected = depth.max(measured.unwrap_or(0)).max(roots);
+                        assert_eq!(walked, expected, "seed {seed}");
+                        depth = walked;
+                    }
+                    Err(NestingError::Unplaced) => {
+                        refusals += 1;
+                        assert!(refusals < 100_000, "seed {seed}: never placed");
+                        // Resent one by one, as the clients that made them would.
+                        outbox.extend(batch);
+                    }
+                    Err(other) => panic!("seed {seed}: {other}"),
+                }
+            }
+            // Everything arrived: the server holds all that every client made.
+            let server_state = server.transact().state_vector();
+            for c in &clients {
+                let own = c.client_id();
+                assert_eq!(
+                    server_state.get(&own),
+                    c.transact().state_vector().get(&own),
+                    "seed {seed}"
+                );
+            }
+            assert!(
+                refusals > 0,
+                "seed {seed}: the out-of-order path was not taken"
+            );
+        }
+    }
+}
