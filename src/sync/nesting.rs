@@ -531,11 +531,17 @@ mod tests {
 
     /// Three clients insert nested types anywhere (lists, maps, text embeds, XML), syncing with
     /// each other now and then; the server gets their updates out of order and puts back any it
-    /// refuses as unplaced. Each accepted update must raise the walked depth to exactly what
-    /// `deepest` said (nothing is ever deleted, so nothing lowers it).
+    /// refuses as unplaced. Once nothing is held back, the walked depth must be exactly the
+    /// deepest `deepest` reported for any accepted update (nothing is deleted, so nothing lowers
+    /// it), and never more in between.
     #[test]
     fn measured_depths_match_the_documents_yrs_builds() {
-        for seed in 0..30u64 {
+        // SEEDS=n runs more of them.
+        let seeds: u64 = std::env::var("SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(30);
+        for seed in 0..seeds {
             let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
             let mut next = move || {
                 rng ^= rng << 13;
@@ -568,7 +574,7 @@ mod tests {
                 outbox.push(txn.encode_update_v1());
             }
             let server = Doc::new();
-            let mut depth = walked_depth(&server);
+            let mut claimed = 0;
             let mut refusals = 0;
             while !outbox.is_empty() {
                 let mut batch = vec![outbox.remove((next() % outbox.len() as u64) as usize)];
@@ -586,12 +592,17 @@ mod tests {
                 match measured {
                     Ok(measured) => {
                         apply(&server, &update);
+                        claimed = claimed.max(measured.unwrap_or(0));
                         let walked = walked_depth(&server);
                         // Roots are 1 deep; `deepest` measures only nested types.
-                        let roots = usize::from(walked > 0);
-                        let expected = depth.max(measured.unwrap_or(0)).max(roots);
-                        assert_eq!(walked, expected, "seed {seed}");
-                        depth = walked;
+                        let expected = claimed.max(usize::from(walked > 0));
+                        // yrs holds back structs that follow a gap in their client's clock
+                        // until it fills; they land where they were measured to.
+                        if server.transact().store().pending_update().is_none() {
+                            assert_eq!(walked, expected, "seed {seed}");
+                        } else {
+                            assert!(walked <= expected, "seed {seed}: {walked} > {expected}");
+                        }
                     }
                     Err(NestingError::Unplaced) => {
                         refusals += 1;
