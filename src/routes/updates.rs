@@ -31,6 +31,7 @@ use crate::startup::AppState;
 use crate::sync::content::ContentError;
 use crate::sync::protocol::{decode_state_vector, decode_update};
 use crate::sync::text_ops::TextOp;
+use crate::sync::text_ops::TextOpError;
 
 /// A request races with the document unloading at most this many times before giving up.
 pub(crate) const ATTEMPTS: usize = 3;
@@ -279,6 +280,7 @@ pub struct TextEdit {
         (status = 204, description = "Stored and relayed to editors"),
         (status = 400, description = "Invalid name, body, or an operation out of range", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The root holds list values among its text, or cannot be read", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large, or the document would grow beyond its size limit", body = Problem, content_type = "application/problem+json")
     )
 )]
@@ -313,8 +315,14 @@ pub async fn edit_text(
         };
         match doc.send(edit).timeout(DURABLE_DEADLINE).await {
             Ok(Ok(())) => return Ok(()),
+            Ok(Err(EditTextError::Content(error @ ContentError::Unreadable))) => {
+                return Err(ApiError::Conflict(error.to_string()));
+            }
             Ok(Err(EditTextError::Content(error))) => {
                 return Err(ApiError::BadRequest(error.to_string()));
+            }
+            Ok(Err(EditTextError::Ops(error @ TextOpError::HoldsValues))) => {
+                return Err(ApiError::Conflict(error.to_string()));
             }
             Ok(Err(EditTextError::Ops(error))) => {
                 return Err(ApiError::BadRequest(error.to_string()));

@@ -280,6 +280,7 @@ fn any_to_json(any: Any) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::test_support::array_insert_at_front;
     use yrs::updates::decoder::Decode;
     use yrs::{Array, Text, Update};
 
@@ -318,23 +319,16 @@ mod tests {
     /// Two stock clients using root `content` differently: one types text with an emoji, the
     /// other, having synced, inserts a value at the front of `getArray("content")`.
     fn text_and_list_in_one_root() -> Doc {
+        let server = Doc::new();
         let typist = Doc::with_client_id(1);
         let text = typist.get_or_insert_text("content");
-        text.insert(&mut typist.transact_mut(), 0, "hi 😀 there");
-        let state = typist
-            .transact()
-            .encode_state_as_update_v1(&yrs::StateVector::default());
-        let other = Doc::with_client_id(2);
-        apply(&other, &state);
-        let list = other.get_or_insert_array("content");
-        let update = {
-            let mut txn = other.transact_mut();
-            list.insert(&mut txn, 0, 7);
+        let typed = {
+            let mut txn = typist.transact_mut();
+            text.insert(&mut txn, 0, "hi 😀 there");
             txn.encode_update_v1()
         };
-        let server = Doc::new();
-        apply(&server, &state);
-        apply(&server, &update);
+        apply(&server, &typed);
+        apply(&server, &array_insert_at_front(&server, "content", 7));
         server
     }
 

@@ -159,6 +159,30 @@ fn merge_round<'a, U: AsRef<[u8]> + 'a>(
         .collect()
 }
 
+/// Helpers shared by the module tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use yrs::updates::decoder::Decode;
+    use yrs::{Array, Doc, ReadTxn, StateVector, Transact, Update};
+
+    /// The update a client sends after syncing `doc` and inserting `value` at the front of
+    /// `getArray(key)`: what another client's use of a text root as an array looks like.
+    pub(crate) fn array_insert_at_front(doc: &Doc, key: &str, value: i64) -> Vec<u8> {
+        let other = Doc::new();
+        let state = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        other
+            .transact_mut()
+            .apply_update(Update::decode_v1(&state).expect("decodes"))
+            .expect("applies");
+        let list = other.get_or_insert_array(key);
+        let mut txn = other.transact_mut();
+        list.insert(&mut txn, 0, value);
+        txn.encode_update_v1()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{apply_update, merge_updates, part_order, validate::split_update_v1};

@@ -20,6 +20,8 @@ pub enum RestoreError {
     Unsupported(String),
     #[error("root type {0:?} cannot be read, so it cannot be restored")]
     Unreadable(String),
+    #[error("root type {0:?} holds list values among its text, so it cannot be restored")]
+    HoldsValues(String),
 }
 
 /// Edits `live` until its content equals `target`'s; returns the v1 updates made (possibly
@@ -64,6 +66,12 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
     if let Some((name, ..)) = plan.iter().find(|(_, kind, _)| *kind == RootKind::Xml) {
         return Err(RestoreError::Unsupported(name.clone()));
     }
+    if let Some((name, ..)) = plan
+        .iter()
+        .find(|(name, kind, _)| *kind == RootKind::Text && text_ops::holds_values(live, name))
+    {
+        return Err(RestoreError::HoldsValues(name.clone()));
+    }
 
     let mut updates = Vec::new();
     for (name, kind, value) in plan {
@@ -74,7 +82,8 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
                     _ => String::new(),
                 };
                 let root = live.get_or_insert_text(name.as_str());
-                // The ops are computed against the live text itself, so they always apply.
+                // The ops are computed against the live text itself, which holds no list values
+                // (checked above), so they always apply.
                 text_ops::apply(live, &root, &[TextOp::Replace { replace: text }])
                     .unwrap_or_default()
             }
@@ -226,5 +235,30 @@ mod tests {
         notes.insert(&mut live.transact_mut(), 0, "added later");
         restore(&live, &version).expect("restores");
         assert_eq!(notes.get_string(&live.transact()), "");
+    }
+
+    #[test]
+    fn text_holding_list_values_is_not_restored() {
+        let live = live_doc();
+        let text = live.get_or_insert_text("content");
+        text.insert(&mut live.transact_mut(), 0, "party 🎉");
+        let version = copy(&live);
+        // Another client uses the root as an array.
+        let update = crate::sync::test_support::array_insert_at_front(&live, "content", 1);
+        live.transact_mut()
+            .apply_update(Update::decode_v1(&update).expect("decodes"))
+            .expect("applies");
+        let before = live
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        assert_eq!(
+            restore(&live, &version),
+            Err(RestoreError::HoldsValues("content".into()))
+        );
+        assert_eq!(
+            live.transact()
+                .encode_state_as_update_v1(&StateVector::default()),
+            before
+        );
     }
 }

@@ -5,9 +5,17 @@
 //! ones left it, before anything is applied: a batch applies whole or not at all. A replacement
 //! changes only the range between the longest common prefix and suffix, so cursors and
 //! concurrent edits outside that range are untouched.
+//!
+//! Rich text may hold embedded objects (an image, a nested type) between its characters. They
+//! are not part of the text that positions count, and keep their place: an insert at `n` lands
+//! just before the text's `n`-th unit, after any object there, and a deletion removes the
+//! objects strictly inside its range. yrs counts each object as one position, so every
+//! position is translated before it is applied.
 
 use serde::Deserialize;
-use yrs::{Doc, GetString, Text, TextRef, Transact};
+use yrs::{
+    Any, Doc, IdSet, Out, ReadTxn, Snapshot, StateVector, Text, TextRef, Transact, TransactionMut,
+};
 
 /// One edit.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -39,6 +47,12 @@ pub enum TextOpError {
     OutOfRange { op: usize, at: u64, len: u64 },
     #[error("operation {op}: position {at} falls inside a character (a UTF-16 surrogate pair)")]
     SplitsCharacter { op: usize, at: u64 },
+    /// The root holds list values among its text (clients used it both as text and as an
+    /// array), whose positions a text edit cannot place.
+    #[error(
+        "the text holds values that are neither text nor embedded objects; edit it with a Yjs client"
+    )]
+    HoldsValues,
 }
 
 /// A range change in UTF-16 units: remove `delete` units at `at`, then insert `insert` there.
@@ -131,19 +145,106 @@ fn minimal_splice(old: &[u16], new: &str) -> Splice {
     }
 }
 
+/// The text of a root and where its embedded objects sit, in text positions (UTF-16 units):
+/// an object at `p` lies between the text's units `p - 1` and `p`, in the order listed.
+struct Layout {
+    text: String,
+    objects: Vec<u32>,
+}
+
+/// One run of a text root's content.
+enum Piece {
+    Text(String),
+    /// An embedded object, or a nested type.
+    Object,
+}
+
+/// A text root's content in order. A diff from nothing to now marks every run of text as added
+/// and leaves objects unmarked (a plain diff cannot tell an object holding a string from text).
+fn pieces(txn: &mut TransactionMut, root: &TextRef) -> Vec<Piece> {
+    let now = txn.snapshot();
+    let nothing = Snapshot::new(StateVector::default(), IdSet::new());
+    root.diff_range(txn, Some(&now), Some(&nothing), |_| ())
+        .into_iter()
+        .map(|chunk| match (chunk.ychange, chunk.insert) {
+            (Some(()), Out::Any(Any::String(s))) => Piece::Text(s.to_string()),
+            _ => Piece::Object,
+        })
+        .collect()
+}
+
+impl Layout {
+    fn of(txn: &mut TransactionMut, root: &TextRef) -> Result<Layout, TextOpError> {
+        let mut layout = Layout {
+            text: String::new(),
+            objects: Vec::new(),
+        };
+        let mut units = 0u32;
+        for piece in pieces(txn, root) {
+            match piece {
+                Piece::Text(s) => {
+                    layout.text.push_str(&s);
+                    units += s.encode_utf16().count() as u32;
+                }
+                Piece::Object => layout.objects.push(units),
+            }
+        }
+        // The diff leaves out list values (numbers, maps…) that yrs still counts.
+        if units + layout.objects.len() as u32 != root.len(txn) {
+            return Err(TextOpError::HoldsValues);
+        }
+        Ok(layout)
+    }
+
+    /// yrs's position just before text unit `at`, after any objects there.
+    fn after_objects(&self, at: u32) -> u32 {
+        at + self.objects.partition_point(|&p| p <= at) as u32
+    }
+
+    /// yrs's position just after text unit `at - 1`, before any objects there.
+    fn before_objects(&self, at: u32) -> u32 {
+        at + self.objects.partition_point(|&p| p < at) as u32
+    }
+
+    /// Applies `splice` to `root` in `txn`, and to this layout.
+    fn apply(&mut self, txn: &mut TransactionMut, root: &TextRef, splice: &Splice) {
+        let end = splice.at + splice.delete;
+        let start = self.after_objects(splice.at);
+        if splice.delete > 0 {
+            root.remove_range(txn, start, self.before_objects(end) - start);
+        }
+        if !splice.insert.is_empty() {
+            root.insert(txn, start, &splice.insert);
+        }
+        let inserted = splice.insert.encode_utf16().count() as u32;
+        self.objects.retain(|&p| p <= splice.at || p >= end);
+        for p in &mut self.objects {
+            if *p > splice.at {
+                *p = *p - splice.delete + inserted;
+            }
+        }
+    }
+}
+
+/// Whether root `key` of `doc` holds list values among its text, which text edits refuse
+/// ([`TextOpError::HoldsValues`]). An absent root holds none.
+pub fn holds_values(doc: &Doc, key: &str) -> bool {
+    let mut txn = doc.transact_mut();
+    let root = txn
+        .root_refs()
+        .find(|(name, _)| *name == key)
+        .and_then(|(_, out)| out.try_branch().map(yrs::branch::BranchPtr::from));
+    root.is_some_and(|branch| Layout::of(&mut txn, &TextRef::from(branch)).is_err())
+}
+
 /// Applies `ops` to the text root `text` of `doc` in one transaction and returns the resulting
 /// v1 update (empty when nothing changed). `doc` must count offsets in UTF-16.
 pub fn apply(doc: &Doc, text: &TextRef, ops: &[TextOp]) -> Result<Vec<u8>, TextOpError> {
-    let current = text.get_string(&doc.transact());
-    let splices = plan(&current, ops)?;
     let mut txn = doc.transact_mut();
-    for splice in splices {
-        if splice.delete > 0 {
-            text.remove_range(&mut txn, splice.at, splice.delete);
-        }
-        if !splice.insert.is_empty() {
-            text.insert(&mut txn, splice.at, &splice.insert);
-        }
+    let mut layout = Layout::of(&mut txn, text)?;
+    let splices = plan(&layout.text, ops)?;
+    for splice in &splices {
+        layout.apply(&mut txn, text, splice);
     }
     Ok(txn.encode_update_v1())
 }
@@ -151,8 +252,9 @@ pub fn apply(doc: &Doc, text: &TextRef, ops: &[TextOp]) -> Result<Vec<u8>, TextO
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::test_support::array_insert_at_front;
     use yrs::updates::decoder::Decode;
-    use yrs::{OffsetKind, Options, ReadTxn};
+    use yrs::{GetString, OffsetKind, Options};
 
     fn doc_with(text: &str) -> (Doc, TextRef) {
         let doc = Doc::with_options(Options {
@@ -306,6 +408,119 @@ mod tests {
                 .expect("applies");
         }
         assert_eq!(root.get_string(&doc.transact()), ">> aaa BBB ccc");
+    }
+
+    /// `parts` in order: `Ok(text)` for text, `Err(n)` for the embedded number `n`.
+    fn rich(parts: &[Result<&str, i64>]) -> (Doc, TextRef) {
+        let (doc, root) = doc_with("");
+        let mut txn = doc.transact_mut();
+        let mut at = 0;
+        for part in parts {
+            match part {
+                Ok(text) => {
+                    root.insert(&mut txn, at, text);
+                    at += text.encode_utf16().count() as u32;
+                }
+                Err(n) => {
+                    root.insert_embed(&mut txn, at, Any::from(*n));
+                    at += 1;
+                }
+            }
+        }
+        drop(txn);
+        (doc, root)
+    }
+
+    /// The text with each embedded object shown as `[*]`.
+    fn shown(doc: &Doc, root: &TextRef) -> String {
+        pieces(&mut doc.transact_mut(), root)
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Text(s) => s,
+                Piece::Object => "[*]".to_string(),
+            })
+            .collect()
+    }
+
+    fn edit(parts: &[Result<&str, i64>], ops: &[TextOp]) -> Result<String, TextOpError> {
+        let (doc, root) = rich(parts);
+        apply(&doc, &root, ops)?;
+        Ok(shown(&doc, &root))
+    }
+
+    #[test]
+    fn embedded_objects_keep_their_place_and_take_no_position() {
+        let parts = [Ok("ab"), Err(1), Ok("cd")];
+        let insert = |at: u32| TextOp::Insert {
+            insert: "X".into(),
+            at,
+        };
+        assert_eq!(edit(&parts, &[insert(1)]), Ok("aXb[*]cd".into()));
+        // At the object's place: after it, just before the text's unit 2.
+        assert_eq!(edit(&parts, &[insert(2)]), Ok("ab[*]Xcd".into()));
+        assert_eq!(edit(&parts, &[insert(3)]), Ok("ab[*]cXd".into()));
+        assert_eq!(edit(&parts, &[insert(4)]), Ok("ab[*]cdX".into()));
+        // A deletion takes the objects strictly inside its range.
+        let delete = |at: u32, delete: u32| TextOp::Delete { delete, at };
+        assert_eq!(edit(&parts, &[delete(1, 2)]), Ok("ad".into()));
+        assert_eq!(edit(&parts, &[delete(0, 2)]), Ok("[*]cd".into()));
+        assert_eq!(edit(&parts, &[delete(2, 2)]), Ok("ab[*]".into()));
+        // Later operations see the objects where the earlier ones left them.
+        assert_eq!(
+            edit(&parts, &[insert(0), delete(0, 2), insert(2)]),
+            Ok("b[*]cXd".into())
+        );
+        let replace = TextOp::Replace {
+            replace: "abZcd".into(),
+        };
+        assert_eq!(edit(&parts, &[replace]), Ok("ab[*]Zcd".into()));
+    }
+
+    #[test]
+    fn an_object_before_a_pair_does_not_shift_an_edit_into_it() {
+        // yrs counts the object as one position: untranslated, position 2 would fall between
+        // the halves of "🎉" and split it into two replacement characters.
+        let parts = [Err(7), Ok("🎉x")];
+        let ops = [TextOp::Insert {
+            insert: "!".into(),
+            at: 2,
+        }];
+        assert_eq!(edit(&parts, &ops), Ok("[*]🎉!x".into()));
+    }
+
+    #[test]
+    fn an_object_holding_a_string_is_told_from_text() {
+        let (doc, root) = doc_with("ab");
+        root.insert_embed(&mut doc.transact_mut(), 1, Any::from("img"));
+        let ops = [TextOp::Insert {
+            insert: "X".into(),
+            at: 2,
+        }];
+        apply(&doc, &root, &ops).expect("applies");
+        assert_eq!(shown(&doc, &root), "a[*]bX");
+    }
+
+    #[test]
+    fn text_holding_list_values_is_refused() {
+        // Another client used the root as an array: its values have no text position.
+        let (doc, root) = doc_with("hi");
+        let update = array_insert_at_front(&doc, "content", 5);
+        doc.transact_mut()
+            .apply_update(yrs::Update::decode_v1(&update).expect("decodes"))
+            .expect("applies");
+        let before = doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        let ops = [TextOp::Insert {
+            insert: "!".into(),
+            at: 2,
+        }];
+        assert_eq!(apply(&doc, &root, &ops), Err(TextOpError::HoldsValues));
+        assert_eq!(
+            doc.transact()
+                .encode_state_as_update_v1(&yrs::StateVector::default()),
+            before
+        );
     }
 
     #[test]

@@ -380,3 +380,96 @@ async fn bad_text_edits_change_nothing() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+/// Rich text with an embedded object (an image, say): positions count the text alone, the
+/// object keeps its place, and a character after it is never split. A root that another client
+/// used as an array holds values with no text position: 409, nothing changed.
+#[actix_web::test]
+async fn text_edits_leave_embedded_objects_in_place() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("rich-text");
+    app.create_doc(&doc).await;
+    let mut editor = app.connect(&doc).await;
+    let update = {
+        let mut txn = editor.doc.transact_mut();
+        editor
+            .text
+            .insert_embed(&mut txn, 0, yrs::Any::from("image.png"));
+        editor.text.insert(&mut txn, 1, "🎉 party");
+        txn.encode_update_v1()
+    };
+    editor
+        .send(yrs::sync::Message::Sync(yrs::sync::SyncMessage::Update(
+            update,
+        )))
+        .await;
+    editor.recv_echo().await;
+
+    // Text position 2 is just after "🎉"; yrs's position 2 is inside it.
+    let response = post_text(
+        &app,
+        &doc,
+        serde_json::json!({ "ops": [{ "insert": "!", "at": 2 }] }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    editor.recv_until(|c| c.text() == "🎉! party").await;
+    let diff = editor
+        .text
+        .diff(&editor.doc.transact(), yrs::types::text::YChange::identity);
+    assert_eq!(diff.len(), 2, "the object and the text: {diff:?}");
+    assert_eq!(
+        diff[0].insert,
+        yrs::Out::Any(yrs::Any::from("image.png")),
+        "{diff:?}"
+    );
+
+    // Another client inserts a list value at the front of the same root.
+    let list_value = {
+        let other = Doc::new();
+        other
+            .transact_mut()
+            .apply_update(
+                Update::decode_v1(
+                    &editor
+                        .doc
+                        .transact()
+                        .encode_state_as_update_v1(&yrs::StateVector::default()),
+                )
+                .expect("decodes"),
+            )
+            .expect("applies");
+        let list = other.get_or_insert_array("content");
+        let mut txn = other.transact_mut();
+        yrs::Array::insert(&list, &mut txn, 0, 42);
+        txn.encode_update_v1()
+    };
+    let response = post_update(&app, &doc, list_value).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let whole = || async {
+        reqwest::get(app.url(&format!("/api/docs/{doc}/update")))
+            .await
+            .expect("read")
+            .bytes()
+            .await
+            .expect("body")
+    };
+    let before = whole().await;
+    let response = post_text(
+        &app,
+        &doc,
+        serde_json::json!({ "ops": [{ "insert": "?", "at": 0 }] }),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let problem: Value = response.json().await.expect("problem JSON");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("neither text nor embedded objects")),
+        "{problem}"
+    );
+    assert_eq!(whole().await, before);
+    app.stop().await;
+}
