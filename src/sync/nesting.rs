@@ -57,10 +57,11 @@ enum State {
 /// nest a shared type deeper than [`MAX_TYPE_DEPTH`], or would leave one waiting for structs
 /// the document lacks. An update without nested types costs one walk over its bytes.
 pub fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
-    let items = Items::read(update)?;
-    if !items.has_types() {
+    // Most updates hold no nested type: find that out without allocating.
+    if !holds_types(update)? {
         return Ok(());
     }
+    let items = Items::read(update)?;
     match measure(&doc.transact(), &items)? {
         Some(depth) if depth > MAX_TYPE_DEPTH => Err(NestingError::TooDeep),
         _ => Ok(()),
@@ -69,11 +70,29 @@ pub fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
 
 /// The depth of the deepest shared type `update` adds, if it adds any that yrs would keep.
 pub fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, NestingError> {
-    let items = Items::read(update)?;
-    if !items.has_types() {
+    if !holds_types(update)? {
         return Ok(None);
     }
-    measure(txn, &items)
+    measure(txn, &Items::read(update)?)
+}
+
+/// Whether `update` holds a nested shared type.
+fn holds_types(update: &[u8]) -> Result<bool, Invalid> {
+    let mut r = Reader::new(update);
+    for _ in 0..r.var_u32()? {
+        let count = r.var_u32()?;
+        r.client()?;
+        r.var_u32()?;
+        for _ in 0..count {
+            if read_block(&mut r)?
+                .item
+                .is_some_and(|h| h.content_ref == CONTENT_TYPE)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 fn measure<T: ReadTxn>(txn: &T, items: &Items) -> Result<Option<usize>, NestingError> {
@@ -99,7 +118,7 @@ fn measure<T: ReadTxn>(txn: &T, items: &Items) -> Result<Option<usize>, NestingE
 
 /// An update's structs, in order, found by ID.
 struct Items {
-    /// Each struct's head (`None` for collected and skipped ranges).
+    /// Each struct's head (`None` for a collected range; skipped ranges are left out).
     heads: Vec<Option<ItemHead>>,
     /// Each struct's client and first clock.
     ids: Vec<(u64, u32)>,
@@ -139,13 +158,6 @@ impl Items {
             items.clients.insert(client, first..items.heads.len());
         }
         Ok(items)
-    }
-
-    fn has_types(&self) -> bool {
-        self.heads
-            .iter()
-            .flatten()
-            .any(|h| h.content_ref == CONTENT_TYPE)
     }
 
     /// The struct of this update that holds `id`.
