@@ -32,10 +32,16 @@ const REFUSED_SEEDS: &[&str] = &["update_subdoc.bin"];
 #[test]
 fn every_sync_seed_is_a_frame_the_server_accepts_and_applies() {
     let seeds = inputs("seeds/sync_message");
-    assert!(seeds.len() >= 12, "seeds missing: run node fuzz/gen_seeds.mjs");
+    assert!(
+        seeds.len() >= 12,
+        "seeds missing: run node fuzz/gen_seeds.mjs"
+    );
     for (path, bytes) in seeds {
         let outcome = sync_message(&bytes);
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if REFUSED_SEEDS.contains(&name) {
             assert!(!outcome.accepted, "{} was accepted", path.display());
             continue;
@@ -48,7 +54,10 @@ fn every_sync_seed_is_a_frame_the_server_accepts_and_applies() {
 #[test]
 fn text_edit_seeds_cover_every_outcome() {
     let seeds = inputs("seeds/text_edit");
-    assert!(seeds.len() >= 12, "seeds missing: run node fuzz/gen_seeds.mjs");
+    assert!(
+        seeds.len() >= 12,
+        "seeds missing: run node fuzz/gen_seeds.mjs"
+    );
     let outcomes: Vec<TextOutcome> = seeds.iter().map(|(_, b)| text_edit(b)).collect();
     for kind in [
         TextOutcome::Applied,
