@@ -280,7 +280,7 @@ fn any_to_json(any: Any) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::test_support::array_insert_at_front;
+    use crate::sync::test_support::{array_insert_at_front, text_insert};
     use yrs::updates::decoder::Decode;
     use yrs::{Array, Text, Update};
 
@@ -349,19 +349,7 @@ mod tests {
         let doc = std::sync::Arc::new(Doc::new());
         let items = doc.get_or_insert_array("items");
         items.push_back(&mut doc.transact_mut(), 1);
-        let client = Doc::with_client_id(9);
-        apply(
-            &client,
-            &doc.transact()
-                .encode_state_as_update_v1(&yrs::StateVector::default()),
-        );
-        let text = client.get_or_insert_text("items");
-        let update = {
-            let mut txn = client.transact_mut();
-            text.insert(&mut txn, 0, "🎉");
-            txn.encode_update_v1()
-        };
-        apply(&doc, &update);
+        apply(&doc, &text_insert(&doc, "items", 0, "🎉"));
         let d = doc.clone();
         let json = finishes(move || to_json(&d, None));
         assert_eq!(json, Ok(serde_json::json!({ "items": "🎉" })));
@@ -375,19 +363,7 @@ mod tests {
             let list = d.get_or_insert_array("content");
             list.push_back(&mut d.transact_mut(), 7);
         });
-        let client = Doc::with_client_id(3);
-        apply(
-            &client,
-            &doc.transact()
-                .encode_state_as_update_v1(&yrs::StateVector::default()),
-        );
-        let text = client.get_or_insert_text("content");
-        let update = {
-            let mut txn = client.transact_mut();
-            text.insert(&mut txn, 1, "ab");
-            txn.encode_update_v1()
-        };
-        apply(&doc, &update);
+        apply(&doc, &text_insert(&doc, "content", 1, "ab"));
         assert_eq!(
             to_json(&doc, None),
             Ok(serde_json::json!({ "content": [7, "a", "b"] }))

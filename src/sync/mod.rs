@@ -163,11 +163,10 @@ fn merge_round<'a, U: AsRef<[u8]> + 'a>(
 #[cfg(test)]
 pub(crate) mod test_support {
     use yrs::updates::decoder::Decode;
-    use yrs::{Array, Doc, ReadTxn, StateVector, Transact, Update};
+    use yrs::{Array, Doc, ReadTxn, StateVector, Text, Transact, Update};
 
-    /// The update a client sends after syncing `doc` and inserting `value` at the front of
-    /// `getArray(key)`: what another client's use of a text root as an array looks like.
-    pub(crate) fn array_insert_at_front(doc: &Doc, key: &str, value: i64) -> Vec<u8> {
+    /// A new client holding what `doc` holds.
+    fn synced_client(doc: &Doc) -> Doc {
         let other = Doc::new();
         let state = doc
             .transact()
@@ -176,9 +175,26 @@ pub(crate) mod test_support {
             .transact_mut()
             .apply_update(Update::decode_v1(&state).expect("decodes"))
             .expect("applies");
+        other
+    }
+
+    /// The update a client sends after syncing `doc` and inserting `value` at the front of
+    /// `getArray(key)`: what another client's use of a text root as an array looks like.
+    pub(crate) fn array_insert_at_front(doc: &Doc, key: &str, value: i64) -> Vec<u8> {
+        let other = synced_client(doc);
         let list = other.get_or_insert_array(key);
         let mut txn = other.transact_mut();
         list.insert(&mut txn, 0, value);
+        txn.encode_update_v1()
+    }
+
+    /// The update a client sends after syncing `doc` and typing `text` at `at` of
+    /// `getText(key)`: another client's use of an array root as text.
+    pub(crate) fn text_insert(doc: &Doc, key: &str, at: u32, text: &str) -> Vec<u8> {
+        let other = synced_client(doc);
+        let root = other.get_or_insert_text(key);
+        let mut txn = other.transact_mut();
+        root.insert(&mut txn, at, text);
         txn.encode_update_v1()
     }
 }
