@@ -92,6 +92,15 @@ fn branch_of(out: &Out) -> Option<BranchPtr> {
     out.try_branch().map(BranchPtr::from)
 }
 
+/// What a [`Survey::TextOnly`] branch reads as: its text, as XML text when it has attributes.
+fn text_only<T: ReadTxn>(txn: &T, branch: BranchPtr, attributes: bool) -> String {
+    if attributes {
+        XmlTextRef::from(branch).get_string(txn)
+    } else {
+        TextRef::from(branch).get_string(txn)
+    }
+}
+
 /// Surveys `branch` and everything nested in it (without recursion: nesting has no limit).
 fn survey<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Survey {
     let (beyond_bmp, nested) = scan(txn, branch);
@@ -160,10 +169,7 @@ fn to_text_unguarded(doc: &Doc, key: &str) -> Result<String, ContentError> {
         return Err(ContentError::NotText(key.to_string()));
     };
     match survey(&txn, branch) {
-        Survey::TextOnly { attributes: false } => return Ok(TextRef::from(branch).get_string(&txn)),
-        Survey::TextOnly { attributes: true } => {
-            return Ok(XmlTextRef::from(branch).get_string(&txn));
-        }
+        Survey::TextOnly { attributes } => return Ok(text_only(&txn, branch, attributes)),
         Survey::Unreadable => return Err(ContentError::Unreadable),
         Survey::Readable => {}
     }
@@ -250,11 +256,8 @@ fn render<T: ReadTxn>(txn: &T, out: Out) -> Result<Any, ContentError> {
         return Ok(out.to_json(txn));
     };
     match survey(txn, branch) {
-        Survey::TextOnly { attributes: false } => {
-            return Ok(Any::from(TextRef::from(branch).get_string(txn)));
-        }
-        Survey::TextOnly { attributes: true } => {
-            return Ok(Any::from(XmlTextRef::from(branch).get_string(txn)));
+        Survey::TextOnly { attributes } => {
+            return Ok(Any::from(text_only(txn, branch, attributes)));
         }
         Survey::Unreadable => return Err(ContentError::Unreadable),
         Survey::Readable => {}
