@@ -140,10 +140,21 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_DOC", default_value_t = 1_000)]
     pub max_connections_per_doc: usize,
 
-    /// Most WebSocket connections from one IP address (0: no limit); more are closed with
-    /// 1013. Counted by the socket's peer address: behind a proxy, raise it or set 0.
+    /// Most WebSocket connections from one client address (an IPv4 address, an IPv6 /64)
+    /// (0: no limit); more are closed with 1013. Behind a proxy, see --trusted-proxy.
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
+
+    /// Proxy address or network (`10.0.0.0/8`) whose `X-Forwarded-For` names the client, for
+    /// the per-address limit and the logs (repeatable; comma-separated in the environment).
+    /// Requests from anywhere else are counted by their socket's address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TANDEM_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::client_addr::parse_proxy
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Messages per second one connection may send on average (0: no limit); a client over it
     /// is closed with 1008.

@@ -8,11 +8,13 @@
 //! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
+//! - [`client_addr`] — which address a request comes from, through trusted proxies.
 //! - [`domain`] — validated values such as document names.
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.
 
 pub mod auth;
+pub mod client_addr;
 pub mod collab;
 pub mod config;
 pub mod domain;

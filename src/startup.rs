@@ -1,7 +1,7 @@
 //! Building and running the application: store, writer, registry, HTTP server, and the order in
 //! which they shut down.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,11 +16,13 @@ use actix_web::dev::{
     AppConfig, Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse, fn_factory,
     fn_service,
 };
+use actix_web::http::header::HeaderMap;
 use actix_web::{App, web};
 use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
 use crate::collab::document::DocSettings;
 use crate::collab::limits::ConnectionLimits;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// WebSockets with a writer task at work (frames the socket did not take at once, a close).
     pub sockets: Arc<OpenSockets>,
+    /// Whose `X-Forwarded-For` names the client.
+    pub proxies: TrustedProxies,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -58,6 +62,16 @@ impl AppState {
     /// A process-unique id for a new connection.
     pub fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The address a request comes from: its socket's peer, or the client a trusted proxy
+    /// names.
+    pub fn client_ip(
+        &self,
+        peer: Option<std::net::SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<IpAddr> {
+        peer.map(|peer| self.proxies.client(peer.ip(), headers))
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -141,6 +155,7 @@ impl Application {
         let listener =
             bind(settings.bind).with_context(|| format!("Failed to bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let proxies = TrustedProxies::new(settings.trusted_proxies.clone());
         let state = web::Data::new(AppState {
             registry,
             store,
@@ -151,6 +166,7 @@ impl Application {
             store_health: persist.health().clone(),
             metrics,
             sockets: Arc::new(OpenSockets::default()),
+            proxies,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });

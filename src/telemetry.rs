@@ -29,12 +29,18 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
         use tracing::field::Empty;
         let target = redact_query(request.uri());
         let route = request.match_pattern().unwrap_or_default();
+        // The client as the limits count it: a forwarded address only from a trusted proxy.
+        let client_ip = request
+            .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+            .and_then(|state| state.client_ip(request.peer_addr(), request.headers()))
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         tracing::info_span!(
             "HTTP request",
             http.method = %request.method(),
             http.route = %route,
             http.target = %target,
-            http.client_ip = %request.connection_info().realip_remote_addr().unwrap_or(""),
+            http.client_ip = %client_ip,
             http.status_code = Empty,
             otel.kind = "server",
             otel.status_code = Empty,

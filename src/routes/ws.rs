@@ -81,8 +81,11 @@ pub async fn connect(
         ));
     }
     let settings = &state.settings;
-    let ip = req.peer_addr().map(|a| a.ip());
-    let accepted = match state.limits.admit(&doc, ip) {
+    let ip = state.client_ip(req.peer_addr(), req.headers());
+    let accepted = match state
+        .limits
+        .admit(&doc, ip.map(crate::client_addr::limit_key))
+    {
         Ok(permit) => {
             state.metrics.connections_total.inc();
             Accepted::Session(Box::new(Connection {

@@ -271,20 +271,32 @@ impl YClient {
 
     /// Connects with `Authorization: Bearer <credential>` (an API key or a document token).
     pub async fn connect_authorized(ws_base: &str, doc_name: &str, credential: &str) -> YClient {
+        let bearer = format!("Bearer {credential}");
+        let client =
+            Self::open_with_headers(ws_base, doc_name, &[("Authorization", &bearer)]).await;
+        client.handshake().await
+    }
+
+    /// Opens the socket with extra handshake headers, without any protocol exchange.
+    pub async fn open_with_headers(
+        ws_base: &str,
+        doc_name: &str,
+        headers: &[(&'static str, &str)],
+    ) -> YClient {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let mut request = format!("{ws_base}/{doc_name}")
             .into_client_request()
             .expect("request");
-        request.headers_mut().insert(
-            "Authorization",
-            format!("Bearer {credential}").parse().expect("header"),
-        );
-        let client = Self::open_request(request, Doc::new()).await;
-        client.handshake().await
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .append(*name, value.parse().expect("header"));
+        }
+        Self::open_request(request, Doc::new()).await
     }
 
     /// Sends SyncStep1, waits for the server's SyncStep2, and answers its SyncStep1.
-    async fn handshake(self) -> YClient {
+    pub async fn handshake(self) -> YClient {
         let mut client = self;
         let sv = client.doc.transact().state_vector();
         client.send(Message::Sync(SyncMessage::SyncStep1(sv))).await;

@@ -120,6 +120,63 @@ async fn connections_from_one_address_are_limited() {
 }
 
 #[actix_web::test]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let forwarded =
+        |ip: &str| -> [(&'static str, String); 1] { [("X-Forwarded-For", ip.to_string())] };
+    async fn open(app: &TestApp, doc: &str, headers: &[(&'static str, String)]) -> YClient {
+        let headers: Vec<(&'static str, &str)> =
+            headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        YClient::open_with_headers(&app.ws_base(), doc, &headers).await
+    }
+
+    // Anyone may send the header: from an untrusted peer it changes nothing.
+    let (direct, _db) = app_with(|s| s.max_connections_per_ip = 1).await;
+    let _held = open(&direct, &doc_name("a"), &forwarded("203.0.113.1"))
+        .await
+        .handshake()
+        .await;
+    let mut second = open(&direct, &doc_name("b"), &forwarded("203.0.113.2")).await;
+    let (code, reason) = second.expect_close().await;
+    assert_eq!(code, 1013);
+    assert!(reason.contains("your address"), "{reason}");
+    direct.stop().await;
+
+    // Behind a trusted proxy (here the test itself, on loopback) each client counts alone, by
+    // the rightmost address the proxy did not add for itself.
+    let (proxied, _db) = app_with(|s| {
+        s.max_connections_per_ip = 1;
+        s.trusted_proxies = vec![tandem::client_addr::parse_proxy("127.0.0.1").expect("proxy")];
+    })
+    .await;
+    let _first = open(&proxied, &doc_name("c"), &forwarded("6.6.6.6, 203.0.113.1"))
+        .await
+        .handshake()
+        .await;
+    let _other = open(&proxied, &doc_name("d"), &forwarded("203.0.113.2"))
+        .await
+        .handshake()
+        .await;
+    // The client forging a different leftmost entry is still 203.0.113.1.
+    let mut again = open(&proxied, &doc_name("e"), &forwarded("7.7.7.7, 203.0.113.1")).await;
+    let (code, reason) = again.expect_close().await;
+    assert_eq!(code, 1013);
+    assert!(reason.contains("your address"), "{reason}");
+    // IPv6 clients count by their /64.
+    let _v6 = open(&proxied, &doc_name("f"), &forwarded("2001:db8:1:2::1"))
+        .await
+        .handshake()
+        .await;
+    let mut same_64 = open(
+        &proxied,
+        &doc_name("g"),
+        &forwarded("[2001:db8:1:2:ffff::9]:443"),
+    )
+    .await;
+    assert_eq!(same_64.expect_close().await.0, 1013);
+    proxied.stop().await;
+}
+
+#[actix_web::test]
 async fn a_client_sending_faster_than_its_rate_is_closed_with_1008() {
     let (app, _db) = app_with(|s| {
         s.message_rate = 5;
