@@ -73,6 +73,12 @@ pub struct Settings {
     )]
     pub webhook_urls: Vec<String>,
 
+    /// Credential a metrics scraper sends as `Authorization: Bearer <token>` for `/metrics`; it
+    /// opens nothing else. With access control on, `/metrics` wants this token or an API key;
+    /// with it off, this token if one is set.
+    #[arg(long, env = "TANDEM_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Key for the HMAC-SHA256 signature of webhook requests (`X-Tandem-Signature`).
     #[arg(long, env = "TANDEM_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,

@@ -64,6 +64,8 @@ pub struct Auth {
     secret: Option<Vec<u8>>,
     /// SHA-256 of each API key: compared digest to digest, in constant time.
     api_keys: Vec<[u8; 32]>,
+    /// SHA-256 of the metrics scraper's token.
+    metrics_token: Option<[u8; 32]>,
     pub token_lifetime: Duration,
     pub max_token_lifetime: Duration,
     pub revocations: Revocations,
@@ -120,6 +122,12 @@ impl Auth {
         Ok(Self {
             secret: secret.map(String::into_bytes),
             api_keys: keys.iter().map(|k| digest(k)).collect(),
+            metrics_token: settings
+                .metrics_token
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(digest),
             token_lifetime: settings.token_lifetime,
             max_token_lifetime: settings.max_token_lifetime,
             revocations,
@@ -151,6 +159,29 @@ impl Auth {
             )),
             Some(key) if self.is_api_key(key) => Ok(()),
             Some(_) => Err(Denied::Unauthenticated("the API key is not valid".into())),
+        }
+    }
+
+    /// Checks a scraper's credentials for `/metrics`: the metrics token or an API key, when
+    /// either access control or the token is on.
+    pub fn check_metrics(&self, bearer: Option<&str>) -> Result<(), Denied> {
+        if !self.enabled() && self.metrics_token.is_none() {
+            return Ok(());
+        }
+        let Some(presented) = bearer else {
+            return Err(Denied::Unauthenticated(
+                "metrics need a credential: send `Authorization: Bearer <metrics token>`".into(),
+            ));
+        };
+        let is_token = self
+            .metrics_token
+            .is_some_and(|token| constant_time_eq(&token, &digest(presented)));
+        if is_token || self.is_api_key(presented) {
+            Ok(())
+        } else {
+            Err(Denied::Unauthenticated(
+                "the metrics credential is not valid".into(),
+            ))
         }
     }
 

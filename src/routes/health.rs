@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, route, web};
+use actix_web::{HttpRequest, HttpResponse, route, web};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -30,9 +30,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
-/// Prometheus metrics in the text format.
+/// Prometheus metrics in the text format; behind the metrics token or an API key when access
+/// control is on.
 #[route("/metrics", method = "GET")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub async fn metrics(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check_metrics(crate::auth::bearer(&req))?;
     let metrics = &state.metrics;
     metrics.connections.set(state.limits.open() as i64);
     if let Ok(loaded) = state
@@ -45,7 +50,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics
         .store_failing
         .set(i64::from(state.store_health.is_failing()));
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(metrics.render())
+        .body(metrics.render()))
 }

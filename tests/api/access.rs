@@ -558,3 +558,72 @@ fn tokens_carry_their_user() {
     let back = tandem::auth::token::verify(b"k", &token, &doc, 0).expect("valid");
     assert_eq!(back.user, Some(user));
 }
+
+#[actix_web::test]
+async fn metrics_want_their_token_or_an_api_key_when_access_control_is_on() {
+    const SCRAPER: &str = "a-metrics-scraper-token";
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = secured(&db);
+    settings.metrics_token = Some(SCRAPER.into());
+    let app = TestApp::spawn(settings).await;
+    let client = reqwest::Client::new();
+    let scrape = |credential: Option<&str>| {
+        let request = client.get(app.url("/metrics"));
+        let request = match credential {
+            Some(c) => request.bearer_auth(c),
+            None => request,
+        };
+        async move { request.send().await.expect("scrape") }
+    };
+    for credential in [None, Some("not-the-token")] {
+        let refused = scrape(credential).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{credential:?}");
+        let problem: Value = refused.json().await.expect("problem json");
+        assert_eq!(problem["status"], 401);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("metrics")),
+            "{problem}"
+        );
+    }
+    for credential in [SCRAPER, KEY] {
+        let scraped = scrape(Some(credential)).await;
+        assert_eq!(scraped.status(), StatusCode::OK);
+        assert!(
+            scraped
+                .text()
+                .await
+                .expect("body")
+                .contains("tandem_connections")
+        );
+    }
+    // The scraper's token opens nothing else.
+    let api = client
+        .get(app.url("/api/docs"))
+        .bearer_auth(SCRAPER)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(api.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+
+    // Without access control, metrics are open unless a token is set.
+    let open = TestApp::spawn(db.settings()).await;
+    let scraped = reqwest::get(open.url("/metrics")).await.expect("scrape");
+    assert_eq!(scraped.status(), StatusCode::OK);
+    open.stop().await;
+    let mut settings = db.settings();
+    settings.metrics_token = Some(SCRAPER.into());
+    let guarded = TestApp::spawn(settings).await;
+    let refused = reqwest::get(guarded.url("/metrics")).await.expect("scrape");
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let scraped = client
+        .get(guarded.url("/metrics"))
+        .bearer_auth(SCRAPER)
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(scraped.status(), StatusCode::OK);
+    guarded.stop().await;
+}
