@@ -20,6 +20,16 @@ impl TrustedProxies {
         Self(nets)
     }
 
+    /// The proxies `--trusted-proxy` names (values [`proxy_arg`] let through).
+    pub fn from_args(values: &[String]) -> Self {
+        Self(
+            values
+                .iter()
+                .filter_map(|value| parse_proxy(value).ok())
+                .collect(),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -55,6 +65,16 @@ impl TrustedProxies {
         }
         nearest
     }
+}
+
+/// Checks one `--trusted-proxy` value for the command line; an empty one (as an empty
+/// environment variable gives) names no proxy.
+pub fn proxy_arg(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() {
+        parse_proxy(value)?;
+    }
+    Ok(value.to_string())
 }
 
 /// Parses a proxy address or network, as given to `--trusted-proxy`: `10.0.0.0/8`,
@@ -187,6 +207,11 @@ mod tests {
         );
         let error = parse_proxy("proxy.local").expect_err("not an address");
         assert!(error.contains("proxy.local"), "{error}");
+        assert!(proxy_arg("proxy.local").is_err());
+        // An empty environment variable names no proxy.
+        assert_eq!(proxy_arg(" ").as_deref(), Ok(""));
+        let args = ["".to_string(), "10.0.0.0/8".to_string()];
+        assert_eq!(TrustedProxies::from_args(&args), proxies(&["10.0.0.0/8"]));
     }
 
     #[test]

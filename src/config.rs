@@ -158,9 +158,9 @@ pub struct Settings {
         long = "trusted-proxy",
         env = "TANDEM_TRUSTED_PROXIES",
         value_delimiter = ',',
-        value_parser = crate::client_addr::parse_proxy
+        value_parser = crate::client_addr::proxy_arg
     )]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub trusted_proxies: Vec<String>,
 
     /// Messages per second one connection may send on average (0: no limit); a client over it
     /// is closed with 1008.

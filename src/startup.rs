@@ -155,7 +155,7 @@ impl Application {
         let listener =
             bind(settings.bind).with_context(|| format!("Failed to bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
-        let proxies = TrustedProxies::new(settings.trusted_proxies.clone());
+        let proxies = TrustedProxies::from_args(&settings.trusted_proxies);
         let state = web::Data::new(AppState {
             registry,
             store,
