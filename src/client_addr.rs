@@ -16,10 +16,6 @@ use ipnet::IpNet;
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    pub fn new(nets: Vec<IpNet>) -> Self {
-        Self(nets)
-    }
-
     /// The proxies `--trusted-proxy` names (values [`proxy_arg`] let through).
     pub fn from_args(values: &[String]) -> Self {
         Self(
@@ -28,10 +24,6 @@ impl TrustedProxies {
                 .filter_map(|value| parse_proxy(value).ok())
                 .collect(),
         )
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
@@ -129,7 +121,7 @@ mod tests {
     }
 
     fn proxies(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(
+        TrustedProxies(
             list.iter()
                 .map(|p| parse_proxy(p).expect("proxy"))
                 .collect(),
