@@ -570,16 +570,26 @@ fn check_any(r: &mut Reader<'_>, depth: usize) -> Result<(), Invalid> {
 }
 
 /// Walks the delete set as `IdSet::decode` reads it; yrs computes `clock + len` per range.
+///
+/// A client listed twice is refused: yrs keeps only its last list of ranges, while Yjs clients
+/// (and the merge of a commit's updates) apply both, so they would delete what the server keeps.
 fn check_delete_set(r: &mut Reader<'_>) -> Result<(), Invalid> {
     let clients = r.var_u32()?;
+    let mut seen = Vec::new();
     for _ in 0..clients {
-        r.client()?;
+        seen.push(r.client()?);
         let ranges = r.var_u32()?;
         for _ in 0..ranges {
             let clock = r.var_u32()?;
             let len = r.var_u32()?;
             clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
         }
+    }
+    seen.sort_unstable();
+    if seen.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(Invalid::Malformed(
+            "a client's deletions appear in two sections",
+        ));
     }
     Ok(())
 }
@@ -843,6 +853,27 @@ mod tests {
         updates.push(yrs::merge_updates_v1(&incremental).unwrap());
         updates.extend(incremental);
         (updates, svs)
+    }
+
+    #[test]
+    fn a_client_listed_twice_in_the_delete_set_is_refused() {
+        // Client 1 deletes 1#35, then is listed again with no ranges.
+        let twice = [0, 2, 1, 1, 35, 1, 1, 0];
+        assert_eq!(
+            check_update_v1(&twice),
+            Err(Invalid::Malformed(
+                "a client's deletions appear in two sections"
+            ))
+        );
+        // Why: yrs keeps the last list alone, and so would not delete what a Yjs client does.
+        let decoded = Update::decode_v1(&twice).expect("decodes");
+        assert!(
+            !decoded
+                .delete_set()
+                .contains(&yrs::ID::new(ClientID::new(1), 35))
+        );
+        // Two clients, each once, pass.
+        assert_accepted(&[0, 2, 1, 1, 35, 1, 2, 1, 0, 3]);
     }
 
     // ---- what yrs produces passes ------------------------------------------------------------
@@ -1334,6 +1365,9 @@ mod tests {
                                         "an item's left and right origins are the same"
                                     )
                                     | Invalid::Malformed("a client's structs appear in two sections")
+                                    | Invalid::Malformed(
+                                        "a client's deletions appear in two sections"
+                                    )
                             )
                             || (masked && !cfg!(debug_assertions)),
                         "we refused ({e}) what yrs accepts: {bytes:?}"

@@ -148,6 +148,35 @@ async fn a_client_id_beyond_53_bits_in_an_update_is_refused_with_1007() {
 }
 
 #[actix_web::test]
+async fn deletions_listing_a_client_twice_are_refused_with_1007() {
+    let scene = scene(None).await;
+    // Deletes the bystander's first character, then lists its client again with nothing: yrs
+    // keeps only the last list, a Yjs client applies both.
+    let mut update = Vec::new();
+    update.write_var(0u32); // no structs
+    update.write_var(2u32); // two delete-set sections…
+    update.write_var(scene.bystander.client_id());
+    update.write_var(1u32);
+    update.write_var(0u32);
+    update.write_var(1u32);
+    update.write_var(scene.bystander.client_id()); // …of one client
+    update.write_var(0u32);
+    let frame = Message::Sync(SyncMessage::Update(update.clone())).encode_v1();
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("deletions"), "{reason}");
+    let posted = reqwest::Client::new()
+        .post(scene.app.url(&format!("/api/docs/{}/update", scene.doc)))
+        .header("Content-Type", "application/octet-stream")
+        .body(update)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), reqwest::StatusCode::BAD_REQUEST);
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
 async fn a_client_id_beyond_53_bits_in_awareness_is_refused_with_1007() {
     let scene = scene(None).await;
     let frame = awareness_frame(u64::MAX, 1, r#"{"user":{"name":"mallory"}}"#);
