@@ -42,6 +42,8 @@ pub enum Invalid {
     TooDeep,
     /// A clock that would overflow `u32`.
     ClockOverflow,
+    /// A struct reaching clock [`MAX_STRUCT_CLOCK`] or beyond.
+    ClockTooLarge,
     /// Content that Tandem does not accept; the text names it.
     Unsupported(&'static str),
 }
@@ -56,6 +58,7 @@ impl fmt::Display for Invalid {
             }
             Invalid::TooDeep => write!(f, "values nested deeper than {MAX_ANY_DEPTH} levels"),
             Invalid::ClockOverflow => f.write_str("clock overflows 32 bits"),
+            Invalid::ClockTooLarge => write!(f, "a struct's clock reaches {MAX_STRUCT_CLOCK}"),
             Invalid::Unsupported(what) => write!(f, "unsupported content: {what}"),
         }
     }
@@ -65,6 +68,12 @@ impl std::error::Error for Invalid {}
 
 /// Largest client id yrs can represent (2^53 - 1, JavaScript's largest safe integer).
 pub const MAX_CLIENT_ID: u64 = (1 << 53) - 1;
+
+/// Structs end below this clock (2^31 - 1). yrs takes the difference between a struct's clock
+/// and its client's state as `i32` when it integrates: a struct at 2^31 or beyond reads as
+/// already known, lands beside a gap it did not fill, and yrs panics on the next struct of that
+/// client (or at once). No client makes two billion changes in one session.
+pub const MAX_STRUCT_CLOCK: u32 = i32::MAX as u32;
 
 /// Deepest nesting of `Any` arrays/maps accepted; a top-level array or map counts as one.
 pub const MAX_ANY_DEPTH: usize = 64;
@@ -212,6 +221,9 @@ pub fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
         for _ in 0..blocks {
             let len = check_block(&mut r, &mut |_, _| {})?;
             clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
+            if clock > MAX_STRUCT_CLOCK {
+                return Err(Invalid::ClockTooLarge);
+            }
         }
     }
     check_delete_set(&mut r)
@@ -856,6 +868,47 @@ mod tests {
     }
 
     #[test]
+    fn structs_reaching_clock_two_to_the_31_are_refused() {
+        // Client 1's item at 2^31 - 2, one unit long, ends at 2^31 - 1: the last clock allowed.
+        use yrs::encoding::write::Write;
+        let at = |clock: u32| {
+            let mut u = Vec::new();
+            u.write_var(1u32);
+            u.write_var(1u32);
+            u.write_var(1u32);
+            u.write_var(clock);
+            u.write_u8(4); // a string, no origins: the parent follows
+            u.write_var(1u32);
+            u.write_string("t");
+            u.write_string("x");
+            u.write_var(0u32);
+            u
+        };
+        assert_accepted(&at(MAX_STRUCT_CLOCK - 1));
+        assert_eq!(
+            check_update_v1(&at(MAX_STRUCT_CLOCK)),
+            Err(Invalid::ClockTooLarge)
+        );
+        assert_eq!(
+            check_update_v1(&at(u32::MAX - 5)),
+            Err(Invalid::ClockTooLarge)
+        );
+        // Why: yrs applies one beyond the limit beside a gap it never filled, and a second
+        // struct of that client then panics.
+        let doc = Doc::new();
+        let beyond = Update::decode_v1(&at(1 << 31)).expect("decodes");
+        let next = Update::decode_v1(&at((1 << 31) + 5)).expect("decodes");
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            doc.transact_mut().apply_update(beyond).ok();
+            doc.transact_mut().apply_update(next).ok();
+        }));
+        assert!(
+            applied.is_err(),
+            "yrs took structs beyond 2^31 in its stride"
+        );
+    }
+
+    #[test]
     fn a_client_listed_twice_in_the_delete_set_is_refused() {
         // Client 1 deletes 1#35, then is listed again with no ranges.
         let twice = [0, 2, 1, 1, 35, 1, 1, 0];
@@ -972,7 +1025,11 @@ mod tests {
         );
 
         // Empty items are dropped by yrs without advancing the clock.
-        let empty = section(1, 0xFFFF_FFFF, &[&string_block(""), &any_block(&[], 0)]);
+        let empty = section(
+            1,
+            u64::from(MAX_STRUCT_CLOCK),
+            &[&string_block(""), &any_block(&[], 0)],
+        );
         assert_accepted(&empty);
 
         // Origins instead of a parent; parent sub key; ID parent; every type ref.
@@ -1091,19 +1148,23 @@ mod tests {
             check_update_v1(&section(1, 0xFFFF_FFFF, &[&a])),
             Err(Invalid::ClockOverflow)
         );
-        assert_accepted(&section(1, 0xFFFF_FFFE, &[&a]));
+        // Not an overflow, though beyond the clocks accepted at all.
+        let too_large = Err(Invalid::ClockTooLarge);
+        assert_eq!(check_update_v1(&section(1, 0xFFFF_FFFE, &[&a])), too_large);
         // Block lengths add up across the section.
+        let start = u64::from(MAX_STRUCT_CLOCK) - 12;
+        let ten = string_block("0123456789");
+        assert_accepted(&section(1, start, &[&ten, &a, &a]));
         assert_eq!(
-            check_update_v1(&section(
-                1,
-                0xFFFF_FFF0,
-                &[&string_block("0123456789"), &a, &a, &a, &a, &a, &a]
-            )),
-            Err(Invalid::ClockOverflow)
+            check_update_v1(&section(1, start, &[&ten, &a, &a, &a])),
+            too_large
         );
         // Strings count UTF-16 code units: U+1D11E is 2 units (4 UTF-8 bytes, 1 char).
         let clef = string_block("𝄞");
-        assert_accepted(&section(1, 0xFFFF_FFFD, &[&clef]));
+        assert_eq!(
+            check_update_v1(&section(1, 0xFFFF_FFFD, &[&clef])),
+            too_large
+        );
         assert_eq!(
             check_update_v1(&section(1, 0xFFFF_FFFE, &[&clef])),
             Err(Invalid::ClockOverflow)
@@ -1120,7 +1181,10 @@ mod tests {
                 Err(Invalid::ClockOverflow),
                 "{block:?}"
             );
-            assert_accepted(&section(1, 0xFFFF_FFFD, &[&block]));
+            assert_eq!(
+                check_update_v1(&section(1, 0xFFFF_FFFD, &[&block])),
+                too_large
+            );
         }
         // Delete-set ranges.
         let ds = |clock: u64, len: u64| {
@@ -1368,6 +1432,7 @@ mod tests {
                                     | Invalid::Malformed(
                                         "a client's deletions appear in two sections"
                                     )
+                                    | Invalid::ClockTooLarge
                             )
                             || (masked && !cfg!(debug_assertions)),
                         "we refused ({e}) what yrs accepts: {bytes:?}"
