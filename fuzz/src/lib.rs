@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tandem::collab::document::{build_doc, changes_anything, gc_beyond_state};
+use tandem::collab::document::{
+    build_doc, changes_anything, gc_beyond_state, resends_live_as_dead,
+};
 use tandem::store::StoredDoc;
 use tandem::sync::content::{self, RootKind};
 use tandem::sync::presence::Presence;
@@ -193,6 +195,7 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
                 // The actor refuses these before applying (1007), as yrs panics on them (or,
                 // for types nested too deep, overflows its stack deleting them).
                 if gc_beyond_state(&doc, &incoming.update)
+                    || resends_live_as_dead(&doc, &incoming.update)
                     || tandem::sync::nesting::check(&doc, &incoming.raw).is_err()
                 {
                     outcome.refused = true;

@@ -177,6 +177,26 @@ async fn deletions_listing_a_client_twice_are_refused_with_1007() {
 }
 
 #[actix_web::test]
+async fn collected_structs_over_live_text_are_refused_with_1007() {
+    let scene = scene(None).await;
+    // The bystander's characters again, as one collected range, without deleting them: the
+    // server keeps them, but a merge or a Yjs client takes the collected range.
+    let mut update = Vec::new();
+    update.write_var(1u32);
+    update.write_var(1u32);
+    update.write_var(scene.bystander.client_id());
+    update.write_var(0u32);
+    update.write_u8(0); // a collected range…
+    update.write_var(CONTENT.len() as u32 + 4); // …over every character and beyond
+    update.write_var(0u32); // no deletions
+    let frame = Message::Sync(SyncMessage::Update(update)).encode_v1();
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("live"), "{reason}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
 async fn a_client_id_beyond_53_bits_in_awareness_is_refused_with_1007() {
     let scene = scene(None).await;
     let frame = awareness_frame(u64::MAX, 1, r#"{"user":{"name":"mallory"}}"#);
