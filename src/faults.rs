@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 static PANIC_ON_APPLY: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static UNSCREENED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// The next update applied to document `doc` panics inside the apply step, as a bug in the
 /// CRDT library would.
@@ -26,4 +27,23 @@ pub(crate) fn before_apply(doc: &str) {
     if armed {
         panic!("injected fault: panic while applying an update to {doc}");
     }
+}
+
+/// The next update to document `doc` goes to yrs without the checks before it, as if they
+/// missed a case: what yrs does with an update it refuses part way through is then the test's.
+pub fn unscreened_next_update(doc: &str) {
+    UNSCREENED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(doc.to_string());
+}
+
+/// Called before the checks of an update: whether a test asked to skip them, once.
+pub(crate) fn skip_screen(doc: &str) -> bool {
+    UNSCREENED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .is_some_and(|docs| docs.remove(doc))
 }

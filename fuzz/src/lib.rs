@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tandem::collab::document::{
-    build_doc, changes_anything, gc_beyond_state, resends_live_as_dead,
-};
+use tandem::collab::document::{build_doc, changes_anything, screen};
 use tandem::store::StoredDoc;
 use tandem::sync::content::{self, RootKind};
 use tandem::sync::presence::Presence;
@@ -153,6 +151,9 @@ pub struct SyncOutcome {
     pub applied: usize,
     /// An update was refused by yrs; the server closes the connection at that point.
     pub refused: bool,
+    /// yrs refused an update after integrating part of it, so the document was reloaded from
+    /// the store, as the actor does.
+    pub reloaded: bool,
 }
 
 /// One WebSocket binary frame, handled as `DocumentActor` handles an `Inbound` message.
@@ -170,7 +171,7 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
         return outcome;
     };
     outcome.accepted = true;
-    let doc = base_doc();
+    let mut doc = base_doc();
     let mut presence = Presence::default();
     let now = Instant::now();
     // What the persistence writer would have appended to the log, in order.
@@ -193,22 +194,31 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
                 // A read-only connection's update is only looked at, never applied.
                 let _ = changes_anything(&doc, &incoming.update);
                 // The actor refuses these before applying (1007), as yrs panics on them (or,
-                // for types nested too deep, overflows its stack deleting them).
-                if gc_beyond_state(&doc, &incoming.update)
-                    || resends_live_as_dead(&doc, &incoming.update)
-                    || tandem::sync::nesting::check(&doc, &incoming.raw).is_err()
-                {
+                // for types nested too deep, overflows its stack deleting them), and cuts out
+                // the structs the document holds.
+                let before = doc.transact().state_vector();
+                let Ok(incoming) = screen(&doc, &before, incoming) else {
                     outcome.refused = true;
                     break;
+                };
+                if incoming.raw.as_ref() == EMPTY_UPDATE {
+                    continue;
                 }
                 let raw = incoming.raw.to_vec();
-                match doc.transact_mut().apply_update(incoming.update) {
+                let applied = doc.transact_mut().apply_update(incoming.update);
+                match applied {
                     Ok(()) => {
                         outcome.applied += 1;
                         log.push(raw);
                     }
                     // The actor closes the connection (1007) and handles nothing after it.
+                    // When yrs integrated part of it, the actor reloads the document from the
+                    // store: the log holds what it did before.
                     Err(_) => {
+                        if doc.transact().state_vector() != before {
+                            outcome.reloaded = true;
+                            doc = build_doc(&stored(log.clone())).expect("stored updates decode");
+                        }
                         outcome.refused = true;
                         break;
                     }

@@ -15,7 +15,9 @@ use std::collections::HashMap;
 use yrs::branch::BranchPtr;
 use yrs::{Assoc, BranchID, Doc, ID, IndexScope, ReadTxn, StickyIndex, Transact};
 
-use super::validate::{CONTENT_TYPE, Invalid, ItemHead, ItemParent, Reader, read_block};
+use super::validate::{
+    CONTENT_DELETED, CONTENT_TYPE, Invalid, ItemHead, ItemParent, Reader, read_block,
+};
 
 /// Deepest nesting of shared types accepted; a root type counts as one, a type inside it as two.
 /// Far inside what yrs's recursion needs of a 2 MiB stack, even in a debug build (it overflows
@@ -31,6 +33,15 @@ pub enum NestingError {
     /// it would land at a depth nobody checked.
     #[error("a shared type whose place in the document is not known yet")]
     Unplaced,
+    /// An item whose parent is an item holding other content than a shared type. yrs refuses
+    /// it while applying, after integrating the structs before it, so it is refused first.
+    #[error("an item's parent is not a shared type")]
+    ParentNotAType,
+    /// An item naming as its parent an item neither the update nor the document holds: yrs
+    /// would hold it back, and refuse it part way through applying whatever update brings the
+    /// parent, if that is not a type. Clients send an item with the type it goes in.
+    #[error("an item's parent is not in the document")]
+    ParentMissing,
     #[error(transparent)]
     Invalid(#[from] Invalid),
 }
@@ -62,9 +73,10 @@ pub fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
         return Ok(());
     }
     let items = Items::read(update)?;
-    match measure(&doc.transact(), &items)? {
+    let txn = doc.transact();
+    match measure(&txn, &items)? {
         Some(depth) if depth > MAX_TYPE_DEPTH => Err(NestingError::TooDeep),
-        _ => Ok(()),
+        _ => check_parents(&txn, &items),
     }
 }
 
@@ -76,7 +88,7 @@ pub fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, Nest
     measure(txn, &Items::read(update)?)
 }
 
-/// Whether `update` holds a nested shared type.
+/// Whether `update` holds a nested shared type, or an item placed in one by its parent.
 fn holds_types(update: &[u8]) -> Result<bool, Invalid> {
     let mut r = Reader::new(update);
     for _ in 0..r.var_u32()? {
@@ -84,15 +96,54 @@ fn holds_types(update: &[u8]) -> Result<bool, Invalid> {
         r.client()?;
         r.var_u32()?;
         for _ in 0..count {
-            if read_block(&mut r)?
-                .item
-                .is_some_and(|h| h.content_ref == CONTENT_TYPE)
-            {
+            if read_block(&mut r)?.item.is_some_and(|h| {
+                h.content_ref == CONTENT_TYPE || matches!(h.parent, Some(ItemParent::Type(_)))
+            }) {
                 return Ok(true);
             }
         }
     }
     Ok(false)
+}
+
+/// Refuses an item whose parent, found as yrs finds it when it integrates the item, holds
+/// content other than a shared type, or is missing: an item of the update, or else one of the
+/// document. A parent deleted or collected is fine (yrs collects the item).
+fn check_parents<T: ReadTxn>(txn: &T, items: &Items) -> Result<(), NestingError> {
+    let known = txn.state_vector();
+    // Built only if some parent is not a type: the document's deleted and collected clocks.
+    let mut deleted: Option<yrs::IdSet> = None;
+    for head in items.heads.iter().flatten() {
+        let Some(ItemParent::Type((client, clock))) = head.parent else {
+            continue;
+        };
+        if let Some(index) = items.find((client, clock)) {
+            match &items.heads[index] {
+                Some(parent)
+                    if parent.content_ref != CONTENT_TYPE
+                        && parent.content_ref != CONTENT_DELETED =>
+                {
+                    return Err(NestingError::ParentNotAType);
+                }
+                _ => continue,
+            }
+        }
+        let id = ID::new(yrs::ClientID::new(client), clock);
+        if known.get(&id.client) <= clock {
+            return Err(NestingError::ParentMissing);
+        }
+        if StickyIndex::new(IndexScope::Nested(id), Assoc::After)
+            .get_offset(txn)
+            .is_some()
+        {
+            continue;
+        }
+        let deleted = deleted.get_or_insert_with(|| txn.snapshot().delete_set);
+        if !deleted.contains(&id) {
+            return Err(NestingError::ParentNotAType);
+        }
+    }
+    Ok(())
 }
 
 fn measure<T: ReadTxn>(txn: &T, items: &Items) -> Result<Option<usize>, NestingError> {
@@ -470,6 +521,83 @@ mod tests {
         let updates = nesting_updates(3);
         // The second level's parent list arrives only with the first update.
         assert_eq!(check(&Doc::new(), &updates[1]), Err(NestingError::Unplaced));
+    }
+
+    /// A v1 update of one string item, client 9 clock 0, whose parent is the item `parent`.
+    fn inside(parent: (u8, u8)) -> Vec<u8> {
+        vec![1, 1, 9, 0, 4, 0, parent.0, parent.1, 1, b'x', 0]
+    }
+
+    /// A document where client 5 typed "hello" into text `t` (clocks 0–4).
+    fn hello() -> Doc {
+        let source = Doc::with_client_id(5);
+        let text = source.get_or_insert_text("t");
+        let mut txn = source.transact_mut();
+        text.insert(&mut txn, 0, "hello");
+        let doc = Doc::new();
+        apply(&doc, &txn.encode_update_v1());
+        doc
+    }
+
+    #[test]
+    fn an_item_inside_a_character_is_refused_before_yrs_stops_part_way() {
+        let doc = hello();
+        assert_eq!(
+            check(&doc, &inside((5, 2))),
+            Err(NestingError::ParentNotAType)
+        );
+        // Inside a character of the same update, after it: yrs would have integrated "ab".
+        let update = [
+            1, 2, 9, 0, // client 9 from clock 0, two structs
+            4, 1, 1, b'u', 2, b'a', b'b', // "ab" in root `u`
+            4, 0, 9, 1, 1, b'x', // "x" inside 9#1
+            0,
+        ];
+        assert_eq!(check(&doc, &update), Err(NestingError::ParentNotAType));
+        let failed = doc
+            .transact_mut()
+            .apply_update(Update::decode_v1(&update).expect("decodes"));
+        assert!(failed.is_err(), "yrs refuses it");
+        assert_eq!(
+            doc.transact().state_vector().get(&yrs::ClientID::new(9)),
+            2,
+            "after taking 'ab'"
+        );
+    }
+
+    #[test]
+    fn an_item_inside_a_missing_item_is_refused() {
+        assert_eq!(
+            check(&hello(), &inside((7, 0))),
+            Err(NestingError::ParentMissing)
+        );
+        // Beyond what the document has of a client it knows.
+        assert_eq!(
+            check(&hello(), &inside((5, 5))),
+            Err(NestingError::ParentMissing)
+        );
+    }
+
+    #[test]
+    fn items_inside_types_or_deleted_items_pass() {
+        let updates = nesting_updates(2);
+        let server = Doc::new();
+        apply(&server, &updates[0]);
+        // The second update's first value names the first list (5#0) as its parent.
+        assert_eq!(check(&server, &updates[1]), Ok(()));
+        // Once that list is deleted, yrs collects what goes in it: harmless.
+        let deleter = Doc::with_client_id(6);
+        apply(&deleter, &updates[0]);
+        let before = deleter.transact().state_vector();
+        deleter
+            .get_or_insert_array("deep")
+            .remove(&mut deleter.transact_mut(), 0);
+        apply(
+            &server,
+            &deleter.transact().encode_state_as_update_v1(&before),
+        );
+        assert_eq!(check(&server, &updates[1]), Ok(()));
+        apply(&server, &updates[1]);
     }
 
     /// What a client can insert into `branch`: nested types of each kind where the branch takes

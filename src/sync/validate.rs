@@ -430,6 +430,8 @@ pub(super) enum ItemParent {
 
 /// Content ref of a shared type nested in another.
 pub(super) const CONTENT_TYPE: u8 = 7;
+/// Content ref of deleted content (a length, no data).
+pub(super) const CONTENT_DELETED: u8 = 1;
 
 /// Reads one block as `Update::decode_block` does (see [`check_block`]).
 pub(super) fn read_block(r: &mut Reader<'_>) -> Result<Block, Invalid> {

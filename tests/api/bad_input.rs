@@ -6,9 +6,12 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::Doc;
 use yrs::encoding::write::Write;
 use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 
-use crate::helpers::{Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name};
+use crate::helpers::{
+    Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name, item_inside,
+};
 
 /// A document with known content and a bystander connected to it.
 struct Scene {
@@ -197,6 +200,85 @@ async fn collected_structs_over_live_text_are_refused_with_1007() {
 }
 
 #[actix_web::test]
+async fn an_item_placed_inside_a_character_is_refused_with_1007() {
+    let scene = scene(None).await;
+    // A new client's string whose parent is the bystander's third character, not a type. yrs
+    // refuses it only once it has taken the structs before it, which nobody would have stored.
+    let update = item_inside(77, (scene.bystander.client_id(), 2));
+    let frame = Message::Sync(SyncMessage::Update(update)).encode_v1();
+    let (code, reason) = scene.attack(binary(frame)).await;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("not a shared type"), "{reason}");
+    let (status, body) = content(&scene, "other").await;
+    assert_eq!(status, 404, "{body}");
+    scene.assert_unharmed().await;
+}
+
+#[actix_web::test]
+async fn clocks_the_document_holds_are_neither_stored_nor_relayed_again() {
+    let mut scene = scene(None).await;
+    // The bystander's characters re-sent as other text in root `other`, then one new character
+    // after them: the server keeps what it has and takes only the new character.
+    let me = scene.bystander.client_id();
+    let held = CONTENT.len() as u32;
+    let mut update = Vec::new();
+    update.write_var(1u32);
+    update.write_var(2u32);
+    update.write_var(me);
+    update.write_var(0u32);
+    update.write_u8(4);
+    update.write_var(1u32);
+    update.write_string("other");
+    update.write_string(&"X".repeat(CONTENT.len()));
+    update.write_u8(4 | 0x80); // a string with a left origin
+    update.write_var(me);
+    update.write_var(held - 1);
+    update.write_string("!");
+    update.write_var(0u32);
+    let mut forger = scene.app.connect(&scene.doc).await;
+    forger
+        .send(Message::Sync(SyncMessage::Update(update)))
+        .await;
+    let before = scene.bystander.updates_received;
+    scene
+        .bystander
+        .recv_until(|c| c.updates_received > before)
+        .await;
+    // The relayed update starts at the first clock the document lacked.
+    let relayed = yrs::Update::decode_v1(&scene.bystander.last_update).expect("decodes");
+    let sent = relayed.insertions(true);
+    assert!(sent.contains(&yrs::ID::new(yrs::ClientID::new(me), held)));
+    assert!(!sent.contains(&yrs::ID::new(yrs::ClientID::new(me), 0)));
+    assert_eq!(scene.bystander.text(), format!("{CONTENT}!"));
+    drop(forger);
+    // And the store holds the same: after a restart, `other` was never written.
+    let db_settings = scene._db.settings();
+    scene.app.stop().await;
+    scene.app = TestApp::spawn(db_settings).await;
+    let (status, body) = content(&scene, "other").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = content(&scene, "content").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("{CONTENT}!")), "{body}");
+    scene.app.stop().await;
+}
+
+/// `GET /api/docs/{doc}/content?key=…`: status and body.
+async fn content(scene: &Scene, key: &str) -> (u16, String) {
+    let response = reqwest::get(
+        scene
+            .app
+            .url(&format!("/api/docs/{}/content?key={key}", scene.doc)),
+    )
+    .await
+    .expect("answered");
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+#[actix_web::test]
 async fn a_client_id_beyond_53_bits_in_awareness_is_refused_with_1007() {
     let scene = scene(None).await;
     let frame = awareness_frame(u64::MAX, 1, r#"{"user":{"name":"mallory"}}"#);
@@ -368,16 +450,9 @@ async fn types_nested_beyond_the_limit_are_refused_with_1007() {
     };
     assert_eq!(code, 1007, "{reason}");
     // Every level up to the limit arrived (a root is one level, so one fewer update).
-    let content = reqwest::get(
-        scene
-            .app
-            .url(&format!("/api/docs/{}/content?key=deep", scene.doc)),
-    )
-    .await
-    .expect("answered");
-    assert_eq!(content.status(), 200);
+    let (status, body) = content(&scene, "deep").await;
+    assert_eq!(status, 200);
     // Nested empty lists, one bracket per level (deeper than serde_json parses by default).
-    let body = content.text().await.expect("body");
     let depth = body.chars().take_while(|c| *c == '[').count();
     assert_eq!(body.len(), 2 * depth, "{body}");
     assert_eq!(depth, MAX_TYPE_DEPTH);

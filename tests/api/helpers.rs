@@ -251,6 +251,8 @@ pub struct YClient {
     pub updates_received: usize,
     /// Per client, the clock up to which the server's Update messages have carried its changes.
     pub relayed: StateVector,
+    /// The update carried by the last Update message.
+    pub last_update: Vec<u8>,
     pub synced: bool,
     /// The reason of a permission-denied message from the server, if one came.
     pub denied: Option<String>,
@@ -332,6 +334,7 @@ impl YClient {
             awareness_clock: 0,
             updates_received: 0,
             relayed: StateVector::default(),
+            last_update: Vec::new(),
             synced: false,
             denied: None,
             server_sv: None,
@@ -457,6 +460,7 @@ impl YClient {
                     }
                 }
                 self.apply(&update);
+                self.last_update = update;
                 self.updates_received += 1;
             }
             Message::Awareness(update) => {
@@ -494,6 +498,29 @@ impl YClient {
 }
 
 /// An awareness message setting one client's state (any client id, even an invalid one).
+/// A v1 update from `client`: the text "taken first" in root `other`, then a string whose
+/// parent is the item `parent`. Where that is not a shared type, yrs refuses the update after
+/// taking the first string.
+pub fn item_inside(client: u64, parent: (u64, u32)) -> Vec<u8> {
+    use yrs::encoding::write::Write;
+    let mut update = Vec::new();
+    update.write_var(1u32);
+    update.write_var(2u32);
+    update.write_var(client);
+    update.write_var(0u32);
+    update.write_u8(4); // a string with no origins, in a root named next
+    update.write_var(1u32);
+    update.write_string("other");
+    update.write_string("taken first");
+    update.write_u8(4); // a string with no origins, whose parent is an item
+    update.write_var(0u32);
+    update.write_var(parent.0);
+    update.write_var(parent.1);
+    update.write_string("x");
+    update.write_var(0u32); // no deletions
+    update
+}
+
 pub fn awareness_frame(client: u64, clock: u32, json: &str) -> Vec<u8> {
     let mut payload = Vec::new();
     payload.write_var(1u32);

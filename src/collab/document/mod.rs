@@ -23,6 +23,9 @@ use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 mod api;
 mod history;
+mod screen;
+
+pub use self::screen::{Refused, changes_anything, screen};
 
 use self::history::save_auto_version;
 use super::messages::{
@@ -108,136 +111,6 @@ pub(crate) enum LocalEditError<E> {
     Refused(E),
     /// The edit panicked; the document is being reloaded from the store.
     Failed,
-}
-
-/// Whether `update` would add anything to `doc`: content it lacks, or deletions it has not made.
-/// (Public for the fuzz targets.)
-pub fn changes_anything(doc: &Doc, update: &Update) -> bool {
-    let txn = doc.transact();
-    if update.extends(&txn.state_vector()) {
-        return true;
-    }
-    let deleted = txn.snapshot().delete_set;
-    !update.delete_set().diff(&deleted).is_empty()
-}
-
-/// Whether `update` starts some client's structs past what `doc` has with a garbage-collected
-/// (or deleted) struct. yrs keeps live items that arrive early for later, but panics on
-/// collected ones; no Yjs client sends them, as it only ever sends what the server lacks.
-/// (Public for the fuzz targets.)
-pub fn gc_beyond_state(doc: &Doc, update: &Update) -> bool {
-    let sv = doc.transact().state_vector();
-    let ahead: Vec<(yrs::ClientID, u32)> = update
-        .state_vector_lower()
-        .iter()
-        .filter(|(client, clock)| **clock > sv.get(client))
-        .map(|(client, clock)| (*client, *clock))
-        .collect();
-    // The common case (nothing arrives early) costs no walk over the update's blocks.
-    if ahead.is_empty() {
-        return false;
-    }
-    let live = update.insertions(false);
-    ahead
-        .into_iter()
-        .any(|(client, clock)| !live.contains(&yrs::ID::new(client, clock)))
-}
-
-/// Whether `update` re-sends, as collected or deleted structs, clocks that `doc` holds as live
-/// content, without deleting them. yrs skips clocks it holds, so the document keeps the content;
-/// but Yjs clients and the merge of a commit's updates (what is stored and relayed) may take the
-/// re-sent struct, and lose it. An honest client collects only deleted content, so the document
-/// or the update itself deletes those clocks. (Public for the fuzz targets.)
-pub fn resends_live_as_dead(doc: &Doc, update: &Update) -> bool {
-    let sv = doc.transact().state_vector();
-    let known: Vec<(yrs::ClientID, u32, u32)> = update
-        .state_vector_lower()
-        .iter()
-        .filter(|(client, lower)| **lower < sv.get(client))
-        .map(|(client, lower)| (*client, *lower, sv.get(client)))
-        .collect();
-    // The common case (an update of what the document lacks) costs no walk.
-    if known.is_empty() {
-        return false;
-    }
-    let live = update.insertions(false);
-    let all = update.insertions(true);
-    // Built only if some struct is dead: the whole document's delete set.
-    let mut doc_deleted: Option<yrs::IdSet> = None;
-    for (client, lower, held) in known {
-        let dead = dead_ranges(&all, &live, client, lower, held);
-        if dead.is_empty() {
-            continue;
-        }
-        let doc_deleted = doc_deleted.get_or_insert_with(|| doc.transact().snapshot().delete_set);
-        let mut deleted = ranges_of(doc_deleted, client);
-        deleted.extend(ranges_of(update.delete_set(), client));
-        if dead.iter().any(|range| !covered(range, &mut deleted)) {
-            return true;
-        }
-    }
-    false
-}
-
-/// `client`'s clock ranges in `set`.
-fn ranges_of(set: &yrs::IdSet, client: yrs::ClientID) -> Vec<std::ops::Range<u32>> {
-    set.iter()
-        .filter(|(c, _)| **c == client)
-        .flat_map(|(_, ranges)| ranges.iter().cloned().collect::<Vec<_>>())
-        .collect()
-}
-
-/// The clocks of `client` within `lower..held` that `all` inserts but `live` does not: the
-/// update's collected and deleted structs over what the document holds.
-fn dead_ranges(
-    all: &yrs::IdSet,
-    live: &yrs::IdSet,
-    client: yrs::ClientID,
-    lower: u32,
-    held: u32,
-) -> Vec<std::ops::Range<u32>> {
-    let mut live = ranges_of(live, client);
-    let mut dead = Vec::new();
-    for range in ranges_of(all, client) {
-        let range = range.start.max(lower)..range.end.min(held);
-        if range.is_empty() {
-            continue;
-        }
-        subtract(range, &mut live, &mut dead);
-    }
-    dead
-}
-
-/// Pushes onto `out` the parts of `range` that no range of `minus` covers.
-fn subtract(
-    range: std::ops::Range<u32>,
-    minus: &mut [std::ops::Range<u32>],
-    out: &mut Vec<std::ops::Range<u32>>,
-) {
-    minus.sort_unstable_by_key(|r| r.start);
-    let mut start = range.start;
-    for m in minus.iter() {
-        if m.end <= start || m.start >= range.end {
-            continue;
-        }
-        if m.start > start {
-            out.push(start..m.start);
-        }
-        start = start.max(m.end);
-        if start >= range.end {
-            return;
-        }
-    }
-    if start < range.end {
-        out.push(start..range.end);
-    }
-}
-
-/// Whether the ranges of `by` together cover all of `range`.
-fn covered(range: &std::ops::Range<u32>, by: &mut [std::ops::Range<u32>]) -> bool {
-    let mut left = Vec::new();
-    subtract(range.clone(), by, &mut left);
-    left.is_empty()
 }
 
 /// Builds the in-memory document from what the store holds.
@@ -626,19 +499,19 @@ impl DocumentActor {
         if self.stored_size() + incoming.raw.len() > limit {
             return Err(IntegrateError::TooLarge(limit));
         }
-        if gc_beyond_state(&self.doc, &incoming.update) {
-            return Err(IntegrateError::DoesNotApply(
-                "garbage-collected structs beyond the document's state".into(),
-            ));
-        }
-        if resends_live_as_dead(&self.doc, &incoming.update) {
-            return Err(IntegrateError::DoesNotApply(
-                "collected or deleted structs over content the document holds live".into(),
-            ));
-        }
-        // Deleting a type nested thousands deep overflows yrs's recursion: none gets in.
-        if let Err(error) = crate::sync::nesting::check(&self.doc, &incoming.raw) {
-            return Err(IntegrateError::DoesNotApply(error.to_string()));
+        let before = self.doc.transact().state_vector();
+        #[cfg(feature = "fault-injection")]
+        let unscreened = crate::faults::skip_screen(self.id.as_str());
+        #[cfg(not(feature = "fault-injection"))]
+        let unscreened = false;
+        let incoming = if unscreened {
+            incoming
+        } else {
+            screen(&self.doc, &before, incoming)
+                .map_err(|refused| IntegrateError::DoesNotApply(refused.to_string()))?
+        };
+        if incoming.raw.as_ref() == EMPTY_UPDATE {
+            return Ok(());
         }
         let IncomingUpdate { update, raw, relay } = incoming;
         let doc = &self.doc;
@@ -653,7 +526,17 @@ impl DocumentActor {
         }));
         match applied {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(IntegrateError::DoesNotApply(error.to_string())),
+            // yrs stops at the struct it refuses, keeping those it integrated before it. Unless
+            // there were none, the document now holds what is neither stored nor relayed:
+            // reloading from the store takes it back.
+            Ok(Err(error)) if self.doc.transact().state_vector() == before => {
+                return Err(IntegrateError::DoesNotApply(error.to_string()));
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(parent: &self.span, %error, "an update failed part way through; reloading the document");
+                self.fail(ctx);
+                return Err(IntegrateError::Failed);
+            }
             Err(_) => {
                 tracing::error!(parent: &self.span, "applying an update panicked; reloading the document");
                 self.fail(ctx);
@@ -1016,67 +899,8 @@ impl Handler<Evict> for DocumentActor {
 
 #[cfg(test)]
 mod tests {
-    use super::{DocSettings, compaction_due, resends_live_as_dead};
+    use super::{DocSettings, compaction_due};
     use std::time::Duration;
-    use yrs::updates::decoder::Decode;
-    use yrs::{Doc, ReadTxn, StateVector, Text, Transact, Update};
-
-    /// Client 5's structs from clock 0: one collected range of `len`, then the delete set
-    /// `deletes` of client 5 (clock, len).
-    fn collected(len: u8, deletes: &[(u8, u8)]) -> Update {
-        let mut bytes = vec![1, 1, 5, 0, 0, len];
-        if deletes.is_empty() {
-            bytes.push(0);
-        } else {
-            bytes.extend([1, 5, deletes.len() as u8]);
-            for (clock, len) in deletes {
-                bytes.extend([*clock, *len]);
-            }
-        }
-        Update::decode_v1(&bytes).expect("decodes")
-    }
-
-    /// A document where client 5 typed "hello" (clocks 0–4).
-    fn typed() -> (Doc, Doc) {
-        let author = Doc::with_client_id(5);
-        let text = author.get_or_insert_text("t");
-        text.insert(&mut author.transact_mut(), 0, "hello");
-        let doc = Doc::new();
-        let update = author
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        doc.transact_mut()
-            .apply_update(Update::decode_v1(&update).expect("decodes"))
-            .expect("applies");
-        (doc, author)
-    }
-
-    #[test]
-    fn collected_structs_over_live_content_are_found() {
-        let (doc, _) = typed();
-        // Clocks 0–7 as one collected range: 0–4 are live characters here.
-        assert!(resends_live_as_dead(&doc, &collected(8, &[])));
-        // Deleting only part of them in the same update is not enough.
-        assert!(resends_live_as_dead(&doc, &collected(8, &[(0, 3)])));
-    }
-
-    #[test]
-    fn collected_structs_over_deleted_content_pass() {
-        // The update deletes what it collects, as an honest client's does.
-        let (doc, author) = typed();
-        assert!(!resends_live_as_dead(&doc, &collected(8, &[(0, 5)])));
-        // The document deleted it already.
-        let text = author.get_or_insert_text("t");
-        let before = author.transact().state_vector();
-        text.remove_range(&mut author.transact_mut(), 0, 5);
-        let deletion = author.transact().encode_state_as_update_v1(&before);
-        doc.transact_mut()
-            .apply_update(Update::decode_v1(&deletion).expect("decodes"))
-            .expect("applies");
-        assert!(!resends_live_as_dead(&doc, &collected(8, &[])));
-        // What the document lacks is not looked at.
-        assert!(!resends_live_as_dead(&Doc::new(), &collected(8, &[])));
-    }
 
     fn settings() -> DocSettings {
         DocSettings {
