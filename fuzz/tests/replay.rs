@@ -69,11 +69,10 @@ fn text_edit_seeds_cover_every_outcome() {
     }
 }
 
-/// Fails until the bugs listed in `regressions/README.md` are kept out of yrs; run it with
-/// `cargo test --manifest-path fuzz/Cargo.toml -- --ignored`. Each input runs on its own so the
-/// failure names every one that still breaks.
+/// Every input in `regressions/` goes through the harness, which follows the server's path and
+/// checks its invariants, without a panic. Each input runs on its own so the failure names
+/// every one that breaks.
 #[test]
-#[ignore = "the recorded regressions still fail; see regressions/README.md"]
 fn regression_inputs_do_not_panic() {
     let mut failing = Vec::new();
     for (path, bytes) in inputs("regressions/sync_message") {
