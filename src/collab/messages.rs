@@ -39,6 +39,8 @@ pub struct Subscribe {
     pub can_write: bool,
     /// The user named by the connection's token, matched by revocations.
     pub user: Option<String>,
+    /// Where the connection comes from, for the logs.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// Registry → Document, and API → Registry: close the sessions of a document (only those of

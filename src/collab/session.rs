@@ -5,6 +5,7 @@
 //! and a reason. It never writes document frames itself: the document actor does, through the
 //! connection's bounded `Outbound` queue.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,13 +42,15 @@ pub struct Connection {
     pub max_message_size: usize,
     pub rate: RateLimiter,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the connection comes from (see `client_addr`), for the logs.
+    pub client_ip: Option<IpAddr>,
 }
 
 /// One WebSocket connection to one document.
 pub struct SessionActor {
     id: SessionId,
     /// Every log line about this session is emitted in this span (fields `session`, `doc`,
-    /// `access`, `user`).
+    /// `access`, `user`, `client_ip`).
     span: tracing::Span,
     doc_id: DocId,
     registry: Addr<Registry>,
@@ -64,6 +67,7 @@ pub struct SessionActor {
     partial: Option<BytesMut>,
     /// Messages of the frames read in one batch, not yet handed to the document.
     inbound: Vec<ClientMessage>,
+    client_ip: Option<IpAddr>,
 }
 
 impl SessionActor {
@@ -78,6 +82,7 @@ impl SessionActor {
             max_message_size,
             rate,
             metrics,
+            client_ip,
         } = connection;
         // At debug level, like every line logged in it: at the default level a session then
         // costs no span at all (about 0.4 KiB per connection, with the formatted fields).
@@ -88,6 +93,7 @@ impl SessionActor {
             doc = %doc,
             access = ?grant.access,
             user = grant.user.as_ref().map(|u| u.name.as_str()),
+            client_ip = client_ip.map(tracing::field::display),
         );
         Self {
             span,
@@ -105,13 +111,35 @@ impl SessionActor {
             metrics,
             partial: None,
             inbound: Vec::new(),
+            client_ip,
         }
     }
 
     /// Closes the connection with a code and a reason, and stops.
     fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: impl Into<String>) {
         let reason = reason.into();
-        tracing::debug!(parent: &self.span, ?code, %reason, "closing");
+        if matches!(
+            code,
+            CloseCode::Policy
+                | CloseCode::Invalid
+                | CloseCode::Protocol
+                | CloseCode::Size
+                | CloseCode::Unsupported
+        ) {
+            // What the client sent broke a rule: logged at the default level (where the
+            // session's span is off), with where it came from.
+            tracing::info!(
+                parent: &self.span,
+                session = self.id,
+                doc = %self.doc_id,
+                client_ip = self.client_ip.map(tracing::field::display),
+                ?code,
+                %reason,
+                "closing"
+            );
+        } else {
+            tracing::debug!(parent: &self.span, ?code, %reason, "closing");
+        }
         self.outbound.close(code, reason);
         ctx.stop();
     }
@@ -220,12 +248,14 @@ impl Actor for SessionActor {
         let (outbound, session) = (self.outbound.clone(), self.id);
         let can_write = self.grant.access == Access::Write;
         let user = self.grant.user.as_ref().map(|u| u.name.clone());
+        let client_ip = self.client_ip;
         let join = Self::join(self.registry.clone(), self.doc_id.clone(), move || {
             Subscribe {
                 session,
                 outbound: outbound.clone(),
                 can_write,
                 user: user.clone(),
+                client_ip,
             }
         });
         if let Some(expires_at) = self.grant.expires_at {

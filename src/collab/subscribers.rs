@@ -20,6 +20,8 @@ pub struct Subscriber {
     pub can_write: bool,
     /// The user named by its token.
     pub user: Option<String>,
+    /// Where it connects from, for the logs.
+    pub client_ip: Option<std::net::IpAddr>,
     /// A read-only client was already told that its changes are dropped.
     pub told_read_only: bool,
 }

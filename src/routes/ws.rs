@@ -98,6 +98,7 @@ pub async fn connect(
                 max_message_size: settings.max_message_size,
                 rate: RateLimiter::new(settings.message_rate, settings.message_burst),
                 metrics: state.metrics.clone(),
+                client_ip: ip,
             }))
         }
         Err(full) => {

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::encoder::Encode;
 
 use crate::helpers::{Backend, TestApp, TestDb, awareness_frame, doc_name};
 
@@ -95,8 +97,56 @@ async fn json_logs_put_each_document_and_session_in_a_span() {
     assert_eq!(span["doc"], doc.as_str(), "{closing}");
     assert_eq!(span["access"], "Write", "{closing}");
     assert!(span["session"].as_u64().is_some(), "{closing}");
+    assert_eq!(span["client_ip"], "127.0.0.1", "{closing}");
     let ended = server.log_line(|e| e["message"] == "session ended").await;
     assert_eq!(ended["span"]["session"], span["session"], "{ended}");
+
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait().await, Some(0));
+}
+
+/// At the default level, where sessions have no span, every refusal of what a client sent names
+/// the session, the document and where the client connects from.
+#[actix_web::test]
+async fn refusals_name_the_client_address_at_the_default_level() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server = crate::helpers::ServerProcess::start(&db.url, &[]).await;
+    let doc = doc_name("refusals");
+    let mut writer = crate::helpers::YClient::connect(&server.ws_base(), &doc).await;
+    writer.append("words").await;
+    writer.recv_echo().await;
+
+    // The document refuses an update: an item placed inside a character.
+    let mut forger = crate::helpers::YClient::connect(&server.ws_base(), &doc).await;
+    forger
+        .send_raw(
+            Message::Sync(SyncMessage::Update(crate::helpers::item_inside(
+                77,
+                (writer.client_id(), 2),
+            )))
+            .encode_v1(),
+        )
+        .await;
+    assert_eq!(forger.expect_close().await.0, 1007);
+    let refused = server
+        .log_line(|e| e["message"] == "refused an update that does not apply")
+        .await;
+    assert_eq!(refused["client_ip"], "127.0.0.1", "{refused}");
+    assert!(refused["session"].as_u64().is_some(), "{refused}");
+    assert_eq!(refused["span"]["doc"], doc.as_str(), "{refused}");
+
+    // The session refuses a frame.
+    writer
+        .ws
+        .send(WsMessage::Text("not y-websocket".into()))
+        .await
+        .expect("frame sent");
+    assert_eq!(writer.expect_close().await.0, 1003);
+    let closing = server.log_line(|e| e["message"] == "closing").await;
+    assert_eq!(closing["level"], "INFO", "{closing}");
+    assert_eq!(closing["client_ip"], "127.0.0.1", "{closing}");
+    assert_eq!(closing["doc"], doc.as_str(), "{closing}");
+    assert!(closing["session"].as_u64().is_some(), "{closing}");
 
     server.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(server.wait().await, Some(0));

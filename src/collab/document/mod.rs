@@ -460,8 +460,9 @@ impl DocumentActor {
         match self.integrate(incoming, ctx) {
             Ok(()) => Ok(()),
             Err(IntegrateError::TooLarge(limit)) => {
-                tracing::info!(parent: &self.span, session, limit, "refused an update beyond the size limit");
                 if let Some(sub) = self.subscribers.get(session) {
+                    let client_ip = sub.client_ip.map(tracing::field::display);
+                    tracing::info!(parent: &self.span, session, client_ip, limit, "refused an update beyond the size limit");
                     sub.outbound.close(
                         CloseCode::Size,
                         format!("document too large: its limit is {limit} bytes"),
@@ -471,8 +472,9 @@ impl DocumentActor {
                 Err(())
             }
             Err(IntegrateError::DoesNotApply(error)) => {
-                tracing::info!(parent: &self.span, session, %error, "refused an update that does not apply");
                 if let Some(sub) = self.subscribers.get(session) {
+                    let client_ip = sub.client_ip.map(tracing::field::display);
+                    tracing::info!(parent: &self.span, session, client_ip, %error, "refused an update that does not apply");
                     sub.outbound.close(
                         CloseCode::Invalid,
                         format!("update does not apply: {error}"),
@@ -764,6 +766,7 @@ impl Handler<Subscribe> for DocumentActor {
                 outbound: msg.outbound,
                 can_write: msg.can_write,
                 user: msg.user,
+                client_ip: msg.client_ip,
                 told_read_only: false,
             },
         );
