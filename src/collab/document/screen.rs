@@ -10,7 +10,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, IdSet, ReadTxn, StateVector, Transact, Update};
 
 use crate::sync::nesting::{self, NestingError};
-use crate::sync::protocol::{FrameError, IncomingUpdate, decode_update};
+use crate::sync::protocol::{IncomingUpdate, decode_update};
 
 /// Why an update was refused before it was applied; the document is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -128,10 +128,7 @@ fn without_known(sv: &StateVector, raw: &[u8]) -> Result<IncomingUpdate, Refused
     .map_err(|_| Refused::Unsplittable("it could not be read".into()))?
     .map_err(|error| Refused::Unsplittable(error.to_string()))?;
     // The cut is yrs's own encoding: it passes the same checks as what clients send.
-    decode_update(Bytes::from(cut)).map_err(|error| match error {
-        FrameError::Malformed(why) => Refused::Unsplittable(why),
-        other => Refused::Unsplittable(other.to_string()),
-    })
+    decode_update(Bytes::from(cut)).map_err(|error| Refused::Unsplittable(error.to_string()))
 }
 
 /// `client`'s clock ranges in `set`.
