@@ -231,9 +231,6 @@ fn app(
     let body_limit = state.settings.max_body_size;
     let origins = state.settings.allowed_origins.clone();
     App::new()
-        .wrap(actix_web::middleware::from_fn(
-            crate::auth::middleware::require_api_key,
-        ))
         .wrap(cors(&origins))
         .wrap(tracing_actix_web::TracingLogger::<
             crate::telemetry::RedactedRootSpan,

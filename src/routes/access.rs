@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::middleware::ApiKey;
 use crate::auth::{self, Access, TokenUser};
 use crate::collab::messages::Disconnect;
 use crate::domain::DocId;
@@ -57,6 +58,7 @@ pub struct TokenIssued {
 /// expires or is revoked. Needs an API key.
 #[post("/api/docs/{id}/tokens")]
 pub async fn issue(
+    _key: ApiKey,
     path: web::Path<String>,
     body: web::Json<TokenRequest>,
     state: web::Data<AppState>,
@@ -193,6 +195,7 @@ pub struct Disconnected {
 /// a new token to those who keep access. Needs an API key.
 #[post("/api/docs/{id}/disconnect")]
 pub async fn disconnect(
+    _key: ApiKey,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, delete, get, post, web};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::middleware::ApiKey;
 use crate::collab::document::DEFAULT_TEXT_KEY;
 use crate::collab::messages::{DeleteDoc, DocPresence, PresenceOf};
 use crate::domain::DocId;
@@ -80,6 +81,7 @@ pub struct DocList {
 /// Lists documents in id order, a page at a time.
 #[get("/api/docs")]
 pub async fn list(
+    _key: ApiKey,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -146,6 +148,7 @@ pub struct CreateDoc {
 /// taken.
 #[post("/api/docs")]
 pub async fn create(
+    _key: ApiKey,
     body: web::Json<CreateDoc>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -208,6 +211,7 @@ fn generated_id() -> DocId {
 /// Deletes a document with its history; connected editors are closed with 4404.
 #[delete("/api/docs/{id}")]
 pub async fn remove(
+    _key: ApiKey,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use futures_util::StreamExt;
 use serde::Deserialize;
 
+use crate::auth::middleware::ApiKey;
 use crate::collab::document::DEFAULT_TEXT_KEY;
 use crate::collab::document::{DocumentActor, IntegrateError};
 use crate::collab::messages::{
@@ -48,6 +49,7 @@ pub(crate) const ATTEMPTS: usize = 3;
 /// Metadata of one document.
 #[get("/api/docs/{id}")]
 pub async fn get_one(
+    _key: ApiKey,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -88,6 +90,7 @@ pub struct UpdateQuery {
 /// The whole document as one v1 update, or with `?sv=` only what that state vector lacks.
 #[get("/api/docs/{id}/update")]
 pub async fn get_update(
+    _key: ApiKey,
     path: web::Path<String>,
     query: web::Query<UpdateQuery>,
     state: web::Data<AppState>,
@@ -149,6 +152,7 @@ pub struct ContentQuery {
 /// of a text root (`?key=`, default `content`).
 #[get("/api/docs/{id}/content")]
 pub async fn get_content(
+    _key: ApiKey,
     path: web::Path<String>,
     query: web::Query<ContentQuery>,
     state: web::Data<AppState>,
@@ -212,6 +216,7 @@ pub async fn get_content(
 /// Applies one binary v1 update; answers 204 once it is stored and relayed to editors.
 #[post("/api/docs/{id}/update")]
 pub async fn post_update(
+    _key: ApiKey,
     path: web::Path<String>,
     mut body: web::Payload,
     state: web::Data<AppState>,
@@ -288,6 +293,7 @@ pub struct TextEdit {
 /// text (only the changed range is touched). 204 once durable and relayed to editors.
 #[post("/api/docs/{id}/text")]
 pub async fn post_text(
+    _key: ApiKey,
     path: web::Path<String>,
     body: web::Json<TextEdit>,
     state: web::Data<AppState>,

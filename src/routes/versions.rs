@@ -6,6 +6,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use yrs::StateVector;
 
+use crate::auth::middleware::ApiKey;
 use crate::collab::document::build_doc;
 use crate::collab::messages::{EncodeState, Restore, RestoreFailure};
 use crate::domain::DocId;
@@ -70,6 +71,7 @@ pub struct VersionWithContent {
 /// A document's versions, newest first.
 #[get("/api/docs/{id}/versions")]
 pub async fn list(
+    _key: ApiKey,
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -104,6 +106,7 @@ pub struct CreateVersion {
 /// Saves the current state as a version: 201 with its location.
 #[post("/api/docs/{id}/versions")]
 pub async fn create(
+    _key: ApiKey,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
@@ -165,6 +168,7 @@ pub async fn create(
 /// One version: its metadata and its content as JSON (every root type, as `/content`).
 #[get("/api/docs/{id}/versions/{version}")]
 pub async fn get_one(
+    _key: ApiKey,
     path: web::Path<(String, i64)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -198,6 +202,7 @@ pub async fn get_one(
 /// editor at once and can themselves be undone by restoring the version before.
 #[post("/api/docs/{id}/versions/{version}/restore")]
 pub async fn restore(
+    _key: ApiKey,
     path: web::Path<(String, i64)>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

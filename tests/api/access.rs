@@ -1,6 +1,7 @@
 //! Access control: API keys for the REST API, document tokens for sockets, read-only sessions,
 //! revocation, the origin rule, and the refusal to serve the network without a secret.
 
+use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tandem::auth::token::{Claims, sign};
@@ -10,7 +11,7 @@ use tandem::startup::Application;
 use tokio_tungstenite::tungstenite;
 
 use crate::helpers::{
-    Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name, node_scenario,
+    Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name, node_scenario, raw_http,
 };
 
 const SECRET: &str = "an operator secret of more than thirty-two characters";
@@ -144,6 +145,144 @@ async fn the_rest_api_wants_an_api_key_and_says_so_in_problem_json() {
         .await
         .expect("get");
     assert_eq!(spec.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+/// Spellings of one request path that a router might match as the path itself: encoded
+/// letters, encoded and doubled slashes, case changes and dot segments.
+fn spellings(path: &str) -> Vec<String> {
+    let encode_first = |segment: &str| match segment.chars().next() {
+        Some(c) if c.is_ascii_alphabetic() => format!("%{:02x}{}", c as u8, &segment[1..]),
+        _ => segment.to_string(),
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let mut all = vec![path.to_string()];
+    for i in 0..segments.len() {
+        let mut encoded: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+        encoded[i] = encode_first(segments[i]);
+        all.push(format!("/{}", encoded.join("/")));
+    }
+    let every_letter: String = path
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphabetic() {
+                format!("%{:02X}", c as u8)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    all.push(every_letter);
+    all.push(path.replacen("/api/", "/api%2F", 1));
+    all.push(path.replacen("/api/", "/api%2f", 1));
+    all.push(path.replace('/', "//"));
+    all.push(format!("/{path}"));
+    all.push(path.replacen("/api/", "/api//", 1));
+    all.push(path.to_ascii_uppercase());
+    all.push(path.replacen("/api", "/API", 1));
+    all.push(path.replacen("/api/", "/api/./", 1));
+    all.push(format!("/x/..{path}"));
+    all.push(path.replacen("/api/docs/", "/api/docs/../docs/", 1));
+    all.push(format!("{path}/"));
+    all.push(format!("{path}?x=1"));
+    all
+}
+
+#[actix_web::test]
+async fn every_rest_route_refuses_without_a_key_whatever_the_spelling_of_its_path() {
+    let (app, _db) = secured_app().await;
+    let client = reqwest::Client::new();
+    // Documents named like each public sub-path, and one with an ordinary name.
+    let names = ["plain", "access", "tokens", "reference", "openapi.json"];
+    for name in names {
+        let created = client
+            .post(app.url("/api/docs"))
+            .bearer_auth(KEY)
+            .json(&json!({ "id": name, "text": "kept" }))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(created.status(), StatusCode::CREATED, "{name}");
+    }
+    let spec: Value = client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("spec")
+        .json()
+        .await
+        .expect("json");
+    let paths = spec["paths"].as_object().expect("paths");
+    let mut requests = Vec::new();
+    for (template, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            let method = method.to_ascii_uppercase();
+            // The one route that takes a document token instead of a key.
+            if template == "/api/docs/{id}/access" && method == "GET" {
+                continue;
+            }
+            let body: &[u8] = match template.as_str() {
+                "/api/docs/{id}/update" => b"\x00\x00",
+                _ if method == "POST" => br#"{"id":"new","text":"x","ops":[],"access":"write"}"#,
+                _ => b"",
+            };
+            for name in names {
+                let path = template.replace("{id}", name).replace("{version}", "1");
+                for spelled in spellings(&path) {
+                    let canonical = spelled == path || spelled == format!("{path}?x=1");
+                    requests.push((method.clone(), spelled, body, canonical));
+                }
+            }
+        }
+    }
+    let checked = requests.len();
+    // Concurrently: a refusal that leaves a request body unread holds its connection until the
+    // server's disconnect timeout.
+    futures_util::stream::iter(requests)
+        .for_each_concurrent(64, |(method, spelled, body, canonical)| async move {
+            let head = format!("{method} {spelled} HTTP/1.1\r\nContent-Type: application/json");
+            let (status, answer) = raw_http(app.port, &head, body).await;
+            assert!(
+                status == 401 || status == 404 || status == 405,
+                "{method} {spelled} without a key answered {status}: {answer}"
+            );
+            if canonical {
+                assert_eq!(status, 401, "{method} {spelled}: {answer}");
+            }
+        })
+        .await;
+    assert!(checked > 500, "only {checked} requests were tried");
+    // Nothing was created, changed or deleted.
+    let listed: Value = client
+        .get(app.url("/api/docs"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = listed["docs"]
+        .as_array()
+        .expect("docs")
+        .iter()
+        .map(|d| d["id"].as_str().expect("id"))
+        .collect();
+    let mut expected = names.to_vec();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for name in names {
+        let text = client
+            .get(app.url(&format!("/api/docs/{name}/content?format=text")))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("content")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(text, "kept", "{name}");
+    }
     app.stop().await;
 }
 
