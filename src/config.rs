@@ -171,6 +171,16 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_MESSAGE_BURST", default_value_t = 1_000)]
     pub message_burst: u32,
 
+    /// Presence (awareness) states one connection may hold live at once; a stock Yjs client
+    /// holds one. A connection setting more is closed with 1008.
+    #[arg(long, env = "TANDEM_MAX_PRESENCE_STATES", default_value_t = 4)]
+    pub max_presence_states: usize,
+
+    /// Longest presence state (its JSON, in bytes); a connection sending a longer one is closed
+    /// with 1009.
+    #[arg(long, env = "TANDEM_MAX_PRESENCE_STATE_SIZE", default_value_t = 16 * 1024)]
+    pub max_presence_state_size: usize,
+
     /// Log line format.
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

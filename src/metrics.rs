@@ -28,6 +28,7 @@ pub struct Metrics {
     pub bytes_sent: IntCounter,
     /// Clients dropped because their outbound queue was full.
     pub outbound_drops: IntCounter,
+    pub presence_drops: IntCounter,
     pub commit_seconds: Histogram,
     /// How long the oldest update released by a commit waited for it before being relayed.
     pub relay_hold_seconds: Histogram,
@@ -108,6 +109,10 @@ impl Metrics {
             outbound_drops: counter(
                 "outbound_drops_total",
                 "Clients closed because their outbound queue was full",
+            ),
+            presence_drops: counter(
+                "presence_drops_total",
+                "Presence frames not sent to a client whose outbound queue was half full",
             ),
             commit_seconds: histogram(
                 "store_commit_seconds",

@@ -148,6 +148,7 @@ impl Application {
                 auto_version_after: settings.auto_version_after,
                 auto_version_retention: settings.auto_version_retention,
                 max_document_size: settings.max_document_size,
+                max_presence_states: settings.max_presence_states,
             },
             metrics.clone(),
         )

@@ -225,7 +225,9 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
                 }
             }
             ClientMessage::Awareness(entries) => {
-                let changed = presence.apply(OWNER, entries, now);
+                let changed = presence
+                    .apply(OWNER, entries, now, usize::MAX)
+                    .expect("no cap on presence states here");
                 if let Some(frame) = presence.encode(&changed) {
                     // What the server relays must be valid awareness for every other client.
                     decode_frame(&frame).expect("a relayed awareness frame is valid");

@@ -108,7 +108,9 @@ fn release<K: Eq + Hash>(map: &mut HashMap<K, usize>, key: &K) {
     }
 }
 
-/// A token bucket: `rate` messages per second on average, `burst` at once.
+/// A token bucket: `rate` messages per second on average, `burst` at once. Every message of a
+/// frame takes a token (presence takes more, by its size: see `sync::protocol`), so a frame
+/// packed with messages costs what the same messages sent one by one would.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     rate: f64,
@@ -129,20 +131,32 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token at `now`; false when the bucket is empty.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    /// The whole tokens in the bucket at `now` (`u64::MAX` without a limit): what the next
+    /// frame may cost.
+    pub fn available(&mut self, now: Instant) -> u64 {
         if self.rate == 0.0 {
-            return true;
+            return u64::MAX;
         }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
+        self.tokens.floor() as u64
+    }
+
+    /// Takes `cost` tokens at `now`; false, taking nothing, when the bucket holds fewer.
+    pub fn take(&mut self, now: Instant, cost: u64) -> bool {
+        if self.available(now) < cost {
+            return false;
         }
+        if self.rate != 0.0 {
+            self.tokens -= cost as f64;
+        }
+        true
+    }
+
+    /// Takes one token at `now`; false when the bucket is empty.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        self.take(now, 1)
     }
 }
 
@@ -199,5 +213,19 @@ mod tests {
         assert!(!bucket.allow(start + Duration::from_millis(100)));
         let mut open = RateLimiter::new(0, 1);
         assert!((0..10_000).all(|_| open.allow(start)));
+        assert!(open.take(start, u64::MAX));
+    }
+
+    #[test]
+    fn a_cost_is_taken_whole_or_not_at_all() {
+        let start = Instant::now();
+        let mut bucket = RateLimiter::new(10, 5);
+        bucket.last = start;
+        assert!(!bucket.take(start, 6));
+        assert_eq!(bucket.available(start), 5);
+        assert!(bucket.take(start, 4));
+        assert_eq!(bucket.available(start), 1);
+        assert!(!bucket.take(start, 2));
+        assert!(bucket.take(start + Duration::from_millis(100), 2));
     }
 }

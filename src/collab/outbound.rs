@@ -216,17 +216,25 @@ impl Outbound {
     /// is queued ahead of it, the caller writes it to the socket at once (one non-blocking write,
     /// no task woken); whatever the socket does not take is queued.
     pub fn send_message(&self, message: &[u8]) -> Result<(), QueueError> {
-        self.send(binary_frame(message), true)
+        self.send(binary_frame(message), true, false)
     }
 
     /// Queues an encoded frame (see [`binary_frame`]) without waiting, for the socket's own
     /// thread to write: a document relaying to many clients only queues, and the writing is
     /// spread over the threads that own the sockets.
     pub fn send_frame(&self, frame: Bytes) -> Result<(), QueueError> {
-        self.send(frame, false)
+        self.send(frame, false, false)
     }
 
-    fn send(&self, mut frame: Bytes, write_now: bool) -> Result<(), QueueError> {
+    /// Queues a frame that may be lost, such as presence (every client renews its own state
+    /// every 15 s, and a missed removal expires on the client's side): only while the queue is
+    /// at most half full, so that what others send never takes the room the document's updates
+    /// need, and never gets this client closed as a slow reader. `Full` means it was dropped.
+    pub fn offer_frame(&self, frame: Bytes) -> Result<(), QueueError> {
+        self.send(frame, false, true)
+    }
+
+    fn send(&self, mut frame: Bytes, write_now: bool, lossy: bool) -> Result<(), QueueError> {
         let shared = &*self.shared;
         let mut state = shared.lock();
         if state.done || state.close.is_some() {
@@ -255,6 +263,11 @@ impl Outbound {
         }
         let cost = frame.len() + FRAME_OVERHEAD;
         let before = shared.queued.fetch_add(cost, Ordering::AcqRel);
+        if lossy && before + cost > shared.limit / 2 {
+            shared.queued.fetch_sub(cost, Ordering::AcqRel);
+            shared.metrics.presence_drops.inc();
+            return Err(QueueError::Full);
+        }
         if before > 0 && before + cost > shared.limit {
             shared.queued.fetch_sub(cost, Ordering::AcqRel);
             shared.metrics.outbound_drops.inc();

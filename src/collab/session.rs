@@ -23,7 +23,7 @@ use crate::auth::{Access, Auth, Grant};
 use crate::collab::document::REVOKED_CLOSE_CODE;
 use crate::domain::DocId;
 use crate::store::now_ms;
-use crate::sync::protocol::{ClientMessage, FrameError, decode_frame};
+use crate::sync::protocol::{ClientMessage, Decoded, FrameError, FrameRules, decode_frame_within};
 
 /// How many times a join is retried when it races with the document unloading.
 const JOIN_ATTEMPTS: usize = 5;
@@ -41,6 +41,8 @@ pub struct Connection {
     pub auth: Arc<Auth>,
     pub max_message_size: usize,
     pub rate: RateLimiter,
+    /// Longest presence state the client may set.
+    pub max_presence_state: usize,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where the connection comes from (see `client_addr`), for the logs.
     pub client_ip: Option<IpAddr>,
@@ -62,6 +64,7 @@ pub struct SessionActor {
     _permit: Permit,
     max_message_size: usize,
     rate: RateLimiter,
+    max_presence_state: usize,
     metrics: Arc<crate::metrics::Metrics>,
     /// A binary message arriving in continuation frames, gathered until its last frame.
     partial: Option<BytesMut>,
@@ -81,6 +84,7 @@ impl SessionActor {
             auth,
             max_message_size,
             rate,
+            max_presence_state,
             metrics,
             client_ip,
         } = connection;
@@ -108,6 +112,7 @@ impl SessionActor {
             _permit: permit,
             max_message_size,
             rate,
+            max_presence_state,
             metrics,
             partial: None,
             inbound: Vec::new(),
@@ -163,19 +168,33 @@ impl SessionActor {
     }
 
     /// Checks one binary message and adds what it carries to the messages for the document.
+    /// The frame may cost what the rate bucket holds now: one token per message it carries and
+    /// more for presence by its size, so packing messages into one frame buys nothing.
     fn handle_frame(&mut self, frame: Bytes, ctx: &mut Context<Self>) {
         self.metrics.bytes_received.inc_by(frame.len() as u64);
-        if !self.rate.allow(Instant::now()) {
-            return self.close(ctx, CloseCode::Policy, "message rate limit exceeded");
-        }
-        match decode_frame(&frame) {
-            Ok(messages) => self.inbound.extend(messages),
+        let now = Instant::now();
+        let rules = FrameRules {
+            budget: self.rate.available(now),
+            max_presence_state: self.max_presence_state,
+        };
+        match decode_frame_within(&frame, &rules) {
+            Ok(Decoded { messages, cost }) => {
+                let taken = self.rate.take(now, cost);
+                debug_assert!(taken, "the frame was decoded within the bucket's tokens");
+                self.inbound.extend(messages);
+            }
             Err(FrameError::Unsupported(kind)) => self.close(
                 ctx,
                 CloseCode::Unsupported,
                 format!("unsupported message type {kind}"),
             ),
             Err(FrameError::Malformed(why)) => self.close(ctx, CloseCode::Invalid, why),
+            Err(FrameError::RateLimited) => {
+                self.close(ctx, CloseCode::Policy, "message rate limit exceeded")
+            }
+            Err(error @ FrameError::PresenceTooLarge(_)) => {
+                self.close(ctx, CloseCode::Size, error.to_string())
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 //! The relay step: a document's subscribers and the sending of frames to them.
 //!
 //! Every frame handed in here is already encoded; each subscriber gets the same `Bytes`. A
-//! subscriber whose queue is full is closed with 1013 and dropped, so it never slows the others.
+//! subscriber whose queue is full of document updates is closed with 1013 and dropped, so it
+//! never slows the others; presence is only offered, and dropped for a subscriber whose queue is
+//! half full.
 //! This is the one place where a document's frames leave it, so a relay to other nodes can be
 //! added beside the local fan-out.
 
@@ -24,6 +26,9 @@ pub struct Subscriber {
     pub client_ip: Option<std::net::IpAddr>,
     /// A read-only client was already told that its changes are dropped.
     pub told_read_only: bool,
+    /// The state vector the connection's last sync answer was computed against, once it was
+    /// answered: from then on it is sent every update, so it has everything past this.
+    pub synced: Option<yrs::StateVector>,
 }
 
 /// The subscribers of one document.
@@ -98,6 +103,33 @@ impl Subscribers {
             .into_iter()
             .map(|(session, error)| self.drop(session, error))
             .collect()
+    }
+
+    /// Offers one presence message to every subscriber: one whose queue is half full does not
+    /// get it (it learns the state at its next renewal) and is not closed for it, so no client
+    /// can get others closed by what it sends. Returns those found closed.
+    #[must_use = "dropped subscribers must be forgotten by the document"]
+    pub fn broadcast_lossy(&mut self, message: &[u8]) -> Vec<SessionId> {
+        let frame = binary_frame(message);
+        let closed: Vec<SessionId> = self
+            .map
+            .iter()
+            .filter(|(_, sub)| sub.outbound.offer_frame(frame.clone()) == Err(QueueError::Closed))
+            .map(|(&session, _)| session)
+            .collect();
+        for session in &closed {
+            self.map.remove(session);
+        }
+        closed
+    }
+
+    /// Offers presence messages to one subscriber, as [`Subscribers::broadcast_lossy`] does.
+    pub fn offer_to(&self, session: SessionId, messages: &[bytes::Bytes]) {
+        if let Some(sub) = self.map.get(&session) {
+            for message in messages {
+                let _ = sub.outbound.offer_frame(binary_frame(message));
+            }
+        }
     }
 
     /// Sends one message to one subscriber; returns it if it was dropped.

@@ -97,6 +97,7 @@ pub async fn connect(
                 auth: state.auth.clone(),
                 max_message_size: settings.max_message_size,
                 rate: RateLimiter::new(settings.message_rate, settings.message_burst),
+                max_presence_state: settings.max_presence_state_size,
                 metrics: state.metrics.clone(),
                 client_ip: ip,
             }))

@@ -52,6 +52,13 @@ pub enum FrameError {
     /// Undecodable, truncated, or unacceptable content (close 1007).
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// The frame holds more messages (or presence bytes) than the sender's rate allows now
+    /// (close 1008).
+    #[error("message rate limit exceeded")]
+    RateLimited,
+    /// A presence state longer than the limit (close 1009).
+    #[error("presence state too large: at most {0} bytes")]
+    PresenceTooLarge(usize),
 }
 
 impl From<Invalid> for FrameError {
@@ -66,24 +73,72 @@ impl From<yrs::encoding::read::Error> for FrameError {
     }
 }
 
+/// Presence bytes that cost one rate token beyond the message's own: presence is relayed to
+/// every subscriber, so a sender pays for its size, not only for the message.
+pub const PRESENCE_BYTES_PER_TOKEN: usize = 1024;
+
+/// What one frame may carry, decided by the connection before decoding it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRules {
+    /// Rate tokens the frame may cost: one per message, and one per
+    /// [`PRESENCE_BYTES_PER_TOKEN`] of presence. Decoding stops as soon as it is exceeded.
+    pub budget: u64,
+    /// Longest presence state (its JSON) a client may set.
+    pub max_presence_state: usize,
+}
+
+impl FrameRules {
+    /// No limits: for frames the server itself made.
+    pub const UNLIMITED: FrameRules = FrameRules {
+        budget: u64::MAX,
+        max_presence_state: usize::MAX,
+    };
+}
+
+/// The messages of one frame, and the rate tokens they cost.
+#[derive(Debug)]
+pub struct Decoded {
+    pub messages: Vec<ClientMessage>,
+    pub cost: u64,
+}
+
 /// Decodes every message in a binary frame. All or nothing: one bad message refuses the frame.
 pub fn decode_frame(frame: &Bytes) -> Result<Vec<ClientMessage>, FrameError> {
+    decode_frame_within(frame, &FrameRules::UNLIMITED).map(|decoded| decoded.messages)
+}
+
+/// Decodes every message in a binary frame from a client, within `rules`: a frame that would
+/// cost more than its budget is refused before the rest of it is decoded, so the work spent on
+/// it is bounded by what the client may send.
+pub fn decode_frame_within(frame: &Bytes, rules: &FrameRules) -> Result<Decoded, FrameError> {
     let mut cursor = Cursor::new(frame);
     let mut messages = Vec::with_capacity(1);
+    let mut cost: u64 = 0;
     if !cursor.has_content() {
         return Err(FrameError::Malformed("empty frame".into()));
     }
     while cursor.has_content() {
+        cost += 1;
+        if cost > rules.budget {
+            return Err(FrameError::RateLimited);
+        }
         let start = cursor.next;
         let tag: u64 = cursor.read_var()?;
         let message = match tag {
             t if t == u64::from(MSG_SYNC) => decode_sync(&mut cursor, frame, start)?,
             t if t == u64::from(MSG_AWARENESS) => {
                 let payload = cursor.read_buf()?;
+                cost = cost.saturating_add((payload.len() / PRESENCE_BYTES_PER_TOKEN) as u64);
+                if cost > rules.budget {
+                    return Err(FrameError::RateLimited);
+                }
                 let entries = validate::parse_awareness_v1(payload)?;
-                // Every peer parses these states as JSON: relaying one that does not parse
-                // would break the stock clients of everybody else in the document.
                 for entry in &entries {
+                    if entry.json.len() > rules.max_presence_state {
+                        return Err(FrameError::PresenceTooLarge(rules.max_presence_state));
+                    }
+                    // Every peer parses these states as JSON: relaying one that does not parse
+                    // would break the stock clients of everybody else in the document.
                     if serde_json::from_str::<serde::de::IgnoredAny>(&entry.json).is_err() {
                         return Err(FrameError::Malformed(format!(
                             "awareness state of client {} is not JSON",
@@ -106,7 +161,7 @@ pub fn decode_frame(frame: &Bytes) -> Result<Vec<ClientMessage>, FrameError> {
         };
         messages.push(message);
     }
-    Ok(messages)
+    Ok(Decoded { messages, cost })
 }
 
 fn decode_sync(
@@ -291,6 +346,64 @@ mod tests {
                 "{bad:.20} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn a_frame_costs_a_token_per_message_and_stops_decoding_past_its_budget() {
+        let step1 = encode_sync_step1(&StateVector::default());
+        let many: Vec<u8> = step1
+            .iter()
+            .copied()
+            .cycle()
+            .take(step1.len() * 50)
+            .collect();
+        let many = Bytes::from(many);
+        let rules = |budget| FrameRules {
+            budget,
+            max_presence_state: 1024,
+        };
+        let decoded = decode_frame_within(&many, &rules(50)).expect("within budget");
+        assert_eq!((decoded.messages.len(), decoded.cost), (50, 50));
+        assert_eq!(
+            decode_frame_within(&many, &rules(49)).err(),
+            Some(FrameError::RateLimited)
+        );
+    }
+
+    #[test]
+    fn presence_costs_by_its_size_and_a_state_has_a_longest_length() {
+        let frame = |json: &str| {
+            let mut payload = Vec::new();
+            payload.write_var(1u32);
+            payload.write_var(7u64);
+            payload.write_var(1u32);
+            payload.write_string(json);
+            encode_awareness(&payload)
+        };
+        let big = format!(
+            r#"{{"pad":"{}"}}"#,
+            "x".repeat(10 * PRESENCE_BYTES_PER_TOKEN)
+        );
+        let rules = |budget, max_presence_state| FrameRules {
+            budget,
+            max_presence_state,
+        };
+        let decoded = decode_frame_within(&frame(&big), &rules(100, 1 << 20)).expect("fits");
+        assert_eq!(decoded.cost, 11);
+        assert_eq!(
+            decode_frame_within(&frame(&big), &rules(10, 1 << 20)).err(),
+            Some(FrameError::RateLimited)
+        );
+        assert_eq!(
+            decode_frame_within(&frame(&big), &rules(100, 4096)).err(),
+            Some(FrameError::PresenceTooLarge(4096))
+        );
+        assert_eq!(
+            decode_frame_within(&frame("{}"), &rules(1, 4096))
+                .expect("small")
+                .cost,
+            1
+        );
     }
 
     #[test]

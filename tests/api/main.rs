@@ -10,6 +10,7 @@ mod faults;
 mod fuzz_regressions;
 mod handshake;
 mod helpers;
+mod hostile;
 mod interop;
 mod lifecycle;
 mod limits;

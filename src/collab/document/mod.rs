@@ -32,6 +32,7 @@ use super::messages::{
     Disconnect, DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown,
     Subscribe, Unloaded, Unsubscribe,
 };
+use super::outbound::binary_frame;
 use super::persist::PersistHandle;
 use super::registry::Registry;
 use super::subscribers::{Subscriber, Subscribers};
@@ -64,6 +65,9 @@ const OUTAGE_CHECK: Duration = Duration::from_millis(250);
 const EMPTY_UPDATE: &[u8] = &[0, 0];
 /// Most update bytes merged into one relayed frame.
 const MAX_MERGED_BYTES: usize = 256 * 1024;
+/// Most presence bytes in one frame of a newcomer's greeting or an awareness answer: each is
+/// offered to the client's queue on its own.
+const PRESENCE_FRAME_BYTES: usize = 64 * 1024;
 
 /// Settings a document actor needs.
 #[derive(Debug, Clone)]
@@ -79,6 +83,8 @@ pub struct DocSettings {
     pub auto_version_retention: u32,
     /// Largest stored size (snapshot plus log) an update may grow the document to.
     pub max_document_size: usize,
+    /// Live presence states one connection may hold.
+    pub max_presence_states: usize,
 }
 
 /// Something to send once the updates before it are durable.
@@ -131,6 +137,14 @@ pub fn build_doc(stored: &StoredDoc) -> Result<Doc, yrs::encoding::read::Error> 
         }
     }
     Ok(doc)
+}
+
+/// Whether state vector `sv` has every clock of `answered`: a peer at `sv` lacks nothing that a
+/// peer at `answered` has.
+fn covers(sv: &StateVector, answered: &StateVector) -> bool {
+    answered
+        .iter()
+        .all(|(client, clock)| sv.get(client) >= *clock)
 }
 
 /// Whether a log of `log_rows` rows and `log_bytes` bytes should be folded into a snapshot of
@@ -277,8 +291,35 @@ impl DocumentActor {
         self.idle_generation += 1;
         let cleared = self.presence.remove_owner(session);
         if let Some(frame) = self.presence.encode(&cleared) {
-            self.broadcast(&frame);
+            self.broadcast_presence(&frame);
         }
+    }
+
+    /// Offers a presence message to every subscriber (see [`Subscribers::broadcast_lossy`]).
+    fn broadcast_presence(&mut self, message: &Bytes) {
+        for closed in self.subscribers.broadcast_lossy(message) {
+            self.forget(closed);
+        }
+    }
+
+    /// The answer to a subscriber's SyncStep1. The first is what its state vector lacks. From
+    /// then on the subscriber is sent every update, so a later request whose state vector
+    /// covers the one answered is answered with an empty update, at no cost; one that claims
+    /// less than that (no stock client does) gets the whole document once, and every later
+    /// request is then covered. So however many requests a client sends, at most two answers
+    /// encode the document, and answers waiting for durability hold at most that per connection.
+    fn answer_sync_step1(&mut self, session: SessionId, sv: StateVector) -> Option<Bytes> {
+        let sub = self.subscribers.get_mut(session)?;
+        let against = match &sub.synced {
+            None => sv,
+            Some(answered) if covers(&sv, answered) => {
+                return Some(encode_sync_step2(EMPTY_UPDATE));
+            }
+            Some(_) => StateVector::default(),
+        };
+        let diff = self.doc.transact().encode_state_as_update_v1(&against);
+        sub.synced = Some(against);
+        Some(encode_sync_step2(&diff))
     }
 
     /// Sends now if everything before is durable, or queues behind the pending updates. While
@@ -417,20 +458,33 @@ impl DocumentActor {
     ) -> Result<(), ()> {
         match message {
             ClientMessage::SyncStep1(sv) => {
-                let diff = self.doc.transact().encode_state_as_update_v1(&sv);
-                self.deliver(Delivery::To(session, encode_sync_step2(&diff)));
+                if let Some(answer) = self.answer_sync_step1(session, sv) {
+                    self.deliver(Delivery::To(session, answer));
+                }
             }
             ClientMessage::Update(update) => return self.apply_update(session, update, ctx),
             ClientMessage::Awareness(entries) => {
-                let changed = self.presence.apply(session, entries, Instant::now());
-                if let Some(frame) = self.presence.encode(&changed) {
-                    self.broadcast(&frame);
+                let cap = self.settings.max_presence_states;
+                match self.presence.apply(session, entries, Instant::now(), cap) {
+                    Ok(changed) => {
+                        if let Some(frame) = self.presence.encode(&changed) {
+                            self.broadcast_presence(&frame);
+                        }
+                    }
+                    Err(refused) => {
+                        if let Some(sub) = self.subscribers.get(session) {
+                            let client_ip = sub.client_ip.map(tracing::field::display);
+                            tracing::info!(parent: &self.span, session, client_ip, %refused, "refused presence");
+                            sub.outbound.close(CloseCode::Policy, refused.to_string());
+                        }
+                        self.remove_subscriber(session);
+                        return Err(());
+                    }
                 }
             }
             ClientMessage::AwarenessQuery => {
-                if let Some(frame) = self.presence.encode_all() {
-                    self.send_to(session, frame);
-                }
+                let frames = self.presence.encode_all_chunked(PRESENCE_FRAME_BYTES);
+                self.subscribers.offer_to(session, &frames);
             }
             ClientMessage::Auth => {}
         }
@@ -729,7 +783,7 @@ impl Actor for DocumentActor {
         ctx.run_interval(sweep, move |act, _| {
             let expired = act.presence.expire(Instant::now(), timeout);
             if let Some(frame) = act.presence.encode(&expired) {
-                act.broadcast(&frame);
+                act.broadcast_presence(&frame);
             }
         });
         // One timer per document keeps every connection to it alive, not one per connection.
@@ -755,10 +809,10 @@ impl Handler<Subscribe> for DocumentActor {
             return Err(Gone);
         }
         let step1 = encode_sync_step1(&self.doc.transact().state_vector());
-        // A fresh queue has room for these two frames, so neither send can fail for space.
+        // A fresh queue has room for this frame, so the send cannot fail for space.
         let _ = msg.outbound.send_message(&step1);
-        if let Some(presence) = self.presence.encode_all() {
-            let _ = msg.outbound.send_message(&presence);
+        for presence in self.presence.encode_all_chunked(PRESENCE_FRAME_BYTES) {
+            let _ = msg.outbound.offer_frame(binary_frame(&presence));
         }
         self.subscribers.insert(
             msg.session,
@@ -768,6 +822,7 @@ impl Handler<Subscribe> for DocumentActor {
                 user: msg.user,
                 client_ip: msg.client_ip,
                 told_read_only: false,
+                synced: None,
             },
         );
         self.idle_generation += 1;
@@ -914,6 +969,7 @@ mod tests {
             auto_version_after: Duration::ZERO,
             auto_version_retention: 1,
             max_document_size: usize::MAX,
+            max_presence_states: 4,
         }
     }
 

@@ -1,0 +1,239 @@
+//! One hostile client beside honest ones: frames packed with messages, and presence used to
+//! flood or bloat. Each test has the hostile socket do what an attacker did to a server, and
+//! checks that it costs only what the client may spend and that everyone else is unharmed.
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, StateVector, Text, Transact};
+
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name};
+
+/// A document holding `len` characters of text.
+async fn doc_with_text(app: &TestApp, len: usize) -> String {
+    let name = doc_name("hostile");
+    let response = reqwest::Client::new()
+        .post(app.url("/api/docs"))
+        .json(&json!({ "id": name, "text": "x".repeat(len) }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    name
+}
+
+/// Reads until `answers` SyncStep2 messages came; returns the bytes of those answers.
+async fn sync_answer_bytes(client: &mut YClient, answers: usize) -> usize {
+    let (mut seen, mut bytes) = (0, 0);
+    tokio::time::timeout(WAIT, async {
+        while seen < answers {
+            match client.ws.next().await {
+                Some(Ok(WsMessage::Binary(frame))) => {
+                    if let Ok(Message::Sync(SyncMessage::SyncStep2(_))) = Message::decode_v1(&frame)
+                    {
+                        seen += 1;
+                        bytes += frame.len();
+                    }
+                }
+                Some(Ok(WsMessage::Close(frame))) => panic!("closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => panic!("socket error: {error}"),
+                None => panic!("socket ended"),
+            }
+        }
+    })
+    .await
+    .expect("every answer in time");
+    bytes
+}
+
+async fn text_of(app: &TestApp, doc: &str) -> String {
+    reqwest::Client::new()
+        .get(app.url(&format!("/api/docs/{doc}/content?format=text")))
+        .send()
+        .await
+        .expect("content")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[actix_web::test]
+async fn a_frame_packed_with_sync_requests_costs_each_and_is_answered_at_the_cost_of_one() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let size = 50_000;
+    let doc = doc_with_text(&app, size).await;
+    let step1 = Message::Sync(SyncMessage::SyncStep1(StateVector::default())).encode_v1();
+
+    // More requests in one frame than the burst allows: refused before any is answered.
+    let mut flood = YClient::open(&app.ws_base(), &doc, Doc::new()).await;
+    flood.send_raw(step1.repeat(20_000)).await;
+    let (code, reason) = flood.expect_close().await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("rate"), "{reason}");
+
+    // Within the burst: every request is answered, but the document is encoded at most twice:
+    // for the first request, and once more for the first one that claims less than that.
+    let requests = 900;
+    let mut claims = StateVector::default();
+    claims.set_max(yrs::ClientID::new(123_456), 1);
+    let mut frame = Message::Sync(SyncMessage::SyncStep1(claims)).encode_v1();
+    frame.extend(step1.repeat(requests - 1));
+    let mut packed = YClient::open(&app.ws_base(), &doc, Doc::new()).await;
+    packed.send_raw(frame).await;
+    let bytes = sync_answer_bytes(&mut packed, requests).await;
+    assert!(
+        bytes < 2 * size + requests * 16,
+        "{requests} answers took {bytes} bytes for a document of {size}"
+    );
+    // Later requests are answered with nothing more to send.
+    packed.send_raw(step1.repeat(3)).await;
+    let again = sync_answer_bytes(&mut packed, 3).await;
+    assert!(again < 64, "{again} bytes");
+
+    // An honest client on the same document is served as ever.
+    let honest = app.connect(&doc).await;
+    assert_eq!(honest.text().len(), size);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn updates_packed_in_one_frame_count_one_by_one_against_the_rate() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.message_rate = 100;
+    settings.message_burst = 500;
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("packed-updates");
+    app.create_doc(&doc).await;
+
+    // 2,000 one-character edits, each its own Update message, all in one frame.
+    let source = Doc::new();
+    let text = source.get_or_insert_text("content");
+    let mut frame = Vec::new();
+    for _ in 0..2_000 {
+        let mut txn = source.transact_mut();
+        text.push(&mut txn, "a");
+        let update = txn.encode_update_v1();
+        frame.extend(Message::Sync(SyncMessage::Update(update)).encode_v1());
+    }
+    let mut hostile = YClient::open(&app.ws_base(), &doc, Doc::new()).await;
+    hostile.send_raw(frame).await;
+    let (code, reason) = hostile.expect_close().await;
+    assert_eq!(code, 1008, "{reason}");
+    // Refused whole: none of them reached the document.
+    assert_eq!(text_of(&app, &doc).await, "");
+
+    // The same edits one frame each, within the burst, are all applied.
+    let mut honest = app.connect(&doc).await;
+    for _ in 0..20 {
+        honest.append("b").await;
+    }
+    honest.recv_echo().await;
+    assert_eq!(text_of(&app, &doc).await, "b".repeat(20));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_connection_may_hold_only_a_few_presence_states_each_of_bounded_size() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("presence-cap");
+    let mut observer = app.connect(&doc).await;
+
+    // Five client ids from one socket: one more than the default cap of four.
+    let mut hostile = app.connect(&doc).await;
+    let mut frame = Vec::new();
+    for client in 1..=5u64 {
+        frame.extend(awareness_frame(client, 1, r#"{"user":{"name":"sybil"}}"#));
+    }
+    hostile.send_raw(frame).await;
+    let (code, reason) = hostile.expect_close().await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("presence states"), "{reason}");
+
+    // A state longer than the limit.
+    let mut bloated = app.connect(&doc).await;
+    let state = format!(r#"{{"pad":"{}"}}"#, "x".repeat(20 * 1024));
+    bloated.set_awareness(&state).await;
+    let (code, reason) = bloated.expect_close().await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("presence state too large"), "{reason}");
+
+    // The observer hears its own state back and none of the refused ones, and a late joiner's
+    // greeting holds the observer's state alone.
+    observer
+        .set_awareness(r#"{"user":{"name":"honest"}}"#)
+        .await;
+    let me = observer.client_id();
+    observer.recv_until(|c| c.awareness.contains_key(&me)).await;
+    assert_eq!(observer.awareness.len(), 1, "{:?}", observer.awareness);
+    let mut late = app.connect(&doc).await;
+    late.recv_until(|c| c.awareness.contains_key(&me)).await;
+    assert_eq!(late.awareness.len(), 1, "{:?}", late.awareness);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_presence_flood_never_gets_honest_readers_closed_as_slow() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    // Limits opened wide, so that only the relay itself stands between the flood and the
+    // readers: a small send queue, large states, many of them, no rate limit.
+    settings.outbound_queue_bytes = 128 * 1024;
+    settings.max_presence_state_size = 64 * 1024;
+    settings.max_presence_states = 1_000;
+    settings.message_rate = 0;
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("presence-flood");
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        readers.push(app.connect(&doc).await);
+    }
+    let mut writer = app.connect(&doc).await;
+
+    // 300 states of 60 KB, in two frames, while the readers read nothing.
+    let mut hostile = app.connect(&doc).await;
+    let state = format!(r#"{{"pad":"{}"}}"#, "x".repeat(60_000));
+    for batch in 0..2u64 {
+        let mut frame = Vec::new();
+        for client in 0..150u64 {
+            frame.extend(awareness_frame(10_000 + batch * 150 + client, 1, &state));
+        }
+        hostile.send_raw(frame).await;
+    }
+    // The hostile client hears its own states back: the flood went through the document.
+    hostile
+        .recv_until(|c| c.awareness.keys().filter(|&&id| id >= 10_000).count() > 0)
+        .await;
+
+    // Every reader is still connected and gets the next edit.
+    writer.append("still here").await;
+    writer.recv_echo().await;
+    for reader in &mut readers {
+        reader.wait_for_text("still here").await;
+    }
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tandem_presence_drops_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the presence drop counter");
+    assert!(dropped > 0.0, "no presence frame was dropped");
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("tandem_outbound_drops_total ") && !l.ends_with(" 0")),
+        "a client was closed as slow"
+    );
+    app.stop().await;
+}
