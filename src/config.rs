@@ -181,6 +181,17 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_MAX_PRESENCE_STATE_SIZE", default_value_t = 16 * 1024)]
     pub max_presence_state_size: usize,
 
+    /// Longest one update may take to apply, and what one connection's updates may take per
+    /// 10 s. An update past it is stopped (the part applied is kept) and its sender closed with
+    /// 1008; over HTTP it is answered 400.
+    #[arg(long, env = "TANDEM_UPDATE_COST_BUDGET", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub update_cost_budget: Duration,
+
+    /// How long shutdown waits for the documents to flush and compact, and then for the last
+    /// writes; a document not done by then is skipped and named in the log.
+    #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Log line format.
     #[arg(long, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

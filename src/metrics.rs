@@ -18,6 +18,7 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// Documents loaded now (set when rendered).
     pub documents_loaded: IntGauge,
+    pub updates_applying: IntGauge,
     pub document_load_seconds: Histogram,
     pub document_load_failures: IntCounter,
     /// Document changes applied (from clients and from the API).
@@ -87,6 +88,10 @@ impl Metrics {
             connections_total: counter("connections_total", "WebSocket connections accepted"),
             connections_closed,
             documents_loaded: gauge("documents_loaded", "Documents loaded in memory now"),
+            updates_applying: gauge(
+                "updates_applying_off_thread",
+                "Costly updates being applied on a blocking thread now",
+            ),
             document_load_seconds: histogram(
                 "document_load_seconds",
                 "Time to load a document from the store and rebuild it",

@@ -36,8 +36,6 @@ use crate::webhooks::Webhooks;
 
 /// How long open HTTP connections get to finish once documents are flushed.
 const HTTP_SHUTDOWN_TIMEOUT: u64 = 5;
-/// Upper bound on flushing and compacting every document at shutdown.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What every handler shares.
 pub struct AppState {
@@ -149,6 +147,7 @@ impl Application {
                 auto_version_retention: settings.auto_version_retention,
                 max_document_size: settings.max_document_size,
                 max_presence_states: settings.max_presence_states,
+                update_cost_budget: settings.update_cost_budget,
             },
             metrics.clone(),
         )
@@ -386,11 +385,28 @@ async fn stop(
 ) {
     state.shutting_down.store(true, Ordering::Relaxed);
     handle.pause().await;
-    match tokio::time::timeout(FLUSH_TIMEOUT, state.registry.send(ShutdownAll)).await {
-        Ok(Ok(())) => tracing::info!("all documents flushed"),
-        Ok(Err(error)) => tracing::error!(%error, "registry unavailable at shutdown"),
-        Err(_) => tracing::error!("flushing documents timed out; some updates may be unsaved"),
-    }
+    // How long each document gets to flush and compact (they do it together), and then the
+    // last writes: a document not done by then is skipped and named in the log.
+    let deadline = state.settings.shutdown_timeout;
+    let shutdown = ShutdownAll { deadline };
+    // The registry answers within the deadline (twice: each document's, then the last writes').
+    let skipped = match state.registry.send(shutdown).await {
+        Ok(skipped) if skipped.is_empty() => {
+            tracing::info!("all documents flushed");
+            0
+        }
+        Ok(skipped) => {
+            tracing::error!(
+                skipped = skipped.len(),
+                "some documents were not flushed in time (each is named above)"
+            );
+            skipped.len()
+        }
+        Err(error) => {
+            tracing::error!(%error, "registry unavailable at shutdown");
+            1
+        }
+    };
     // Every session was sent its close frame: give the sockets time to write it.
     let closing = state.sockets.count();
     if tokio::time::timeout(
@@ -408,9 +424,15 @@ async fn stop(
     }
     handle.stop(true).await;
     // With the registry and its documents stopped, this was the last handle: the writer drains
-    // whatever is left and ends.
+    // whatever is left and ends. A skipped document still holds one, so then the writer is only
+    // given a moment for what the barrier above left.
     drop(persist);
-    if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
+    let writer_deadline = if skipped == 0 {
+        deadline
+    } else {
+        Duration::from_secs(HTTP_SHUTDOWN_TIMEOUT)
+    };
+    if tokio::time::timeout(writer_deadline, writer).await.is_err() && skipped == 0 {
         tracing::error!("the persistence writer did not finish in time");
     }
 }

@@ -383,7 +383,7 @@ pub fn text_edit(data: &[u8]) -> TextOutcome {
     let expected = model(&before, &ops);
     let result = text_ops::apply(&doc, &root, &ops);
     let after = root.get_string(&doc.transact());
-    let Ok(update) = result else {
+    let Ok(updates) = result else {
         assert_eq!(after, before, "a refused batch changed the text");
         assert_eq!(
             expected, None,
@@ -401,21 +401,28 @@ pub fn text_edit(data: &[u8]) -> TextOutcome {
         Ok(after.as_str()),
         "to_text disagrees with the root"
     );
-    if update.as_slice() != EMPTY_UPDATE {
-        let incoming = decode_update(Bytes::from(update.clone()))
-            .expect("the server's own update passes its validator");
-        // A client holding the base document receives the relay.
+    if !updates.is_empty() {
+        // A client holding the base document receives the relays, in order.
         let client = text_doc();
-        client
-            .transact_mut()
-            .apply_update(incoming.update)
-            .expect("the relayed update applies");
+        for update in &updates {
+            assert_ne!(
+                update.as_slice(),
+                EMPTY_UPDATE,
+                "an empty update is not relayed"
+            );
+            let incoming = decode_update(Bytes::from(update.clone()))
+                .expect("the server's own update passes its validator");
+            client
+                .transact_mut()
+                .apply_update(incoming.update)
+                .expect("the relayed update applies");
+        }
         assert_eq!(
             content::to_text(&client, &key).as_deref(),
             Ok(after.as_str())
         );
-        // A reload from the store: base snapshot plus the logged update.
-        let reloaded = build_doc(&stored(vec![update])).expect("stored updates decode");
+        // A reload from the store: base snapshot plus the logged updates.
+        let reloaded = build_doc(&stored(updates)).expect("stored updates decode");
         assert_eq!(
             content::to_text(&reloaded, &key).as_deref(),
             Ok(after.as_str()),

@@ -223,6 +223,9 @@ pub struct Shutdown;
 
 /// Application → Registry: refuse new joins and shut every document down; answers once all are
 /// flushed and compacted.
+/// Answers the documents that did not finish within `deadline`, which shutdown skips.
 #[derive(Message)]
-#[rtype(result = "()")]
-pub struct ShutdownAll;
+#[rtype(result = "Vec<DocId>")]
+pub struct ShutdownAll {
+    pub deadline: std::time::Duration,
+}

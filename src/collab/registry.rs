@@ -214,16 +214,17 @@ impl Handler<Unloaded> for Registry {
 }
 
 impl Handler<ShutdownAll> for Registry {
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, Vec<DocId>>;
 
-    /// Refuses new joins, then shuts every loaded document down and waits for them all.
-    fn handle(&mut self, _: ShutdownAll, _: &mut Context<Self>) -> Self::Result {
+    /// Refuses new joins, then shuts every loaded document down and waits for each until the
+    /// deadline; answers (and logs, with why) those that did not finish by then.
+    fn handle(&mut self, msg: ShutdownAll, _: &mut Context<Self>) -> Self::Result {
         self.shutting_down = true;
-        let docs: Vec<Addr<DocumentActor>> = self
+        let docs: Vec<(DocId, Addr<DocumentActor>)> = self
             .docs
             .drain()
-            .filter_map(|(_, entry)| match entry {
-                Entry::Loaded(addr) => Some(addr),
+            .filter_map(|(id, entry)| match entry {
+                Entry::Loaded(addr) => Some((id, addr)),
                 Entry::Loading(waiters) | Entry::Deleting(waiters) => {
                     for waiter in waiters {
                         let _ = waiter.send(Err(JoinError::ShuttingDown));
@@ -237,15 +238,45 @@ impl Handler<ShutdownAll> for Registry {
             "flushing and compacting loaded documents"
         );
         let persist = self.persist.clone();
+        let deadline = msg.deadline;
         Box::pin(
             async move {
-                futures_util::future::join_all(docs.iter().map(|addr| addr.send(Shutdown))).await;
+                let finished = futures_util::future::join_all(docs.into_iter().map(
+                    |(id, addr)| async move {
+                        let done = tokio::time::timeout(deadline, addr.send(Shutdown)).await;
+                        (id, done.is_ok())
+                    },
+                ))
+                .await;
+                let skipped: Vec<DocId> = finished
+                    .into_iter()
+                    .filter(|(_, done)| !done)
+                    .map(|(id, _)| id)
+                    .collect();
+                let store_failing = persist.health().is_failing();
+                for doc in &skipped {
+                    // A document is late because its flush waits for the store, or because it
+                    // is still busy with what it was sent (an update costs at most the update
+                    // budget, but many may be queued).
+                    let why = if store_failing {
+                        "the store is failing: its flush did not commit"
+                    } else {
+                        "it was still busy applying updates"
+                    };
+                    tracing::warn!(doc = %doc, deadline_s = deadline.as_secs(), why, "skipped at shutdown: not flushed or compacted in time; what it acknowledged as stored is stored");
+                }
                 // Documents that stopped on their own may still have writes queued.
-                let _ = persist.barrier().await;
+                if tokio::time::timeout(deadline, persist.barrier()).await.is_err() {
+                    tracing::warn!("the last writes did not commit before the shutdown deadline");
+                }
+                skipped
             }
             .into_actor(self)
             // Stopping drops the registry's writer handle, which lets the writer finish.
-            .map(|(), _, ctx| ctx.stop()),
+            .map(|skipped, _, ctx| {
+                ctx.stop();
+                skipped
+            }),
         )
     }
 }

@@ -29,6 +29,8 @@ pub struct Subscriber {
     /// The state vector the connection's last sync answer was computed against, once it was
     /// answered: from then on it is sent every update, so it has everything past this.
     pub synced: Option<yrs::StateVector>,
+    /// Time its updates may still take to apply.
+    pub cost: super::document::CostBudget,
 }
 
 /// The subscribers of one document.

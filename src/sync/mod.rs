@@ -54,6 +54,50 @@ pub fn apply_update(doc: &yrs::Doc, update: yrs::Update, raw: &[u8]) -> Result<(
     }
 }
 
+/// How far [`apply_update_within`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// All of it.
+    Whole,
+    /// Its deadline passed: only these parts (each a v1 update of its own, applied in this
+    /// order) were applied, and none of its deletions.
+    Stopped(Vec<Vec<u8>>),
+}
+
+/// Applies `update`, decoded from `raw`, to `doc` in parts of at most `max_structs` structs, a
+/// transaction each, and stops between two parts once `deadline` has passed. yrs cannot be
+/// interrupted inside a transaction, and some updates cost far more than their size suggests
+/// (an item placed between origins that thousands of items separate is compared with each of
+/// them), so parts keep the overshoot to what one part costs. What was applied when it stopped
+/// is consistent on its own: each part is a valid update, applied after what it refers to.
+pub fn apply_update_within(
+    doc: &yrs::Doc,
+    update: yrs::Update,
+    raw: &[u8],
+    max_structs: usize,
+    deadline: std::time::Instant,
+) -> Result<Applied, ApplyError> {
+    use yrs::Transact;
+    use yrs::updates::decoder::Decode;
+    let Ok((split, _)) = validate::split_into_parts(raw, max_structs, MAX_PART_BYTES) else {
+        doc.transact_mut().apply_update(update)?;
+        return Ok(Applied::Whole);
+    };
+    let mut applied = Vec::new();
+    for i in part_order(&split.parts) {
+        if std::time::Instant::now() >= deadline {
+            return Ok(Applied::Stopped(applied));
+        }
+        let bytes = &split.parts[i].update;
+        doc.transact_mut()
+            .apply_update(yrs::Update::decode_v1(bytes)?)?;
+        applied.push(bytes.clone());
+    }
+    let deletes = yrs::Update::decode_v1(&split.delete_set)?;
+    doc.transact_mut().apply_update(deletes)?;
+    Ok(Applied::Whole)
+}
+
 /// The order to apply parts in: each after the earlier run of its client and after the parts
 /// holding the structs it refers to, otherwise in the update's order (Kahn's algorithm; where
 /// references go round in a cycle, the earliest part left goes next). A part applied before

@@ -416,11 +416,7 @@ mod tests {
         let frames = p.encode_all_chunked(3000);
         assert!(frames.len() >= 4, "{} frames", frames.len());
         assert!(frames.iter().all(|f| f.len() <= 3000 + 16));
-        let mut seen: Vec<u64> = frames
-            .iter()
-            .flat_map(decode)
-            .map(|e| e.client)
-            .collect();
+        let mut seen: Vec<u64> = frames.iter().flat_map(decode).map(|e| e.client).collect();
         seen.sort();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         assert!(Presence::default().encode_all_chunked(3000).is_empty());

@@ -41,6 +41,8 @@ pub struct IncomingUpdate {
     /// The frame to relay to subscribers: an Update message carrying `raw`. When the client sent
     /// an Update message this is a slice of its own frame, so relaying copies nothing.
     pub relay: Bytes,
+    /// How many structs it holds: what the cost of applying it grows with.
+    pub structs: usize,
 }
 
 /// Why a frame was refused, and so how the connection is closed.
@@ -184,10 +186,15 @@ fn decode_sync(
             Ok(ClientMessage::SyncStep1(decode_state_vector(payload)?))
         }
         k if k == u64::from(MSG_SYNC_UPDATE) => {
-            let update = checked_update(payload)?;
+            let (update, structs) = checked_update(payload)?;
             let raw = frame.slice(payload_start..end);
             let relay = frame.slice(start..end);
-            Ok(ClientMessage::Update(IncomingUpdate { update, raw, relay }))
+            Ok(ClientMessage::Update(IncomingUpdate {
+                update,
+                raw,
+                relay,
+                structs,
+            }))
         }
         k if k == u64::from(MSG_SYNC_STEP_2) => Ok(ClientMessage::Update(decode_update(
             frame.slice(payload_start..end),
@@ -200,14 +207,19 @@ fn decode_sync(
 
 /// Checks and decodes a raw v1 update (from a SyncStep2, or from the HTTP API).
 pub fn decode_update(raw: Bytes) -> Result<IncomingUpdate, FrameError> {
-    let update = checked_update(&raw)?;
+    let (update, structs) = checked_update(&raw)?;
     let relay = encode_update(&raw);
-    Ok(IncomingUpdate { update, raw, relay })
+    Ok(IncomingUpdate {
+        update,
+        raw,
+        relay,
+        structs,
+    })
 }
 
-fn checked_update(payload: &[u8]) -> Result<Update, FrameError> {
-    validate::check_update_v1(payload)?;
-    Ok(Update::decode_v1(payload)?)
+fn checked_update(payload: &[u8]) -> Result<(Update, usize), FrameError> {
+    let structs = validate::check_update_v1_counting(payload)?;
+    Ok((Update::decode_v1(payload)?, structs))
 }
 
 /// Checks and decodes a v1 state vector.

@@ -75,7 +75,7 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
 
     let mut updates = Vec::new();
     for (name, kind, value) in plan {
-        let update = match kind {
+        let made = match kind {
             RootKind::Text => {
                 let text = match value {
                     Some(Any::String(s)) => s.to_string(),
@@ -106,7 +106,7 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
                         root.insert(&mut txn, key.as_str(), value.clone());
                     }
                 }
-                txn.encode_update_v1()
+                vec![txn.encode_update_v1()]
             }
             RootKind::Array => {
                 let root = live.get_or_insert_array(name.as_str());
@@ -122,13 +122,14 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
                     }
                     root.insert_range(&mut txn, 0, wanted);
                 }
-                txn.encode_update_v1()
+                vec![txn.encode_update_v1()]
             }
             RootKind::Xml | RootKind::Unreadable => Vec::new(),
         };
-        if !update.is_empty() && update != [0, 0] {
-            updates.push(update);
-        }
+        updates.extend(
+            made.into_iter()
+                .filter(|update| !update.is_empty() && update != &[0, 0]),
+        );
     }
     Ok(updates)
 }

@@ -63,9 +63,11 @@ struct Splice {
     insert: String,
 }
 
-/// Checks `ops` against `text` and turns them into splices, simulating each on a copy.
+/// Checks `ops` against `text` and turns them into splices, simulating each on a copy. The copy
+/// is a rope, so each operation costs about the log of the text's length plus its own size,
+/// and a batch about linear time in its size however long the text is.
 fn plan(text: &str, ops: &[TextOp]) -> Result<Vec<Splice>, TextOpError> {
-    let mut current: Vec<u16> = text.encode_utf16().collect();
+    let mut current = ropey::Rope::from_str(text);
     let mut splices = Vec::with_capacity(ops.len());
     for (op, edit) in ops.iter().enumerate() {
         let splice = match edit {
@@ -79,27 +81,36 @@ fn plan(text: &str, ops: &[TextOp]) -> Result<Vec<Splice>, TextOpError> {
                 delete: *delete,
                 insert: String::new(),
             },
-            TextOp::Replace { replace } => minimal_splice(&current, replace),
+            TextOp::Replace { replace } => {
+                let units: Vec<u16> = current
+                    .chars()
+                    .flat_map(|c| {
+                        let mut buf = [0u16; 2];
+                        c.encode_utf16(&mut buf).to_vec()
+                    })
+                    .collect();
+                minimal_splice(&units, replace)
+            }
         };
-        let start = splice.at as usize;
-        let end = start as u64 + u64::from(splice.delete);
-        if end > current.len() as u64 {
-            return Err(TextOpError::OutOfRange {
-                op,
-                at: end,
-                len: current.len() as u64,
-            });
+        let len = current.len_utf16_cu() as u64;
+        let start = u64::from(splice.at);
+        let end = start + u64::from(splice.delete);
+        if end > len {
+            return Err(TextOpError::OutOfRange { op, at: end, len });
         }
-        let end = end as usize;
-        for boundary in [start, end] {
-            if splits_pair(&current, boundary) {
+        let mut chars = [0usize; 2];
+        for (i, boundary) in [start as usize, end as usize].into_iter().enumerate() {
+            let char_at = current.utf16_cu_to_char(boundary);
+            if current.char_to_utf16_cu(char_at) != boundary {
                 return Err(TextOpError::SplitsCharacter {
                     op,
                     at: boundary as u64,
                 });
             }
+            chars[i] = char_at;
         }
-        current.splice(start..end, splice.insert.encode_utf16());
+        current.remove(chars[0]..chars[1]);
+        current.insert(chars[0], &splice.insert);
         splices.push(splice);
     }
     Ok(splices)
@@ -237,16 +248,33 @@ pub fn holds_values(doc: &Doc, key: &str) -> bool {
     root.is_some_and(|branch| Layout::of(&mut txn, &TextRef::from(branch)).is_err())
 }
 
-/// Applies `ops` to the text root `text` of `doc` in one transaction and returns the resulting
-/// v1 update (empty when nothing changed). `doc` must count offsets in UTF-16.
-pub fn apply(doc: &Doc, text: &TextRef, ops: &[TextOp]) -> Result<Vec<u8>, TextOpError> {
-    let mut txn = doc.transact_mut();
-    let mut layout = Layout::of(&mut txn, text)?;
-    let splices = plan(&layout.text, ops)?;
-    for splice in &splices {
-        layout.apply(&mut txn, text, splice);
+/// Splices applied in one transaction: yrs joins the adjacent items a transaction inserted
+/// when it commits, copying the text joined so far at each step, which is quadratic in what
+/// one transaction joins. Committing every so many splices keeps a long batch linear.
+const SPLICES_PER_TRANSACTION: usize = 256;
+
+/// Applies `ops` to the text root `text` of `doc` and returns the v1 updates it made (none when
+/// nothing changed), one per transaction of at most [`SPLICES_PER_TRANSACTION`] splices. Every
+/// operation is checked before any is applied. `doc` must count offsets in UTF-16.
+pub fn apply(doc: &Doc, text: &TextRef, ops: &[TextOp]) -> Result<Vec<Vec<u8>>, TextOpError> {
+    let (mut layout, splices) = {
+        let mut txn = doc.transact_mut();
+        let layout = Layout::of(&mut txn, text)?;
+        let splices = plan(&layout.text, ops)?;
+        (layout, splices)
+    };
+    let mut updates = Vec::new();
+    for batch in splices.chunks(SPLICES_PER_TRANSACTION) {
+        let mut txn = doc.transact_mut();
+        for splice in batch {
+            layout.apply(&mut txn, text, splice);
+        }
+        let update = txn.encode_update_v1();
+        if update != [0, 0] {
+            updates.push(update);
+        }
     }
-    Ok(txn.encode_update_v1())
+    Ok(updates)
 }
 
 #[cfg(test)]

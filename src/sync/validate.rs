@@ -203,7 +203,14 @@ impl<'a> Reader<'a> {
 /// has its own depth limit, and returns an error on bad syntax). Bytes after the delete set
 /// are ignored, as yrs ignores them.
 pub fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
+    check_update_v1_counting(update).map(|_| ())
+}
+
+/// [`check_update_v1`], answering how many structs the update holds: what its cost to apply
+/// grows with.
+pub fn check_update_v1_counting(update: &[u8]) -> Result<usize, Invalid> {
     let mut r = Reader::new(update);
+    let mut structs = 0usize;
     let clients = r.var_u32()?;
     // Yjs writes each client's structs in one section. yrs merges repeated sections into one
     // run with a gap in it, which its own splitting code does not expect (it panics).
@@ -224,9 +231,11 @@ pub fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
             if clock > MAX_STRUCT_CLOCK {
                 return Err(Invalid::ClockTooLarge);
             }
+            structs += 1;
         }
     }
-    check_delete_set(&mut r)
+    check_delete_set(&mut r)?;
+    Ok(structs)
 }
 
 /// A v1 update split by [`split_update_v1`].
@@ -262,6 +271,17 @@ pub fn split_update_v1(
     max_structs: usize,
     max_bytes: usize,
 ) -> Result<Option<Split>, Invalid> {
+    let (split, cut) = split_into_parts(update, max_structs, max_bytes)?;
+    Ok(cut.then_some(split))
+}
+
+/// [`split_update_v1`], but the split is returned even when no client's structs needed cutting
+/// (each client's run is then one part), with whether any did.
+pub fn split_into_parts(
+    update: &[u8],
+    max_structs: usize,
+    max_bytes: usize,
+) -> Result<(Split, bool), Invalid> {
     use yrs::encoding::write::Write;
     let mut r = Reader::new(update);
     let (mut parts, mut cut) = (Vec::new(), false);
@@ -301,13 +321,10 @@ pub fn split_update_v1(
     }
     let delete_set_at = r.cur.next;
     check_delete_set(&mut r)?;
-    if !cut {
-        return Ok(None);
-    }
     let mut delete_set = Vec::with_capacity(1 + r.cur.next - delete_set_at);
     delete_set.write_var(0u32);
     delete_set.extend_from_slice(&update[delete_set_at..r.cur.next]);
-    return Ok(Some(Split { parts, delete_set }));
+    return Ok((Split { parts, delete_set }, cut));
 
     fn part(
         client: u64,

@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use yrs::sync::{Message, SyncMessage};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
-use yrs::{Doc, StateVector, Text, Transact};
+use yrs::{Doc, ReadTxn, StateVector, Text, Transact};
 
 use crate::helpers::{Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name};
 
@@ -236,4 +236,164 @@ async fn a_presence_flood_never_gets_honest_readers_closed_as_slow() {
         "a client was closed as slow"
     );
     app.stop().await;
+}
+
+/// An update that costs far more than its size: `clients` one-character inserts, each by a
+/// client of its own, all placed between the items "L" and "R" of `base`, which holds `between`
+/// items there already. yrs compares each with every item between its origins.
+fn costly_update(between: usize, clients: u64) -> (Vec<u8>, Vec<u8>) {
+    let author = Doc::with_client_id(1);
+    let text = author.get_or_insert_text("content");
+    text.insert(&mut author.transact_mut(), 0, "L");
+    text.insert(&mut author.transact_mut(), 1, "R");
+    let outline = author
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    // Typed backwards, one transaction each, so none of them joins its neighbour.
+    for _ in 0..between {
+        text.insert(&mut author.transact_mut(), 1, "x");
+    }
+    let base = author
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let inserts: Vec<Vec<u8>> = (0..clients)
+        .map(|i| {
+            let sybil = Doc::with_client_id(1_000 + i);
+            let text = sybil.get_or_insert_text("content");
+            sybil
+                .transact_mut()
+                .apply_update(yrs::Update::decode_v1(&outline).expect("decodes"))
+                .expect("applies");
+            let before = sybil.transact().state_vector();
+            text.insert(&mut sybil.transact_mut(), 1, "y");
+            sybil.transact().encode_state_as_update_v1(&before)
+        })
+        .collect();
+    let attack = yrs::merge_updates_v1(inserts).expect("merges");
+    (base, attack)
+}
+
+#[actix_web::test]
+async fn an_update_that_costs_past_the_budget_is_stopped_and_never_stalls_other_documents() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.update_cost_budget = std::time::Duration::from_secs(2);
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("costly");
+    app.create_doc(&doc).await;
+    let (base, attack) = costly_update(40_000, 2_000);
+    let stored = reqwest::Client::new()
+        .post(app.url(&format!("/api/docs/{doc}/update")))
+        .header("content-type", "application/octet-stream")
+        .body(base)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
+
+    // Documents spread over the server's threads: at least one shares the costly one's.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut others = Vec::new();
+    for i in 0..=threads {
+        others.push(app.connect(&doc_name(&format!("bystander-{i}"))).await);
+    }
+
+    let mut hostile = app.connect(&doc).await;
+    hostile
+        .send(Message::Sync(SyncMessage::Update(attack)))
+        .await;
+    // While it is applied, every other document answers its editor at once, again and again.
+    let started = std::time::Instant::now();
+    let mut rounds = 0;
+    let mut slowest = std::time::Duration::ZERO;
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        for other in &mut others {
+            let asked = std::time::Instant::now();
+            other.append("k").await;
+            tokio::time::timeout(std::time::Duration::from_secs(10), other.recv_echo())
+                .await
+                .expect("echo");
+            slowest = slowest.max(asked.elapsed());
+        }
+        rounds += 1;
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(1_500),
+        "another document waited {slowest:?} for its echo ({rounds} rounds)"
+    );
+    let (code, reason) = hostile.expect_close().await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("too costly"), "{reason}");
+
+    // What was applied before it was stopped is stored and served whole: a reader that joins
+    // now and the stored document agree.
+    let reader = app.connect(&doc).await;
+    let text = reader.text();
+    assert!(text.starts_with('L') && text.ends_with('R'), "{:.20}", text);
+    assert!(text.len() >= 40_002, "{}", text.len());
+    assert_eq!(text_of(&app, &doc).await, text);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn shutdown_while_a_costly_update_is_applied_ends_in_bounded_time() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server = crate::helpers::ServerProcess::start(&db.url, &[]).await;
+    let doc = doc_name("costly-shutdown");
+    let (base, attack) = costly_update(40_000, 2_000);
+    let created = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/api/docs", server.port))
+        .json(&json!({ "id": doc }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let url = format!("http://127.0.0.1:{}/api/docs/{doc}/update", server.port);
+    let stored = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/octet-stream")
+        .body(base)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
+    let mut hostile = YClient::connect(&server.ws_base(), &doc).await;
+    hostile
+        .send(Message::Sync(SyncMessage::Update(attack)))
+        .await;
+    // Shut down while the document is applying it.
+    let metrics = format!("http://127.0.0.1:{}/metrics", server.port);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let text = reqwest::get(&metrics)
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            if text
+                .lines()
+                .any(|l| l == "tandem_updates_applying_off_thread 1")
+            {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the document applies the update");
+    let stopping = std::time::Instant::now();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server
+        .log_line(|e| {
+            e["message"] == "stopped an update past its cost budget; keeping the part applied"
+        })
+        .await;
+    assert_eq!(server.wait().await, Some(0));
+    // The update budget (2 s) and one part, then the flush: far from the minutes it once took.
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(12),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
 }

@@ -224,3 +224,38 @@ async fn updates_made_durable_together_are_relayed_merged_and_not_before() {
     stored_becomes(&db.url, &doc, &expected).await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn shutdown_during_an_outage_ends_in_time_and_names_the_documents_it_skipped() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut server =
+        crate::helpers::ServerProcess::start(&db.url, &[("TANDEM_SHUTDOWN_TIMEOUT", "1s")]).await;
+    let doc = doc_name("skipped");
+    let mut editor = crate::helpers::YClient::connect(&server.ws_base(), &doc).await;
+    editor.append("stored").await;
+    editor.recv_echo().await;
+    let blocker = Blocker::block(&db, Backend::Sqlite).await;
+    editor.append(" held").await;
+    editor.recv_echo().await;
+
+    let stopping = std::time::Instant::now();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let skipped = server
+        .log_line(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("skipped at shutdown"))
+        })
+        .await;
+    let line = skipped.to_string();
+    assert!(line.contains(&doc), "{line}");
+    assert!(line.contains("the store is failing"), "{line}");
+    assert_eq!(server.wait().await, Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(12),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    blocker.unblock().await;
+    assert_eq!(stored_text(&db.url, &doc).await.0, "stored");
+}

@@ -2,8 +2,10 @@
 //! until what it reports or changed is durable.
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 use yrs::{ReadTxn, Transact};
 
+use super::integrate::Work;
 use super::{DEFAULT_TEXT_KEY, DocumentActor, LocalEditError, build_doc};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, EditText, EditTextError, EncodeState, Gone, ReadContent,
@@ -34,11 +36,17 @@ impl Handler<ApplyUpdate> for DocumentActor {
             return Box::pin(async { Err(ApplyUpdateError::Gone) });
         }
         self.touch(ctx);
-        if let Err(error) = self.integrate(msg.update, ctx) {
-            return Box::pin(async move { Err(ApplyUpdateError::Refused(error)) });
-        }
-        let wait = self.when_durable(Vec::new());
-        Box::pin(async move { wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone) })
+        // Behind whatever a client sent before it, as if it had come in the mailbox after it.
+        let (reply, applied) = oneshot::channel();
+        self.backlog.push_back(Work::Api(msg.update, reply));
+        self.drain(ctx);
+        Box::pin(async move {
+            let wait = applied
+                .await
+                .map_err(|_| ApplyUpdateError::Gone)?
+                .map_err(ApplyUpdateError::Refused)?;
+            wait.await.map(|_| ()).map_err(|_| ApplyUpdateError::Gone)
+        })
     }
 }
 
@@ -82,7 +90,7 @@ impl Handler<EditText> for DocumentActor {
         }
         let edit = self.edit_locally(ctx, |doc| {
             let root = doc.get_or_insert_text(msg.key.as_str());
-            text_ops::apply(doc, &root, &msg.ops).map(|update| vec![update])
+            text_ops::apply(doc, &root, &msg.ops)
         });
         let wait = match edit {
             Ok(wait) => wait,

@@ -22,9 +22,12 @@ use yrs::updates::decoder::Decode;
 use yrs::{Doc, OffsetKind, Options, ReadTxn, StateVector, Transact, Update};
 
 mod api;
+mod cost;
 mod history;
+mod integrate;
 mod screen;
 
+pub use self::cost::CostBudget;
 pub use self::screen::{Refused, changes_anything, screen};
 
 use self::history::save_auto_version;
@@ -40,10 +43,7 @@ use crate::domain::DocId;
 use crate::store::{Compaction, Store, StoredDoc};
 use crate::sync::merge_updates;
 use crate::sync::presence::Presence;
-use crate::sync::protocol::{
-    ClientMessage, IncomingUpdate, encode_permission_denied, encode_sync_step1, encode_sync_step2,
-    encode_update,
-};
+use crate::sync::protocol::{ClientMessage, encode_sync_step1, encode_sync_step2, encode_update};
 use crate::webhooks::Webhooks;
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
@@ -85,6 +85,8 @@ pub struct DocSettings {
     pub max_document_size: usize,
     /// Live presence states one connection may hold.
     pub max_presence_states: usize,
+    /// Time one update may take to apply, and one connection's updates per ten seconds.
+    pub update_cost_budget: Duration,
 }
 
 /// Something to send once the updates before it are durable.
@@ -109,6 +111,10 @@ pub enum IntegrateError {
     /// The document failed and is being reloaded.
     #[error("the document failed while applying the update")]
     Failed,
+    /// Applying it took longer than the budget allows (`--update-cost-budget`): it was stopped,
+    /// and the part applied by then is kept. From a connection, its budget is spent.
+    #[error("applying the update cost more than the budget of {0:?}")]
+    TooCostly(Duration),
 }
 
 /// Why a server-side edit was not made.
@@ -208,6 +214,11 @@ pub struct DocumentActor {
     closing: bool,
     /// A timer looks out for a store outage while relays wait for durability.
     outage_watch: bool,
+    /// What is yet to be handled, in the order it came, while an update is being applied off
+    /// the document's thread (see `integrate.rs`).
+    backlog: VecDeque<integrate::Work>,
+    /// An update is being applied off the document's thread: the mailbox waits for it.
+    applying: bool,
 }
 
 /// What every document actor shares with the rest of the server.
@@ -262,6 +273,8 @@ impl DocumentActor {
             idle_generation: 0,
             closing: false,
             outage_watch: false,
+            backlog: VecDeque::new(),
+            applying: false,
         }
     }
 
@@ -462,7 +475,7 @@ impl DocumentActor {
                     self.deliver(Delivery::To(session, answer));
                 }
             }
-            ClientMessage::Update(update) => return self.apply_update(session, update, ctx),
+            ClientMessage::Update(update) => self.apply_update(session, update, ctx),
             ClientMessage::Awareness(entries) => {
                 let cap = self.settings.max_presence_states;
                 match self.presence.apply(session, entries, Instant::now(), cap) {
@@ -488,118 +501,6 @@ impl DocumentActor {
             }
             ClientMessage::Auth => {}
         }
-        Ok(())
-    }
-
-    fn apply_update(
-        &mut self,
-        session: SessionId,
-        incoming: IncomingUpdate,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), ()> {
-        let Some(sub) = self.subscribers.get_mut(session) else {
-            return Ok(());
-        };
-        if !sub.can_write {
-            // Dropped, and the client told once (y-websocket's permission-denied message), if it
-            // tried to change anything: a stock client also sends harmless catch-up messages.
-            if !sub.told_read_only && changes_anything(&self.doc, &incoming.update) {
-                sub.told_read_only = true;
-                let _ = sub.outbound.send_message(&encode_permission_denied(
-                    "read-only access: your changes are not saved",
-                ));
-            }
-            return Ok(());
-        }
-        match self.integrate(incoming, ctx) {
-            Ok(()) => Ok(()),
-            Err(IntegrateError::TooLarge(limit)) => {
-                if let Some(sub) = self.subscribers.get(session) {
-                    let client_ip = sub.client_ip.map(tracing::field::display);
-                    tracing::info!(parent: &self.span, session, client_ip, limit, "refused an update beyond the size limit");
-                    sub.outbound.close(
-                        CloseCode::Size,
-                        format!("document too large: its limit is {limit} bytes"),
-                    );
-                }
-                self.remove_subscriber(session);
-                Err(())
-            }
-            Err(IntegrateError::DoesNotApply(error)) => {
-                if let Some(sub) = self.subscribers.get(session) {
-                    let client_ip = sub.client_ip.map(tracing::field::display);
-                    tracing::info!(parent: &self.span, session, client_ip, %error, "refused an update that does not apply");
-                    sub.outbound.close(
-                        CloseCode::Invalid,
-                        format!("update does not apply: {error}"),
-                    );
-                }
-                self.remove_subscriber(session);
-                Err(())
-            }
-            Err(IntegrateError::Failed) => Err(()),
-        }
-    }
-
-    /// Applies an update, hands it to the writer and queues its relay behind durability. Every
-    /// change to the document, from a socket or from the API, goes through here.
-    fn integrate(
-        &mut self,
-        incoming: IncomingUpdate,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), IntegrateError> {
-        if incoming.raw.as_ref() == EMPTY_UPDATE {
-            return Ok(());
-        }
-        let limit = self.settings.max_document_size;
-        if self.stored_size() + incoming.raw.len() > limit {
-            return Err(IntegrateError::TooLarge(limit));
-        }
-        let before = self.doc.transact().state_vector();
-        #[cfg(feature = "fault-injection")]
-        let unscreened = crate::faults::skip_screen(self.id.as_str());
-        #[cfg(not(feature = "fault-injection"))]
-        let unscreened = false;
-        let incoming = if unscreened {
-            incoming
-        } else {
-            screen(&self.doc, &before, incoming)
-                .map_err(|refused| IntegrateError::DoesNotApply(refused.to_string()))?
-        };
-        if incoming.raw.as_ref() == EMPTY_UPDATE {
-            return Ok(());
-        }
-        let IncomingUpdate { update, raw, relay } = incoming;
-        let doc = &self.doc;
-        // yrs was not built for hostile input: if applying panics, this in-memory copy can no
-        // longer be trusted. The update was not stored, so reloading from the store is safe.
-        #[cfg(feature = "fault-injection")]
-        let id = self.id.as_str();
-        let applied = catch_unwind(AssertUnwindSafe(|| {
-            #[cfg(feature = "fault-injection")]
-            crate::faults::before_apply(id);
-            crate::sync::apply_update(doc, update, raw.as_ref())
-        }));
-        match applied {
-            Ok(Ok(())) => {}
-            // yrs stops at the struct it refuses, keeping those it integrated before it. Unless
-            // there were none, the document now holds what is neither stored nor relayed:
-            // reloading from the store takes it back.
-            Ok(Err(error)) if self.doc.transact().state_vector() == before => {
-                return Err(IntegrateError::DoesNotApply(error.to_string()));
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(parent: &self.span, %error, "an update failed part way through; reloading the document");
-                self.fail(ctx);
-                return Err(IntegrateError::Failed);
-            }
-            Err(_) => {
-                tracing::error!(parent: &self.span, "applying an update panicked; reloading the document");
-                self.fail(ctx);
-                return Err(IntegrateError::Failed);
-            }
-        }
-        self.record(raw, relay, ctx);
         Ok(())
     }
 
@@ -823,6 +724,7 @@ impl Handler<Subscribe> for DocumentActor {
                 client_ip: msg.client_ip,
                 told_read_only: false,
                 synced: None,
+                cost: cost::CostBudget::new(self.settings.update_cost_budget),
             },
         );
         self.idle_generation += 1;
@@ -838,14 +740,13 @@ impl Handler<Inbound> for DocumentActor {
         if self.subscribers.get(msg.session).is_none() {
             return;
         }
-        for message in msg.messages {
-            if self
-                .handle_client_message(msg.session, message, ctx)
-                .is_err()
-            {
-                break;
-            }
-        }
+        let session = msg.session;
+        self.backlog.extend(
+            msg.messages
+                .into_iter()
+                .map(|message| integrate::Work::Client(session, message)),
+        );
+        self.drain(ctx);
     }
 }
 
@@ -970,6 +871,7 @@ mod tests {
             auto_version_retention: 1,
             max_document_size: usize::MAX,
             max_presence_states: 4,
+            update_cost_budget: Duration::from_secs(2),
         }
     }
 
