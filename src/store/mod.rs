@@ -201,12 +201,19 @@ pub trait Store: Send + Sync + 'static {
         body: &str,
     ) -> Result<(), StoreError>;
 
-    /// Deliveries due at `now` (epoch ms), oldest first, at most `limit`.
+    /// Deliveries to `url` due at `now` (epoch ms), oldest first, at most `limit`.
     async fn due_deliveries(
         &self,
+        url: &str,
         now: i64,
         limit: i64,
     ) -> Result<Vec<PendingDelivery>, StoreError>;
+
+    /// How many deliveries are queued for each URL that has any, in URL order.
+    async fn delivery_backlogs(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Drops every delivery queued for `url`; returns how many there were.
+    async fn drop_deliveries(&self, url: &str) -> Result<u64, StoreError>;
 
     /// Forgets a delivery: made, or given up on.
     async fn finish_delivery(&self, id: i64) -> Result<(), StoreError>;
@@ -252,6 +259,33 @@ pub(crate) const REVOKE_SQL: &str = "INSERT INTO revocations (doc_id, user_name,
 /// The SQL of `revocations_since`, the same on both backends.
 pub(crate) const REVOCATIONS_SQL: &str =
     "SELECT doc_id, user_name, revoked_at FROM revocations WHERE revoked_at >= $1";
+
+/// The SQL of `due_deliveries`, the same on both backends.
+pub(crate) const DUE_DELIVERIES_SQL: &str = "SELECT id, url, event, body, attempts \
+     FROM webhook_deliveries WHERE url = $1 AND next_attempt_at <= $2 ORDER BY id LIMIT $3";
+/// The SQL of `delivery_backlogs`, the same on both backends.
+pub(crate) const DELIVERY_BACKLOGS_SQL: &str =
+    "SELECT url, COUNT(*) FROM webhook_deliveries GROUP BY url ORDER BY url";
+/// The SQL of `drop_deliveries`, the same on both backends.
+pub(crate) const DROP_DELIVERIES_SQL: &str = "DELETE FROM webhook_deliveries WHERE url = $1";
+
+/// Builds a pending delivery from a row of (id, url, event, body, attempts).
+pub(crate) fn delivery_from_row<R>(row: &R) -> Result<PendingDelivery, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PendingDelivery {
+        id: row.try_get(0)?,
+        url: row.try_get(1)?,
+        event: row.try_get(2)?,
+        body: row.try_get(3)?,
+        attempts: row.try_get(4)?,
+    })
+}
 
 /// Builds a revocation from a row of (doc_id, user_name, revoked_at); `None` for a row whose
 /// name is no longer valid.

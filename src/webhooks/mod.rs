@@ -1,10 +1,13 @@
 //! Signed change notifications to the operator's own systems.
 //!
 //! Events (`document.created`, `document.changed`, `document.deleted`) are written to the
-//! database first and delivered from there by one dispatcher, so a restart loses none. Each
-//! request carries `X-Tandem-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`
-//! keyed with `--webhook-secret`: the receiver recomputes it, and refuses old timestamps to stop
-//! replays. Failed deliveries are retried with exponential backoff.
+//! database first and delivered from there, so a restart loses none. Each receiver (each
+//! `--webhook-url`) has a delivery lane of its own that sends its events one at a time, in the
+//! order they were queued (a failed one is retried later without holding up the next): a slow
+//! or unreachable receiver holds up only itself. Each request carries
+//! `X-Tandem-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` keyed with
+//! `--webhook-secret`: the receiver recomputes it, and refuses old timestamps to stop replays.
+//! Failed deliveries are retried with exponential backoff.
 
 mod dispatcher;
 
@@ -33,10 +36,20 @@ pub struct Webhooks {
 }
 
 struct Inner {
+    /// The configured URLs, each once, in the order given.
     urls: Vec<String>,
+    /// One per entry of `urls`, in the same order.
+    receivers: Vec<Receiver>,
     secret: Option<String>,
     store: Arc<dyn Store>,
-    /// Wakes the dispatcher when something was queued.
+}
+
+/// One receiver: what its delivery lane needs.
+struct Receiver {
+    url: String,
+    /// How logs name it (see [`receiver_label`]).
+    label: String,
+    /// Wakes this receiver's lane when something was queued for it.
     queued: Notify,
 }
 
@@ -54,13 +67,31 @@ pub struct Event<'a> {
 }
 
 impl Webhooks {
+    /// Receivers at `urls`; a URL given twice is one receiver.
     pub fn new(urls: Vec<String>, secret: Option<String>, store: Arc<dyn Store>) -> Self {
+        let mut unique: Vec<String> = Vec::with_capacity(urls.len());
+        for url in urls {
+            if unique.contains(&url) {
+                // Two lanes reading one URL's queue would send each event twice.
+                tracing::warn!(receiver = %receiver_label(&url), "webhook URL given twice: it is one receiver");
+            } else {
+                unique.push(url);
+            }
+        }
+        let receivers = unique
+            .iter()
+            .map(|url| Receiver {
+                url: url.clone(),
+                label: receiver_label(url),
+                queued: Notify::new(),
+            })
+            .collect();
         Self {
             inner: Arc::new(Inner {
-                urls,
+                urls: unique,
+                receivers,
                 secret,
                 store,
-                queued: Notify::new(),
             }),
         }
     }
@@ -94,12 +125,30 @@ impl Webhooks {
             .enqueue_deliveries(&self.inner.urls, event, &body)
             .await
         {
-            Ok(()) => self.inner.queued.notify_one(),
+            Ok(()) => {
+                for receiver in &self.inner.receivers {
+                    receiver.queued.notify_one();
+                }
+            }
             Err(error) => {
                 tracing::error!(doc = %doc, event, %error, "could not queue a webhook event")
             }
         }
     }
+}
+
+/// A receiver URL as logs name it: without user info, query or fragment, where a
+/// receiver may expect a credential.
+fn receiver_label(url: &str) -> String {
+    let url = &url[..url.find(['?', '#']).unwrap_or(url.len())];
+    if let Some(scheme_end) = url.find("://").map(|at| at + 3) {
+        let rest = &url[scheme_end..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@') {
+            return format!("{}{}", &url[..scheme_end], &rest[at + 1..]);
+        }
+    }
+    url.to_string()
 }
 
 /// The signature header value for `body` sent at `timestamp` (Unix seconds).
@@ -123,7 +172,7 @@ fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::signature;
+    use super::{receiver_label, signature};
 
     #[test]
     fn the_signature_covers_the_timestamp_and_the_body() {
@@ -133,5 +182,23 @@ mod tests {
         assert_ne!(a, signature("secret", 1_700_000_001, r#"{"id":"x"}"#));
         assert_ne!(a, signature("secret", 1_700_000_000, r#"{"id":"y"}"#));
         assert_ne!(a, signature("other", 1_700_000_000, r#"{"id":"x"}"#));
+    }
+
+    #[test]
+    fn a_receiver_is_named_without_its_credentials() {
+        assert_eq!(
+            receiver_label("https://user:pw@hooks.example.com:8443/in?token=abc#x"),
+            "https://hooks.example.com:8443/in"
+        );
+        assert_eq!(
+            receiver_label("http://127.0.0.1:9000/hook"),
+            "http://127.0.0.1:9000/hook"
+        );
+        // An `@` in the path is not user info.
+        assert_eq!(
+            receiver_label("http://example.com/a@b"),
+            "http://example.com/a@b"
+        );
+        assert_eq!(receiver_label("not a url?secret"), "not a url");
     }
 }
