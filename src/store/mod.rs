@@ -193,13 +193,16 @@ pub trait Store: Send + Sync + 'static {
         version: i64,
     ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError>;
 
-    /// Queues one delivery of `body` per URL.
+    /// Queues one delivery of `body` per URL. With `max_backlog`, each of these URLs then keeps
+    /// at most that many queued deliveries: its oldest beyond the bound are dropped, in the same
+    /// transaction. Returns how many were dropped for each URL, in the order of `urls`.
     async fn enqueue_deliveries(
         &self,
         urls: &[String],
         event: &str,
         body: &str,
-    ) -> Result<(), StoreError>;
+        max_backlog: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError>;
 
     /// Deliveries to `url` due at `now` (epoch ms), oldest first, at most `limit`.
     async fn due_deliveries(
@@ -260,6 +263,14 @@ pub(crate) const REVOKE_SQL: &str = "INSERT INTO revocations (doc_id, user_name,
 pub(crate) const REVOCATIONS_SQL: &str =
     "SELECT doc_id, user_name, revoked_at FROM revocations WHERE revoked_at >= $1";
 
+/// The SQL that queues one delivery, the same on both backends.
+pub(crate) const ENQUEUE_DELIVERY_SQL: &str = "INSERT INTO webhook_deliveries \
+     (url, event, body, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $4)";
+/// Drops the deliveries to URL `$1` older than its newest `$2`: the row `$2` places below the
+/// newest is the newest of those to go (none, so nothing goes, when fewer rows are queued).
+pub(crate) const TRIM_DELIVERIES_SQL: &str = "DELETE FROM webhook_deliveries \
+     WHERE url = $1 AND id <= (SELECT id FROM webhook_deliveries WHERE url = $1 \
+     ORDER BY id DESC LIMIT 1 OFFSET $2)";
 /// The SQL of `due_deliveries`, the same on both backends.
 pub(crate) const DUE_DELIVERIES_SQL: &str = "SELECT id, url, event, body, attempts \
      FROM webhook_deliveries WHERE url = $1 AND next_attempt_at <= $2 ORDER BY id LIMIT $3";

@@ -295,23 +295,32 @@ impl super::Store for SqliteStore {
         urls: &[String],
         event: &str,
         body: &str,
-    ) -> Result<(), StoreError> {
+        max_backlog: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError> {
         let now = now_ms();
+        let mut dropped = Vec::with_capacity(urls.len());
         let mut tx = self.pool.begin().await?;
         for url in urls {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $4)",
-            )
-            .bind(url)
-            .bind(event)
-            .bind(body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(super::ENQUEUE_DELIVERY_SQL)
+                .bind(url)
+                .bind(event)
+                .bind(body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let trimmed = match max_backlog {
+                Some(max) => sqlx::query(super::TRIM_DELIVERIES_SQL)
+                    .bind(url)
+                    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                None => 0,
+            };
+            dropped.push(trimmed);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(dropped)
     }
 
     async fn due_deliveries(

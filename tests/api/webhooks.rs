@@ -1,5 +1,5 @@
-//! Webhooks against local receivers: signed, debounced, retried, kept across restarts, and each
-//! receiver delivered to on its own.
+//! Webhooks against local receivers: signed, debounced, retried, kept across restarts, each
+//! receiver delivered to on its own, and each receiver's backlog bounded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -347,4 +347,79 @@ async fn events_queued_for_a_receiver_no_longer_configured_are_dropped_at_start(
         );
         app.stop().await;
     }
+}
+
+#[actix_web::test]
+async fn a_dead_receiver_keeps_only_its_newest_events_and_the_dropped_ones_are_counted() {
+    for backend in crate::helpers::backends() {
+        dead_receiver_backlog_is_bounded(backend).await;
+    }
+}
+
+async fn dead_receiver_backlog_is_bounded(backend: Backend) {
+    const BACKLOG: usize = 3;
+    const EVENTS: usize = 8;
+    // A port nobody listens on yet: connections to it are refused.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let dead_url = format!("http://{dead_addr}/hook");
+    let live_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let live_url = format!("http://{}/hook", live_listener.local_addr().expect("addr"));
+    let mut live = receiver(live_listener, 0).await;
+    let db = TestDb::new(backend).await;
+    let mut settings = db.settings();
+    settings.webhook_urls = vec![dead_url.clone(), live_url.clone()];
+    settings.webhook_secret = Some(SECRET.to_string());
+    settings.webhook_max_backlog = BACKLOG as u64;
+    let app = TestApp::spawn(settings).await;
+    let docs: Vec<String> = (0..EVENTS)
+        .map(|i| doc_name(&format!("dropped{i}")))
+        .collect();
+    // The receiver that answers loses nothing to the dead one's bound. Its own backlog counts
+    // what it has not taken yet, so each of its events is awaited before the next is queued.
+    for doc in &docs {
+        app.create_doc(doc).await;
+        assert_eq!(
+            next(&mut live).await.json()["id"],
+            doc.as_str(),
+            "{backend:?}"
+        );
+    }
+    // Events are queued (and dropped) before the API answers, so the count is final.
+    let metrics = crate::metrics::scrape(&app).await;
+    let dropped =
+        |url: &str| metrics[&format!("tandem_webhook_events_dropped_total{{receiver=\"{url}\"}}")];
+    assert_eq!(dropped(&dead_url), (EVENTS - BACKLOG) as f64, "{backend:?}");
+    assert_eq!(dropped(&live_url), 0.0, "{backend:?}");
+    let store = tandem::store::connect(&db.url).await.expect("store opens");
+    let queued = store.delivery_backlogs().await.expect("backlogs");
+    store.close().await;
+    let dead_queued = queued.iter().find(|(url, _)| *url == dead_url);
+    assert_eq!(
+        dead_queued.map(|(_, n)| *n),
+        Some(BACKLOG as i64),
+        "{backend:?}: {queued:?}"
+    );
+
+    // Back up, the receiver gets the newest events (retries need not keep their order) and no
+    // older one.
+    let listener = TcpListener::bind(dead_addr).await.expect("rebind");
+    let mut revived = receiver(listener, 0).await;
+    let mut got = Vec::new();
+    for _ in 0..BACKLOG {
+        let event = next(&mut revived).await;
+        event.assert_signed();
+        got.push(event.json()["id"].as_str().expect("id").to_string());
+    }
+    got.sort();
+    let mut newest = docs[EVENTS - BACKLOG..].to_vec();
+    newest.sort();
+    assert_eq!(got, newest, "{backend:?}");
+    let extra = tokio::time::timeout(Duration::from_millis(2500), revived.recv()).await;
+    assert!(
+        extra.is_err(),
+        "{backend:?}: a dropped event was sent: {extra:?}"
+    );
+    app.stop().await;
 }
