@@ -83,6 +83,12 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
+    /// Most events queued for one webhook receiver (0: no limit). Beyond it that receiver's
+    /// oldest queued events are dropped, counted in `tandem_webhook_events_dropped_total` and
+    /// logged; other receivers are not affected.
+    #[arg(long, env = "TANDEM_WEBHOOK_MAX_BACKLOG", default_value_t = 10_000)]
+    pub webhook_max_backlog: u64,
+
     /// Operator secret that turns access control on: it signs document tokens (HMAC-SHA256), and
     /// the REST API then wants an API key. At least 32 characters.
     #[arg(long, env = "TANDEM_AUTH_SECRET", hide_env_values = true)]
@@ -240,6 +246,7 @@ mod tests {
         assert_eq!(s.idle_unload_delay, Duration::from_secs(120));
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.max_message_size, 16 * MIB);
+        assert_eq!(s.webhook_max_backlog, 10_000);
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub compaction_seconds: Histogram,
     /// 1 while the store fails writes (set when rendered).
     pub store_failing: IntGauge,
+    /// Webhook events dropped because their receiver's backlog was full, by receiver. Receivers
+    /// are the operator's `--webhook-url`s, so the label takes few values.
+    pub webhook_events_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +85,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(connections_closed.clone()))
+            .expect("unique metric");
+        let webhook_events_dropped = IntCounterVec::new(
+            Opts::new(
+                "webhook_events_dropped_total",
+                "Webhook events dropped unsent because their receiver's backlog was full",
+            ),
+            &["receiver"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(webhook_events_dropped.clone()))
             .expect("unique metric");
         Self {
             connections: gauge("connections", "WebSocket connections open now"),
@@ -150,6 +164,7 @@ impl Metrics {
                 "store_failing",
                 "1 while the store fails writes (documents then relay from memory)",
             ),
+            webhook_events_dropped,
             registry,
         }
     }

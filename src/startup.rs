@@ -125,13 +125,15 @@ impl Application {
         if !settings.webhook_urls.is_empty() && settings.webhook_secret.is_none() {
             tracing::warn!("webhooks are sent unsigned: set --webhook-secret");
         }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let webhooks = Webhooks::new(
             settings.webhook_urls.clone(),
             settings.webhook_secret.clone(),
+            settings.webhook_max_backlog,
             store.clone(),
+            metrics.clone(),
         );
         crate::webhooks::spawn_dispatcher(webhooks.clone());
-        let metrics = Arc::new(crate::metrics::Metrics::new());
         let (persist, writer) =
             PersistHandle::start(store.clone(), webhooks.clone(), metrics.clone());
         let registry = Registry::new(

@@ -193,20 +193,30 @@ pub trait Store: Send + Sync + 'static {
         version: i64,
     ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError>;
 
-    /// Queues one delivery of `body` per URL.
+    /// Queues one delivery of `body` per URL. With `max_backlog`, each of these URLs then keeps
+    /// at most that many queued deliveries: its oldest beyond the bound are dropped, in the same
+    /// transaction. Returns how many were dropped for each URL, in the order of `urls`.
     async fn enqueue_deliveries(
         &self,
         urls: &[String],
         event: &str,
         body: &str,
-    ) -> Result<(), StoreError>;
+        max_backlog: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError>;
 
-    /// Deliveries due at `now` (epoch ms), oldest first, at most `limit`.
+    /// Deliveries to `url` due at `now` (epoch ms), oldest first, at most `limit`.
     async fn due_deliveries(
         &self,
+        url: &str,
         now: i64,
         limit: i64,
     ) -> Result<Vec<PendingDelivery>, StoreError>;
+
+    /// How many deliveries are queued for each URL that has any, in URL order.
+    async fn delivery_backlogs(&self) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Drops every delivery queued for `url`; returns how many there were.
+    async fn drop_deliveries(&self, url: &str) -> Result<u64, StoreError>;
 
     /// Forgets a delivery: made, or given up on.
     async fn finish_delivery(&self, id: i64) -> Result<(), StoreError>;
@@ -252,6 +262,41 @@ pub(crate) const REVOKE_SQL: &str = "INSERT INTO revocations (doc_id, user_name,
 /// The SQL of `revocations_since`, the same on both backends.
 pub(crate) const REVOCATIONS_SQL: &str =
     "SELECT doc_id, user_name, revoked_at FROM revocations WHERE revoked_at >= $1";
+
+/// The SQL that queues one delivery, the same on both backends.
+pub(crate) const ENQUEUE_DELIVERY_SQL: &str = "INSERT INTO webhook_deliveries \
+     (url, event, body, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $4)";
+/// Drops the deliveries to URL `$1` older than its newest `$2`: the row `$2` places below the
+/// newest is the newest of those to go (none, so nothing goes, when fewer rows are queued).
+pub(crate) const TRIM_DELIVERIES_SQL: &str = "DELETE FROM webhook_deliveries \
+     WHERE url = $1 AND id <= (SELECT id FROM webhook_deliveries WHERE url = $1 \
+     ORDER BY id DESC LIMIT 1 OFFSET $2)";
+/// The SQL of `due_deliveries`, the same on both backends.
+pub(crate) const DUE_DELIVERIES_SQL: &str = "SELECT id, url, event, body, attempts \
+     FROM webhook_deliveries WHERE url = $1 AND next_attempt_at <= $2 ORDER BY id LIMIT $3";
+/// The SQL of `delivery_backlogs`, the same on both backends.
+pub(crate) const DELIVERY_BACKLOGS_SQL: &str =
+    "SELECT url, COUNT(*) FROM webhook_deliveries GROUP BY url ORDER BY url";
+/// The SQL of `drop_deliveries`, the same on both backends.
+pub(crate) const DROP_DELIVERIES_SQL: &str = "DELETE FROM webhook_deliveries WHERE url = $1";
+
+/// Builds a pending delivery from a row of (id, url, event, body, attempts).
+pub(crate) fn delivery_from_row<R>(row: &R) -> Result<PendingDelivery, StoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PendingDelivery {
+        id: row.try_get(0)?,
+        url: row.try_get(1)?,
+        event: row.try_get(2)?,
+        body: row.try_get(3)?,
+        attempts: row.try_get(4)?,
+    })
+}
 
 /// Builds a revocation from a row of (doc_id, user_name, revoked_at); `None` for a row whose
 /// name is no longer valid.

@@ -13,7 +13,7 @@ use sqlx::{PgPool, Row};
 use super::parts;
 use super::{
     Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
-    VersionSummary, now_ms, summary_from_row, version_from_row,
+    VersionSummary, delivery_from_row, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -267,49 +267,64 @@ impl super::Store for PostgresStore {
         urls: &[String],
         event: &str,
         body: &str,
-    ) -> Result<(), StoreError> {
+        max_backlog: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError> {
         let now = now_ms();
+        let mut dropped = Vec::with_capacity(urls.len());
         let mut tx = self.pool.begin().await?;
         for url in urls {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $4)",
-            )
-            .bind(url)
-            .bind(event)
-            .bind(body)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(super::ENQUEUE_DELIVERY_SQL)
+                .bind(url)
+                .bind(event)
+                .bind(body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let trimmed = match max_backlog {
+                Some(max) => sqlx::query(super::TRIM_DELIVERIES_SQL)
+                    .bind(url)
+                    .bind(i64::try_from(max).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                None => 0,
+            };
+            dropped.push(trimmed);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(dropped)
     }
 
     async fn due_deliveries(
         &self,
+        url: &str,
         now: i64,
         limit: i64,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, url, event, body, attempts FROM webhook_deliveries \
-             WHERE next_attempt_at <= $1 ORDER BY id LIMIT $2",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(super::DUE_DELIVERIES_SQL)
+            .bind(url)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn delivery_backlogs(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(super::DELIVERY_BACKLOGS_SQL)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
-            .map(|row| {
-                Ok(PendingDelivery {
-                    id: row.try_get(0)?,
-                    url: row.try_get(1)?,
-                    event: row.try_get(2)?,
-                    body: row.try_get(3)?,
-                    attempts: row.try_get(4)?,
-                })
-            })
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect()
+    }
+
+    async fn drop_deliveries(&self, url: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(super::DROP_DELIVERIES_SQL)
+            .bind(url)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn finish_delivery(&self, id: i64) -> Result<(), StoreError> {

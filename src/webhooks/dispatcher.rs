@@ -1,8 +1,12 @@
-//! The dispatcher: delivers queued webhook events and retries failures with backoff.
+//! The dispatcher: one delivery lane per receiver, each sending its receiver's queued events in
+//! order and retrying failures with backoff.
+//!
+//! Lanes share nothing but the HTTP client's connection pool and the store, so a receiver that
+//! answers slowly, or not at all, delays only its own events.
 
 use std::time::Duration;
 
-use super::{Webhooks, signature, unix_now};
+use super::{Receiver, Webhooks, receiver_label, signature, unix_now};
 use crate::store::{PendingDelivery, now_ms};
 
 /// How long a receiver gets to answer.
@@ -14,37 +18,81 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 /// After this many failed attempts (about a day of retries) a delivery is dropped and logged.
 const MAX_ATTEMPTS: i32 = 30;
-/// Deliveries taken from the queue per round.
+/// Deliveries one lane takes from the queue per round.
 const BATCH: i64 = 64;
 
-/// Starts delivering on the current runtime; runs until the process ends.
+/// Drops what is queued for receivers no longer configured, then starts one delivery lane per
+/// receiver on the current runtime; the lanes run until the process ends.
 pub fn spawn_dispatcher(webhooks: Webhooks) {
-    if !webhooks.enabled() {
-        return;
-    }
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
-        Ok(client) => client,
-        Err(error) => return tracing::error!(%error, "webhooks disabled: no HTTP client"),
-    };
     actix_web::rt::spawn(async move {
-        loop {
-            let due = webhooks.inner.store.due_deliveries(now_ms(), BATCH).await;
-            match due {
-                Ok(due) if !due.is_empty() => {
-                    for delivery in due {
-                        deliver(&webhooks, &client, delivery).await;
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "reading the webhook queue failed"),
-            }
-            let _ = tokio::time::timeout(POLL, webhooks.inner.queued.notified()).await;
+        drop_unconfigured(&webhooks).await;
+        if !webhooks.enabled() {
+            return;
+        }
+        let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+            Ok(client) => client,
+            Err(error) => return tracing::error!(%error, "webhooks disabled: no HTTP client"),
+        };
+        for lane in 0..webhooks.inner.receivers.len() {
+            actix_web::rt::spawn(run_lane(webhooks.clone(), client.clone(), lane));
         }
     });
 }
 
-async fn deliver(webhooks: &Webhooks, client: &reqwest::Client, delivery: PendingDelivery) {
+/// Deliveries queued for a URL that is no longer configured would never be sent, nor counted
+/// against any backlog bound: they are dropped, with a warning per URL.
+async fn drop_unconfigured(webhooks: &Webhooks) {
+    let store = &webhooks.inner.store;
+    let backlogs = match store.delivery_backlogs().await {
+        Ok(backlogs) => backlogs,
+        Err(error) => return tracing::warn!(%error, "reading the webhook queue failed"),
+    };
+    for (url, _) in backlogs {
+        if webhooks.inner.urls.contains(&url) {
+            continue;
+        }
+        match store.drop_deliveries(&url).await {
+            Ok(dropped) => tracing::warn!(
+                receiver = %receiver_label(&url),
+                dropped,
+                "dropped the webhook events queued for a receiver that is no longer configured"
+            ),
+            Err(error) => tracing::warn!(%error, "dropping stale webhook deliveries failed"),
+        }
+    }
+}
+
+/// Delivers the queue of receiver number `lane`, oldest first, one request at a time.
+async fn run_lane(webhooks: Webhooks, client: reqwest::Client, lane: usize) {
+    let receiver = &webhooks.inner.receivers[lane];
+    loop {
+        let due = webhooks
+            .inner
+            .store
+            .due_deliveries(&receiver.url, now_ms(), BATCH)
+            .await;
+        match due {
+            Ok(due) if !due.is_empty() => {
+                for delivery in due {
+                    deliver(&webhooks, receiver, &client, delivery).await;
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(receiver = %receiver.label, %error, "reading the webhook queue failed")
+            }
+        }
+        let _ = tokio::time::timeout(POLL, receiver.queued.notified()).await;
+    }
+}
+
+async fn deliver(
+    webhooks: &Webhooks,
+    receiver: &Receiver,
+    client: &reqwest::Client,
+    delivery: PendingDelivery,
+) {
     let mut request = client
         .post(&delivery.url)
         .header("content-type", "application/json")
@@ -60,13 +108,14 @@ async fn deliver(webhooks: &Webhooks, client: &reqwest::Client, delivery: Pendin
     let outcome = match request.send().await {
         Ok(response) if response.status().is_success() => Ok(()),
         Ok(response) => Err(format!("receiver answered {}", response.status())),
-        Err(error) => Err(error.to_string()),
+        // Without the URL: the error names it in full, with any credential it carries.
+        Err(error) => Err(error.without_url().to_string()),
     };
     let store = &webhooks.inner.store;
     let recorded = match outcome {
         Ok(()) => store.finish_delivery(delivery.id).await,
         Err(why) if delivery.attempts + 1 >= MAX_ATTEMPTS => {
-            tracing::error!(url = %delivery.url, delivery = delivery.id, %why, "webhook given up after {MAX_ATTEMPTS} attempts");
+            tracing::error!(receiver = %receiver.label, delivery = delivery.id, %why, "webhook given up after {MAX_ATTEMPTS} attempts");
             store.finish_delivery(delivery.id).await
         }
         Err(why) => {
@@ -74,13 +123,13 @@ async fn deliver(webhooks: &Webhooks, client: &reqwest::Client, delivery: Pendin
             // 1 s, 2 s, 4 s … doubling per failed attempt, at most an hour.
             let doublings = u32::try_from(attempts - 1).unwrap_or(0).min(20);
             let delay = FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
-            tracing::warn!(url = %delivery.url, delivery = delivery.id, attempts, %why, retry_in_s = delay.as_secs(), "webhook delivery failed");
+            tracing::warn!(receiver = %receiver.label, delivery = delivery.id, attempts, %why, retry_in_s = delay.as_secs(), "webhook delivery failed");
             store
                 .retry_delivery(delivery.id, attempts, now_ms() + delay.as_millis() as i64)
                 .await
         }
     };
     if let Err(error) = recorded {
-        tracing::warn!(%error, "recording a webhook outcome failed");
+        tracing::warn!(receiver = %receiver.label, %error, "recording a webhook outcome failed");
     }
 }

@@ -10,7 +10,7 @@ use yrs::updates::encoder::Encode;
 use crate::helpers::{Backend, TestApp, TestDb, awareness_frame, doc_name};
 
 /// Samples of the text format by series (name with labels), comments skipped.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let response = reqwest::get(app.url("/metrics")).await.expect("scraped");
     assert_eq!(response.status(), reqwest::StatusCode::OK);
     assert!(
