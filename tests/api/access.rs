@@ -1,6 +1,8 @@
 //! Access control: API keys for the REST API, document tokens for sockets, read-only sessions,
 //! revocation, the origin rule, and the refusal to serve the network without a secret.
 
+use std::time::Duration;
+
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -508,6 +510,40 @@ async fn revocations_survive_a_restart() {
     let app = TestApp::spawn(secured(&db)).await;
     let (status, _) = refused_upgrade(&app, &format!("{doc}?token={old}"), None).await;
     assert_eq!(status, 403);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_revoked_token_stays_refused_after_a_restart_with_a_shorter_lifetime_limit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(secured(&db)).await;
+    let doc = doc_name("shortened");
+    let old = token(&app, &doc, json!({ "access": "write", "expires_in": 3600 })).await;
+    let response = disconnect(&app, &doc, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.stop().await;
+
+    // Every revocation made before the restart is older than the new limit, so none is loaded:
+    // the hour-long token must still not get in.
+    let mut settings = secured(&db);
+    settings.token_lifetime = Duration::ZERO;
+    settings.max_token_lifetime = Duration::ZERO;
+    let app = TestApp::spawn(settings).await;
+    let (status, problem) = refused_upgrade(&app, &format!("{doc}?token={old}"), None).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("--max-token-lifetime"),
+        "{problem}"
+    );
+    let check = reqwest::Client::new()
+        .get(app.url(&format!("/api/docs/{doc}/access?token={old}")))
+        .send()
+        .await
+        .expect("access check");
+    assert_eq!(check.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
 
