@@ -16,7 +16,7 @@ const SECRET: &str = "test-secret";
 
 /// One request the receiver got.
 #[derive(Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
     body: String,
     /// What the receiver answered.
@@ -31,7 +31,7 @@ impl Received {
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).expect("event body is JSON")
     }
 
@@ -57,7 +57,10 @@ impl Received {
 
 /// A minimal HTTP receiver on a loopback port: answers 500 to the first `failures` requests
 /// and 204 after that, and reports every request.
-async fn receiver(listener: TcpListener, failures: usize) -> mpsc::UnboundedReceiver<Received> {
+pub(crate) async fn receiver(
+    listener: TcpListener,
+    failures: usize,
+) -> mpsc::UnboundedReceiver<Received> {
     let (tx, rx) = mpsc::unbounded_channel();
     let seen = Arc::new(AtomicUsize::new(0));
     actix_web::rt::spawn(async move {
@@ -107,7 +110,7 @@ async fn receiver(listener: TcpListener, failures: usize) -> mpsc::UnboundedRece
     rx
 }
 
-async fn next(events: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+pub(crate) async fn next(events: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(WAIT, events.recv())
         .await
         .expect("a webhook arrives in time")
