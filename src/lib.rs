@@ -8,7 +8,8 @@
 //! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
-//! - [`client_addr`] — which address a request comes from, through trusted proxies.
+//! - [`client_addr`] — which address a request comes from, and which host it names, through
+//!   trusted proxies.
 //! - [`domain`] — validated values such as document names.
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.

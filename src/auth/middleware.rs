@@ -8,6 +8,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::bearer_of;
+use crate::client_addr::addressed_host;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -40,8 +41,9 @@ impl FromRequest for ApiKey {
 }
 
 /// Whether the page that opened this request may: requests without `Origin` (not from a
-/// browser) may, pages of this very server (the origin's host equals `Host`) may, and so may
-/// the origins on the allow-list (any, for `*`).
+/// browser) may, pages of this very server (the origin's host equals the host the request was
+/// addressed to, see [`addressed_host`]) may, and so may the origins on the allow-list (any,
+/// for `*`).
 pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
@@ -52,10 +54,14 @@ pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     let listed = allowed
         .iter()
         .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-    let host = req.connection_info().host().to_ascii_lowercase();
-    let same_origin = origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(&host));
+    let proxies = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| &state.proxies);
+    let same_origin = addressed_host(req, proxies).is_some_and(|host| {
+        origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+    });
     listed || same_origin
 }
 
@@ -84,6 +90,16 @@ mod tests {
             &request(Some("http://tandem.example")),
             &[]
         ));
+    }
+
+    #[test]
+    fn x_forwarded_host_from_an_unknown_peer_does_not_make_a_page_same_origin() {
+        let req = TestRequest::default()
+            .insert_header((header::HOST, "tandem.example:8080"))
+            .insert_header(("x-forwarded-host", "evil.example"))
+            .insert_header((header::ORIGIN, "http://evil.example"))
+            .to_http_request();
+        assert!(!origin_allowed(&req, &[]));
     }
 
     #[test]

@@ -689,6 +689,68 @@ async fn pages_of_other_origins_may_connect_only_when_allowed() {
     app.stop().await;
 }
 
+/// Tries an upgrade to `/ws/{path}` with extra headers (`Host` among them replaces the
+/// client's): `Ok` if it was accepted, else the refusal's status and problem JSON.
+async fn upgrade_with(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<(), (u16, Value)> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/{path}", app.ws_base())
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => Ok(()),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let problem = serde_json::from_slice(&body).expect("problem JSON body");
+            Err((response.status().as_u16(), problem))
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+#[actix_web::test]
+async fn a_forwarded_host_counts_only_from_a_trusted_proxy() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let doc = doc_name("forwarded");
+    // Not through a proxy: the page's claim that it asked for its own host is not believed.
+    let app = TestApp::spawn(db.settings()).await;
+    let forged = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("X-Forwarded-Host", "evil.example".to_string()),
+            ("Origin", "http://evil.example".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(forged.map_err(|(status, _)| status), Err(403));
+    app.stop().await;
+
+    // From a trusted proxy it names the host the browser asked for, which the page's is.
+    let mut settings = db.settings();
+    settings.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = TestApp::spawn(settings).await;
+    let proxied = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("X-Forwarded-Host", "docs.localhost".to_string()),
+            ("Origin", "https://docs.localhost".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(proxied.map_err(|(status, _)| status), Ok(()));
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn without_a_secret_the_server_refuses_to_listen_beyond_loopback() {
     let db = TestDb::new(Backend::Sqlite).await;
