@@ -10,6 +10,7 @@
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
 //!   trusted proxies.
+//! - [`guard`] — the gate before routing: writes from foreign pages.
 //! - [`domain`] — validated values such as document names.
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

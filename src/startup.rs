@@ -232,6 +232,8 @@ fn app(
     let origins = state.settings.allowed_origins.clone();
     App::new()
         .wrap(cors(&origins))
+        // Before CORS answers a preflight, and inside the logger so that refusals are logged.
+        .wrap(actix_web::middleware::from_fn(crate::guard::guard))
         .wrap(tracing_actix_web::TracingLogger::<
             crate::telemetry::RedactedRootSpan,
         >::new())

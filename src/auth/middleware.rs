@@ -1,10 +1,10 @@
 //! The REST API's gate (an extractor on each route that wants an API key), and the origin
-//! rule shared with WebSocket upgrades.
+//! rule: which pages may open WebSockets (`routes/ws.rs`) and change anything (`guard.rs`).
 
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::bearer_of;
@@ -65,6 +65,29 @@ pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     listed || same_origin
 }
 
+/// Whether this request would change something on behalf of a page the origin rule does not
+/// allow. Browsers send `Origin` with every POST, PUT, PATCH and DELETE, so that decides; a
+/// request without it is not from a browser, unless it says through `Sec-Fetch-Site` (which
+/// only browsers send) that another site made it. Methods that change nothing are never
+/// foreign writes: their answers are what CORS protects.
+pub fn foreign_write(req: &HttpRequest, allowed: &[String]) -> bool {
+    if matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) {
+        return false;
+    }
+    if req.headers().contains_key(header::ORIGIN) {
+        return !origin_allowed(req, allowed);
+    }
+    let any_origin = allowed.iter().any(|a| a == "*");
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    !any_origin && matches!(site, Some("cross-site" | "same-site"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +123,41 @@ mod tests {
             .insert_header((header::ORIGIN, "http://evil.example"))
             .to_http_request();
         assert!(!origin_allowed(&req, &[]));
+    }
+
+    #[test]
+    fn writes_from_foreign_pages_are_told_apart() {
+        let write = |origin: Option<&str>, site: Option<&str>| {
+            let mut req = TestRequest::post().insert_header((header::HOST, "tandem.example"));
+            if let Some(origin) = origin {
+                req = req.insert_header((header::ORIGIN, origin));
+            }
+            if let Some(site) = site {
+                req = req.insert_header(("sec-fetch-site", site));
+            }
+            req.to_http_request()
+        };
+        assert!(foreign_write(
+            &write(Some("http://evil.example"), None),
+            &[]
+        ));
+        assert!(!foreign_write(
+            &write(Some("http://tandem.example"), None),
+            &[]
+        ));
+        assert!(!foreign_write(&write(None, None), &[]));
+        assert!(!foreign_write(&write(None, Some("same-origin")), &[]));
+        assert!(!foreign_write(&write(None, Some("none")), &[]));
+        assert!(foreign_write(&write(None, Some("cross-site")), &[]));
+        assert!(foreign_write(&write(None, Some("same-site")), &[]));
+        assert!(!foreign_write(
+            &write(Some("http://evil.example"), None),
+            &["*".into()]
+        ));
+        let read = TestRequest::get()
+            .insert_header((header::ORIGIN, "http://evil.example"))
+            .to_http_request();
+        assert!(!foreign_write(&read, &[]));
     }
 
     #[test]

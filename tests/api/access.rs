@@ -716,6 +716,127 @@ async fn upgrade_with(
     }
 }
 
+/// A Yjs update that writes `text` into `content`.
+fn text_update(text: &str) -> Vec<u8> {
+    use yrs::{ReadTxn, StateVector, Text, Transact};
+    let doc = yrs::Doc::new();
+    let root = doc.get_or_insert_text("content");
+    root.insert(&mut doc.transact_mut(), 0, text);
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+#[actix_web::test]
+async fn pages_of_other_origins_may_not_change_anything_even_without_a_secret() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.allowed_origins = vec!["https://app.example".into()];
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("csrf");
+    let client = reqwest::Client::new();
+    let created = client
+        .post(app.url("/api/docs"))
+        .json(&json!({ "id": doc, "text": "original" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let version: Value = client
+        .post(app.url(&format!("/api/docs/{doc}/versions")))
+        .send()
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("json");
+    let version = version["id"].as_i64().expect("version id");
+
+    // What a page of another site can send without a preflight: "simple" requests.
+    let forged = text_update("forged ");
+    let attempts: Vec<(reqwest::Method, String, Vec<u8>)> = vec![
+        (
+            reqwest::Method::POST,
+            format!("/api/docs/{doc}/update"),
+            forged.clone(),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/docs/{doc}/versions/{version}/restore"),
+            Vec::new(),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/docs/{doc}/text"),
+            br#"{"ops":[{"insert":"forged ","at":0}]}"#.to_vec(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/docs".to_string(),
+            br#"{"id":"planted"}"#.to_vec(),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/docs/{doc}"),
+            Vec::new(),
+        ),
+    ];
+    let foreign: [(&str, &str); 3] = [
+        ("Origin", "https://evil.example"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ];
+    for (method, path, body) in &attempts {
+        for (header, value) in foreign {
+            let response = client
+                .request(method.clone(), app.url(path))
+                .header(header, value)
+                .header("Content-Type", "text/plain")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{method} {path} with {header}: {value}"
+            );
+            let problem: Value = response.json().await.expect("problem JSON");
+            assert_eq!(problem["type"], "/problems/forbidden", "{problem}");
+        }
+    }
+    let text = client
+        .get(app.url(&format!("/api/docs/{doc}/content?format=text")))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(text.status(), StatusCode::OK, "the document is still there");
+    assert_eq!(text.text().await.expect("text"), "original");
+    let planted = client
+        .get(app.url("/api/docs/planted"))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(planted.status(), StatusCode::NOT_FOUND);
+
+    // The server's own pages, the allowed origins, and clients that are no browser may.
+    for origin in [
+        Some(format!("http://127.0.0.1:{}", app.port)),
+        Some("https://app.example".to_string()),
+        None,
+    ] {
+        let mut request = client
+            .post(app.url(&format!("/api/docs/{doc}/update")))
+            .header("Content-Type", "application/octet-stream")
+            .body(text_update(&format!("{origin:?} ")));
+        if let Some(origin) = &origin {
+            request = request.header("Origin", origin);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{origin:?}");
+    }
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn a_forwarded_host_counts_only_from_a_trusted_proxy() {
     let db = TestDb::new(Backend::Sqlite).await;
