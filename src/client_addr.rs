@@ -1,5 +1,5 @@
 //! Which address a request comes from, for the per-address connection limit and the logs, and
-//! which host it was addressed to, for the origin rule.
+//! which host it was addressed to, for the origin and host rules.
 //!
 //! A socket's peer is the client unless it is a proxy the operator trusts (`--trusted-proxy`).
 //! Then the client is named by `X-Forwarded-For`, which each proxy extends with the address it

@@ -10,7 +10,7 @@
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
 //!   trusted proxies.
-//! - [`guard`] — the gate before routing: writes from foreign pages.
+//! - [`guard`] — the gate before routing: foreign host names and writes from foreign pages.
 //! - [`domain`] — validated values such as document names.
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.

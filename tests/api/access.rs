@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use clap::Parser;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -716,6 +717,13 @@ async fn upgrade_with(
     }
 }
 
+/// The status and problem `type` of a raw request (see `raw_http`).
+async fn raw_problem(port: u16, head: &str, body: &[u8]) -> (u16, Value) {
+    let (status, body) = raw_http(port, head, body).await;
+    let problem = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (status, problem)
+}
+
 /// A Yjs update that writes `text` into `content`.
 fn text_update(text: &str) -> Vec<u8> {
     use yrs::{ReadTxn, StateVector, Text, Transact};
@@ -838,6 +846,97 @@ async fn pages_of_other_origins_may_not_change_anything_even_without_a_secret() 
 }
 
 #[actix_web::test]
+async fn requests_under_another_host_name_are_refused_without_a_secret() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let port = app.port;
+    let doc = doc_name("rebind");
+    app.create_doc(&doc).await;
+
+    // DNS rebinding: a page of rebind.evil.example, whose name now resolves to 127.0.0.1, is of
+    // the same origin as what it reads.
+    let evil = format!("rebind.evil.example:{port}");
+    let (status, problem) = raw_problem(
+        port,
+        &format!("GET /api/docs HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 421, "{problem}");
+    assert_eq!(problem["type"], "/problems/unknown-host");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("rebind.evil.example") && detail.contains("--public-host"),
+        "{detail}"
+    );
+    let refused = upgrade_with(
+        &app,
+        &doc,
+        &[("Host", evil.clone()), ("Origin", format!("http://{evil}"))],
+    )
+    .await;
+    assert_eq!(refused.map_err(|(status, _)| status), Err(421));
+    // Nor does an X-Forwarded-Host of its own make it this server: 127.0.0.1 is no proxy here.
+    let (status, _) = raw_problem(
+        port,
+        &format!("GET /api/docs HTTP/1.1\r\nHost: {evil}\r\nX-Forwarded-Host: localhost:{port}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 421);
+    let (status, _) = raw_problem(
+        port,
+        &format!("POST /api/docs/{doc}/update HTTP/1.1\r\nHost: {evil}"),
+        &text_update("rebound"),
+    )
+    .await;
+    assert_eq!(status, 421);
+
+    // Addresses and loopback names are this server's; the health probes answer any name.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "editor.localhost".to_string(),
+    ] {
+        let (status, body) = raw_http(
+            port,
+            &format!("GET /api/docs HTTP/1.1\r\nHost: {host}"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let (status, _) = raw_http(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "the editor's page under localhost");
+    let local = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("Host", format!("localhost:{port}")),
+            ("Origin", format!("http://localhost:{port}")),
+        ],
+    )
+    .await;
+    assert_eq!(local.map_err(|(status, _)| status), Ok(()));
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _) = raw_http(
+            port,
+            &format!("GET {probe} HTTP/1.1\r\nHost: tandem.internal.example"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{probe}");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn a_forwarded_host_counts_only_from_a_trusted_proxy() {
     let db = TestDb::new(Backend::Sqlite).await;
     let doc = doc_name("forwarded");
@@ -869,6 +968,59 @@ async fn a_forwarded_host_counts_only_from_a_trusted_proxy() {
     )
     .await;
     assert_eq!(proxied.map_err(|(status, _)| status), Ok(()));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn public_host_names_are_served_and_a_proxy_passes_on_no_other() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let doc = doc_name("public");
+    // Behind a proxy on loopback that serves docs.example.com.
+    let mut settings = Settings::try_parse_from(["tandem", "--public-host", "docs.example.com"])
+        .expect("--public-host is a flag");
+    settings.database_url = db.url.clone();
+    settings.bind = "127.0.0.1:0".parse().expect("address");
+    settings.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = TestApp::spawn(settings).await;
+    let port = app.port;
+    let proxied = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("X-Forwarded-Host", "docs.example.com".to_string()),
+            ("Origin", "https://docs.example.com".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(proxied.map_err(|(status, _)| status), Ok(()));
+    let (status, _) = raw_problem(
+        port,
+        "GET /api/docs HTTP/1.1\r\nHost: docs.example.com",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The proxy passing on a rebinding page's host name: refused, whatever Host it sends.
+    for head in [
+        format!("GET /api/docs HTTP/1.1\r\nX-Forwarded-Host: rebind.evil.example:{port}"),
+        "GET /api/docs HTTP/1.1\r\nHost: rebind.evil.example\r\nX-Forwarded-Host: docs.example.com"
+            .to_string(),
+    ] {
+        let (status, problem) = raw_problem(port, &head, b"").await;
+        assert_eq!(status, 421, "{head}: {problem}");
+    }
+    app.stop().await;
+
+    // With a secret and no public names, a rebinding page gains nothing (it holds no key):
+    // any name is served, and the key is asked for.
+    let app = TestApp::spawn(secured(&db)).await;
+    let (status, problem) = raw_problem(
+        app.port,
+        "GET /api/docs HTTP/1.1\r\nHost: anything.example",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401, "{problem}");
     app.stop().await;
 }
 
