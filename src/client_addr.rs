@@ -1,14 +1,20 @@
-//! Which address a request comes from, for the per-address connection limit and the logs.
+//! Which address a request comes from, for the per-address connection limit and the logs, and
+//! which host it was addressed to, for the origin and host rules.
 //!
 //! A socket's peer is the client unless it is a proxy the operator trusts (`--trusted-proxy`).
 //! Then the client is named by `X-Forwarded-For`, which each proxy extends with the address it
 //! received the request from: read from the right, the first address that is not a trusted proxy
 //! is the client. Everything left of it was written by that client and is not believed.
+//!
+//! Likewise the host the client asked for is `Host`, unless a trusted proxy says otherwise in
+//! `X-Forwarded-Host`. From anyone else that header is the client's own say and is ignored
+//! (actix's `ConnectionInfo` believes it, and `Forwarded`, from anyone: it is not used).
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
-use actix_web::http::header::HeaderMap;
+use actix_web::HttpRequest;
+use actix_web::http::header::{self, HeaderMap};
 use ipnet::IpNet;
 
 /// The proxies whose `X-Forwarded-For` is believed.
@@ -28,6 +34,18 @@ impl TrustedProxies {
 
     fn trusts(&self, ip: IpAddr) -> bool {
         self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The host a trusted proxy at `peer` says the client asked for: the last `X-Forwarded-Host`
+    /// entry, the one the proxy itself wrote (a proxy that appends keeps what the client sent
+    /// to its left). `None` from any other peer, or when there is no readable entry.
+    pub fn forwarded_host<'h>(&self, peer: IpAddr, headers: &'h HeaderMap) -> Option<&'h str> {
+        if !self.trusts(peer.to_canonical()) {
+            return None;
+        }
+        let last = headers.get_all("x-forwarded-host").last()?;
+        let entry = last.to_str().ok()?.rsplit(',').next()?.trim();
+        (!entry.is_empty()).then_some(entry)
     }
 
     /// The client behind a request that arrived from `peer` with `headers`.
@@ -56,6 +74,25 @@ impl TrustedProxies {
             nearest = ip;
         }
         nearest
+    }
+}
+
+/// The host a request was addressed to: from a trusted proxy, the `X-Forwarded-Host` it wrote;
+/// otherwise the `Host` header, or the authority of an absolute request target. Without
+/// `proxies` (no application state) `X-Forwarded-Host` is never believed.
+pub fn addressed_host<'r>(
+    req: &'r HttpRequest,
+    proxies: Option<&TrustedProxies>,
+) -> Option<&'r str> {
+    let headers = req.headers();
+    if let (Some(proxies), Some(peer)) = (proxies, req.peer_addr())
+        && let Some(forwarded) = proxies.forwarded_host(peer.ip(), headers)
+    {
+        return Some(forwarded);
+    }
+    match headers.get(header::HOST) {
+        Some(host) => host.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
     }
 }
 
@@ -184,6 +221,29 @@ mod tests {
         assert_eq!(
             trusted.client(ip("127.0.0.1"), &all_trusted),
             ip("10.2.2.2")
+        );
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_host() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let mut headers = HeaderMap::new();
+        headers.append(
+            HeaderName::from_static("x-forwarded-host"),
+            HeaderValue::from_static("localhost:8080"),
+        );
+        headers.append(
+            HeaderName::from_static("x-forwarded-host"),
+            HeaderValue::from_static("forged.example, docs.example.com"),
+        );
+        assert_eq!(
+            trusted.forwarded_host(ip("10.1.1.1"), &headers),
+            Some("docs.example.com")
+        );
+        assert_eq!(trusted.forwarded_host(ip("198.51.100.7"), &headers), None);
+        assert_eq!(
+            trusted.forwarded_host(ip("10.1.1.1"), &HeaderMap::new()),
+            None
         );
     }
 

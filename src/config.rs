@@ -135,6 +135,18 @@ pub struct Settings {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Host name this server is reached under besides loopback names and IP addresses, as the
+    /// browser's address bar or a proxy's `Host`/`X-Forwarded-Host` names it (repeatable;
+    /// comma-separated in the environment). Requests naming another host are refused with 421,
+    /// against DNS rebinding: always without access control, and with it once a name is given.
+    #[arg(
+        long = "public-host",
+        env = "TANDEM_PUBLIC_HOSTS",
+        value_delimiter = ',',
+        value_parser = crate::guard::public_host_arg
+    )]
+    pub public_hosts: Vec<String>,
+
     /// Largest REST request body, in bytes (413 beyond it).
     #[arg(long, env = "TANDEM_MAX_BODY_SIZE", default_value_t = 16 * MIB)]
     pub max_body_size: usize,

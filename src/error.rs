@@ -19,6 +19,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The request names a host this server does not answer to (see `guard.rs`).
+    #[error("{0}")]
+    UnknownHost(String),
     #[error("{0}")]
     DocumentTooLarge(String),
     #[error("{0}")]
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::NotReady => ("/problems/not-ready", "Not ready"),
             ApiError::Unauthorized(_) => ("/problems/unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) => ("/problems/forbidden", "Forbidden"),
+            ApiError::UnknownHost(_) => ("/problems/unknown-host", "Unknown host"),
             ApiError::DocumentTooLarge(_) => ("/problems/document-too-large", "Document too large"),
             ApiError::BadRequest(_) => ("/problems/bad-request", "Bad request"),
             ApiError::NotFound(_) => ("/problems/document-not-found", "Document not found"),
@@ -100,6 +104,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnknownHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::DocumentTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AlreadyExists(_) => StatusCode::CONFLICT,

@@ -8,7 +8,9 @@
 //! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
-//! - [`client_addr`] — which address a request comes from, through trusted proxies.
+//! - [`client_addr`] — which address a request comes from, and which host it names, through
+//!   trusted proxies.
+//! - [`guard`] — the gate before routing: foreign host names and writes from foreign pages.
 //! - [`domain`] — validated values such as document names.
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.
@@ -21,6 +23,7 @@ pub mod domain;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod startup;

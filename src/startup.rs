@@ -30,6 +30,7 @@ use crate::collab::messages::ShutdownAll;
 use crate::collab::outbound::OpenSockets;
 use crate::collab::persist::{PersistHandle, StoreHealth};
 use crate::config::Settings;
+use crate::guard::HostRule;
 use crate::routes;
 use crate::store::{self, Store};
 use crate::webhooks::Webhooks;
@@ -50,8 +51,10 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// WebSockets with a writer task at work (frames the socket did not take at once, a close).
     pub sockets: Arc<OpenSockets>,
-    /// Whose `X-Forwarded-For` names the client.
+    /// Whose `X-Forwarded-For` names the client, and `X-Forwarded-Host` the host.
     pub proxies: TrustedProxies,
+    /// Which host names requests may be addressed to.
+    pub hosts: HostRule,
     next_session: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -158,6 +161,14 @@ impl Application {
             bind(settings.bind).with_context(|| format!("Failed to bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let proxies = TrustedProxies::from_args(&settings.trusted_proxies);
+        let hosts = HostRule::new(&settings.public_hosts, auth.enabled());
+        if hosts.enforced() && !settings.bind.ip().is_loopback() {
+            tracing::info!(
+                public_hosts = ?settings.public_hosts,
+                "requests are answered under loopback names, IP addresses and --public-host \
+                 names only"
+            );
+        }
         let state = web::Data::new(AppState {
             registry,
             store,
@@ -169,6 +180,7 @@ impl Application {
             metrics,
             sockets: Arc::new(OpenSockets::default()),
             proxies,
+            hosts,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -234,6 +246,8 @@ fn app(
     let origins = state.settings.allowed_origins.clone();
     App::new()
         .wrap(cors(&origins))
+        // Before CORS answers a preflight, and inside the logger so that refusals are logged.
+        .wrap(actix_web::middleware::from_fn(crate::guard::guard))
         .wrap(tracing_actix_web::TracingLogger::<
             crate::telemetry::RedactedRootSpan,
         >::new())

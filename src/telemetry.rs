@@ -58,6 +58,11 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
 }
 
 /// The path and query of `uri` with the value of every `token` parameter replaced.
+///
+/// A parameter is a token when the query parser would read its name as `token`: each name is
+/// decoded as `web::Query` decodes it (`%74oken` and `t%6Fken` are `token` too), and compared
+/// ignoring case, which is wider than the parser. A name that does not decode to UTF-8 is
+/// taken for one as well, since what it means cannot be told.
 fn redact_query(uri: &actix_web::http::Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.path().to_string();
@@ -65,11 +70,21 @@ fn redact_query(uri: &actix_web::http::Uri) -> String {
     let redacted: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("token") => format!("{key}=REDACTED"),
+            Some((key, _)) if may_name_a_token(key) => format!("{key}=REDACTED"),
             _ => pair.to_string(),
         })
         .collect();
     format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
+/// Whether a query parameter's name, as written in the URL, may be read as `token`.
+fn may_name_a_token(raw_key: &str) -> bool {
+    // The parser behind `web::Query` (serde_urlencoded) decodes names with form_urlencoded:
+    // `+` is a space, `%XX` a byte, and bytes that are not UTF-8 become U+FFFD.
+    let decoded: String = form_urlencoded::parse(raw_key.as_bytes())
+        .map(|(key, _)| key.into_owned())
+        .collect();
+    decoded.eq_ignore_ascii_case("token") || decoded.contains(char::REPLACEMENT_CHARACTER)
 }
 
 #[cfg(test)]
@@ -82,5 +97,29 @@ mod tests {
         assert_eq!(redact_query(&uri), "/ws/doc?token=REDACTED&x=1");
         let plain: actix_web::http::Uri = "/api/docs".parse().expect("uri");
         assert_eq!(redact_query(&plain), "/api/docs");
+    }
+
+    #[test]
+    fn tokens_are_blanked_however_their_name_is_spelt() {
+        for (target, logged) in [
+            ("/ws/d?%74oken=v1.a.b", "/ws/d?%74oken=REDACTED"),
+            (
+                "/ws/d?t%6F%6B%65%6E=v1.a.b&x=1",
+                "/ws/d?t%6F%6B%65%6E=REDACTED&x=1",
+            ),
+            ("/ws/d?TOKEN=v1.a.b", "/ws/d?TOKEN=REDACTED"),
+            ("/ws/d?tok%FFen=v1.a.b", "/ws/d?tok%FFen=REDACTED"),
+            (
+                "/ws/d?x=1&token=a&%74oken=b",
+                "/ws/d?x=1&token=REDACTED&%74oken=REDACTED",
+            ),
+            (
+                "/ws/d?tokens=kept&to+ken=kept",
+                "/ws/d?tokens=kept&to+ken=kept",
+            ),
+        ] {
+            let uri: actix_web::http::Uri = target.parse().expect("uri");
+            assert_eq!(redact_query(&uri), logged, "{target}");
+        }
     }
 }

@@ -1,13 +1,14 @@
 //! The REST API's gate (an extractor on each route that wants an API key), and the origin
-//! rule shared with WebSocket upgrades.
+//! rule: which pages may open WebSockets (`routes/ws.rs`) and change anything (`guard.rs`).
 
 use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{FromRequest, HttpRequest, web};
 
 use super::bearer_of;
+use crate::client_addr::addressed_host;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -40,8 +41,9 @@ impl FromRequest for ApiKey {
 }
 
 /// Whether the page that opened this request may: requests without `Origin` (not from a
-/// browser) may, pages of this very server (the origin's host equals `Host`) may, and so may
-/// the origins on the allow-list (any, for `*`).
+/// browser) may, pages of this very server (the origin's host equals the host the request was
+/// addressed to, see [`addressed_host`]) may, and so may the origins on the allow-list (any,
+/// for `*`).
 pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
@@ -52,11 +54,38 @@ pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     let listed = allowed
         .iter()
         .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-    let host = req.connection_info().host().to_ascii_lowercase();
-    let same_origin = origin
-        .split_once("://")
-        .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(&host));
+    let proxies = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| &state.proxies);
+    let same_origin = addressed_host(req, proxies).is_some_and(|host| {
+        origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+    });
     listed || same_origin
+}
+
+/// Whether this request would change something on behalf of a page the origin rule does not
+/// allow. Browsers send `Origin` with every POST, PUT, PATCH and DELETE, so that decides; a
+/// request without it is not from a browser, unless it says through `Sec-Fetch-Site` (which
+/// only browsers send) that another site made it. Methods that change nothing are never
+/// foreign writes: their answers are what CORS protects.
+pub fn foreign_write(req: &HttpRequest, allowed: &[String]) -> bool {
+    if matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) {
+        return false;
+    }
+    if req.headers().contains_key(header::ORIGIN) {
+        return !origin_allowed(req, allowed);
+    }
+    let any_origin = allowed.iter().any(|a| a == "*");
+    let site = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok());
+    !any_origin && matches!(site, Some("cross-site" | "same-site"))
 }
 
 #[cfg(test)]
@@ -84,6 +113,51 @@ mod tests {
             &request(Some("http://tandem.example")),
             &[]
         ));
+    }
+
+    #[test]
+    fn x_forwarded_host_from_an_unknown_peer_does_not_make_a_page_same_origin() {
+        let req = TestRequest::default()
+            .insert_header((header::HOST, "tandem.example:8080"))
+            .insert_header(("x-forwarded-host", "evil.example"))
+            .insert_header((header::ORIGIN, "http://evil.example"))
+            .to_http_request();
+        assert!(!origin_allowed(&req, &[]));
+    }
+
+    #[test]
+    fn writes_from_foreign_pages_are_told_apart() {
+        let write = |origin: Option<&str>, site: Option<&str>| {
+            let mut req = TestRequest::post().insert_header((header::HOST, "tandem.example"));
+            if let Some(origin) = origin {
+                req = req.insert_header((header::ORIGIN, origin));
+            }
+            if let Some(site) = site {
+                req = req.insert_header(("sec-fetch-site", site));
+            }
+            req.to_http_request()
+        };
+        assert!(foreign_write(
+            &write(Some("http://evil.example"), None),
+            &[]
+        ));
+        assert!(!foreign_write(
+            &write(Some("http://tandem.example"), None),
+            &[]
+        ));
+        assert!(!foreign_write(&write(None, None), &[]));
+        assert!(!foreign_write(&write(None, Some("same-origin")), &[]));
+        assert!(!foreign_write(&write(None, Some("none")), &[]));
+        assert!(foreign_write(&write(None, Some("cross-site")), &[]));
+        assert!(foreign_write(&write(None, Some("same-site")), &[]));
+        assert!(!foreign_write(
+            &write(Some("http://evil.example"), None),
+            &["*".into()]
+        ));
+        let read = TestRequest::get()
+            .insert_header((header::ORIGIN, "http://evil.example"))
+            .to_http_request();
+        assert!(!foreign_write(&read, &[]));
     }
 
     #[test]

@@ -214,6 +214,13 @@ impl Auth {
                 TokenError::WrongDocument | TokenError::Revoked => Denied::Forbidden(e.to_string()),
                 _ => Denied::Unauthenticated(e.to_string()),
             })?;
+        // No token may live longer than the longest lifetime now allowed, whatever the limit
+        // was when it was issued: that is what lets a revocation be forgotten once that
+        // lifetime has passed (`revocations.rs`), even after a restart with a shorter limit.
+        let lifetime_ms = claims.exp.saturating_mul(1000).saturating_sub(claims.iat);
+        if lifetime_ms > i64::try_from(self.max_token_lifetime.as_millis()).unwrap_or(i64::MAX) {
+            return Err(Denied::Unauthenticated(TokenError::TooLong.to_string()));
+        }
         let user = claims.user.as_ref().map(|u| u.name.as_str());
         if self.revocations.is_revoked(doc, user, claims.iat) {
             return Err(Denied::Forbidden(TokenError::Revoked.to_string()));

@@ -3,6 +3,12 @@
 //! Tokens are stateless, so taking access away records the moment it happened; a token issued
 //! before it is refused. Entries are kept in memory for fast checks and in the store so they
 //! survive a restart; after the longest token lifetime they are moot and forgotten.
+//!
+//! "Moot" holds because no token is accepted whose lifetime is longer than the longest one now
+//! allowed (`Auth::authorize_doc`), even one issued while the limit was longer: every token an
+//! entry covers was issued before it and so has expired once that lifetime has passed. Rows
+//! stay in the store (only the ones that can matter are loaded), so a restart with a longer
+//! limit finds again the entries that then matter again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -63,6 +63,9 @@ pub enum TokenError {
     WrongDocument,
     #[error("the token was revoked")]
     Revoked,
+    /// Its lifetime (issue to expiry) is longer than `--max-token-lifetime` allows now.
+    #[error("the token lives longer than the server now allows (--max-token-lifetime)")]
+    TooLong,
 }
 
 type HmacSha256 = Hmac<Sha256>;

@@ -159,6 +159,33 @@ pub enum EditTextError {
     Unconfirmed,
 }
 
+/// API → Document: bring the document into existence in the store with `update` (a v1 update
+/// of an empty document) as its content, in one transaction, then hold it. Answered once that
+/// is committed, with what the store now lists.
+#[derive(Message)]
+#[rtype(result = "Result<crate::store::DocSummary, CreateError>")]
+pub struct CreateWith {
+    pub update: Vec<u8>,
+}
+
+/// Why a document was not created with its content.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The store holds the document already, or it is being written: nothing was changed.
+    #[error("the document exists")]
+    AlreadyExists,
+    /// The content alone is larger than the size limit (in bytes): nothing was created.
+    #[error("the text would make the document larger than its limit of {0} bytes")]
+    TooLarge(usize),
+    /// The document was unloading; nothing was created, so asking again is safe.
+    #[error("the document is unloading; try again")]
+    Gone,
+    /// The store failed or did not answer in time; the document may or may not exist now. The
+    /// in-memory copy was dropped, so the next use reads whichever it is.
+    #[error("the store failed while creating the document: {0}")]
+    Unconfirmed(String),
+}
+
 /// API → Document: make the content equal to `target` (a full v1 state) through new
 /// operations; answered once they are durable and relayed.
 #[derive(Message)]

@@ -7,13 +7,13 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::middleware::ApiKey;
-use crate::collab::document::DEFAULT_TEXT_KEY;
-use crate::collab::messages::{DeleteDoc, DocPresence, PresenceOf};
+use crate::collab::document::{DEFAULT_TEXT_KEY, build_doc};
+use crate::collab::messages::{CreateError, CreateWith, DeleteDoc, DocPresence, PresenceOf};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
-use crate::store::{DocSummary, StoreError};
-use crate::sync::text_ops::TextOp;
+use crate::store::{DocSummary, StoreError, StoredDoc};
+use crate::sync::text_ops::{self, TextOp};
 
 /// Page size when the caller names none, and the most a caller may ask for.
 const DEFAULT_LIMIT: i64 = 50;
@@ -141,11 +141,11 @@ pub struct CreateDoc {
         (status = 201, description = "Created", body = DocView),
         (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json")
+        (status = 413, description = "Body too large, or the text is beyond the document size limit", body = Problem, content_type = "application/problem+json")
     )
 )]
 /// Creates a document, empty or with initial text: 201 with its location, 409 if the id is
-/// taken.
+/// taken. All or nothing: a refused or failed request leaves no document behind.
 #[post("/api/docs")]
 pub async fn create(
     _key: ApiKey,
@@ -157,31 +157,19 @@ pub async fn create(
         Some(id) => DocId::parse(&id)?,
         None => generated_id(),
     };
-    let summary = match state.store.create(&id).await {
-        Ok(summary) => summary,
-        Err(StoreError::AlreadyExists) => return Err(ApiError::AlreadyExists(id.to_string())),
-        Err(e) => {
-            return Err(anyhow::Error::new(e)
-                .context("Failed to create a document")
-                .into());
+    let initial = text.unwrap_or_default();
+    let summary = if initial.is_empty() {
+        match state.store.create(&id).await {
+            Ok(summary) => summary,
+            Err(StoreError::AlreadyExists) => return Err(ApiError::AlreadyExists(id.to_string())),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context("Failed to create a document")
+                    .into());
+            }
         }
-    };
-    let initial = text.clone().unwrap_or_default();
-    let summary = match text.filter(|t| !t.is_empty()) {
-        Some(text) => {
-            let ops = vec![TextOp::Insert {
-                insert: text,
-                at: 0,
-            }];
-            crate::routes::updates::edit_text(&state, &id, DEFAULT_TEXT_KEY, ops).await?;
-            state
-                .store
-                .get(&id)
-                .await
-                .context("Failed to read the new document")?
-                .unwrap_or(summary)
-        }
-        None => summary,
+    } else {
+        create_with_text(&state, &id, &initial).await?
     };
     state
         .webhooks
@@ -190,6 +178,58 @@ pub async fn create(
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/docs/{id}")))
         .json(DocView::new(summary, DocPresence::default())))
+}
+
+/// Creates `id` holding `text` in its `content` root, all or nothing: the document row and its
+/// first log row are written in one transaction, through the document's actor so that anyone
+/// connected to the name meanwhile sees the text. A refusal or a failure leaves no document
+/// behind (a store that fails at the commit itself may leave either; the answer says so).
+async fn create_with_text(
+    state: &AppState,
+    id: &DocId,
+    text: &str,
+) -> Result<DocSummary, ApiError> {
+    let update = initial_update(text)?;
+    for _ in 0..crate::routes::updates::ATTEMPTS {
+        let doc = crate::routes::updates::open(state, id).await?;
+        let message = CreateWith {
+            update: update.clone(),
+        };
+        match doc.send(message).await {
+            Ok(Ok(summary)) => return Ok(summary),
+            Ok(Err(CreateError::AlreadyExists)) => {
+                return Err(ApiError::AlreadyExists(id.to_string()));
+            }
+            Ok(Err(error @ CreateError::TooLarge(_))) => {
+                return Err(ApiError::DocumentTooLarge(error.to_string()));
+            }
+            Ok(Err(CreateError::Unconfirmed(why))) => {
+                tracing::warn!(doc = %id, error = %why, "creating a document failed");
+                return Err(ApiError::Unavailable(
+                    "the store failed while creating the document; read it before retrying".into(),
+                ));
+            }
+            // The document was unloading and created nothing: load it again.
+            Ok(Err(CreateError::Gone)) | Err(_) => continue,
+        }
+    }
+    Err(ApiError::Unavailable(
+        "the document is reloading; try again".into(),
+    ))
+}
+
+/// The v1 update that writes `text` into the `content` root of an empty document.
+fn initial_update(text: &str) -> Result<Vec<u8>, ApiError> {
+    let doc = build_doc(&StoredDoc::default()).context("Failed to start an empty document")?;
+    let root = doc.get_or_insert_text(DEFAULT_TEXT_KEY);
+    let insert = TextOp::Insert {
+        insert: text.to_string(),
+        at: 0,
+    };
+    let updates =
+        text_ops::apply(&doc, &root, &[insert]).context("Failed to write the initial text")?;
+    // One insert is one transaction: one update, none for an empty text.
+    Ok(yrs::merge_updates_v1(updates).context("Failed to merge the initial text's updates")?)
 }
 
 /// A fresh document name: `doc-` and 16 random hex digits.

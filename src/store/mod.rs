@@ -168,6 +168,14 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an empty document; `AlreadyExists` if the id is taken.
     async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError>;
 
+    /// Creates a document holding `update` as its first log row, both in one transaction:
+    /// `AlreadyExists` (and nothing written) if the id is taken. Returns the new row's log id.
+    async fn create_with_update(
+        &self,
+        doc: &DocId,
+        update: &[u8],
+    ) -> Result<(DocSummary, i64), StoreError>;
+
     /// Deletes a document with its log; false if there was nothing to delete.
     async fn delete(&self, doc: &DocId) -> Result<bool, StoreError>;
 
@@ -254,6 +262,14 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Err(StoreError::UnsupportedUrl(redact(url)))
     }
 }
+
+/// The SQL that inserts a document row unless the id is taken, the same on both backends: it
+/// returns a row exactly when it inserted one.
+pub(crate) const CREATE_SQL: &str = "INSERT INTO documents (id, created_at, updated_at) \
+     VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING RETURNING id";
+/// The SQL that appends one log row and returns its id, the same on both backends.
+pub(crate) const APPEND_ONE_SQL: &str =
+    "INSERT INTO updates (doc_id, data) VALUES ($1, $2) RETURNING id";
 
 /// The SQL of `revoke`, the same on both backends.
 pub(crate) const REVOKE_SQL: &str = "INSERT INTO revocations (doc_id, user_name, revoked_at) \

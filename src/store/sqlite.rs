@@ -175,14 +175,11 @@ impl super::Store for SqliteStore {
     #[tracing::instrument(skip(self), fields(doc = %doc))]
     async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError> {
         let now = now_ms();
-        let created = sqlx::query(
-            "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
-             ON CONFLICT (id) DO NOTHING RETURNING id",
-        )
-        .bind(doc.as_str())
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
+        let created = sqlx::query(super::CREATE_SQL)
+            .bind(doc.as_str())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
         match created {
             Some(_) => Ok(DocSummary {
                 id: doc.clone(),
@@ -192,6 +189,41 @@ impl super::Store for SqliteStore {
             }),
             None => Err(StoreError::AlreadyExists),
         }
+    }
+
+    #[tracing::instrument(skip(self, update), fields(doc = %doc, bytes = update.len()))]
+    async fn create_with_update(
+        &self,
+        doc: &DocId,
+        update: &[u8],
+    ) -> Result<(DocSummary, i64), StoreError> {
+        let now = now_ms();
+        // Appends and compactions queue on the gate; so does this, rather than wait on their
+        // lock in SQLite's sleeps.
+        let _writing = self.write_gate.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let created = sqlx::query(super::CREATE_SQL)
+            .bind(doc.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if created.is_none() {
+            // Dropping the transaction rolls it back: nothing was written.
+            return Err(StoreError::AlreadyExists);
+        }
+        let log_id: i64 = sqlx::query_scalar(super::APPEND_ONE_SQL)
+            .bind(doc.as_str())
+            .bind(update)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let summary = DocSummary {
+            id: doc.clone(),
+            created_at: now,
+            updated_at: now,
+            size: i64::try_from(update.len()).unwrap_or(i64::MAX),
+        };
+        Ok((summary, log_id))
     }
 
     #[tracing::instrument(skip(self), fields(doc = %doc))]

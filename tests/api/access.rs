@@ -1,6 +1,9 @@
 //! Access control: API keys for the REST API, document tokens for sockets, read-only sessions,
 //! revocation, the origin rule, and the refusal to serve the network without a secret.
 
+use std::time::Duration;
+
+use clap::Parser;
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -512,6 +515,40 @@ async fn revocations_survive_a_restart() {
 }
 
 #[actix_web::test]
+async fn a_revoked_token_stays_refused_after_a_restart_with_a_shorter_lifetime_limit() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(secured(&db)).await;
+    let doc = doc_name("shortened");
+    let old = token(&app, &doc, json!({ "access": "write", "expires_in": 3600 })).await;
+    let response = disconnect(&app, &doc, None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.stop().await;
+
+    // Every revocation made before the restart is older than the new limit, so none is loaded:
+    // the hour-long token must still not get in.
+    let mut settings = secured(&db);
+    settings.token_lifetime = Duration::ZERO;
+    settings.max_token_lifetime = Duration::ZERO;
+    let app = TestApp::spawn(settings).await;
+    let (status, problem) = refused_upgrade(&app, &format!("{doc}?token={old}"), None).await;
+    assert_eq!(status, 401, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("--max-token-lifetime"),
+        "{problem}"
+    );
+    let check = reqwest::Client::new()
+        .get(app.url(&format!("/api/docs/{doc}/access?token={old}")))
+        .send()
+        .await
+        .expect("access check");
+    assert_eq!(check.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn a_session_ends_when_its_token_expires() {
     let (app, _db) = secured_app().await;
     let doc = doc_name("expiring");
@@ -650,6 +687,340 @@ async fn pages_of_other_origins_may_connect_only_when_allowed() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    app.stop().await;
+}
+
+/// Tries an upgrade to `/ws/{path}` with extra headers (`Host` among them replaces the
+/// client's): `Ok` if it was accepted, else the refusal's status and problem JSON.
+async fn upgrade_with(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&'static str, String)],
+) -> Result<(), (u16, Value)> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/{path}", app.ws_base())
+        .into_client_request()
+        .expect("request");
+    for (name, value) in headers {
+        request
+            .headers_mut()
+            .insert(*name, value.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => Ok(()),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let problem = serde_json::from_slice(&body).expect("problem JSON body");
+            Err((response.status().as_u16(), problem))
+        }
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}
+
+/// The status and problem `type` of a raw request (see `raw_http`).
+async fn raw_problem(port: u16, head: &str, body: &[u8]) -> (u16, Value) {
+    let (status, body) = raw_http(port, head, body).await;
+    let problem = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (status, problem)
+}
+
+/// A Yjs update that writes `text` into `content`.
+fn text_update(text: &str) -> Vec<u8> {
+    use yrs::{ReadTxn, StateVector, Text, Transact};
+    let doc = yrs::Doc::new();
+    let root = doc.get_or_insert_text("content");
+    root.insert(&mut doc.transact_mut(), 0, text);
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
+}
+
+#[actix_web::test]
+async fn pages_of_other_origins_may_not_change_anything_even_without_a_secret() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.allowed_origins = vec!["https://app.example".into()];
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("csrf");
+    let client = reqwest::Client::new();
+    let created = client
+        .post(app.url("/api/docs"))
+        .json(&json!({ "id": doc, "text": "original" }))
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let version: Value = client
+        .post(app.url(&format!("/api/docs/{doc}/versions")))
+        .send()
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("json");
+    let version = version["id"].as_i64().expect("version id");
+
+    // What a page of another site can send without a preflight: "simple" requests.
+    let forged = text_update("forged ");
+    let attempts: Vec<(reqwest::Method, String, Vec<u8>)> = vec![
+        (
+            reqwest::Method::POST,
+            format!("/api/docs/{doc}/update"),
+            forged.clone(),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/docs/{doc}/versions/{version}/restore"),
+            Vec::new(),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/api/docs/{doc}/text"),
+            br#"{"ops":[{"insert":"forged ","at":0}]}"#.to_vec(),
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/docs".to_string(),
+            br#"{"id":"planted"}"#.to_vec(),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/api/docs/{doc}"),
+            Vec::new(),
+        ),
+    ];
+    let foreign: [(&str, &str); 3] = [
+        ("Origin", "https://evil.example"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ];
+    for (method, path, body) in &attempts {
+        for (header, value) in foreign {
+            let response = client
+                .request(method.clone(), app.url(path))
+                .header(header, value)
+                .header("Content-Type", "text/plain")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("request");
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{method} {path} with {header}: {value}"
+            );
+            let problem: Value = response.json().await.expect("problem JSON");
+            assert_eq!(problem["type"], "/problems/forbidden", "{problem}");
+        }
+    }
+    let text = client
+        .get(app.url(&format!("/api/docs/{doc}/content?format=text")))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(text.status(), StatusCode::OK, "the document is still there");
+    assert_eq!(text.text().await.expect("text"), "original");
+    let planted = client
+        .get(app.url("/api/docs/planted"))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(planted.status(), StatusCode::NOT_FOUND);
+
+    // The server's own pages, the allowed origins, and clients that are no browser may.
+    for origin in [
+        Some(format!("http://127.0.0.1:{}", app.port)),
+        Some("https://app.example".to_string()),
+        None,
+    ] {
+        let mut request = client
+            .post(app.url(&format!("/api/docs/{doc}/update")))
+            .header("Content-Type", "application/octet-stream")
+            .body(text_update(&format!("{origin:?} ")));
+        if let Some(origin) = &origin {
+            request = request.header("Origin", origin);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{origin:?}");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn requests_under_another_host_name_are_refused_without_a_secret() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let port = app.port;
+    let doc = doc_name("rebind");
+    app.create_doc(&doc).await;
+
+    // DNS rebinding: a page of rebind.evil.example, whose name now resolves to 127.0.0.1, is of
+    // the same origin as what it reads.
+    let evil = format!("rebind.evil.example:{port}");
+    let (status, problem) = raw_problem(
+        port,
+        &format!("GET /api/docs HTTP/1.1\r\nHost: {evil}\r\nOrigin: http://{evil}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 421, "{problem}");
+    assert_eq!(problem["type"], "/problems/unknown-host");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("rebind.evil.example") && detail.contains("--public-host"),
+        "{detail}"
+    );
+    let refused = upgrade_with(
+        &app,
+        &doc,
+        &[("Host", evil.clone()), ("Origin", format!("http://{evil}"))],
+    )
+    .await;
+    assert_eq!(refused.map_err(|(status, _)| status), Err(421));
+    // Nor does an X-Forwarded-Host of its own make it this server: 127.0.0.1 is no proxy here.
+    let (status, _) = raw_problem(
+        port,
+        &format!("GET /api/docs HTTP/1.1\r\nHost: {evil}\r\nX-Forwarded-Host: localhost:{port}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 421);
+    let (status, _) = raw_problem(
+        port,
+        &format!("POST /api/docs/{doc}/update HTTP/1.1\r\nHost: {evil}"),
+        &text_update("rebound"),
+    )
+    .await;
+    assert_eq!(status, 421);
+
+    // Addresses and loopback names are this server's; the health probes answer any name.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "editor.localhost".to_string(),
+    ] {
+        let (status, body) = raw_http(
+            port,
+            &format!("GET /api/docs HTTP/1.1\r\nHost: {host}"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{host}: {body}");
+    }
+    let (status, _) = raw_http(
+        port,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "the editor's page under localhost");
+    let local = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("Host", format!("localhost:{port}")),
+            ("Origin", format!("http://localhost:{port}")),
+        ],
+    )
+    .await;
+    assert_eq!(local.map_err(|(status, _)| status), Ok(()));
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _) = raw_http(
+            port,
+            &format!("GET {probe} HTTP/1.1\r\nHost: tandem.internal.example"),
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{probe}");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_forwarded_host_counts_only_from_a_trusted_proxy() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let doc = doc_name("forwarded");
+    // Not through a proxy: the page's claim that it asked for its own host is not believed.
+    let app = TestApp::spawn(db.settings()).await;
+    let forged = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("X-Forwarded-Host", "evil.example".to_string()),
+            ("Origin", "http://evil.example".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(forged.map_err(|(status, _)| status), Err(403));
+    app.stop().await;
+
+    // From a trusted proxy it names the host the browser asked for, which the page's is.
+    let mut settings = db.settings();
+    settings.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = TestApp::spawn(settings).await;
+    let proxied = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("X-Forwarded-Host", "docs.localhost".to_string()),
+            ("Origin", "https://docs.localhost".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(proxied.map_err(|(status, _)| status), Ok(()));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn public_host_names_are_served_and_a_proxy_passes_on_no_other() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let doc = doc_name("public");
+    // Behind a proxy on loopback that serves docs.example.com.
+    let mut settings = Settings::try_parse_from(["tandem", "--public-host", "docs.example.com"])
+        .expect("--public-host is a flag");
+    settings.database_url = db.url.clone();
+    settings.bind = "127.0.0.1:0".parse().expect("address");
+    settings.trusted_proxies = vec!["127.0.0.1".into()];
+    let app = TestApp::spawn(settings).await;
+    let port = app.port;
+    let proxied = upgrade_with(
+        &app,
+        &doc,
+        &[
+            ("X-Forwarded-Host", "docs.example.com".to_string()),
+            ("Origin", "https://docs.example.com".to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(proxied.map_err(|(status, _)| status), Ok(()));
+    let (status, _) = raw_problem(
+        port,
+        "GET /api/docs HTTP/1.1\r\nHost: docs.example.com",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // The proxy passing on a rebinding page's host name: refused, whatever Host it sends.
+    for head in [
+        format!("GET /api/docs HTTP/1.1\r\nX-Forwarded-Host: rebind.evil.example:{port}"),
+        "GET /api/docs HTTP/1.1\r\nHost: rebind.evil.example\r\nX-Forwarded-Host: docs.example.com"
+            .to_string(),
+    ] {
+        let (status, problem) = raw_problem(port, &head, b"").await;
+        assert_eq!(status, 421, "{head}: {problem}");
+    }
+    app.stop().await;
+
+    // With a secret and no public names, a rebinding page gains nothing (it holds no key):
+    // any name is served, and the key is asked for.
+    let app = TestApp::spawn(secured(&db)).await;
+    let (status, problem) = raw_problem(
+        app.port,
+        "GET /api/docs HTTP/1.1\r\nHost: anything.example",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 401, "{problem}");
     app.stop().await;
 }
 

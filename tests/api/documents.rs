@@ -293,3 +293,72 @@ async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
     assert_eq!(bundle.status(), StatusCode::OK);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_document_refused_for_its_size_is_not_created() {
+    for backend in backends() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let mut events = crate::webhooks::receiver(listener, 0).await;
+        let db = TestDb::new(backend).await;
+        let mut settings = db.settings();
+        settings.max_document_size = 1024;
+        settings.webhook_urls = vec![url];
+        let app = TestApp::spawn(settings).await;
+        let id = doc_name("oversized");
+
+        let response = create_with(&app, json!({ "id": id, "text": "x".repeat(2048) })).await;
+        problem(
+            response,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "/problems/document-too-large",
+        )
+        .await;
+        let after = reqwest::get(app.url(&format!("/api/docs/{id}")))
+            .await
+            .expect("get");
+        assert_eq!(after.status(), StatusCode::NOT_FOUND, "{backend:?}");
+
+        // Asking again with text that fits creates it, and announces it.
+        let response = create_with(&app, json!({ "id": id, "text": "fits" })).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
+        let created = crate::webhooks::next(&mut events).await.json();
+        assert_eq!(created["event"], "document.created", "{backend:?}");
+        assert_eq!(created["id"], id.as_str());
+        assert_eq!(created["text"], "fits");
+        let text = reqwest::get(app.url(&format!("/api/docs/{id}/content?format=text")))
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(text, "fits", "{backend:?}");
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn text_a_document_is_created_with_reaches_editors_already_on_its_name_and_is_stored() {
+    for backend in backends() {
+        let db = TestDb::new(backend).await;
+        let app = TestApp::spawn(db.settings()).await;
+        let id = doc_name("awaited");
+        // Someone opened the name before the document existed.
+        let mut early = app.connect(&id).await;
+        let response = create_with(&app, json!({ "id": id, "text": "welcome" })).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
+        let body: Value = response.json().await.expect("json");
+        assert!(body["size"].as_i64().expect("size") > 0, "{body}");
+        early.wait_for_text("welcome").await;
+        let again = create_with(&app, json!({ "id": id, "text": "twice" })).await;
+        problem(again, StatusCode::CONFLICT, "/problems/document-exists").await;
+        early.append("!").await;
+        early.recv_echo().await;
+        app.stop().await;
+
+        let (stored, _) = crate::helpers::stored_text(&db.url, &id).await;
+        assert_eq!(stored, "welcome!", "{backend:?}");
+    }
+}

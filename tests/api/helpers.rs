@@ -580,14 +580,23 @@ pub fn doc_name(prefix: &str) -> String {
 
 /// Sends one HTTP/1.1 request exactly as written (no client normalises its path) and returns
 /// the status and the body. `head` holds the request line and any headers, without the blank
-/// line; `Host`, `Content-Length` and `Connection: close` are added.
+/// line; `Content-Length`, `Connection: close` and, unless `head` has one, `Host` are added.
 pub async fn raw_http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
+    let has_host = head
+        .lines()
+        .skip(1)
+        .any(|line| line.to_ascii_lowercase().starts_with("host:"));
+    let host = if has_host {
+        String::new()
+    } else {
+        format!("\r\nHost: 127.0.0.1:{port}")
+    };
     let mut request = format!(
-        "{head}\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{head}{host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();

@@ -17,7 +17,7 @@ const SECRET: &str = "test-secret";
 
 /// One request the receiver got.
 #[derive(Debug)]
-struct Received {
+pub(crate) struct Received {
     headers: Vec<(String, String)>,
     body: String,
     /// What the receiver answered.
@@ -32,7 +32,7 @@ impl Received {
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).expect("event body is JSON")
     }
 
@@ -58,7 +58,10 @@ impl Received {
 
 /// A minimal HTTP receiver on a loopback port: answers 500 to the first `failures` requests
 /// and 204 after that, and reports every request once it has answered.
-async fn receiver(listener: TcpListener, failures: usize) -> mpsc::UnboundedReceiver<Received> {
+pub(crate) async fn receiver(
+    listener: TcpListener,
+    failures: usize,
+) -> mpsc::UnboundedReceiver<Received> {
     slow_receiver(listener, failures, Duration::ZERO).await
 }
 
@@ -118,7 +121,7 @@ async fn slow_receiver(
     rx
 }
 
-async fn next(events: &mut mpsc::UnboundedReceiver<Received>) -> Received {
+pub(crate) async fn next(events: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     tokio::time::timeout(WAIT, events.recv())
         .await
         .expect("a webhook arrives in time")

@@ -1,6 +1,8 @@
 //! What the HTTP API asks of a document: read it, change it, restore it. Every answer waits
 //! until what it reports or changed is durable.
 
+use std::time::Duration;
+
 use actix::prelude::*;
 use tokio::sync::oneshot;
 use yrs::{ReadTxn, Transact};
@@ -8,12 +10,15 @@ use yrs::{ReadTxn, Transact};
 use super::integrate::Work;
 use super::{DEFAULT_TEXT_KEY, DocumentActor, LocalEditError, build_doc};
 use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, EditText, EditTextError, EncodeState, Gone, ReadContent,
-    Restore, RestoreFailure,
+    ApplyUpdate, ApplyUpdateError, CreateError, CreateWith, EditText, EditTextError, EncodeState,
+    Gone, ReadContent, Restore, RestoreFailure,
 };
-use crate::store::StoredDoc;
+use crate::store::{DocSummary, StoreError, StoredDoc};
 use crate::sync::content::{self, ContentError};
 use crate::sync::{restore, text_ops};
+
+/// How long creating a document may hold it (and the store) before it counts as failed.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Handler<EncodeState> for DocumentActor {
     type Result = ResponseFuture<Result<Vec<u8>, Gone>>;
@@ -104,6 +109,63 @@ impl Handler<EditText> for DocumentActor {
             wait.await
                 .map(|_| ())
                 .map_err(|_| EditTextError::Unconfirmed)
+        })
+    }
+}
+
+impl Handler<CreateWith> for DocumentActor {
+    type Result = ResponseFuture<Result<DocSummary, CreateError>>;
+
+    /// Creates the document in the store with its first content, in one transaction, and then
+    /// applies that content here. Only a document of which nothing was ever stored can be
+    /// created: any other exists already, or will once the writer commits what it was handed.
+    ///
+    /// Nothing else is handled until the store has answered. The row is written beside the
+    /// persistence writer, so this copy must hold its content before it can ask for a
+    /// compaction again: a snapshot without it would cover, and drop, the row.
+    fn handle(&mut self, msg: CreateWith, ctx: &mut Context<Self>) -> Self::Result {
+        self.touch(ctx);
+        if self.closing {
+            return Box::pin(async { Err(CreateError::Gone) });
+        }
+        if !self.pristine() {
+            return Box::pin(async { Err(CreateError::AlreadyExists) });
+        }
+        if let Err(limit) = self.has_room_for(msg.update.len()) {
+            return Box::pin(async move { Err(CreateError::TooLarge(limit)) });
+        }
+        let update = msg.update;
+        let (store, id) = (self.store.clone(), self.id.clone());
+        let (answer, answered) = oneshot::channel();
+        let write = async move {
+            let written =
+                tokio::time::timeout(CREATE_TIMEOUT, store.create_with_update(&id, &update));
+            (written.await, update)
+        };
+        ctx.wait(write.into_actor(self).map(move |(written, update), act, ctx| {
+            let result = match written {
+                Ok(Ok((summary, log_id))) => {
+                    act.adopt_created(update, log_id, ctx);
+                    Ok(summary)
+                }
+                Ok(Err(StoreError::AlreadyExists)) => Err(CreateError::AlreadyExists),
+                outcome => {
+                    let why = match outcome {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "no answer in time".to_string(),
+                    };
+                    // The row may have been committed: only a reload can tell.
+                    tracing::warn!(parent: &act.span, error = %why, "creating the document failed; reloading it");
+                    act.fail(ctx);
+                    Err(CreateError::Unconfirmed(why))
+                }
+            };
+            let _ = answer.send(result);
+        }));
+        Box::pin(async move {
+            answered
+                .await
+                .unwrap_or_else(|_| Err(CreateError::Unconfirmed("the document stopped".into())))
         })
     }
 }

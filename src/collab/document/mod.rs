@@ -507,14 +507,7 @@ impl DocumentActor {
     /// Hands an update already applied to the document to the writer, and queues its relay
     /// behind durability.
     fn record(&mut self, raw: Bytes, relay: Bytes, ctx: &mut Context<Self>) {
-        self.metrics.updates_applied.inc();
-        self.unversioned = true;
-        self.last_edit = Instant::now();
-        self.schedule_auto_version(ctx);
-        if self.webhooks.enabled() {
-            self.unannounced_since.get_or_insert(self.last_edit);
-            self.schedule_change_event(ctx);
-        }
+        self.note_change(ctx);
         self.last_seq += 1;
         self.log_bytes += raw.len();
         if self
@@ -537,6 +530,55 @@ impl DocumentActor {
         if self.compaction_due() {
             self.compact(None);
         }
+    }
+
+    /// Takes in the content a new document was created with, committed already as log row
+    /// `log_id` (see `CreateWith`): applies it, counts the row, and relays it to whoever is
+    /// connected.
+    fn adopt_created(&mut self, raw: Vec<u8>, log_id: i64, ctx: &mut Context<Self>) {
+        let doc = &self.doc;
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let update = Update::decode_v1(&raw).map_err(|e| e.to_string())?;
+            crate::sync::apply_update(doc, update, &raw).map_err(|e| e.to_string())
+        }));
+        if !matches!(applied, Ok(Ok(()))) {
+            // It is stored: a reload reads it back.
+            tracing::error!(parent: &self.span, "the content of a new document did not apply; reloading it");
+            self.fail(ctx);
+            return;
+        }
+        self.max_log_id = self.max_log_id.max(log_id);
+        self.log_rows += 1;
+        self.log_bytes += raw.len();
+        self.note_change(ctx);
+        // Durable already, and nothing is waiting before it: relayed at once.
+        self.broadcast(&encode_update(&raw));
+        if self.compaction_due() {
+            self.compact(None);
+        }
+    }
+
+    /// Counts a change to the document, for the metrics, the next automatic version and the
+    /// `document.changed` webhook.
+    fn note_change(&mut self, ctx: &mut Context<Self>) {
+        self.metrics.updates_applied.inc();
+        self.unversioned = true;
+        self.last_edit = Instant::now();
+        self.schedule_auto_version(ctx);
+        if self.webhooks.enabled() {
+            self.unannounced_since.get_or_insert(self.last_edit);
+            self.schedule_change_event(ctx);
+        }
+    }
+
+    /// Whether nothing of this document was ever stored or handed to the writer: no snapshot,
+    /// no log row, no update since it was loaded.
+    fn pristine(&self) -> bool {
+        self.last_seq == 0
+            && self.max_log_id == 0
+            && self.snapshot_bytes == 0
+            && self.log_bytes == 0
+            && self.log_rows == 0
     }
 
     /// The document's stored size as the size limit counts it.
