@@ -201,7 +201,7 @@ pub struct Settings {
 
     /// Longest one update may take to apply, and what one connection's updates may take per
     /// 10 s. An update past it is stopped (the part applied is kept) and its sender closed with
-    /// 1008; over HTTP it is answered 400.
+    /// 1008; over HTTP it is answered 400. `0s` turns the budget off.
     #[arg(long, env = "TANDEM_UPDATE_COST_BUDGET", default_value = "2s", value_parser = humantime::parse_duration)]
     pub update_cost_budget: Duration,
 

@@ -208,7 +208,7 @@ pub async fn get_content(
     request_body(content = Binary, content_type = "application/octet-stream", description = "A Yjs v1 update"),
     responses(
         (status = 204, description = "Stored and relayed to editors"),
-        (status = 400, description = "Invalid name, or not a valid update", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid name, not a valid update, or one that took longer than the update budget to apply (the part applied by then is stored)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large, or the document would grow beyond its size limit", body = Problem, content_type = "application/problem+json")
     )
@@ -251,6 +251,13 @@ pub async fn post_update(
             Ok(Err(ApplyUpdateError::Refused(IntegrateError::TooLarge(limit)))) => {
                 return Err(ApiError::DocumentTooLarge(format!(
                     "the update would grow the document beyond its limit of {limit} bytes"
+                )));
+            }
+            Ok(Err(ApplyUpdateError::Refused(IntegrateError::TooCostly(budget)))) => {
+                return Err(ApiError::BadRequest(format!(
+                    "applying the update took longer than the budget of {budget:?} \
+                     (--update-cost-budget): it was stopped, and the part applied by then is \
+                     stored; posting it again applies more of it"
                 )));
             }
             Err(MailboxError::Timeout) => {

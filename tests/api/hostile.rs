@@ -397,3 +397,38 @@ async fn shutdown_while_a_costly_update_is_applied_ends_in_bounded_time() {
         stopping.elapsed()
     );
 }
+
+#[actix_web::test]
+async fn a_costly_update_over_http_is_answered_400_and_keeps_the_part_applied() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.update_cost_budget = std::time::Duration::from_millis(300);
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("costly-rest");
+    app.create_doc(&doc).await;
+    let (base, attack) = costly_update(40_000, 2_000);
+    let post = |body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(app.url(&format!("/api/docs/{doc}/update")))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post(base).await.expect("post").status(),
+        reqwest::StatusCode::NO_CONTENT
+    );
+    let refused = post(attack).await.expect("post");
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    let problem: serde_json::Value = refused.json().await.expect("problem JSON");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("budget")),
+        "{problem}"
+    );
+    // Part of it went in, not all: L, the 40,000 between, R, and some of the 2,000.
+    let len = text_of(&app, &doc).await.len();
+    assert!(len > 40_002 && len < 42_002, "{len}");
+    app.stop().await;
+}

@@ -27,7 +27,7 @@ pub fn is_heavy(structs: usize, stored_bytes: usize) -> bool {
 }
 
 /// One connection's budget of time spent applying its updates: `budget` at once, refilled at a
-/// tenth of it per second. An honest client spends it on a large first sync at most; one
+/// tenth of it per second (a budget of zero is none). An honest client spends it on a large first sync at most; one
 /// whose updates cost more than it may is disconnected.
 #[derive(Debug, Clone)]
 pub struct CostBudget {
@@ -45,8 +45,11 @@ impl CostBudget {
         }
     }
 
-    /// The time left to spend at `now`.
+    /// The time left to spend at `now`; without a budget (zero), no end.
     pub fn left(&mut self, now: Instant) -> Duration {
+        if self.budget.is_zero() {
+            return Duration::MAX;
+        }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         let refill = self.budget.mul_f64((elapsed / 10.0).min(1.0));
@@ -56,6 +59,9 @@ impl CostBudget {
 
     /// Spends `spent` at `now`; false once nothing is left.
     pub fn spend(&mut self, now: Instant, spent: Duration) -> bool {
+        if self.budget.is_zero() {
+            return true;
+        }
         let left = self.left(now);
         self.left = left.saturating_sub(spent);
         !self.left.is_zero()
@@ -90,5 +96,8 @@ mod tests {
             budget.left(later + Duration::from_secs(100)),
             Duration::from_secs(2)
         );
+        let mut none = CostBudget::new(Duration::ZERO);
+        assert!(none.spend(start, Duration::from_secs(3600)));
+        assert_eq!(none.left(start), Duration::MAX);
     }
 }

@@ -173,6 +173,7 @@ impl DocumentActor {
                 .subscribers
                 .get_mut(*session)
                 .map_or(Duration::ZERO, |sub| sub.cost.left(Instant::now())),
+            Origin::Api(_) if self.settings.update_cost_budget.is_zero() => Duration::MAX,
             Origin::Api(_) => self.settings.update_cost_budget,
         };
         let IncomingUpdate {
@@ -184,6 +185,10 @@ impl DocumentActor {
         let id = self.id.clone();
         let job = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
+            // No budget: a deadline a year away.
+            let deadline = started
+                .checked_add(budget)
+                .unwrap_or_else(|| started + Duration::from_secs(365 * 86_400));
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 #[cfg(feature = "fault-injection")]
                 crate::faults::before_apply(id.as_str());
@@ -192,7 +197,7 @@ impl DocumentActor {
                     update,
                     &bytes,
                     OFFLOADED_PART_STRUCTS,
-                    started + budget,
+                    deadline,
                 )
             }));
             (outcome, started.elapsed())
