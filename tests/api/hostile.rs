@@ -432,3 +432,69 @@ async fn a_costly_update_over_http_is_answered_400_and_keeps_the_part_applied() 
     assert!(len > 40_002 && len < 42_002, "{len}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_long_text_edit_never_stalls_other_documents_and_a_batch_has_at_most_so_many_operations()
+{
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let size = 1_000_000u64;
+    let doc = doc_with_text(&app, size as usize).await;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut others = Vec::new();
+    for i in 0..=threads {
+        others.push(app.connect(&doc_name(&format!("bystander-{i}"))).await);
+    }
+    let mut seed = 12_345u64;
+    let ops: Vec<serde_json::Value> = (0..10_000)
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            json!({ "insert": "y", "at": (seed >> 33) % size })
+        })
+        .collect();
+    let url = app.url(&format!("/api/docs/{doc}/text"));
+    let edit = tokio::spawn({
+        let url = url.clone();
+        let ops = ops.clone();
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .json(&json!({ "ops": ops }))
+                .send()
+                .await
+                .expect("edit")
+                .status()
+        }
+    });
+    let mut slowest = std::time::Duration::ZERO;
+    let mut rounds = 0;
+    while !edit.is_finished() {
+        for other in &mut others {
+            let asked = std::time::Instant::now();
+            other.append("k").await;
+            tokio::time::timeout(std::time::Duration::from_secs(10), other.recv_echo())
+                .await
+                .expect("echo");
+            slowest = slowest.max(asked.elapsed());
+        }
+        rounds += 1;
+    }
+    assert_eq!(edit.await.expect("joins"), reqwest::StatusCode::NO_CONTENT);
+    assert!(
+        slowest < std::time::Duration::from_millis(1_500),
+        "another document waited {slowest:?} for its echo ({rounds} rounds)"
+    );
+    assert_eq!(text_of(&app, &doc).await.len(), size as usize + 10_000);
+
+    let mut too_many = ops;
+    too_many.push(json!({ "insert": "z", "at": 0 }));
+    let refused = reqwest::Client::new()
+        .post(url)
+        .json(&json!({ "ops": too_many }))
+        .send()
+        .await
+        .expect("edit");
+    assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(text_of(&app, &doc).await.len(), size as usize + 10_000);
+    app.stop().await;
+}

@@ -228,7 +228,44 @@ async function packedSync (results) {
   await new Promise(resolve => child.on('exit', resolve))
 }
 
+async function textEdit (results) {
+  const { child, port } = await start()
+  await post(port, '/api/docs', JSON.stringify({ id: 'long', text: 'x'.repeat(4_000_000) }), 'application/json')
+  // One more document than threads: at least one shares the edited document's thread.
+  const bystanders = []
+  for (let i = 0; i <= cpus().length; i++) {
+    const bystander = await connect(port, `bystander-${i}`)
+    bystander.ws.send(syncStep1(Y.encodeStateVector(bystander.doc)))
+    await until(bystander, () => bystander.answers > 0)
+    bystanders.push(bystander)
+  }
+  let seed = 12345
+  const ops = []
+  for (let i = 0; i < 10_000; i++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648
+    ops.push({ insert: 'y', at: seed % 4_000_000 })
+  }
+  const body = JSON.stringify({ ops })
+  const started = performance.now()
+  let done = false
+  const editing = post(port, '/api/docs/long/text', body, 'application/json').then(() => { done = true })
+  const during = []
+  while (!done) for (const b of bystanders) during.push(await echo(b))
+  await editing
+  results.rest_text_edit = {
+    text_units: 4_000_000,
+    inserts: 10_000,
+    took_ms: Math.round(performance.now() - started),
+    bystander_echo_ms_during_max: Math.max(...during).toFixed(1),
+    bystander_echoes_during: during.length
+  }
+  for (const b of bystanders) b.ws.close()
+  child.kill('SIGTERM')
+  await new Promise(resolve => child.on('exit', resolve))
+}
+
 const results = { cores: cpus().length }
+await textEdit(results)
 await packedSync(results)
 await costly(results)
 console.log(JSON.stringify(results, null, 2))

@@ -93,6 +93,25 @@ impl Handler<EditText> for DocumentActor {
         if let Err(limit) = self.has_room_for(inserted) {
             return Box::pin(async move { Err(EditTextError::TooLarge(limit)) });
         }
+        if super::cost::is_heavy(msg.ops.len(), self.stored_size()) {
+            let EditText { key, ops, .. } = msg;
+            let answer = self.edit_off_thread(ctx, move |doc| {
+                let root = doc.get_or_insert_text(key.as_str());
+                text_ops::apply(doc, &root, &ops)
+            });
+            return Box::pin(async move {
+                let wait = match answer.await {
+                    Ok(Ok(wait)) => wait,
+                    Ok(Err(LocalEditError::Refused(error))) => {
+                        return Err(EditTextError::Ops(error));
+                    }
+                    Ok(Err(LocalEditError::Failed)) | Err(_) => return Err(EditTextError::Gone),
+                };
+                wait.await
+                    .map(|_| ())
+                    .map_err(|_| EditTextError::Unconfirmed)
+            });
+        }
         let edit = self.edit_locally(ctx, |doc| {
             let root = doc.get_or_insert_text(msg.key.as_str());
             text_ops::apply(doc, &root, &msg.ops)

@@ -16,7 +16,9 @@ use tokio::sync::oneshot;
 use yrs::{ReadTxn, StateVector, Transact};
 
 use super::cost::{OFFLOADED_PART_STRUCTS, is_heavy};
-use super::{DocumentActor, EMPTY_UPDATE, IntegrateError, changes_anything, screen};
+use super::{
+    DocumentActor, EMPTY_UPDATE, IntegrateError, LocalEditError, changes_anything, screen,
+};
 use crate::collab::messages::SessionId;
 use crate::sync::protocol::{
     ClientMessage, IncomingUpdate, encode_permission_denied, encode_update,
@@ -315,5 +317,31 @@ impl DocumentActor {
         }
         self.remove_subscriber(session);
         self.forget_backlog_of(session);
+    }
+
+    /// [`DocumentActor::edit_locally`] on a blocking thread, for an edit that may be costly: the
+    /// document waits for it, reading nothing meanwhile, and other documents go on. The edit is
+    /// not stopped part way (a batch applies whole or not at all); what it may cost is bounded
+    /// by what it may hold instead.
+    pub(super) fn edit_off_thread<E: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        edit: impl FnOnce(&yrs::Doc) -> Result<Vec<Vec<u8>>, E> + Send + 'static,
+    ) -> oneshot::Receiver<Result<oneshot::Receiver<Vec<u8>>, LocalEditError<E>>> {
+        let (reply, answer) = oneshot::channel();
+        let doc = self.doc.clone();
+        let job =
+            tokio::task::spawn_blocking(move || catch_unwind(AssertUnwindSafe(|| edit(&doc))));
+        self.applying = true;
+        self.metrics.updates_applying.inc();
+        ctx.wait(job.into_actor(self).map(move |joined, act, ctx| {
+            act.applying = false;
+            act.metrics.updates_applying.dec();
+            // The blocking task cannot be cancelled; a join error is its panic.
+            let outcome = joined.unwrap_or_else(|error| Err(Box::new(error.to_string())));
+            let _ = reply.send(act.record_edit(outcome, ctx));
+            act.drain(ctx);
+        }));
+        answer
     }
 }

@@ -399,7 +399,17 @@ impl DocumentActor {
         edit: impl FnOnce(&Doc) -> Result<Vec<Vec<u8>>, E>,
     ) -> Result<oneshot::Receiver<Vec<u8>>, LocalEditError<E>> {
         let doc = &self.doc;
-        let updates = match catch_unwind(AssertUnwindSafe(|| edit(doc))) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| edit(doc)));
+        self.record_edit(outcome, ctx)
+    }
+
+    /// Stores and relays what a server-side edit made (see [`DocumentActor::edit_locally`]).
+    fn record_edit<E>(
+        &mut self,
+        outcome: std::thread::Result<Result<Vec<Vec<u8>>, E>>,
+        ctx: &mut Context<Self>,
+    ) -> Result<oneshot::Receiver<Vec<u8>>, LocalEditError<E>> {
+        let updates = match outcome {
             Ok(Ok(updates)) => updates,
             Ok(Err(error)) => return Err(LocalEditError::Refused(error)),
             Err(_) => {
