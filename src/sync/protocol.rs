@@ -340,16 +340,18 @@ mod tests {
         ));
     }
 
+    /// An awareness message setting client 7's state to `json`.
+    fn frame(json: &str) -> Bytes {
+        let mut payload = Vec::new();
+        payload.write_var(1u32);
+        payload.write_var(7u64);
+        payload.write_var(1u32);
+        payload.write_string(json);
+        encode_awareness(&payload)
+    }
+
     #[test]
     fn an_awareness_state_that_is_not_json_is_malformed() {
-        let frame = |json: &str| {
-            let mut payload = Vec::new();
-            payload.write_var(1u32);
-            payload.write_var(7u64);
-            payload.write_var(1u32);
-            payload.write_string(json);
-            encode_awareness(&payload)
-        };
         assert!(decode_frame(&frame(r#"{"user":{"name":"a"}}"#)).is_ok());
         assert!(decode_frame(&frame("null")).is_ok());
         for bad in ["{", "not json", "", &"[".repeat(10_000)] {
@@ -384,14 +386,6 @@ mod tests {
 
     #[test]
     fn presence_costs_by_its_size_and_a_state_has_a_longest_length() {
-        let frame = |json: &str| {
-            let mut payload = Vec::new();
-            payload.write_var(1u32);
-            payload.write_var(7u64);
-            payload.write_var(1u32);
-            payload.write_string(json);
-            encode_awareness(&payload)
-        };
         let big = format!(
             r#"{{"pad":"{}"}}"#,
             "x".repeat(10 * PRESENCE_BYTES_PER_TOKEN)

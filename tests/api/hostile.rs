@@ -50,6 +50,17 @@ async fn sync_answer_bytes(client: &mut YClient, answers: usize) -> usize {
     bytes
 }
 
+/// Posts a binary update to `doc` on the server at `base` (`http://host:port`).
+async fn post_update(base: &str, doc: &str, update: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/docs/{doc}/update"))
+        .header("content-type", "application/octet-stream")
+        .body(update)
+        .send()
+        .await
+        .expect("post")
+}
+
 async fn text_of(app: &TestApp, doc: &str) -> String {
     reqwest::Client::new()
         .get(app.url(&format!("/api/docs/{doc}/content?format=text")))
@@ -282,13 +293,7 @@ async fn an_update_that_costs_past_the_budget_is_stopped_and_never_stalls_other_
     let doc = doc_name("costly");
     app.create_doc(&doc).await;
     let (base, attack) = costly_update(40_000, 2_000);
-    let stored = reqwest::Client::new()
-        .post(app.url(&format!("/api/docs/{doc}/update")))
-        .header("content-type", "application/octet-stream")
-        .body(base)
-        .send()
-        .await
-        .expect("post");
+    let stored = post_update(&app.url(""), &doc, base).await;
     assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
 
     // Documents spread over the server's threads: at least one shares the costly one's.
@@ -348,14 +353,7 @@ async fn shutdown_while_a_costly_update_is_applied_ends_in_bounded_time() {
         .await
         .expect("create");
     assert_eq!(created.status(), reqwest::StatusCode::CREATED);
-    let url = format!("http://127.0.0.1:{}/api/docs/{doc}/update", server.port);
-    let stored = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/octet-stream")
-        .body(base)
-        .send()
-        .await
-        .expect("post");
+    let stored = post_update(&format!("http://127.0.0.1:{}", server.port), &doc, base).await;
     assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
     let mut hostile = YClient::connect(&server.ws_base(), &doc).await;
     hostile
@@ -407,18 +405,11 @@ async fn a_costly_update_over_http_is_answered_400_and_keeps_the_part_applied() 
     let doc = doc_name("costly-rest");
     app.create_doc(&doc).await;
     let (base, attack) = costly_update(40_000, 2_000);
-    let post = |body: Vec<u8>| {
-        reqwest::Client::new()
-            .post(app.url(&format!("/api/docs/{doc}/update")))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-    };
     assert_eq!(
-        post(base).await.expect("post").status(),
+        post_update(&app.url(""), &doc, base).await.status(),
         reqwest::StatusCode::NO_CONTENT
     );
-    let refused = post(attack).await.expect("post");
+    let refused = post_update(&app.url(""), &doc, attack).await;
     assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
     let problem: serde_json::Value = refused.json().await.expect("problem JSON");
     assert!(

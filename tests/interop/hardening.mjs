@@ -51,20 +51,16 @@ const rssMiB = pid => {
   return Number(/VmRSS:\s+(\d+)/.exec(status)[1]) / 1024
 }
 
-const syncStep1 = sv => {
+/** A y-websocket sync message of `kind` (0 SyncStep1, 2 Update) carrying `payload`. */
+const syncMessage = (kind, payload) => {
   const e = encoding.createEncoder()
   encoding.writeVarUint(e, 0)
-  encoding.writeVarUint(e, 0)
-  encoding.writeVarUint8Array(e, sv)
+  encoding.writeVarUint(e, kind)
+  encoding.writeVarUint8Array(e, payload)
   return encoding.toUint8Array(e)
 }
-const updateMessage = update => {
-  const e = encoding.createEncoder()
-  encoding.writeVarUint(e, 0)
-  encoding.writeVarUint(e, 2)
-  encoding.writeVarUint8Array(e, update)
-  return encoding.toUint8Array(e)
-}
+const syncStep1 = sv => syncMessage(0, sv)
+const updateMessage = update => syncMessage(2, update)
 
 /** A socket to one document that applies what it hears to its own Y.Doc. */
 function connect (port, name) {
