@@ -30,7 +30,7 @@ pub struct Subscriber {
     /// answered: from then on it is sent every update, so it has everything past this.
     pub synced: Option<yrs::StateVector>,
     /// Time its updates may still take to apply.
-    pub cost: super::document::CostBudget,
+    pub cost: super::limits::CostBudget,
 }
 
 /// The subscribers of one document.

@@ -27,7 +27,6 @@ mod history;
 mod integrate;
 mod screen;
 
-pub use self::cost::CostBudget;
 pub use self::screen::{Refused, changes_anything, screen};
 
 use self::history::save_auto_version;
@@ -776,7 +775,7 @@ impl Handler<Subscribe> for DocumentActor {
                 client_ip: msg.client_ip,
                 told_read_only: false,
                 synced: None,
-                cost: cost::CostBudget::new(self.settings.update_cost_budget),
+                cost: super::limits::CostBudget::new(self.settings.update_cost_budget),
             },
         );
         self.idle_generation += 1;
