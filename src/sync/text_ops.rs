@@ -59,9 +59,10 @@ pub enum TextOpError {
 }
 
 /// Operations one batch may hold. yrs finds each position by walking the text's items from its
-/// start, and a batch's inserts cut the text into more items, so a batch costs about the square
-/// of its operations: 10,000 random inserts into a 4 MB text take a fraction of a second, the
-/// 80,000 a 16 MiB body allows took 9 s.
+/// start, and a batch's inserts cut the text into more items, so past some thousands of
+/// operations a batch costs about the square of them: into a 4 M-character text, 1,000 random
+/// inserts take about 0.1 s and 10,000 about 1 s (BENCHMARKS.md), while the 80,000 a 16 MiB
+/// body allows took more than a minute.
 pub const MAX_OPS: usize = 10_000;
 
 /// A range change in UTF-16 units: remove `delete` units at `at`, then insert `insert` there.
