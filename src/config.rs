@@ -143,7 +143,7 @@ pub struct Settings {
         long = "public-host",
         env = "TANDEM_PUBLIC_HOSTS",
         value_delimiter = ',',
-        value_parser = crate::guard::public_host_arg
+        value_parser = crate::domain::public_host_arg
     )]
     pub public_hosts: Vec<String>,
 

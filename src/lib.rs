@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`config`] — settings from flags and environment.
 //! - [`startup`] — wiring and the shutdown order.
+//! - [`state`] — what every HTTP handler shares.
 //! - [`routes`] — HTTP handlers (health probes, the WebSocket upgrade).
 //! - [`auth`] — API keys, document tokens, revocations, the origin rule.
 //! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
@@ -11,7 +12,8 @@
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
 //!   trusted proxies.
 //! - [`guard`] — the gate before routing: foreign host names and writes from foreign pages.
-//! - [`domain`] — validated values such as document names.
+//! - [`domain`] — validated values such as document names, and which host names are this
+//!   server's.
 //! - [`error`] — HTTP errors as problem JSON.
 //! - [`telemetry`] — log output.
 
@@ -27,6 +29,7 @@ pub mod guard;
 pub mod metrics;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

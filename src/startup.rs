@@ -1,12 +1,12 @@
 //! Building and running the application: store, writer, registry, HTTP server, and the order in
 //! which they shut down.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use std::rc::Rc;
 
 use actix_http::body::MessageBody;
@@ -16,7 +16,6 @@ use actix_web::dev::{
     AppConfig, Server, ServerHandle, ServiceFactory, ServiceRequest, ServiceResponse, fn_factory,
     fn_service,
 };
-use actix_web::http::header::HeaderMap;
 use actix_web::{App, web};
 use anyhow::Context;
 use tokio::sync::watch;
@@ -28,57 +27,16 @@ use crate::collab::document::DocSettings;
 use crate::collab::limits::ConnectionLimits;
 use crate::collab::messages::ShutdownAll;
 use crate::collab::outbound::OpenSockets;
-use crate::collab::persist::{PersistHandle, StoreHealth};
+use crate::collab::persist::PersistHandle;
 use crate::config::Settings;
-use crate::guard::HostRule;
+use crate::domain::HostRule;
 use crate::routes;
-use crate::store::{self, Store};
+use crate::state::AppState;
+use crate::store;
 use crate::webhooks::Webhooks;
 
 /// How long open HTTP connections get to finish once documents are flushed.
 const HTTP_SHUTDOWN_TIMEOUT: u64 = 5;
-
-/// What every handler shares.
-pub struct AppState {
-    pub registry: Addr<Registry>,
-    pub store: Arc<dyn Store>,
-    pub webhooks: Webhooks,
-    pub settings: Arc<Settings>,
-    pub auth: Arc<Auth>,
-    pub limits: Arc<ConnectionLimits>,
-    /// Whether the store takes writes, as the persistence writer finds it.
-    pub store_health: Arc<StoreHealth>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// WebSockets with a writer task at work (frames the socket did not take at once, a close).
-    pub sockets: Arc<OpenSockets>,
-    /// Whose `X-Forwarded-For` names the client, and `X-Forwarded-Host` the host.
-    pub proxies: TrustedProxies,
-    /// Which host names requests may be addressed to.
-    pub hosts: HostRule,
-    next_session: AtomicU64,
-    shutting_down: AtomicBool,
-}
-
-impl AppState {
-    /// A process-unique id for a new connection.
-    pub fn next_session_id(&self) -> u64 {
-        self.next_session.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// The address a request comes from: its socket's peer, or the client a trusted proxy
-    /// names.
-    pub fn client_ip(
-        &self,
-        peer: Option<std::net::SocketAddr>,
-        headers: &HeaderMap,
-    ) -> Option<IpAddr> {
-        peer.map(|peer| self.proxies.client(peer.ip(), headers))
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-}
 
 /// Asks a running application to shut down as SIGTERM would.
 #[derive(Clone)]
@@ -399,7 +357,7 @@ async fn stop(
     persist: PersistHandle,
     writer: tokio::task::JoinHandle<()>,
 ) {
-    state.shutting_down.store(true, Ordering::Relaxed);
+    state.begin_shutdown();
     handle.pause().await;
     // How long each document gets to flush and compact (they do it together), and then the
     // last writes: a document not done by then is skipped and named in the log.

@@ -31,7 +31,7 @@ impl tracing_actix_web::RootSpanBuilder for RedactedRootSpan {
         let route = request.match_pattern().unwrap_or_default();
         // The client as the limits count it: a forwarded address only from a trusted proxy.
         let client_ip = request
-            .app_data::<actix_web::web::Data<crate::startup::AppState>>()
+            .app_data::<actix_web::web::Data<crate::state::AppState>>()
             .and_then(|state| state.client_ip(request.peer_addr(), request.headers()))
             .map(|ip| ip.to_string())
             .unwrap_or_default();

@@ -10,7 +10,7 @@ use actix_web::{FromRequest, HttpRequest, web};
 use super::bearer_of;
 use crate::client_addr::addressed_host;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Proof that a request carries a valid API key (or that access control is off).
 ///

@@ -11,7 +11,7 @@ use crate::auth::{self, Access, TokenUser};
 use crate::collab::messages::Disconnect;
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Longest user name a token may carry.
 const MAX_USER_NAME: usize = 100;

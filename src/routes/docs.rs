@@ -11,7 +11,7 @@ use crate::collab::document::{DEFAULT_TEXT_KEY, build_doc};
 use crate::collab::messages::{CreateError, CreateWith, DeleteDoc, DocPresence, PresenceOf};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{DocSummary, StoreError, StoredDoc};
 use crate::sync::text_ops::{self, TextOp};
 
@@ -190,8 +190,8 @@ async fn create_with_text(
     text: &str,
 ) -> Result<DocSummary, ApiError> {
     let update = initial_update(text)?;
-    for _ in 0..crate::routes::updates::ATTEMPTS {
-        let doc = crate::routes::updates::open(state, id).await?;
+    for _ in 0..crate::routes::doc_calls::ATTEMPTS {
+        let doc = crate::routes::doc_calls::open(state, id).await?;
         let message = CreateWith {
             update: update.clone(),
         };

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, route, web};
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process is up and serving HTTP.
 #[route("/healthz", method = "GET", method = "HEAD")]

@@ -3,9 +3,7 @@
 //! An update applied here takes the same path as one from a WebSocket: it is durable before the
 //! response, and connected editors receive it at once.
 
-use std::time::Duration;
-
-use actix::{Addr, MailboxError};
+use actix::MailboxError;
 use actix_web::{HttpResponse, get, post, web};
 use anyhow::Context;
 use base64::Engine;
@@ -15,10 +13,10 @@ use serde::Deserialize;
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::DEFAULT_TEXT_KEY;
-use crate::collab::document::{DocumentActor, IntegrateError};
+use crate::collab::document::IntegrateError;
 use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, DocPresence, EditText, EditTextError, EncodeState, Join,
-    JoinError, PresenceOf, ReadContent,
+    ApplyUpdate, ApplyUpdateError, DocPresence, EditText, EditTextError, EncodeState, PresenceOf,
+    ReadContent,
 };
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
@@ -27,15 +25,13 @@ use crate::error::{ApiError, Problem};
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(#[allow(dead_code)] Vec<u8>);
+use crate::routes::doc_calls::{ATTEMPTS, DURABLE_DEADLINE, ensure_exists, open, store_down};
 use crate::routes::docs::DocView;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::sync::content::ContentError;
 use crate::sync::protocol::{decode_state_vector, decode_update};
 use crate::sync::text_ops::TextOp;
 use crate::sync::text_ops::TextOpError;
-
-/// A request races with the document unloading at most this many times before giving up.
-pub(crate) const ATTEMPTS: usize = 3;
 
 #[utoipa::path(
     tag = "documents",
@@ -362,40 +358,6 @@ pub async fn edit_text(
     Err(ApiError::Unavailable(
         "the document is reloading; try again".into(),
     ))
-}
-
-/// How long an API call waits for what it read or changed to be durable; beyond it the store
-/// counts as down and the caller gets 503.
-pub(crate) const DURABLE_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The answer when the store does not take writes in time: `what` says what became of the
-/// request.
-pub(crate) fn store_down(what: &str) -> ApiError {
-    ApiError::Unavailable(format!("the store is not reachable: {what}"))
-}
-
-pub(crate) async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
-    let found = state.store.get(id).await.map_err(|error| {
-        tracing::warn!(%error, doc = %id, "the store did not answer");
-        store_down("nothing was changed")
-    })?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(ApiError::NotFound(id.to_string())),
-    }
-}
-
-/// The document's actor, loading it if needed.
-pub(crate) async fn open(state: &AppState, id: &DocId) -> Result<Addr<DocumentActor>, ApiError> {
-    match state.registry.send(Join { doc: id.clone() }).await {
-        Ok(Ok(addr)) => Ok(addr),
-        Ok(Err(JoinError::ShuttingDown)) | Err(_) => {
-            Err(ApiError::Unavailable("the server is shutting down".into()))
-        }
-        Ok(Err(JoinError::LoadFailed)) => Err(ApiError::Unavailable(
-            "the document could not be loaded from the store".into(),
-        )),
-    }
 }
 
 /// Accepts standard and URL-safe base64, padded or not: callers build `?sv=` either way.

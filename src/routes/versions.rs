@@ -11,9 +11,9 @@ use crate::collab::document::build_doc;
 use crate::collab::messages::{EncodeState, Restore, RestoreFailure};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
+use crate::routes::doc_calls::{ATTEMPTS, DURABLE_DEADLINE, ensure_exists, open, store_down};
 use crate::routes::docs::rfc3339;
-use crate::routes::updates::{ATTEMPTS, DURABLE_DEADLINE, ensure_exists, open, store_down};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{StoredDoc, VersionSummary};
 use crate::sync::content;
 

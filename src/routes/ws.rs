@@ -29,7 +29,7 @@ use crate::collab::reader::FrameReader;
 use crate::collab::session::{Connection, SessionActor};
 use crate::domain::DocId;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Largest error body written on an upgrade connection (they are small problem JSON).
 const MAX_ERROR_BODY: usize = 64 * 1024;
