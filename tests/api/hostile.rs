@@ -284,35 +284,26 @@ fn costly_update(between: usize, clients: u64) -> (Vec<u8>, Vec<u8>) {
     (base, attack)
 }
 
-#[actix_web::test]
-async fn an_update_that_costs_past_the_budget_is_stopped_and_never_stalls_other_documents() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let mut settings = db.settings();
-    settings.update_cost_budget = std::time::Duration::from_secs(2);
-    let app = TestApp::spawn(settings).await;
-    let doc = doc_name("costly");
-    app.create_doc(&doc).await;
-    let (base, attack) = costly_update(40_000, 2_000);
-    let stored = post_update(&app.url(""), &doc, base).await;
-    assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
-
-    // Documents spread over the server's threads: at least one shares the costly one's.
+/// Editors of documents spread over the server's threads: one more than there are threads, so
+/// that at least one shares the thread of any given document.
+async fn bystanders(app: &TestApp) -> Vec<YClient> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let mut others = Vec::new();
     for i in 0..=threads {
         others.push(app.connect(&doc_name(&format!("bystander-{i}"))).await);
     }
+    others
+}
 
-    let mut hostile = app.connect(&doc).await;
-    hostile
-        .send(Message::Sync(SyncMessage::Update(attack)))
-        .await;
-    // While it is applied, every other document answers its editor at once, again and again.
-    let started = std::time::Instant::now();
-    let mut rounds = 0;
-    let mut slowest = std::time::Duration::ZERO;
-    while started.elapsed() < std::time::Duration::from_secs(3) {
-        for other in &mut others {
+/// Has every bystander type and await its echo, round after round while `going` holds (and at
+/// least once); returns the slowest echo and the rounds made.
+async fn slowest_echo(
+    others: &mut [YClient],
+    going: impl Fn() -> bool,
+) -> (std::time::Duration, usize) {
+    let (mut slowest, mut rounds) = (std::time::Duration::ZERO, 0);
+    loop {
+        for other in others.iter_mut() {
             let asked = std::time::Instant::now();
             other.append("k").await;
             tokio::time::timeout(std::time::Duration::from_secs(10), other.recv_echo())
@@ -321,7 +312,46 @@ async fn an_update_that_costs_past_the_budget_is_stopped_and_never_stalls_other_
             slowest = slowest.max(asked.elapsed());
         }
         rounds += 1;
+        if !going() {
+            return (slowest, rounds);
+        }
     }
+}
+
+/// A server with `budget` for updates, holding a document whose text `costly_update` was made
+/// for; returns the update that costs past any small budget.
+async fn costly_document(
+    budget: std::time::Duration,
+    name: &str,
+) -> (TestApp, TestDb, String, Vec<u8>) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.update_cost_budget = budget;
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name(name);
+    app.create_doc(&doc).await;
+    let (base, attack) = costly_update(40_000, 2_000);
+    let stored = post_update(&app.url(""), &doc, base).await;
+    assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
+    (app, db, doc, attack)
+}
+
+#[actix_web::test]
+async fn an_update_that_costs_past_the_budget_is_stopped_and_never_stalls_other_documents() {
+    let (app, _db, doc, attack) =
+        costly_document(std::time::Duration::from_secs(2), "costly").await;
+    let mut others = bystanders(&app).await;
+
+    let mut hostile = app.connect(&doc).await;
+    hostile
+        .send(Message::Sync(SyncMessage::Update(attack)))
+        .await;
+    // While it is applied, every other document answers its editor at once, again and again.
+    let started = std::time::Instant::now();
+    let (slowest, rounds) = slowest_echo(&mut others, || {
+        started.elapsed() < std::time::Duration::from_secs(3)
+    })
+    .await;
     assert!(
         slowest < std::time::Duration::from_millis(1_500),
         "another document waited {slowest:?} for its echo ({rounds} rounds)"
@@ -398,17 +428,8 @@ async fn shutdown_while_a_costly_update_is_applied_ends_in_bounded_time() {
 
 #[actix_web::test]
 async fn a_costly_update_over_http_is_answered_400_and_keeps_the_part_applied() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let mut settings = db.settings();
-    settings.update_cost_budget = std::time::Duration::from_millis(300);
-    let app = TestApp::spawn(settings).await;
-    let doc = doc_name("costly-rest");
-    app.create_doc(&doc).await;
-    let (base, attack) = costly_update(40_000, 2_000);
-    assert_eq!(
-        post_update(&app.url(""), &doc, base).await.status(),
-        reqwest::StatusCode::NO_CONTENT
-    );
+    let (app, _db, doc, attack) =
+        costly_document(std::time::Duration::from_millis(300), "costly-rest").await;
     let refused = post_update(&app.url(""), &doc, attack).await;
     assert_eq!(refused.status(), reqwest::StatusCode::BAD_REQUEST);
     let problem: serde_json::Value = refused.json().await.expect("problem JSON");
@@ -431,11 +452,7 @@ async fn a_long_text_edit_never_stalls_other_documents_and_a_batch_has_at_most_s
     let app = TestApp::spawn(db.settings()).await;
     let size = 1_000_000u64;
     let doc = doc_with_text(&app, size as usize).await;
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut others = Vec::new();
-    for i in 0..=threads {
-        others.push(app.connect(&doc_name(&format!("bystander-{i}"))).await);
-    }
+    let mut others = bystanders(&app).await;
     let mut seed = 12_345u64;
     let ops: Vec<serde_json::Value> = (0..10_000)
         .map(|_| {
@@ -457,19 +474,7 @@ async fn a_long_text_edit_never_stalls_other_documents_and_a_batch_has_at_most_s
                 .status()
         }
     });
-    let mut slowest = std::time::Duration::ZERO;
-    let mut rounds = 0;
-    while !edit.is_finished() {
-        for other in &mut others {
-            let asked = std::time::Instant::now();
-            other.append("k").await;
-            tokio::time::timeout(std::time::Duration::from_secs(10), other.recv_echo())
-                .await
-                .expect("echo");
-            slowest = slowest.max(asked.elapsed());
-        }
-        rounds += 1;
-    }
+    let (slowest, rounds) = slowest_echo(&mut others, || !edit.is_finished()).await;
     assert_eq!(edit.await.expect("joins"), reqwest::StatusCode::NO_CONTENT);
     assert!(
         slowest < std::time::Duration::from_millis(1_500),
