@@ -4,9 +4,12 @@
 //! - [`config`] — settings from flags and environment.
 //! - [`startup`] — wiring and the shutdown order.
 //! - [`state`] — what every HTTP handler shares.
-//! - [`routes`] — HTTP handlers (health probes, the WebSocket upgrade).
+//! - [`routes`] — HTTP handlers (documents, versions, access, health probes).
+//! - [`ws`] — the WebSocket transport: upgrade, sessions, frame reader, outbound queue,
+//!   admission limits.
 //! - [`auth`] — API keys, document tokens, revocations, the origin rule.
-//! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
+//! - [`collab`] — documents: the transport-free core, its actor, the relay seam, the registry,
+//!   and the persistence writer.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
@@ -34,3 +37,4 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod webhooks;
+pub mod ws;

@@ -24,16 +24,16 @@ use crate::auth::Auth;
 use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
 use crate::collab::document::DocSettings;
-use crate::collab::limits::ConnectionLimits;
-use crate::collab::messages::ShutdownAll;
-use crate::collab::outbound::OpenSockets;
 use crate::collab::persist::PersistHandle;
+use crate::collab::registry::ShutdownAll;
 use crate::config::Settings;
 use crate::domain::HostRule;
 use crate::routes;
 use crate::state::AppState;
 use crate::store;
 use crate::webhooks::Webhooks;
+use crate::ws::limits::ConnectionLimits;
+use crate::ws::outbound::OpenSockets;
 
 /// How long open HTTP connections get to finish once documents are flushed.
 const HTTP_SHUTDOWN_TIMEOUT: u64 = 5;
@@ -111,6 +111,7 @@ impl Application {
                 max_document_size: settings.max_document_size,
                 max_presence_states: settings.max_presence_states,
                 update_cost_budget: settings.update_cost_budget,
+                webhooks: webhooks.enabled(),
             },
             metrics.clone(),
         )
@@ -217,7 +218,7 @@ fn app(
         .app_data(query_config())
         .app_data(path_config())
         .app_data(web::PayloadConfig::default().limit(body_limit))
-        .service(routes::ws::connect)
+        .service(crate::ws::upgrade::connect)
         .service(routes::access::issue)
         .service(routes::access::check)
         .service(routes::access::disconnect)
@@ -245,7 +246,7 @@ fn app(
 }
 
 /// The HTTP server on `listener`, one application per worker thread. WebSocket handshakes go to
-/// the upgrade service ([`routes::ws::upgrade`]), which answers them with a second instance of
+/// the upgrade service ([`crate::ws::upgrade::upgrade`]), which answers them with a second instance of
 /// the same application and keeps the socket of those it accepts.
 fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
     let local = listener.local_addr()?;
@@ -260,7 +261,7 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<S
                 async move {
                     let app = Rc::new(factory.new_service(AppConfig::default()).await?);
                     Ok::<_, ()>(fn_service(move |(request, framed)| {
-                        routes::ws::upgrade(app.clone(), state.clone(), request, framed)
+                        crate::ws::upgrade::upgrade(app.clone(), state.clone(), request, framed)
                     }))
                 }
             });

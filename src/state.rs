@@ -11,13 +11,13 @@ use actix_web::http::header::HeaderMap;
 use crate::auth::Auth;
 use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
-use crate::collab::limits::ConnectionLimits;
-use crate::collab::outbound::OpenSockets;
 use crate::collab::persist::StoreHealth;
 use crate::config::Settings;
 use crate::domain::HostRule;
 use crate::store::Store;
 use crate::webhooks::Webhooks;
+use crate::ws::limits::ConnectionLimits;
+use crate::ws::outbound::OpenSockets;
 
 /// What every handler shares.
 pub struct AppState {

@@ -1,46 +1,22 @@
 //! Messages between the actors, one struct each.
 
-use actix::{Addr, Message};
+use actix::Message;
 
-use super::document::DocumentActor;
-use super::outbound::Outbound;
+use super::core::{MemberInfo, SubscriberId};
+use super::relay::Peer;
 use crate::domain::DocId;
 use crate::sync::protocol::{ClientMessage, IncomingUpdate};
 
-/// Identifies one WebSocket connection for the lifetime of the process.
-pub type SessionId = u64;
+pub use super::core::{DocPresence, Gone};
 
-/// Session → Registry: give me the actor of this document, loading it if needed.
-#[derive(Message)]
-#[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
-pub struct Join {
-    pub doc: DocId,
-}
-
-/// Why a session could not get a document.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum JoinError {
-    /// The store could not load it; nothing was created in its place.
-    #[error("the document could not be loaded from the store")]
-    LoadFailed,
-    /// The server is shutting down.
-    #[error("the server is shutting down")]
-    ShuttingDown,
-}
-
-/// Session → Document: add me as a subscriber. The document sends its SyncStep1 and the current
-/// presence states through `outbound` before it answers.
+/// Session → Document: add `peer` as a subscriber. The document greets it with its SyncStep1
+/// and the current presence states before it answers.
 #[derive(Message)]
 #[rtype(result = "Result<(), Gone>")]
 pub struct Subscribe {
-    pub session: SessionId,
-    pub outbound: Outbound,
-    /// False for read-only connections: their document changes are dropped.
-    pub can_write: bool,
-    /// The user named by the connection's token, matched by revocations.
-    pub user: Option<String>,
-    /// Where the connection comes from, for the logs.
-    pub client_ip: Option<std::net::IpAddr>,
+    pub subscriber: SubscriberId,
+    pub peer: Box<dyn Peer>,
+    pub info: MemberInfo,
 }
 
 /// Registry → Document, and API → Registry: close the sessions of a document (only those of
@@ -52,24 +28,19 @@ pub struct Disconnect {
     pub user: Option<String>,
 }
 
-/// The document actor is unloading; ask the registry again.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the document is unloading")]
-pub struct Gone;
-
-/// Session → Document: messages decoded from one client frame, in order.
+/// Session → Document: messages decoded from one frame of a subscriber, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Inbound {
-    pub session: SessionId,
+    pub subscriber: SubscriberId,
     pub messages: Vec<ClientMessage>,
 }
 
-/// Session → Document: the connection is gone.
+/// Session → Document: the subscriber is gone.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Unsubscribe {
-    pub session: SessionId,
+    pub subscriber: SubscriberId,
 }
 
 /// Writer → Document: updates up to `up_to_seq` are committed, in `rows` new log rows (updates
@@ -88,33 +59,11 @@ pub struct Durable {
 #[rtype(result = "DocPresence")]
 pub struct GetPresence;
 
-/// Connected clients of a document and the names they go by.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DocPresence {
-    pub clients: usize,
-    pub people: Vec<String>,
-}
-
-/// Anyone → Registry: who is connected to each of these documents (absent when nobody is).
-#[derive(Message)]
-#[rtype(result = "std::collections::HashMap<DocId, DocPresence>")]
-pub struct PresenceOf {
-    pub docs: Vec<DocId>,
-}
-
 /// Registry → Document: the document is being deleted; close every session with 4404 and stop
 /// without writing anything.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Evict;
-
-/// Anyone → Registry: delete a document, closing its sessions first. Answers whether there was
-/// anything to delete.
-#[derive(Message)]
-#[rtype(result = "Result<bool, crate::store::StoreError>")]
-pub struct DeleteDoc {
-    pub doc: DocId,
-}
 
 /// API → Document: encode what a peer with state vector `sv` lacks (everything, for an empty
 /// one). Answered once everything in the answer is durable.
@@ -223,23 +172,10 @@ pub struct ApplyUpdate {
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyUpdateError {
     #[error(transparent)]
-    Refused(#[from] super::document::IntegrateError),
+    Refused(#[from] super::core::IntegrateError),
     /// The document unloaded or failed before the update was durable; try again.
     #[error("the document is unavailable; try again")]
     Gone,
-}
-
-/// Metrics → Registry: how many documents are loaded now.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct LoadedCount;
-
-/// Document → Registry: I am unloading (idle, or stopped after a failure); forget me.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Unloaded {
-    pub doc: DocId,
-    pub addr: Addr<DocumentActor>,
 }
 
 /// Registry → Document: close every session with 1001, compact, and stop. Answers once the
@@ -247,12 +183,3 @@ pub struct Unloaded {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
-
-/// Application → Registry: refuse new joins and shut every document down; answers once all are
-/// flushed and compacted.
-/// Answers the documents that did not finish within `deadline`, which shutdown skips.
-#[derive(Message)]
-#[rtype(result = "Vec<DocId>")]
-pub struct ShutdownAll {
-    pub deadline: std::time::Duration,
-}

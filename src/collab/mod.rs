@@ -1,20 +1,18 @@
-//! The collaboration core: actors that connect sockets to documents and documents to the store.
+//! Documents: the core that decides, the actor that runs it, the relay to subscribers, the
+//! registry of loaded documents, and the persistence writer.
 //!
 //! ```text
-//! socket ─▶ SessionActor ─▶ DocumentActor ─▶ persist::Writer ─▶ Store
-//!                ▲               │  (durable)      │
-//!                └── Outbound ◀──┴── relay ◀───────┘
+//! ws session ─▶ DocumentActor ─(events)▶ DocCore ─(effects)▶ relay ─▶ subscribers
+//!                    │                                   ▲
+//!                    └─▶ persist::Writer ─▶ Store ─(durable)┘
 //! Registry: DocId ─▶ Addr<DocumentActor>, loads on first use, unloads when idle
 //! ```
 
+pub mod core;
 pub mod document;
-pub mod limits;
 pub mod messages;
-pub mod outbound;
 pub mod persist;
-pub mod reader;
 pub mod registry;
-pub mod session;
-pub mod subscribers;
+pub mod relay;
 
 pub use registry::Registry;

@@ -11,15 +11,60 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::document::{DocServices, DocSettings, DocumentActor, build_doc};
-use super::messages::{
-    DeleteDoc, Disconnect, DocPresence, Evict, GetPresence, Join, JoinError, LoadedCount,
-    PresenceOf, Shutdown, ShutdownAll, Unloaded,
-};
+use super::core::{DocCore, DocSettings, build_doc};
+use super::document::{DocServices, DocumentActor, Unloaded};
+use super::messages::{Disconnect, DocPresence, Evict, GetPresence, Shutdown};
 use super::persist::PersistHandle;
 use crate::domain::DocId;
 use crate::store::{Store, StoreError, StoredDoc};
 use crate::webhooks::Webhooks;
+
+/// Anyone → Registry: give me the actor of this document, loading it if needed.
+#[derive(Message)]
+#[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
+pub struct Join {
+    pub doc: DocId,
+}
+
+/// Why a document could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JoinError {
+    /// The store could not load it; nothing was created in its place.
+    #[error("the document could not be loaded from the store")]
+    LoadFailed,
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Anyone → Registry: who is connected to each of these documents (absent when nobody is).
+#[derive(Message)]
+#[rtype(result = "HashMap<DocId, DocPresence>")]
+pub struct PresenceOf {
+    pub docs: Vec<DocId>,
+}
+
+/// Anyone → Registry: delete a document, closing its subscribers first. Answers whether there
+/// was anything to delete.
+#[derive(Message)]
+#[rtype(result = "Result<bool, StoreError>")]
+pub struct DeleteDoc {
+    pub doc: DocId,
+}
+
+/// Metrics → Registry: how many documents are loaded now.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct LoadedCount;
+
+/// Application → Registry: refuse new joins and shut every document down; answers once all are
+/// flushed and compacted, or the documents that did not finish within `deadline`, which
+/// shutdown skips.
+#[derive(Message)]
+#[rtype(result = "Vec<DocId>")]
+pub struct ShutdownAll {
+    pub deadline: std::time::Duration,
+}
 
 type Waiter = oneshot::Sender<Result<Addr<DocumentActor>, JoinError>>;
 
@@ -137,10 +182,18 @@ impl Registry {
             Ok((doc, stored)) => {
                 let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
                 self.next_arbiter = self.next_arbiter.wrapping_add(1);
-                let (registry, services) = (ctx.address(), self.services.clone());
+                let (registry, services) = (ctx.address().recipient(), self.services.clone());
                 let actor_id = id.clone();
                 let addr = DocumentActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    DocumentActor::new(actor_id, doc, &stored, registry, services)
+                    let core = DocCore::new(
+                        actor_id,
+                        doc,
+                        &stored,
+                        services.settings.clone(),
+                        services.metrics.clone(),
+                        std::time::Instant::now(),
+                    );
+                    DocumentActor::new(core, registry, &services)
                 });
                 self.docs.insert(id, Entry::Loaded(addr.clone()));
                 Ok(addr)

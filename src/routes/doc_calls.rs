@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix::Addr;
 
 use crate::collab::document::DocumentActor;
-use crate::collab::messages::{Join, JoinError};
+use crate::collab::registry::{Join, JoinError};
 use crate::domain::DocId;
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::{DEFAULT_TEXT_KEY, build_doc};
-use crate::collab::messages::{CreateError, CreateWith, DeleteDoc, DocPresence, PresenceOf};
+use crate::collab::messages::{CreateError, CreateWith, DocPresence};
+use crate::collab::registry::{DeleteDoc, PresenceOf};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;

@@ -42,7 +42,7 @@ pub async fn metrics(
     metrics.connections.set(state.limits.open() as i64);
     if let Ok(loaded) = state
         .registry
-        .send(crate::collab::messages::LoadedCount)
+        .send(crate::collab::registry::LoadedCount)
         .await
     {
         metrics.documents_loaded.set(loaded as i64);

@@ -8,4 +8,3 @@ pub mod openapi;
 pub mod static_files;
 pub mod updates;
 pub mod versions;
-pub mod ws;

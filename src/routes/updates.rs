@@ -15,9 +15,9 @@ use crate::auth::middleware::ApiKey;
 use crate::collab::document::DEFAULT_TEXT_KEY;
 use crate::collab::document::IntegrateError;
 use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, DocPresence, EditText, EditTextError, EncodeState, PresenceOf,
-    ReadContent,
+    ApplyUpdate, ApplyUpdateError, DocPresence, EditText, EditTextError, EncodeState, ReadContent,
 };
+use crate::collab::registry::PresenceOf;
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
 

@@ -1,14 +1,13 @@
-//! What the HTTP API asks of a document: read it, change it, restore it. Every answer waits
-//! until what it reports or changed is durable.
+//! What the HTTP API asks of a document: read it, change it, create it, restore it. Every
+//! answer waits until what it reports or changed is durable.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
-use yrs::{ReadTxn, Transact};
 
-use super::integrate::Work;
-use super::{DEFAULT_TEXT_KEY, DocumentActor, LocalEditError, build_doc};
+use super::DocumentActor;
+use crate::collab::core::{DEFAULT_TEXT_KEY, LocalEditError, build_doc};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, CreateError, CreateWith, EditText, EditTextError, EncodeState,
     Gone, ReadContent, Restore, RestoreFailure,
@@ -25,9 +24,7 @@ impl Handler<EncodeState> for DocumentActor {
 
     /// Encodes what `sv` lacks, answered once everything in it is durable.
     fn handle(&mut self, msg: EncodeState, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        let diff = self.doc.transact().encode_state_as_update_v1(&msg.sv);
-        let wait = self.when_durable(diff);
+        let wait = self.step(ctx, |core, now| core.encode_state(&msg.sv, now));
         Box::pin(async move { wait.await.map_err(|_| Gone) })
     }
 }
@@ -37,14 +34,12 @@ impl Handler<ApplyUpdate> for DocumentActor {
 
     /// Applies an update from the API; answers once it is durable (and so relayed).
     fn handle(&mut self, msg: ApplyUpdate, ctx: &mut Context<Self>) -> Self::Result {
-        if self.closing {
+        if self.core.is_closing() {
             return Box::pin(async { Err(ApplyUpdateError::Gone) });
         }
-        self.touch(ctx);
-        // Behind whatever a client sent before it, as if it had come in the mailbox after it.
+        // Behind whatever a subscriber sent before it, as if it had come in the mailbox after it.
         let (reply, applied) = oneshot::channel();
-        self.backlog.push_back(Work::Api(msg.update, reply));
-        self.drain(ctx);
+        self.step(ctx, |core, now| core.api_update(msg.update, reply, now));
         Box::pin(async move {
             let wait = applied
                 .await
@@ -60,19 +55,18 @@ impl Handler<ReadContent> for DocumentActor {
 
     /// Renders the content now, answered once everything in it is durable.
     fn handle(&mut self, msg: ReadContent, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
+        let doc = self.core.doc();
         let rendered = if msg.text {
-            content::to_text(&self.doc, msg.key.as_deref().unwrap_or(DEFAULT_TEXT_KEY))
+            content::to_text(doc, msg.key.as_deref().unwrap_or(DEFAULT_TEXT_KEY))
                 .map(String::into_bytes)
         } else {
-            content::to_json(&self.doc, msg.key.as_deref())
-                .map(|json| json.to_string().into_bytes())
+            content::to_json(doc, msg.key.as_deref()).map(|json| json.to_string().into_bytes())
         };
         let bytes = match rendered {
             Ok(bytes) => bytes,
             Err(error) => return Box::pin(async move { Ok(Err(error)) }),
         };
-        let wait = self.when_durable(bytes);
+        let wait = self.step(ctx, |core, now| core.answer_when_durable(bytes, now));
         Box::pin(async move { wait.await.map(Ok).map_err(|_| Gone) })
     }
 }
@@ -82,23 +76,32 @@ impl Handler<EditText> for DocumentActor {
 
     /// Applies text operations as one change; answers once it is durable and relayed.
     fn handle(&mut self, msg: EditText, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        if self.closing {
+        self.core.touch(Instant::now());
+        if self.core.is_closing() {
             return Box::pin(async { Err(EditTextError::Gone) });
         }
-        if let Err(error) = content::to_text(&self.doc, &msg.key) {
+        if let Err(error) = content::to_text(self.core.doc(), &msg.key) {
             return Box::pin(async move { Err(EditTextError::Content(error)) });
         }
         let inserted: usize = msg.ops.iter().map(text_ops::TextOp::inserted_bytes).sum();
-        if let Err(limit) = self.has_room_for(inserted) {
+        if let Err(limit) = self.core.has_room_for(inserted) {
             return Box::pin(async move { Err(EditTextError::TooLarge(limit)) });
         }
-        if super::cost::is_heavy(msg.ops.len(), self.stored_size()) {
-            let EditText { key, ops, .. } = msg;
-            let answer = self.edit_off_thread(ctx, move |doc| {
-                let root = doc.get_or_insert_text(key.as_str());
-                text_ops::apply(doc, &root, &ops)
+        let EditText { key, ops } = msg;
+        if crate::collab::core::is_heavy(ops.len(), self.core.stored_size()) {
+            let doc = self.core.begin_edit(Instant::now());
+            let job = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let root = doc.get_or_insert_text(key.as_str());
+                    text_ops::apply(&doc, &root, &ops)
+                }))
             });
+            let (reply, answer) = oneshot::channel();
+            ctx.wait(job.into_actor(self).map(move |joined, act, ctx| {
+                // The blocking task cannot be cancelled; a join error is its panic.
+                let outcome = joined.unwrap_or_else(|error| Err(Box::new(error.to_string())));
+                let _ = reply.send(act.step(ctx, |core, now| core.finish_edit(outcome, now)));
+            }));
             return Box::pin(async move {
                 let wait = match answer.await {
                     Ok(Ok(wait)) => wait,
@@ -112,9 +115,14 @@ impl Handler<EditText> for DocumentActor {
                     .map_err(|_| EditTextError::Unconfirmed)
             });
         }
-        let edit = self.edit_locally(ctx, |doc| {
-            let root = doc.get_or_insert_text(msg.key.as_str());
-            text_ops::apply(doc, &root, &msg.ops)
+        let edit = self.step(ctx, |core, now| {
+            core.edit(
+                |doc| {
+                    let root = doc.get_or_insert_text(key.as_str());
+                    text_ops::apply(doc, &root, &ops)
+                },
+                now,
+            )
         });
         let wait = match edit {
             Ok(wait) => wait,
@@ -143,18 +151,18 @@ impl Handler<CreateWith> for DocumentActor {
     /// persistence writer, so this copy must hold its content before it can ask for a
     /// compaction again: a snapshot without it would cover, and drop, the row.
     fn handle(&mut self, msg: CreateWith, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        if self.closing {
+        self.core.touch(Instant::now());
+        if self.core.is_closing() {
             return Box::pin(async { Err(CreateError::Gone) });
         }
-        if !self.pristine() {
+        if !self.core.pristine() {
             return Box::pin(async { Err(CreateError::AlreadyExists) });
         }
-        if let Err(limit) = self.has_room_for(msg.update.len()) {
+        if let Err(limit) = self.core.has_room_for(msg.update.len()) {
             return Box::pin(async move { Err(CreateError::TooLarge(limit)) });
         }
         let update = msg.update;
-        let (store, id) = (self.store.clone(), self.id.clone());
+        let (store, id) = (self.store.clone(), self.core.id().clone());
         let (answer, answered) = oneshot::channel();
         let write = async move {
             let written =
@@ -164,7 +172,7 @@ impl Handler<CreateWith> for DocumentActor {
         ctx.wait(write.into_actor(self).map(move |(written, update), act, ctx| {
             let result = match written {
                 Ok(Ok((summary, log_id))) => {
-                    act.adopt_created(update, log_id, ctx);
+                    act.step(ctx, |core, now| core.adopt_created(update, log_id, now));
                     Ok(summary)
                 }
                 Ok(Err(StoreError::AlreadyExists)) => Err(CreateError::AlreadyExists),
@@ -174,8 +182,8 @@ impl Handler<CreateWith> for DocumentActor {
                         _ => "no answer in time".to_string(),
                     };
                     // The row may have been committed: only a reload can tell.
-                    tracing::warn!(parent: &act.span, error = %why, "creating the document failed; reloading it");
-                    act.fail(ctx);
+                    tracing::warn!(parent: act.core.span(), error = %why, "creating the document failed; reloading it");
+                    act.step(ctx, |core, _| core.fail());
                     Err(CreateError::Unconfirmed(why))
                 }
             };
@@ -194,11 +202,11 @@ impl Handler<Restore> for DocumentActor {
 
     /// Edits the document back to a saved state; answers once the edits are durable.
     fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch(ctx);
-        if self.closing {
+        self.core.touch(Instant::now());
+        if self.core.is_closing() {
             return Box::pin(async { Err(RestoreFailure::Gone) });
         }
-        if let Err(limit) = self.has_room_for(msg.target.len()) {
+        if let Err(limit) = self.core.has_room_for(msg.target.len()) {
             return Box::pin(async move { Err(RestoreFailure::TooLarge(limit)) });
         }
         let stored = StoredDoc {
@@ -208,7 +216,10 @@ impl Handler<Restore> for DocumentActor {
         let Ok(target) = build_doc(&stored) else {
             return Box::pin(async { Err(RestoreFailure::Corrupt) });
         };
-        let wait = match self.edit_locally(ctx, |doc| restore::restore(doc, &target)) {
+        let edit = self.step(ctx, |core, now| {
+            core.edit(|doc| restore::restore(doc, &target), now)
+        });
+        let wait = match edit {
             Ok(wait) => wait,
             Err(LocalEditError::Refused(error)) => {
                 return Box::pin(async move { Err(RestoreFailure::Refused(error)) });

@@ -13,17 +13,22 @@ use actix::prelude::*;
 use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
 use bytes::{Bytes, BytesMut};
 
-use super::document::DocumentActor;
 use super::limits::{Permit, RateLimiter};
-use super::messages::{Inbound, Join, JoinError, SessionId, Subscribe, Unsubscribe};
 use super::outbound::Outbound;
 use super::reader::FrameReader;
-use super::registry::Registry;
 use crate::auth::{Access, Auth, Grant};
-use crate::collab::document::REVOKED_CLOSE_CODE;
+use crate::collab::Registry;
+use crate::collab::core::MemberInfo;
+use crate::collab::document::{DocumentActor, REVOKED_CLOSE_CODE};
+use crate::collab::messages::{Inbound, Subscribe, Unsubscribe};
+use crate::collab::registry::{Join, JoinError};
 use crate::domain::DocId;
 use crate::store::now_ms;
 use crate::sync::protocol::{ClientMessage, Decoded, FrameError, FrameRules, decode_frame_within};
+
+/// Identifies one WebSocket connection for the lifetime of the process; a y-websocket
+/// connection holds one document, so it is also the connection's subscriber id there.
+pub type SessionId = u64;
 
 /// How many times a join is retried when it races with the document unloading.
 const JOIN_ATTEMPTS: usize = 5;
@@ -210,7 +215,7 @@ impl SessionActor {
             return;
         };
         let inbound = Inbound {
-            session: self.id,
+            subscriber: self.id,
             messages: std::mem::take(&mut self.inbound),
         };
         if !ctx.state().alive() {
@@ -270,11 +275,13 @@ impl Actor for SessionActor {
         let client_ip = self.client_ip;
         let join = Self::join(self.registry.clone(), self.doc_id.clone(), move || {
             Subscribe {
-                session,
-                outbound: outbound.clone(),
-                can_write,
-                user: user.clone(),
-                client_ip,
+                subscriber: session,
+                peer: Box::new(outbound.clone()),
+                info: MemberInfo {
+                    can_write,
+                    user: user.clone(),
+                    client_ip,
+                },
             }
         });
         if let Some(expires_at) = self.grant.expires_at {
@@ -288,7 +295,7 @@ impl Actor for SessionActor {
             Ok(addr) => {
                 // Access may have been revoked while the document loaded.
                 if !act.auth.still_valid(&act.doc_id, &act.grant) {
-                    addr.do_send(Unsubscribe { session: act.id });
+                    addr.do_send(Unsubscribe { subscriber: act.id });
                     return act.close(ctx, CloseCode::Other(REVOKED_CLOSE_CODE), "access revoked");
                 }
                 act.doc = Some(addr);
@@ -307,7 +314,9 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         if let Some(doc) = &self.doc {
-            doc.do_send(Unsubscribe { session: self.id });
+            doc.do_send(Unsubscribe {
+                subscriber: self.id,
+            });
         }
         tracing::debug!(parent: &self.span, "session ended");
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::domain::DocId;
 
@@ -160,48 +160,6 @@ impl RateLimiter {
     }
 }
 
-/// One connection's budget of time spent applying its updates: `budget` at once, refilled at a
-/// tenth of it per second (a budget of zero is none). An honest client spends it on a large first sync at most; one
-/// whose updates cost more than it may is disconnected.
-#[derive(Debug, Clone)]
-pub struct CostBudget {
-    budget: Duration,
-    left: Duration,
-    last: Instant,
-}
-
-impl CostBudget {
-    pub fn new(budget: Duration) -> Self {
-        Self {
-            budget,
-            left: budget,
-            last: Instant::now(),
-        }
-    }
-
-    /// The time left to spend at `now`; without a budget (zero), no end.
-    pub fn left(&mut self, now: Instant) -> Duration {
-        if self.budget.is_zero() {
-            return Duration::MAX;
-        }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        let refill = self.budget.mul_f64((elapsed / 10.0).min(1.0));
-        self.left = (self.left + refill).min(self.budget);
-        self.left
-    }
-
-    /// Spends `spent` at `now`; false once nothing is left.
-    pub fn spend(&mut self, now: Instant, spent: Duration) -> bool {
-        if self.budget.is_zero() {
-            return true;
-        }
-        let left = self.left(now);
-        self.left = left.saturating_sub(spent);
-        !self.left.is_zero()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -269,25 +227,5 @@ mod tests {
         assert_eq!(bucket.available(start), 1);
         assert!(!bucket.take(start, 2));
         assert!(bucket.take(start + Duration::from_millis(100), 2));
-    }
-
-    #[test]
-    fn the_budget_is_spent_and_refills_at_a_tenth_a_second() {
-        let start = Instant::now();
-        let mut budget = CostBudget::new(Duration::from_secs(2));
-        budget.last = start;
-        assert!(budget.spend(start, Duration::from_millis(1500)));
-        assert_eq!(budget.left(start), Duration::from_millis(500));
-        assert!(!budget.spend(start, Duration::from_millis(600)));
-        // Ten seconds refill the whole budget, and never more.
-        let later = start + Duration::from_secs(10);
-        assert_eq!(budget.left(later), Duration::from_secs(2));
-        assert_eq!(
-            budget.left(later + Duration::from_secs(100)),
-            Duration::from_secs(2)
-        );
-        let mut none = CostBudget::new(Duration::ZERO);
-        assert!(none.spend(start, Duration::from_secs(3600)));
-        assert_eq!(none.left(start), Duration::MAX);
     }
 }

@@ -21,12 +21,12 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
+use super::limits::RateLimiter;
+use super::outbound::Outbound;
+use super::reader::FrameReader;
+use super::session::{Connection, SessionActor};
 use crate::auth::middleware::origin_allowed;
 use crate::auth::{self};
-use crate::collab::limits::RateLimiter;
-use crate::collab::outbound::Outbound;
-use crate::collab::reader::FrameReader;
-use crate::collab::session::{Connection, SessionActor};
 use crate::domain::DocId;
 use crate::error::ApiError;
 use crate::state::AppState;

@@ -31,6 +31,7 @@ use futures_util::task::AtomicWaker;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::collab::relay::{Outgoing, Peer, PeerError};
 use crate::metrics::Metrics;
 
 /// How long a close frame may wait behind what a slow client has yet to read before the
@@ -332,6 +333,44 @@ impl Outbound {
         }
         set(&mut state);
         self.shared.kick(state);
+    }
+}
+
+/// The peer kind whose framing a broadcast shares: a y-websocket message as one binary frame.
+struct YWebsocket;
+
+fn queue_error(error: QueueError) -> PeerError {
+    match error {
+        QueueError::Full => PeerError::Full,
+        QueueError::Closed => PeerError::Closed,
+    }
+}
+
+/// A y-websocket connection as a subscriber of its document: every message goes out as one
+/// binary frame, encoded once for all the document's connections.
+impl Peer for Outbound {
+    fn send(&self, message: &Outgoing) -> Result<(), PeerError> {
+        self.send_frame(message.framed::<YWebsocket>(binary_frame))
+            .map_err(queue_error)
+    }
+
+    fn send_now(&self, message: &Outgoing) -> Result<(), PeerError> {
+        self.send_message(message.message()).map_err(queue_error)
+    }
+
+    fn offer(&self, message: &Outgoing) -> Result<(), PeerError> {
+        self.offer_frame(message.framed::<YWebsocket>(binary_frame))
+            .map_err(queue_error)
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        Outbound::close(self, CloseCode::from(code), reason);
+    }
+
+    fn keepalive(&self) -> Option<Duration> {
+        let quiet = self.silent_for();
+        self.ping();
+        Some(quiet)
     }
 }
 

@@ -1,0 +1,458 @@
+//! The core driven as the actor drives it, with no actix and no sockets: events in, effects out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
+
+use super::*;
+use crate::sync::protocol::{ClientMessage, decode_frame, decode_update, encode_update};
+
+fn settings() -> DocSettings {
+    DocSettings {
+        idle_unload_delay: Duration::from_secs(30),
+        compact_after_updates: 1000,
+        compact_after_bytes: 4 << 20,
+        awareness_timeout: Duration::from_secs(30),
+        auto_version_after: Duration::ZERO,
+        auto_version_retention: 1,
+        max_document_size: usize::MAX,
+        max_presence_states: 4,
+        update_cost_budget: Duration::from_secs(2),
+        webhooks: false,
+    }
+}
+
+fn core_with(settings: DocSettings, now: Instant) -> DocCore {
+    core_holding(StoredDoc::default(), settings, now)
+}
+
+fn core_holding(stored: StoredDoc, settings: DocSettings, now: Instant) -> DocCore {
+    let doc = build_doc(&stored).expect("an empty document builds");
+    let id = DocId::parse("core-test").expect("valid name");
+    DocCore::new(
+        id,
+        doc,
+        &stored,
+        Arc::new(settings),
+        Arc::new(Metrics::new()),
+        now,
+    )
+}
+
+fn writer() -> MemberInfo {
+    MemberInfo {
+        can_write: true,
+        user: Some("ada".into()),
+        client_ip: None,
+    }
+}
+
+/// A v1 update made by a client of its own that inserts `text` at the start.
+fn insert(client: u64, text: &str) -> Vec<u8> {
+    let doc = yrs::Doc::with_client_id(client);
+    let root = doc.get_or_insert_text(DEFAULT_TEXT_KEY);
+    let mut txn = doc.transact_mut();
+    root.insert(&mut txn, 0, text);
+    txn.encode_update_v1()
+}
+
+fn update_message(raw: Vec<u8>) -> ClientMessage {
+    ClientMessage::Update(decode_update(Bytes::from(raw)).expect("a valid update"))
+}
+
+fn text_of(core: &DocCore) -> String {
+    let root = core.doc().get_or_insert_text(DEFAULT_TEXT_KEY);
+    root.get_string(&core.doc().transact())
+}
+
+/// The sequence numbers the effects hand to the writer, and the messages they broadcast.
+fn appends_and_broadcasts(effects: &[Effect]) -> (Vec<u64>, Vec<Bytes>) {
+    let mut appends = Vec::new();
+    let mut broadcasts = Vec::new();
+    for effect in effects {
+        match effect {
+            Effect::Append { seq, .. } => appends.push(*seq),
+            Effect::Broadcast(message) => broadcasts.push(message.clone()),
+            _ => {}
+        }
+    }
+    (appends, broadcasts)
+}
+
+fn closes(effects: &[Effect]) -> Vec<(SubscriberId, u16)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Close(id, code, _) => Some((*id, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscriber_is_greeted_with_the_state_vector() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    let effects = core.take_effects();
+    let greeting = effects.iter().find_map(|e| match e {
+        Effect::Send(1, message) => Some(message.clone()),
+        _ => None,
+    });
+    let messages = decode_frame(&greeting.expect("a greeting")).expect("it decodes");
+    assert!(
+        matches!(&messages[..], [ClientMessage::SyncStep1(sv)] if *sv == StateVector::default())
+    );
+}
+
+#[test]
+fn an_update_is_relayed_only_once_the_writer_says_it_is_durable() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.subscribe(2, writer(), now).expect("open");
+    core.take_effects();
+    let raw = insert(7, "hello");
+    core.receive(1, vec![update_message(raw.clone())], now);
+    let (appends, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert_eq!(appends, vec![1]);
+    assert!(
+        broadcasts.is_empty(),
+        "nothing is relayed before it is durable"
+    );
+    assert_eq!(text_of(&core), "hello");
+
+    core.durable(
+        Durable {
+            up_to_seq: 1,
+            max_log_id: 10,
+            rows: 1,
+            merged: Vec::new(),
+        },
+        now,
+    );
+    let (_, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert_eq!(broadcasts, vec![encode_update(&raw)]);
+}
+
+#[test]
+fn a_committed_row_goes_out_as_one_message_for_the_updates_it_merged() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    let updates: Vec<Vec<u8>> = (0..3).map(|i| insert(20 + i, "x")).collect();
+    for raw in &updates {
+        core.receive(1, vec![update_message(raw.clone())], now);
+    }
+    let (appends, _) = appends_and_broadcasts(&core.take_effects());
+    assert_eq!(appends, vec![1, 2, 3]);
+    let merged = crate::sync::merge_updates(updates.iter().map(Vec::as_slice)).expect("merges");
+    let row = CommittedRow {
+        first_seq: 1,
+        last_seq: 3,
+        data: Bytes::from(merged.clone()),
+    };
+    core.durable(
+        Durable {
+            up_to_seq: 3,
+            max_log_id: 1,
+            rows: 1,
+            merged: vec![row],
+        },
+        now,
+    );
+    let (_, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert_eq!(broadcasts, vec![encode_update(&merged)]);
+}
+
+#[test]
+fn while_the_store_fails_updates_are_relayed_and_api_answers_wait_for_its_return() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    let raw = insert(7, "kept in memory");
+    core.receive(1, vec![update_message(raw.clone())], now);
+    let mut answer = core.answer_when_durable(b"read".to_vec(), now);
+    let (_, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert!(broadcasts.is_empty());
+    assert_eq!(
+        core.next_wake()
+            .map(|at| at <= now + Duration::from_secs(1)),
+        Some(true)
+    );
+
+    // The writer's commits fail: the held update goes out, the API answer does not.
+    core.tick(true, now + Duration::from_millis(300));
+    let (_, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert_eq!(broadcasts, vec![encode_update(&raw)]);
+    assert!(
+        answer.try_recv().is_err(),
+        "an API answer waits for durability"
+    );
+
+    // A later update during the outage goes out at once.
+    core.receive(1, vec![update_message(insert(8, "more"))], now);
+    let (appends, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert_eq!((appends.len(), broadcasts.len()), (1, 1));
+
+    // The store is back and commits both: the answer comes, nothing is relayed twice.
+    core.store_failing(false, now);
+    core.durable(
+        Durable {
+            up_to_seq: 2,
+            max_log_id: 2,
+            rows: 1,
+            merged: Vec::new(),
+        },
+        now,
+    );
+    let (_, broadcasts) = appends_and_broadcasts(&core.take_effects());
+    assert!(broadcasts.is_empty());
+    assert_eq!(answer.try_recv().expect("answered"), b"read".to_vec());
+}
+
+#[test]
+fn a_read_only_subscriber_is_told_once_and_its_changes_are_dropped() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    let reader = MemberInfo {
+        can_write: false,
+        ..writer()
+    };
+    core.subscribe(3, reader, now).expect("open");
+    core.take_effects();
+    core.receive(
+        3,
+        vec![
+            update_message(insert(9, "no")),
+            update_message(insert(10, "no")),
+        ],
+        now,
+    );
+    let effects = core.take_effects();
+    let told = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Send(3, _)))
+        .count();
+    assert_eq!(told, 1);
+    assert!(appends_and_broadcasts(&effects).0.is_empty());
+    assert_eq!(text_of(&core), "");
+}
+
+#[test]
+fn an_update_beyond_the_size_limit_closes_its_sender_with_1009_and_changes_nothing() {
+    let now = Instant::now();
+    let mut core = core_with(
+        DocSettings {
+            max_document_size: 8,
+            ..settings()
+        },
+        now,
+    );
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    core.receive(
+        1,
+        vec![update_message(insert(7, "far too long for the limit"))],
+        now,
+    );
+    let effects = core.take_effects();
+    assert_eq!(closes(&effects), vec![(1, close::TOO_LARGE)]);
+    assert_eq!(text_of(&core), "");
+    assert_eq!(core.presence_summary().clients, 0);
+}
+
+#[test]
+fn revoking_a_user_closes_only_their_subscribers_with_4403() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.subscribe(
+        2,
+        MemberInfo {
+            user: Some("bob".into()),
+            ..writer()
+        },
+        now,
+    )
+    .expect("open");
+    core.take_effects();
+    assert_eq!(core.revoke(Some("bob"), now), 1);
+    assert_eq!(closes(&core.take_effects()), vec![(2, close::REVOKED)]);
+    assert_eq!(core.presence_summary().clients, 1);
+}
+
+#[test]
+fn an_idle_document_asks_to_unload_after_the_idle_delay() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    assert_eq!(
+        core.next_wake(),
+        None,
+        "a subscribed document has nothing to wait for"
+    );
+    let left = now + Duration::from_secs(5);
+    core.unsubscribe(1, left);
+    core.take_effects();
+    let due = left + Duration::from_secs(30);
+    assert_eq!(core.next_wake(), Some(due));
+    core.tick(false, due - Duration::from_millis(1));
+    assert!(
+        !core
+            .take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Unload))
+    );
+    core.tick(false, due);
+    assert!(
+        core.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::Unload))
+    );
+    let plan = core.begin_unload(due);
+    assert!(plan.compaction.is_none(), "nothing was logged");
+    assert!(
+        core.subscribe(2, writer(), due).is_err(),
+        "an unloading document turns newcomers away"
+    );
+}
+
+#[test]
+fn a_costly_update_is_applied_off_the_thread_and_what_came_after_it_waits() {
+    let now = Instant::now();
+    // A document of 300 KB makes even a small paste costly.
+    let stored = StoredDoc {
+        snapshot: Some(insert(39, &"p".repeat(300 * 1024))),
+        ..StoredDoc::default()
+    };
+    let mut core = core_holding(stored, settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    let big = {
+        let doc = yrs::Doc::with_client_id(40);
+        let root = doc.get_or_insert_text(DEFAULT_TEXT_KEY);
+        for i in 0..4 {
+            let mut txn = doc.transact_mut();
+            root.insert(&mut txn, 0, if i % 2 == 0 { "a" } else { "bb" });
+        }
+        doc.transact()
+            .encode_state_as_update_v1(&StateVector::default())
+    };
+    let after = insert(41, "after");
+    core.receive(1, vec![update_message(big), update_message(after)], now);
+    // Each is costly here: one at a time goes off the thread, the other waits its turn.
+    let mut appends = Vec::new();
+    let mut jobs = 0;
+    loop {
+        let mut job = None;
+        for effect in core.take_effects() {
+            match effect {
+                Effect::ApplyOffThread(j) => job = Some(j),
+                Effect::Append { seq, .. } => appends.push(seq),
+                _ => {}
+            }
+        }
+        let Some(job) = job else { break };
+        jobs += 1;
+        assert!(core.is_applying());
+        let done = job.run();
+        core.applied_off_thread(done, now);
+    }
+    assert_eq!(jobs, 2);
+    assert_eq!(
+        appends,
+        vec![1, 2],
+        "the costly update, then the one that waited behind it"
+    );
+    let text = text_of(&core);
+    assert!(
+        text.contains("after") && text.contains("bba"),
+        "both were applied"
+    );
+}
+
+#[test]
+fn the_log_is_compacted_once_it_holds_enough_rows() {
+    let now = Instant::now();
+    let mut core = core_with(
+        DocSettings {
+            compact_after_updates: 2,
+            ..settings()
+        },
+        now,
+    );
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    for seq in 1..=2u64 {
+        core.receive(1, vec![update_message(insert(50 + seq, "r"))], now);
+        core.durable(
+            Durable {
+                up_to_seq: seq,
+                max_log_id: seq as i64,
+                rows: 1,
+                merged: Vec::new(),
+            },
+            now,
+        );
+    }
+    core.receive(1, vec![update_message(insert(60, "s"))], now);
+    let compaction = core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Compact(compaction, _) => Some(compaction),
+        _ => None,
+    });
+    let compaction = compaction.expect("compaction is due");
+    assert_eq!(compaction.covers_log_id, 2);
+    let snapshot = StoredDoc {
+        snapshot: Some(compaction.snapshot),
+        ..StoredDoc::default()
+    };
+    let rebuilt = build_doc(&snapshot).expect("the snapshot builds");
+    let root = rebuilt.get_or_insert_text(DEFAULT_TEXT_KEY);
+    assert_eq!(root.get_string(&rebuilt.transact()).len(), 3);
+}
+
+#[test]
+fn presence_beyond_the_cap_closes_the_subscriber_with_1008() {
+    use crate::sync::validate::AwarenessEntry;
+    let now = Instant::now();
+    let mut core = core_with(
+        DocSettings {
+            max_presence_states: 1,
+            ..settings()
+        },
+        now,
+    );
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    let entries: Vec<AwarenessEntry> = (0..2)
+        .map(|client| AwarenessEntry {
+            client,
+            clock: 1,
+            json: r#"{"user":{"name":"x"}}"#.into(),
+        })
+        .collect();
+    core.receive(1, vec![ClientMessage::Awareness(entries)], now);
+    assert_eq!(closes(&core.take_effects()), vec![(1, close::POLICY)]);
+}
+
+#[test]
+fn compaction_policy_weighs_the_log_against_the_snapshot() {
+    let s = settings();
+    assert!(!compaction_due(&s, 999, 30_000, 20_000));
+    assert!(compaction_due(&s, 1000, 30_000, 20_000));
+    // A document never compacted has no snapshot to weigh the log against.
+    assert!(compaction_due(&s, 1000, 1_000, 0));
+    let snapshot = 10 << 20;
+    assert!(!compaction_due(&s, 5000, 6 << 20, snapshot));
+    assert!(compaction_due(&s, 5000, snapshot, snapshot));
+    assert!(compaction_due(&s, 3, 5 << 20, 512 << 10));
+    assert!(!compaction_due(&s, 3, 3 << 20, 512 << 10));
+    // Sixteen times the rows compact whatever the sizes.
+    assert!(!compaction_due(&s, 15_999, 500_000, 50 << 20));
+    assert!(compaction_due(&s, 16_000, 500_000, 50 << 20));
+}

@@ -1,0 +1,17 @@
+//! The WebSocket transport: everything between a socket and a document.
+//!
+//! ```text
+//! socket ─▶ upgrade ─▶ SessionActor ─▶ DocumentActor (collab)
+//!   ▲          (FrameReader: frames in)        │
+//!   └──────── Outbound (a bounded queue) ◀─────┘ relay
+//! ```
+//!
+//! `upgrade` checks the handshake and admission (`limits`), `session` decodes and checks each
+//! frame and hands its messages to the document, and `outbound` is the connection's one writer:
+//! the document's relay queues messages there as a [`crate::collab::relay::Peer`].
+
+pub mod limits;
+pub mod outbound;
+pub mod reader;
+pub mod session;
+pub mod upgrade;
