@@ -21,7 +21,7 @@ pub(crate) const DURABLE_DEADLINE: Duration = Duration::from_secs(10);
 /// The answer when the store does not take writes in time: `what` says what became of the
 /// request.
 pub(crate) fn store_down(what: &str) -> ApiError {
-    ApiError::Unavailable(format!("the store is not reachable: {what}"))
+    ApiError::store_down(what)
 }
 
 pub(crate) async fn ensure_exists(state: &AppState, id: &DocId) -> Result<(), ApiError> {
