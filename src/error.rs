@@ -6,7 +6,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::collab::document::IntegrateError;
-use crate::collab::messages::{ApplyUpdateError, EditTextError, Gone, JoinError, RestoreFailure};
+use crate::collab::messages::{
+    ApplyUpdateError, EditTextError, Gone, JoinError, RestoreFailure, SaveVersionError,
+};
 use crate::domain::InvalidDocId;
 use crate::store::StoreError;
 use crate::sync::content::ContentError;
@@ -180,6 +182,18 @@ impl From<RestoreFailure> for ApiError {
             RestoreFailure::Unconfirmed => ApiError::Unavailable(
                 "the document failed while restoring; read it before retrying".into(),
             ),
+        }
+    }
+}
+
+impl From<SaveVersionError> for ApiError {
+    fn from(error: SaveVersionError) -> Self {
+        match error {
+            SaveVersionError::Gone => ApiError::reloading(),
+            SaveVersionError::NotDurable => ApiError::store_down("no version was saved"),
+            SaveVersionError::Store(error) => {
+                ApiError::Internal(anyhow::Error::new(error).context("Failed to save the version"))
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use actix::{Addr, Handler, MailboxError, Message};
 use crate::collab::document::{DocumentActor, IntegrateError};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, CreateError, CreateWith, EditText, EditTextError, EncodeState,
-    Gone, Join, ReadContent, Restore, RestoreFailure,
+    Gone, Join, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
 };
 use crate::domain::DocId;
 use crate::error::ApiError;
@@ -66,6 +66,12 @@ impl DocCall for Restore {
 
 /// The document bounds the store's transaction itself (and answers why it failed).
 impl DocCall for CreateWith {
+    const NOT_DURABLE: Option<&'static str> = None;
+}
+
+/// The document bounds its wait with `durable_within`, so that "no version was saved" stays
+/// true: the version is written only after the wait.
+impl DocCall for SaveVersion {
     const NOT_DURABLE: Option<&'static str> = None;
 }
 
@@ -155,6 +161,20 @@ impl Refusal for CreateError {
             }
             CreateError::Gone => Gone.into(),
         }
+    }
+}
+
+impl Refusal for SaveVersionError {
+    fn is_gone(&self) -> bool {
+        matches!(self, SaveVersionError::Gone)
+    }
+    /// The version is written by a task of its own, which stops with the actor only before the
+    /// state was durable.
+    fn stopped() -> Self {
+        SaveVersionError::Gone
+    }
+    fn answer(self, _: &DocId) -> ApiError {
+        self.into()
     }
 }
 

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::build_doc;
-use crate::collab::messages::{EncodeState, Restore};
+use crate::collab::messages::{Restore, SaveVersion};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
-use crate::routes::doc_calls::DocClient;
+use crate::routes::doc_calls::{DURABLE_DEADLINE, DocClient};
 use crate::routes::rfc3339;
 use crate::state::AppState;
 use crate::store::{StoredDoc, VersionSummary};
@@ -123,23 +123,13 @@ pub async fn create(
             "a version name is at most {MAX_NAME_LEN} bytes"
         )));
     }
-    let full = DocClient::existing(&state, &id)
+    let version = DocClient::existing(&state, &id)
         .await?
-        .call(|| EncodeState {
-            sv: yrs::StateVector::default(),
+        .call(|| SaveVersion {
+            name: name.clone(),
+            durable_within: DURABLE_DEADLINE,
         })
-        .await
-        .map_err(|error| match error {
-            ApiError::Unavailable(why) if why.ends_with("nothing was changed") => {
-                ApiError::store_down("no version was saved")
-            }
-            other => other,
-        })?;
-    let version = state
-        .store
-        .create_version(&id, name.as_deref(), "manual", &full)
-        .await
-        .context("Failed to save the version")?;
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((
             "Location",

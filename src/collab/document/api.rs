@@ -224,3 +224,48 @@ impl Handler<Restore> for DocumentActor {
         })
     }
 }
+
+impl Handler<crate::collab::messages::SaveVersion> for DocumentActor {
+    type Result = ResponseFuture<
+        Result<crate::store::VersionSummary, crate::collab::messages::SaveVersionError>,
+    >;
+
+    /// Saves the whole current state as a manual version: encoded now, written through the
+    /// store once everything in it is durable (as an automatic version is), so a version never
+    /// holds what a crash could still lose.
+    fn handle(
+        &mut self,
+        msg: crate::collab::messages::SaveVersion,
+        ctx: &mut Context<Self>,
+    ) -> Self::Result {
+        use crate::collab::messages::{SaveVersion, SaveVersionError};
+        use tracing::Instrument;
+
+        self.touch(ctx);
+        let SaveVersion {
+            name,
+            durable_within,
+        } = msg;
+        let full = self
+            .doc
+            .transact()
+            .encode_state_as_update_v1(&yrs::StateVector::default());
+        let wait = self.when_durable(full);
+        let (store, id) = (self.store.clone(), self.id.clone());
+        Box::pin(
+            async move {
+                let full = match tokio::time::timeout(durable_within, wait).await {
+                    Ok(Ok(full)) => full,
+                    Ok(Err(_)) => return Err(SaveVersionError::Gone),
+                    Err(_) => return Err(SaveVersionError::NotDurable),
+                };
+                let version = store
+                    .create_version(&id, name.as_deref(), "manual", &full)
+                    .await?;
+                tracing::debug!(version = version.id, "manual version saved");
+                Ok(version)
+            }
+            .instrument(self.span.clone()),
+        )
+    }
+}
