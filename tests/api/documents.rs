@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, doc_name, on_both_stores};
 
 async fn create(app: &TestApp, id: &str) -> reqwest::Response {
     reqwest::Client::new()
@@ -25,9 +25,8 @@ async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) {
     assert_eq!(body["status"], status.as_u16());
 }
 
-#[actix_web::test]
-async fn documents_are_created_listed_page_by_page_and_deleted() {
-    for backend in backends() {
+on_both_stores! {
+    async fn documents_are_created_listed_page_by_page_and_deleted(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let prefix = doc_name("list");
@@ -124,9 +123,8 @@ async fn the_list_says_who_is_in_a_document_and_how_big_it_is() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it() {
-    for backend in backends() {
+on_both_stores! {
+    async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("doomed");
@@ -198,9 +196,8 @@ async fn bad_requests_get_problem_json() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn a_document_can_be_created_with_text_and_a_generated_name() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_document_can_be_created_with_text_and_a_generated_name(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let response = reqwest::Client::new()
@@ -294,9 +291,8 @@ async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn a_document_refused_for_its_size_is_not_created() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_document_refused_for_its_size_is_not_created(backend: Backend) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -339,9 +335,8 @@ async fn a_document_refused_for_its_size_is_not_created() {
     }
 }
 
-#[actix_web::test]
-async fn text_a_document_is_created_with_reaches_editors_already_on_its_name_and_is_stored() {
-    for backend in backends() {
+on_both_stores! {
+    async fn text_a_document_is_created_with_reaches_editors_already_on_its_name_and_is_stored(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let id = doc_name("awaited");

@@ -28,14 +28,72 @@ pub enum Backend {
     Postgres,
 }
 
-/// SQLite always; Postgres too when `TEST_DATABASE_URL` names a server.
-pub fn backends() -> Vec<Backend> {
-    let mut all = vec![Backend::Sqlite];
+/// Whether the Postgres twin of a storage test runs: when `TEST_DATABASE_URL` names a server.
+/// Without it the twin passes with a note, as storage tests ran on SQLite alone before; in CI
+/// (`CI=true`) it fails instead, so that a missing database is never a silent skip.
+pub fn postgres_configured() -> bool {
     if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        all.push(Backend::Postgres);
+        return true;
     }
-    all
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but TEST_DATABASE_URL is not set: storage tests must run on Postgres too"
+    );
+    eprintln!("Postgres skipped: TEST_DATABASE_URL is not set");
+    false
 }
+
+/// States once that a storage test runs on both stores: the test, written as
+/// `async fn name(backend: Backend) { .. }`, becomes `name::sqlite` and `name::postgres`, each
+/// on a database of its own (see [`TestDb`]). A plain `fn` (which drives its own runtime)
+/// becomes two `#[test]`s the same way. Attributes (`#[ignore]`, docs) go to both.
+macro_rules! on_both_stores {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: $crate::helpers::Backend) $body
+
+            $(#[$meta])*
+            #[actix_web::test]
+            async fn sqlite() {
+                run($crate::helpers::Backend::Sqlite).await;
+            }
+
+            $(#[$meta])*
+            #[actix_web::test]
+            async fn postgres() {
+                if $crate::helpers::postgres_configured() {
+                    run($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: $crate::helpers::Backend) $body
+
+            $(#[$meta])*
+            #[test]
+            fn sqlite() {
+                run($crate::helpers::Backend::Sqlite);
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn postgres() {
+                if $crate::helpers::postgres_configured() {
+                    run($crate::helpers::Backend::Postgres);
+                }
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
 
 /// A database of its own for one test: a temporary SQLite file, or a fresh Postgres database.
 pub struct TestDb {

@@ -7,7 +7,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
-use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name, stored_text};
+use crate::helpers::{Backend, TestApp, TestDb, doc_name, on_both_stores, stored_text};
 
 async fn post_update(app: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response {
     reqwest::Client::new()
@@ -28,9 +28,8 @@ fn text_of(update: &[u8]) -> String {
     text.get_string(&doc.transact())
 }
 
-#[actix_web::test]
-async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
-    for backend in backends() {
+on_both_stores! {
+    async fn an_update_posted_over_http_reaches_editors_and_is_stored_first(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("rest-in");
@@ -54,9 +53,8 @@ async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
     }
 }
 
-#[actix_web::test]
-async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
-    for backend in backends() {
+on_both_stores! {
+    async fn an_edit_from_a_websocket_is_in_the_next_update_read(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("rest-out");
@@ -204,9 +202,8 @@ async fn bad_update_requests_get_problem_json() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn content_reads_as_json_and_as_text() {
-    for backend in backends() {
+on_both_stores! {
+    async fn content_reads_as_json_and_as_text(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("content");
@@ -286,9 +283,8 @@ async fn post_text(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
         .expect("post text")
 }
 
-#[actix_web::test]
-async fn text_edits_over_http_reach_editors_without_disturbing_their_work() {
-    for backend in backends() {
+on_both_stores! {
+    async fn text_edits_over_http_reach_editors_without_disturbing_their_work(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("text-ops");

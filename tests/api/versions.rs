@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, doc_name, on_both_stores};
 
 async fn post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Response {
     let request = reqwest::Client::new().post(app.url(path));
@@ -20,9 +20,8 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
     response.json().await.expect("json")
 }
 
-#[actix_web::test]
-async fn a_restored_version_reaches_editors_and_can_itself_be_undone() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_restored_version_reaches_editors_and_can_itself_be_undone(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("versions");
