@@ -1,10 +1,20 @@
-//! HTTP errors as RFC 9457 problem details (`application/problem+json`).
+//! HTTP errors as RFC 9457 problem details (`application/problem+json`), and how each domain
+//! error reads as one: routes answer with `?`.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::collab::document::IntegrateError;
+use crate::collab::messages::{
+    ApplyUpdateError, EditTextError, Gone, RestoreFailure, SaveVersionError,
+};
+use crate::collab::registry::JoinError;
 use crate::domain::InvalidDocId;
+use crate::store::StoreError;
+use crate::sync::content::ContentError;
+use crate::sync::restore::RestoreError;
+use crate::sync::text_ops::TextOpError;
 
 /// Every error an HTTP handler returns.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +54,147 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+impl ApiError {
+    /// The answer when the store does not take writes in time: `what` says what became of the
+    /// request.
+    pub(crate) fn store_down(what: &str) -> Self {
+        ApiError::Unavailable(format!("the store is not reachable: {what}"))
+    }
+
+    /// The answer when a document kept unloading under a request, which did nothing.
+    fn reloading() -> Self {
+        ApiError::Unavailable("the document is reloading; try again".into())
+    }
+}
+
 impl From<crate::auth::Denied> for ApiError {
     fn from(denied: crate::auth::Denied) -> Self {
         match denied {
             crate::auth::Denied::Unauthenticated(why) => ApiError::Unauthorized(why),
             crate::auth::Denied::Forbidden(why) => ApiError::Forbidden(why),
+        }
+    }
+}
+
+impl From<JoinError> for ApiError {
+    /// The registry could not hand out the document: both leave nothing changed.
+    fn from(error: JoinError) -> Self {
+        ApiError::Unavailable(error.to_string())
+    }
+}
+
+impl From<Gone> for ApiError {
+    fn from(Gone: Gone) -> Self {
+        ApiError::reloading()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A store failure with no better answer: the details go to the log.
+    fn from(error: StoreError) -> Self {
+        ApiError::Internal(anyhow::Error::new(error))
+    }
+}
+
+impl From<ContentError> for ApiError {
+    fn from(error: ContentError) -> Self {
+        match error {
+            ContentError::NoSuchKey(_) => ApiError::KeyNotFound(error.to_string()),
+            ContentError::NotText(_) => ApiError::BadRequest(error.to_string()),
+            ContentError::Unreadable => ApiError::Conflict(error.to_string()),
+        }
+    }
+}
+
+impl From<TextOpError> for ApiError {
+    fn from(error: TextOpError) -> Self {
+        match error {
+            TextOpError::HoldsValues => ApiError::Conflict(error.to_string()),
+            TextOpError::OutOfRange { .. }
+            | TextOpError::SplitsCharacter { .. }
+            | TextOpError::TooManyOps(_) => ApiError::BadRequest(error.to_string()),
+        }
+    }
+}
+
+impl From<EditTextError> for ApiError {
+    fn from(error: EditTextError) -> Self {
+        match error {
+            EditTextError::Content(error @ ContentError::Unreadable) => {
+                ApiError::Conflict(error.to_string())
+            }
+            // A root to edit needs not exist yet, so every other reason is the caller's.
+            EditTextError::Content(error) => ApiError::BadRequest(error.to_string()),
+            EditTextError::Ops(error) => error.into(),
+            EditTextError::Gone => ApiError::reloading(),
+            error @ EditTextError::TooLarge(_) => ApiError::DocumentTooLarge(error.to_string()),
+            // Applying an edit twice would duplicate it, so an unknown outcome is reported.
+            EditTextError::Unconfirmed => ApiError::Unavailable(
+                "the document failed while storing the edit; read it before retrying".into(),
+            ),
+        }
+    }
+}
+
+impl From<IntegrateError> for ApiError {
+    fn from(error: IntegrateError) -> Self {
+        match error {
+            IntegrateError::DoesNotApply(why) => {
+                ApiError::BadRequest(format!("update does not apply: {why}"))
+            }
+            IntegrateError::TooLarge(limit) => ApiError::DocumentTooLarge(format!(
+                "the update would grow the document beyond its limit of {limit} bytes"
+            )),
+            IntegrateError::TooCostly(budget) => ApiError::BadRequest(format!(
+                "applying the update took longer than the budget of {budget:?} \
+                 (--update-cost-budget): it was stopped, and the part applied by then is \
+                 stored; posting it again applies more of it"
+            )),
+            IntegrateError::Failed => ApiError::reloading(),
+        }
+    }
+}
+
+impl From<ApplyUpdateError> for ApiError {
+    fn from(error: ApplyUpdateError) -> Self {
+        match error {
+            ApplyUpdateError::Refused(error) => error.into(),
+            ApplyUpdateError::Gone => ApiError::reloading(),
+        }
+    }
+}
+
+impl From<RestoreError> for ApiError {
+    /// The live document cannot be edited back to the version.
+    fn from(error: RestoreError) -> Self {
+        ApiError::Conflict(error.to_string())
+    }
+}
+
+impl From<RestoreFailure> for ApiError {
+    fn from(error: RestoreFailure) -> Self {
+        match error {
+            RestoreFailure::Refused(error) => error.into(),
+            RestoreFailure::Corrupt => {
+                ApiError::Internal(anyhow::anyhow!("a saved version does not decode"))
+            }
+            RestoreFailure::Gone => ApiError::reloading(),
+            error @ RestoreFailure::TooLarge(_) => ApiError::DocumentTooLarge(error.to_string()),
+            RestoreFailure::Unconfirmed => ApiError::Unavailable(
+                "the document failed while restoring; read it before retrying".into(),
+            ),
+        }
+    }
+}
+
+impl From<SaveVersionError> for ApiError {
+    fn from(error: SaveVersionError) -> Self {
+        match error {
+            SaveVersionError::Gone => ApiError::reloading(),
+            SaveVersionError::NotDurable => ApiError::store_down("no version was saved"),
+            SaveVersionError::Store(error) => {
+                ApiError::Internal(anyhow::Error::new(error).context("Failed to save the version"))
+            }
         }
     }
 }

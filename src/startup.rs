@@ -225,7 +225,7 @@ fn app(
         .service(routes::docs::list)
         .service(routes::docs::create)
         .service(routes::docs::remove)
-        .service(routes::updates::get_one)
+        .service(routes::docs::get_one)
         .service(routes::updates::get_update)
         .service(routes::updates::get_content)
         .service(routes::updates::post_text)

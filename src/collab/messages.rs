@@ -161,6 +161,31 @@ pub enum RestoreFailure {
     Unconfirmed,
 }
 
+/// API → Document: save the whole current state as a manual version named `name`. The version
+/// is written once everything in it is durable, which may take at most `durable_within`; the
+/// answer is what the store lists for it.
+#[derive(Message)]
+#[rtype(result = "Result<crate::store::VersionSummary, SaveVersionError>")]
+pub struct SaveVersion {
+    pub name: Option<String>,
+    pub durable_within: std::time::Duration,
+}
+
+/// Why a manual version was not saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveVersionError {
+    /// The document unloaded before its state was durable; nothing was saved, so asking again is
+    /// safe.
+    #[error("the document is unloading; try again")]
+    Gone,
+    /// The state did not become durable within the deadline; no version was saved.
+    #[error("the state was not stored in time")]
+    NotDurable,
+    /// Writing the version failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
 /// API → Document: apply a validated update; answered once it is durable and relayed.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApplyUpdateError>")]

@@ -87,7 +87,7 @@ pub async fn issue(
         token,
         doc: claims.doc,
         access: claims.access,
-        expires_at: super::docs::rfc3339(claims.exp * 1000),
+        expires_at: super::rfc3339(claims.exp * 1000),
         user: claims.user,
     }))
 }
@@ -162,7 +162,7 @@ pub async fn check(
             access: grant.access,
             auth: state.auth.enabled(),
             user: grant.user,
-            expires_at: grant.expires_at.map(|s| super::docs::rfc3339(s * 1000)),
+            expires_at: grant.expires_at.map(|s| super::rfc3339(s * 1000)),
         }))
 }
 

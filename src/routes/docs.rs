@@ -1,6 +1,4 @@
-//! `/api/docs`: list, create and delete documents.
-
-use std::time::{Duration, UNIX_EPOCH};
+//! `/api/docs`: list, create, describe and delete documents.
 
 use actix_web::{HttpResponse, delete, get, post, web};
 use anyhow::Context;
@@ -8,10 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::{DEFAULT_TEXT_KEY, build_doc};
-use crate::collab::messages::{CreateError, CreateWith, DocPresence};
+use crate::collab::messages::{CreateWith, DocPresence};
 use crate::collab::registry::{DeleteDoc, PresenceOf};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
+use crate::routes::doc_calls::DocClient;
+use crate::routes::rfc3339;
 use crate::state::AppState;
 use crate::store::{DocSummary, StoreError, StoredDoc};
 use crate::sync::text_ops::{self, TextOp};
@@ -46,11 +46,6 @@ impl DocView {
             people: presence.people,
         }
     }
-}
-
-pub(crate) fn rfc3339(epoch_ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(epoch_ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -161,13 +156,9 @@ pub async fn create(
     let initial = text.unwrap_or_default();
     let summary = if initial.is_empty() {
         match state.store.create(&id).await {
-            Ok(summary) => summary,
+            // The answer names the document, which the store's error does not carry.
             Err(StoreError::AlreadyExists) => return Err(ApiError::AlreadyExists(id.to_string())),
-            Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context("Failed to create a document")
-                    .into());
-            }
+            created => created.context("Failed to create a document")?,
         }
     } else {
         create_with_text(&state, &id, &initial).await?
@@ -191,32 +182,11 @@ async fn create_with_text(
     text: &str,
 ) -> Result<DocSummary, ApiError> {
     let update = initial_update(text)?;
-    for _ in 0..crate::routes::doc_calls::ATTEMPTS {
-        let doc = crate::routes::doc_calls::open(state, id).await?;
-        let message = CreateWith {
+    DocClient::new(state, id)
+        .call(|| CreateWith {
             update: update.clone(),
-        };
-        match doc.send(message).await {
-            Ok(Ok(summary)) => return Ok(summary),
-            Ok(Err(CreateError::AlreadyExists)) => {
-                return Err(ApiError::AlreadyExists(id.to_string()));
-            }
-            Ok(Err(error @ CreateError::TooLarge(_))) => {
-                return Err(ApiError::DocumentTooLarge(error.to_string()));
-            }
-            Ok(Err(CreateError::Unconfirmed(why))) => {
-                tracing::warn!(doc = %id, error = %why, "creating a document failed");
-                return Err(ApiError::Unavailable(
-                    "the store failed while creating the document; read it before retrying".into(),
-                ));
-            }
-            // The document was unloading and created nothing: load it again.
-            Ok(Err(CreateError::Gone)) | Err(_) => continue,
-        }
-    }
-    Err(ApiError::Unavailable(
-        "the document is reloading; try again".into(),
-    ))
+        })
+        .await
 }
 
 /// The v1 update that writes `text` into the `content` root of an empty document.
@@ -238,6 +208,40 @@ fn generated_id() -> DocId {
     let random = uuid::Uuid::new_v4().simple().to_string();
     DocId::parse(&format!("doc-{}", &random[..16]))
         .expect("'doc-' and hex digits are a valid document name")
+}
+
+#[utoipa::path(
+    tag = "documents",
+    params(("id" = String, Path, description = "Document name")),
+    responses(
+        (status = 200, description = "The document", body = DocView),
+        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
+    )
+)]
+/// Metadata of one document.
+#[get("/api/docs/{id}")]
+pub async fn get_one(
+    _key: ApiKey,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = DocId::parse(&path)?;
+    let summary = state
+        .store
+        .get(&id)
+        .await
+        .context("Failed to read the document")?
+        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
+    let mut presence = state
+        .registry
+        .send(PresenceOf {
+            docs: vec![id.clone()],
+        })
+        .await
+        .context("Failed to ask who is connected")?;
+    let here = presence.remove(&id).unwrap_or_else(DocPresence::default);
+    Ok(HttpResponse::Ok().json(DocView::new(summary, here)))
 }
 
 #[utoipa::path(

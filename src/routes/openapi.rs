@@ -23,7 +23,7 @@ use crate::sync::text_ops::TextOp;
         docs::list,
         docs::create,
         docs::remove,
-        updates::get_one,
+        docs::get_one,
         updates::get_update,
         updates::get_content,
         updates::post_update,

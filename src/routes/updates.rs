@@ -3,9 +3,7 @@
 //! An update applied here takes the same path as one from a WebSocket: it is durable before the
 //! response, and connected editors receive it at once.
 
-use actix::MailboxError;
 use actix_web::{HttpResponse, get, post, web};
-use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use futures_util::StreamExt;
@@ -13,59 +11,18 @@ use serde::Deserialize;
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::DEFAULT_TEXT_KEY;
-use crate::collab::document::IntegrateError;
-use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, DocPresence, EditText, EditTextError, EncodeState, ReadContent,
-};
-use crate::collab::registry::PresenceOf;
+use crate::collab::messages::{ApplyUpdate, EditText, EncodeState, ReadContent};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
+use crate::routes::doc_calls::DocClient;
+use crate::state::AppState;
+use crate::sync::protocol::{decode_state_vector, decode_update};
+use crate::sync::text_ops::TextOp;
 
 /// Raw bytes in the body (a Yjs v1 update).
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(#[allow(dead_code)] Vec<u8>);
-use crate::routes::doc_calls::{ATTEMPTS, DURABLE_DEADLINE, ensure_exists, open, store_down};
-use crate::routes::docs::DocView;
-use crate::state::AppState;
-use crate::sync::content::ContentError;
-use crate::sync::protocol::{decode_state_vector, decode_update};
-use crate::sync::text_ops::TextOp;
-use crate::sync::text_ops::TextOpError;
-
-#[utoipa::path(
-    tag = "documents",
-    params(("id" = String, Path, description = "Document name")),
-    responses(
-        (status = 200, description = "The document", body = DocView),
-        (status = 400, description = "Invalid name", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such document", body = Problem, content_type = "application/problem+json")
-    )
-)]
-/// Metadata of one document.
-#[get("/api/docs/{id}")]
-pub async fn get_one(
-    _key: ApiKey,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let id = DocId::parse(&path)?;
-    let summary = state
-        .store
-        .get(&id)
-        .await
-        .context("Failed to read the document")?
-        .ok_or_else(|| ApiError::NotFound(id.to_string()))?;
-    let mut presence = state
-        .registry
-        .send(PresenceOf {
-            docs: vec![id.clone()],
-        })
-        .await
-        .context("Failed to ask who is connected")?;
-    let here = presence.remove(&id).unwrap_or_else(DocPresence::default);
-    Ok(HttpResponse::Ok().json(DocView::new(summary, here)))
-}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -101,26 +58,13 @@ pub async fn get_update(
         }
         None => yrs::StateVector::default(),
     };
-    ensure_exists(&state, &id).await?;
-    for _ in 0..ATTEMPTS {
-        let doc = open(&state, &id).await?;
-        match doc
-            .send(EncodeState { sv: sv.clone() })
-            .timeout(DURABLE_DEADLINE)
-            .await
-        {
-            Ok(Ok(update)) => {
-                return Ok(HttpResponse::Ok()
-                    .content_type("application/octet-stream")
-                    .body(update));
-            }
-            Err(MailboxError::Timeout) => return Err(store_down("nothing was changed")),
-            _ => continue,
-        }
-    }
-    Err(ApiError::Unavailable(
-        "the document is reloading; try again".into(),
-    ))
+    let update = DocClient::existing(&state, &id)
+        .await?
+        .call(|| EncodeState { sv: sv.clone() })
+        .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(update))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -163,39 +107,19 @@ pub async fn get_content(
             )));
         }
     };
-    ensure_exists(&state, &id).await?;
-    for _ in 0..ATTEMPTS {
-        let doc = open(&state, &id).await?;
-        let key = query.key.clone();
-        match doc
-            .send(ReadContent { key, text })
-            .timeout(DURABLE_DEADLINE)
-            .await
-        {
-            Ok(Ok(Ok(body))) => {
-                let content_type = if text {
-                    "text/plain; charset=utf-8"
-                } else {
-                    "application/json"
-                };
-                return Ok(HttpResponse::Ok().content_type(content_type).body(body));
-            }
-            Ok(Ok(Err(error @ ContentError::NoSuchKey(_)))) => {
-                return Err(ApiError::KeyNotFound(error.to_string()));
-            }
-            Ok(Ok(Err(error @ ContentError::NotText(_)))) => {
-                return Err(ApiError::BadRequest(error.to_string()));
-            }
-            Ok(Ok(Err(error @ ContentError::Unreadable))) => {
-                return Err(ApiError::Conflict(error.to_string()));
-            }
-            Err(MailboxError::Timeout) => return Err(store_down("nothing was changed")),
-            Ok(Err(_)) | Err(_) => continue,
-        }
-    }
-    Err(ApiError::Unavailable(
-        "the document is reloading; try again".into(),
-    ))
+    let body = DocClient::existing(&state, &id)
+        .await?
+        .call(|| ReadContent {
+            key: query.key.clone(),
+            text,
+        })
+        .await??;
+    let content_type = if text {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
 #[utoipa::path(
@@ -228,47 +152,17 @@ pub async fn post_update(
         raw.extend_from_slice(&chunk);
     }
     let raw = raw.freeze();
-    ensure_exists(&state, &id).await?;
-    for _ in 0..ATTEMPTS {
-        let update = decode_update(raw.clone())
-            .map_err(|e| ApiError::BadRequest(format!("not a valid Yjs v1 update: {e}")))?;
-        let doc = open(&state, &id).await?;
-        match doc
-            .send(ApplyUpdate { update })
-            .timeout(DURABLE_DEADLINE)
-            .await
-        {
-            Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
-            Ok(Err(ApplyUpdateError::Refused(IntegrateError::DoesNotApply(why)))) => {
-                return Err(ApiError::BadRequest(format!(
-                    "update does not apply: {why}"
-                )));
-            }
-            Ok(Err(ApplyUpdateError::Refused(IntegrateError::TooLarge(limit)))) => {
-                return Err(ApiError::DocumentTooLarge(format!(
-                    "the update would grow the document beyond its limit of {limit} bytes"
-                )));
-            }
-            Ok(Err(ApplyUpdateError::Refused(IntegrateError::TooCostly(budget)))) => {
-                return Err(ApiError::BadRequest(format!(
-                    "applying the update took longer than the budget of {budget:?} \
-                     (--update-cost-budget): it was stopped, and the part applied by then is \
-                     stored; posting it again applies more of it"
-                )));
-            }
-            Err(MailboxError::Timeout) => {
-                return Err(store_down(
-                    "the update is applied and will be stored when the store is back; \
-                     posting it again is harmless",
-                ));
-            }
-            // The document failed or unloaded meanwhile; applying again is harmless.
-            Ok(Err(_)) | Err(_) => continue,
-        }
-    }
-    Err(ApiError::Unavailable(
-        "the document is reloading; try again".into(),
-    ))
+    // Decoded for each attempt: a decoded update is handed over, and applying it again after
+    // the document unloaded is harmless.
+    DocClient::existing(&state, &id)
+        .await?
+        .try_call(|| {
+            let update = decode_update(raw.clone())
+                .map_err(|e| ApiError::BadRequest(format!("not a valid Yjs v1 update: {e}")))?;
+            Ok(ApplyUpdate { update })
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -304,60 +198,14 @@ pub async fn post_text(
     let id = DocId::parse(&path)?;
     let TextEdit { key, ops } = body.into_inner();
     let key = key.unwrap_or_else(|| DEFAULT_TEXT_KEY.to_string());
-    ensure_exists(&state, &id).await?;
-    edit_text(&state, &id, &key, ops).await?;
-    Ok(HttpResponse::NoContent().finish())
-}
-
-/// Applies text operations to an existing document; returns once they are durable.
-pub async fn edit_text(
-    state: &AppState,
-    id: &DocId,
-    key: &str,
-    ops: Vec<TextOp>,
-) -> Result<(), ApiError> {
-    for _ in 0..ATTEMPTS {
-        let doc = open(state, id).await?;
-        let edit = EditText {
-            key: key.to_string(),
+    DocClient::existing(&state, &id)
+        .await?
+        .call(|| EditText {
+            key: key.clone(),
             ops: ops.clone(),
-        };
-        match doc.send(edit).timeout(DURABLE_DEADLINE).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(EditTextError::Content(error @ ContentError::Unreadable))) => {
-                return Err(ApiError::Conflict(error.to_string()));
-            }
-            Ok(Err(EditTextError::Content(error))) => {
-                return Err(ApiError::BadRequest(error.to_string()));
-            }
-            Ok(Err(EditTextError::Ops(error @ TextOpError::HoldsValues))) => {
-                return Err(ApiError::Conflict(error.to_string()));
-            }
-            Ok(Err(EditTextError::Ops(error))) => {
-                return Err(ApiError::BadRequest(error.to_string()));
-            }
-            // Nothing was applied: the document was unloading. Load it again and retry.
-            Ok(Err(EditTextError::Gone)) => continue,
-            Ok(Err(error @ EditTextError::TooLarge(_))) => {
-                return Err(ApiError::DocumentTooLarge(error.to_string()));
-            }
-            Err(MailboxError::Timeout) => {
-                return Err(store_down(
-                    "the edit is applied and will be stored when the store is back; \
-                     do not send it again",
-                ));
-            }
-            // Applying an edit twice would duplicate it, so an unknown outcome is reported.
-            Ok(Err(EditTextError::Unconfirmed)) | Err(_) => {
-                return Err(ApiError::Unavailable(
-                    "the document failed while storing the edit; read it before retrying".into(),
-                ));
-            }
-        }
-    }
-    Err(ApiError::Unavailable(
-        "the document is reloading; try again".into(),
-    ))
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Accepts standard and URL-safe base64, padded or not: callers build `?sv=` either way.

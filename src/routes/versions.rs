@@ -1,18 +1,16 @@
 //! `/api/docs/{id}/versions`: saved states of a document, readable and restorable.
 
-use actix::MailboxError;
 use actix_web::{HttpResponse, get, post, web};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use yrs::StateVector;
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::build_doc;
-use crate::collab::messages::{EncodeState, Restore, RestoreFailure};
+use crate::collab::messages::{Restore, SaveVersion};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
-use crate::routes::doc_calls::{ATTEMPTS, DURABLE_DEADLINE, ensure_exists, open, store_down};
-use crate::routes::docs::rfc3339;
+use crate::routes::doc_calls::{DURABLE_DEADLINE, DocClient};
+use crate::routes::rfc3339;
 use crate::state::AppState;
 use crate::store::{StoredDoc, VersionSummary};
 use crate::sync::content;
@@ -76,7 +74,7 @@ pub async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = DocId::parse(&path)?;
-    ensure_exists(&state, &id).await?;
+    DocClient::existing(&state, &id).await?;
     let versions = state
         .store
         .list_versions(&id)
@@ -125,29 +123,13 @@ pub async fn create(
             "a version name is at most {MAX_NAME_LEN} bytes"
         )));
     }
-    ensure_exists(&state, &id).await?;
-    let mut saved = None;
-    for _ in 0..ATTEMPTS {
-        let doc = open(&state, &id).await?;
-        let encode = EncodeState {
-            sv: StateVector::default(),
-        };
-        match doc.send(encode).timeout(DURABLE_DEADLINE).await {
-            Ok(Ok(full)) => {
-                saved = Some(full);
-                break;
-            }
-            Err(MailboxError::Timeout) => return Err(store_down("no version was saved")),
-            _ => continue,
-        }
-    }
-    let full = saved
-        .ok_or_else(|| ApiError::Unavailable("the document is reloading; try again".into()))?;
-    let version = state
-        .store
-        .create_version(&id, name.as_deref(), "manual", &full)
-        .await
-        .context("Failed to save the version")?;
+    let version = DocClient::existing(&state, &id)
+        .await?
+        .call(|| SaveVersion {
+            name: name.clone(),
+            durable_within: DURABLE_DEADLINE,
+        })
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((
             "Location",
@@ -209,39 +191,12 @@ pub async fn restore(
     let (id, version) = path.into_inner();
     let id = DocId::parse(&id)?;
     let (_, saved) = find(&state, &id, version).await?;
-    for _ in 0..ATTEMPTS {
-        let doc = open(&state, &id).await?;
-        let restore = Restore {
+    DocClient::new(&state, &id)
+        .call(|| Restore {
             target: saved.clone(),
-        };
-        match doc.send(restore).timeout(DURABLE_DEADLINE).await {
-            Ok(Ok(())) => return Ok(HttpResponse::NoContent().finish()),
-            Ok(Err(RestoreFailure::Refused(error))) => {
-                return Err(ApiError::Conflict(error.to_string()));
-            }
-            Ok(Err(RestoreFailure::Corrupt)) => {
-                return Err(anyhow::anyhow!("saved version {version} does not decode").into());
-            }
-            Ok(Err(RestoreFailure::Gone)) => continue,
-            Ok(Err(error @ RestoreFailure::TooLarge(_))) => {
-                return Err(ApiError::DocumentTooLarge(error.to_string()));
-            }
-            Err(MailboxError::Timeout) => {
-                return Err(store_down(
-                    "the restore is applied and will be stored when the store is back; \
-                     read the document before retrying",
-                ));
-            }
-            Ok(Err(RestoreFailure::Unconfirmed)) | Err(_) => {
-                return Err(ApiError::Unavailable(
-                    "the document failed while restoring; read it before retrying".into(),
-                ));
-            }
-        }
-    }
-    Err(ApiError::Unavailable(
-        "the document is reloading; try again".into(),
-    ))
+        })
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn find(
@@ -249,7 +204,7 @@ async fn find(
     id: &DocId,
     version: i64,
 ) -> Result<(VersionSummary, Vec<u8>), ApiError> {
-    ensure_exists(state, id).await?;
+    DocClient::existing(state, id).await?;
     state
         .store
         .get_version(id, version)

@@ -14,7 +14,8 @@ use tandem::startup::Application;
 use tokio_tungstenite::tungstenite;
 
 use crate::helpers::{
-    Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name, node_scenario, raw_http,
+    Backend, TestApp, TestDb, WAIT, YClient, awareness_frame, doc_name, json_of, node_scenario,
+    raw_http,
 };
 
 const SECRET: &str = "an operator secret of more than thirty-two characters";
@@ -29,34 +30,16 @@ fn secured(db: &TestDb) -> Settings {
 
 async fn secured_app() -> (TestApp, TestDb) {
     let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::spawn(secured(&db)).await;
+    let app = TestApp::spawn(secured(&db)).await.with_key(KEY);
     (app, db)
 }
 
 /// Asks the server for a token of `doc`.
 async fn token(app: &TestApp, doc: &str, body: Value) -> String {
-    let response = reqwest::Client::new()
-        .post(app.url(&format!("/api/docs/{doc}/tokens")))
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect("token request");
+    let response = app.issue_token(doc, body).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let issued: Value = response.json().await.expect("json");
     issued["token"].as_str().expect("a token").to_string()
-}
-
-/// Asks the server to disconnect sessions of `doc`: `body` names whom (`None` sends no body).
-async fn disconnect(app: &TestApp, doc: &str, body: Option<Value>) -> reqwest::Response {
-    let request = reqwest::Client::new()
-        .post(app.url(&format!("/api/docs/{doc}/disconnect")))
-        .bearer_auth(KEY);
-    let request = match body {
-        Some(body) => request.json(&body),
-        None => request,
-    };
-    request.send().await.expect("disconnect")
 }
 
 /// Tries an upgrade to `/ws/{path}` and returns the refusal's status and problem JSON.
@@ -458,7 +441,7 @@ async fn disconnect_closes_the_matching_sessions_and_their_tokens_stop_working()
     let mut ada = YClient::connect(&app.ws_base(), &format!("{doc}?token={ada_token}")).await;
     let mut bob = YClient::connect(&app.ws_base(), &format!("{doc}?token={bob_token}")).await;
 
-    let response = disconnect(&app, &doc, Some(json!({ "user": "Ada" }))).await;
+    let response = app.disconnect(&doc, Some(json!({ "user": "Ada" }))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.json::<Value>().await.expect("json"),
@@ -487,9 +470,9 @@ async fn disconnect_closes_the_matching_sessions_and_their_tokens_stop_working()
     assert_eq!(ada.text(), "still here");
 
     // Everyone, with an empty body; a misspelt body is refused rather than widened.
-    let typo = disconnect(&app, &doc, Some(json!({ "usr": "Bob" }))).await;
+    let typo = app.disconnect(&doc, Some(json!({ "usr": "Bob" }))).await;
     assert_eq!(typo.status(), StatusCode::BAD_REQUEST);
-    let everyone = disconnect(&app, &doc, None).await;
+    let everyone = app.disconnect(&doc, None).await;
     assert_eq!(
         everyone.json::<Value>().await.expect("json"),
         json!({ "disconnected": 2 })
@@ -501,14 +484,14 @@ async fn disconnect_closes_the_matching_sessions_and_their_tokens_stop_working()
 #[actix_web::test]
 async fn revocations_survive_a_restart() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::spawn(secured(&db)).await;
+    let app = TestApp::spawn(secured(&db)).await.with_key(KEY);
     let doc = doc_name("lasting");
     let old = token(&app, &doc, json!({ "access": "write" })).await;
-    let response = disconnect(&app, &doc, None).await;
+    let response = app.disconnect(&doc, None).await;
     assert_eq!(response.status(), StatusCode::OK);
     app.stop().await;
 
-    let app = TestApp::spawn(secured(&db)).await;
+    let app = TestApp::spawn(secured(&db)).await.with_key(KEY);
     let (status, _) = refused_upgrade(&app, &format!("{doc}?token={old}"), None).await;
     assert_eq!(status, 403);
     app.stop().await;
@@ -517,10 +500,10 @@ async fn revocations_survive_a_restart() {
 #[actix_web::test]
 async fn a_revoked_token_stays_refused_after_a_restart_with_a_shorter_lifetime_limit() {
     let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::spawn(secured(&db)).await;
+    let app = TestApp::spawn(secured(&db)).await.with_key(KEY);
     let doc = doc_name("shortened");
     let old = token(&app, &doc, json!({ "access": "write", "expires_in": 3600 })).await;
-    let response = disconnect(&app, &doc, None).await;
+    let response = app.disconnect(&doc, None).await;
     assert_eq!(response.status(), StatusCode::OK);
     app.stop().await;
 
@@ -539,11 +522,7 @@ async fn a_revoked_token_stays_refused_after_a_restart_with_a_shorter_lifetime_l
             .contains("--max-token-lifetime"),
         "{problem}"
     );
-    let check = reqwest::Client::new()
-        .get(app.url(&format!("/api/docs/{doc}/access?token={old}")))
-        .send()
-        .await
-        .expect("access check");
+    let check = app.check_access(&doc, Some(&old)).await;
     assert_eq!(check.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 }
@@ -580,47 +559,23 @@ async fn the_access_check_tells_the_editor_what_a_token_allows() {
         json!({ "access": "read", "user": { "name": "Rita", "color": "#0a0" } }),
     )
     .await;
-    let client = reqwest::Client::new();
-    let view: Value = client
-        .get(app.url(&format!("/api/docs/{doc}/access?token={read}")))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let view = json_of(app.check_access(&doc, Some(&read)).await, StatusCode::OK).await;
     assert_eq!(view["access"], "read");
     assert_eq!(view["auth"], true);
     assert_eq!(view["user"], json!({ "name": "Rita", "color": "#0a0" }));
-    let denied = client
-        .get(app.url(&format!("/api/docs/{doc}/access")))
-        .send()
-        .await
-        .expect("get");
+    let denied = app.check_access(&doc, None).await;
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
     app.stop().await;
 
     // Open servers grant write to anyone, and have no tokens to issue.
     let db = TestDb::new(Backend::Sqlite).await;
     let open = TestApp::spawn(db.settings()).await;
-    let view: Value = client
-        .get(open.url("/api/docs/any/access"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let view = json_of(open.check_access("any", None).await, StatusCode::OK).await;
     assert_eq!(
         (view["access"].clone(), view["auth"].clone()),
         (json!("write"), json!(false))
     );
-    let no_tokens = client
-        .post(open.url("/api/docs/any/tokens"))
-        .json(&json!({ "access": "read" }))
-        .send()
-        .await
-        .expect("post");
+    let no_tokens = open.issue_token("any", json!({ "access": "read" })).await;
     assert_eq!(no_tokens.status(), StatusCode::CONFLICT);
     open.stop().await;
 }
@@ -1013,7 +968,7 @@ async fn public_host_names_are_served_and_a_proxy_passes_on_no_other() {
 
     // With a secret and no public names, a rebinding page gains nothing (it holds no key):
     // any name is served, and the key is asked for.
-    let app = TestApp::spawn(secured(&db)).await;
+    let app = TestApp::spawn(secured(&db)).await.with_key(KEY);
     let (status, problem) = raw_problem(
         app.port,
         "GET /api/docs HTTP/1.1\r\nHost: anything.example",

@@ -19,7 +19,9 @@ use yrs::{
     Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, TextRef, Transact, Update,
 };
 
-use crate::helpers::{TestApp, TestDb, YClient, awareness_frame, backends, doc_name, stored_text};
+use crate::helpers::{
+    TestApp, TestDb, YClient, awareness_frame, doc_name, on_both_stores, stored_text,
+};
 
 /// Cases per backend (`PROPTEST_CASES` overrides it).
 const CASES: u32 = 24;
@@ -346,10 +348,9 @@ fn config() -> Config {
 
 // proptest's runner is synchronous: like `#[actix_web::test]`, drive everything from one actix
 // `System`, one `block_on` per case, with the server spawned on that system and kept across cases.
-#[test]
-fn concurrent_and_offline_edits_converge_in_replicas_and_store() {
-    let system = actix_web::rt::System::new();
-    for backend in backends() {
+on_both_stores! {
+    fn concurrent_and_offline_edits_converge_in_replicas_and_store(backend: Backend) {
+        let system = actix_web::rt::System::new();
         let started = Instant::now();
         let db = system.block_on(TestDb::new(backend));
         let app = system.block_on(TestApp::spawn(db.settings()));

@@ -3,16 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name};
-
-async fn create(app: &TestApp, id: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url("/api/docs"))
-        .json(&json!({ "id": id }))
-        .send()
-        .await
-        .expect("request")
-}
+use crate::helpers::{Backend, TestApp, TestDb, doc_name, json_of, on_both_stores};
 
 async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) {
     assert_eq!(response.status(), status);
@@ -25,15 +16,14 @@ async fn problem(response: reqwest::Response, status: StatusCode, kind: &str) {
     assert_eq!(body["status"], status.as_u16());
 }
 
-#[actix_web::test]
-async fn documents_are_created_listed_page_by_page_and_deleted() {
-    for backend in backends() {
+on_both_stores! {
+    async fn documents_are_created_listed_page_by_page_and_deleted(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let prefix = doc_name("list");
         let ids: Vec<String> = (0..5).map(|i| format!("{prefix}-{i}")).collect();
         for id in &ids {
-            let response = create(&app, id).await;
+            let response = app.post_doc(json!({ "id": id })).await;
             assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
             assert_eq!(response.headers()["location"], format!("/api/docs/{id}"));
             let body: Value = response.json().await.expect("json");
@@ -44,16 +34,11 @@ async fn documents_are_created_listed_page_by_page_and_deleted() {
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut url = app.url("/api/docs?limit=2");
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let page: Value = reqwest::get(url)
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("json");
+            let query = match &cursor {
+                Some(c) => format!("limit=2&cursor={c}"),
+                None => "limit=2".to_string(),
+            };
+            let page = json_of(app.list_docs(&query).await, StatusCode::OK).await;
             let docs = page["docs"].as_array().expect("docs array");
             assert!(docs.len() <= 2);
             seen.extend(
@@ -67,17 +52,9 @@ async fn documents_are_created_listed_page_by_page_and_deleted() {
         }
         assert_eq!(seen, ids, "{backend:?}: every document once, in id order");
 
-        let response = reqwest::Client::new()
-            .delete(app.url(&format!("/api/docs/{}", ids[0])))
-            .send()
-            .await
-            .expect("delete");
+        let response = app.delete_doc(&ids[0]).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
-        let response = reqwest::Client::new()
-            .delete(app.url(&format!("/api/docs/{}", ids[0])))
-            .send()
-            .await
-            .expect("delete again");
+        let response = app.delete_doc(&ids[0]).await;
         problem(
             response,
             StatusCode::NOT_FOUND,
@@ -104,12 +81,7 @@ async fn the_list_says_who_is_in_a_document_and_how_big_it_is() {
         .await;
     let _bob = app.connect(&doc).await;
 
-    let page: Value = reqwest::get(app.url("/api/docs"))
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let page = json_of(app.list_docs("").await, StatusCode::OK).await;
     let entry = page["docs"]
         .as_array()
         .expect("docs")
@@ -124,9 +96,8 @@ async fn the_list_says_who_is_in_a_document_and_how_big_it_is() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it() {
-    for backend in backends() {
+on_both_stores! {
+    async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("doomed");
@@ -134,11 +105,7 @@ async fn deleting_a_document_closes_its_editors_with_4404_and_empties_it() {
         editor.append("soon gone").await;
         editor.recv_until(|c| c.updates_received >= 1).await;
 
-        let response = reqwest::Client::new()
-            .delete(app.url(&format!("/api/docs/{doc}")))
-            .send()
-            .await
-            .expect("delete");
+        let response = app.delete_doc(&doc).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "{backend:?}");
         let (code, reason) = editor.expect_close().await;
         assert_eq!(code, 4404, "{backend:?}: {reason}");
@@ -156,15 +123,18 @@ async fn bad_requests_get_problem_json() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::spawn(db.settings()).await;
     let doc = doc_name("dup");
-    assert_eq!(create(&app, &doc).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.post_doc(json!({ "id": doc })).await.status(),
+        StatusCode::CREATED
+    );
     problem(
-        create(&app, &doc).await,
+        app.post_doc(json!({ "id": doc })).await,
         StatusCode::CONFLICT,
         "/problems/document-exists",
     )
     .await;
     problem(
-        create(&app, "bad name!").await,
+        app.post_doc(json!({ "id": "bad name!" })).await,
         StatusCode::BAD_REQUEST,
         "/problems/invalid-document-name",
     )
@@ -179,9 +149,7 @@ async fn bad_requests_get_problem_json() {
         .expect("request");
     problem(response, StatusCode::BAD_REQUEST, "/problems/bad-request").await;
     for query in ["limit=0", "limit=501", "limit=x", "cursor=..%2F"] {
-        let response = reqwest::get(app.url(&format!("/api/docs?{query}")))
-            .await
-            .expect("request");
+        let response = app.list_docs(query).await;
         problem(response, StatusCode::BAD_REQUEST, "/problems/bad-request").await;
     }
     let response = client
@@ -198,17 +166,11 @@ async fn bad_requests_get_problem_json() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn a_document_can_be_created_with_text_and_a_generated_name() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_document_can_be_created_with_text_and_a_generated_name(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
-        let response = reqwest::Client::new()
-            .post(app.url("/api/docs"))
-            .json(&json!({ "text": "first draft\n" }))
-            .send()
-            .await
-            .expect("create");
+        let response = app.post_doc(json!({ "text": "first draft\n" })).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
         let location = response.headers()["location"]
             .to_str()
@@ -231,11 +193,9 @@ async fn an_oversized_json_body_gets_413() {
     let mut settings = db.settings();
     settings.max_body_size = 1024;
     let app = TestApp::spawn(settings).await;
-    let response = create_with(
-        &app,
-        json!({ "id": doc_name("big"), "text": "x".repeat(4096) }),
-    )
-    .await;
+    let response = app
+        .post_doc(json!({ "id": doc_name("big"), "text": "x".repeat(4096) }))
+        .await;
     problem(
         response,
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -245,25 +205,11 @@ async fn an_oversized_json_body_gets_413() {
     app.stop().await;
 }
 
-async fn create_with(app: &TestApp, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url("/api/docs"))
-        .json(&body)
-        .send()
-        .await
-        .expect("request")
-}
-
 #[actix_web::test]
 async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::spawn(db.settings()).await;
-    let spec: Value = reqwest::get(app.url("/api/openapi.json"))
-        .await
-        .expect("spec")
-        .json()
-        .await
-        .expect("json");
+    let spec = json_of(app.openapi().await, StatusCode::OK).await;
     assert_eq!(spec["openapi"], "3.1.0");
     for path in [
         "/api/docs",
@@ -294,9 +240,8 @@ async fn the_api_is_described_by_openapi_with_a_local_reference_page() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn a_document_refused_for_its_size_is_not_created() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_document_refused_for_its_size_is_not_created(backend: Backend) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -309,50 +254,41 @@ async fn a_document_refused_for_its_size_is_not_created() {
         let app = TestApp::spawn(settings).await;
         let id = doc_name("oversized");
 
-        let response = create_with(&app, json!({ "id": id, "text": "x".repeat(2048) })).await;
+        let response = app.post_doc(json!({ "id": id, "text": "x".repeat(2048) })).await;
         problem(
             response,
             StatusCode::PAYLOAD_TOO_LARGE,
             "/problems/document-too-large",
         )
         .await;
-        let after = reqwest::get(app.url(&format!("/api/docs/{id}")))
-            .await
-            .expect("get");
+        let after = app.get_doc(&id).await;
         assert_eq!(after.status(), StatusCode::NOT_FOUND, "{backend:?}");
 
         // Asking again with text that fits creates it, and announces it.
-        let response = create_with(&app, json!({ "id": id, "text": "fits" })).await;
+        let response = app.post_doc(json!({ "id": id, "text": "fits" })).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
         let created = crate::webhooks::next(&mut events).await.json();
         assert_eq!(created["event"], "document.created", "{backend:?}");
         assert_eq!(created["id"], id.as_str());
         assert_eq!(created["text"], "fits");
-        let text = reqwest::get(app.url(&format!("/api/docs/{id}/content?format=text")))
-            .await
-            .expect("get")
-            .text()
-            .await
-            .expect("text");
-        assert_eq!(text, "fits", "{backend:?}");
+        assert_eq!(app.text(&id).await, "fits", "{backend:?}");
         app.stop().await;
     }
 }
 
-#[actix_web::test]
-async fn text_a_document_is_created_with_reaches_editors_already_on_its_name_and_is_stored() {
-    for backend in backends() {
+on_both_stores! {
+    async fn text_a_document_is_created_with_reaches_editors_already_on_its_name_and_is_stored(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let id = doc_name("awaited");
         // Someone opened the name before the document existed.
         let mut early = app.connect(&id).await;
-        let response = create_with(&app, json!({ "id": id, "text": "welcome" })).await;
+        let response = app.post_doc(json!({ "id": id, "text": "welcome" })).await;
         assert_eq!(response.status(), StatusCode::CREATED, "{backend:?}");
         let body: Value = response.json().await.expect("json");
         assert!(body["size"].as_i64().expect("size") > 0, "{body}");
         early.wait_for_text("welcome").await;
-        let again = create_with(&app, json!({ "id": id, "text": "twice" })).await;
+        let again = app.post_doc(json!({ "id": id, "text": "twice" })).await;
         problem(again, StatusCode::CONFLICT, "/problems/document-exists").await;
         early.append("!").await;
         early.recv_echo().await;

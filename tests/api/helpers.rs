@@ -28,14 +28,72 @@ pub enum Backend {
     Postgres,
 }
 
-/// SQLite always; Postgres too when `TEST_DATABASE_URL` names a server.
-pub fn backends() -> Vec<Backend> {
-    let mut all = vec![Backend::Sqlite];
+/// Whether the Postgres twin of a storage test runs: when `TEST_DATABASE_URL` names a server.
+/// Without it the twin passes with a note, as storage tests ran on SQLite alone before; in CI
+/// (`CI=true`) it fails instead, so that a missing database is never a silent skip.
+pub fn postgres_configured() -> bool {
     if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        all.push(Backend::Postgres);
+        return true;
     }
-    all
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but TEST_DATABASE_URL is not set: storage tests must run on Postgres too"
+    );
+    eprintln!("Postgres skipped: TEST_DATABASE_URL is not set");
+    false
 }
+
+/// States once that a storage test runs on both stores: the test, written as
+/// `async fn name(backend: Backend) { .. }`, becomes `name::sqlite` and `name::postgres`, each
+/// on a database of its own (see [`TestDb`]). A plain `fn` (which drives its own runtime)
+/// becomes two `#[test]`s the same way. Attributes (`#[ignore]`, docs) go to both.
+macro_rules! on_both_stores {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: $crate::helpers::Backend) $body
+
+            $(#[$meta])*
+            #[actix_web::test]
+            async fn sqlite() {
+                run($crate::helpers::Backend::Sqlite).await;
+            }
+
+            $(#[$meta])*
+            #[actix_web::test]
+            async fn postgres() {
+                if $crate::helpers::postgres_configured() {
+                    run($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        }
+    };
+    ($(#[$meta:meta])* fn $name:ident($backend:ident: Backend) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run($backend: $crate::helpers::Backend) $body
+
+            $(#[$meta])*
+            #[test]
+            fn sqlite() {
+                run($crate::helpers::Backend::Sqlite);
+            }
+
+            $(#[$meta])*
+            #[test]
+            fn postgres() {
+                if $crate::helpers::postgres_configured() {
+                    run($crate::helpers::Backend::Postgres);
+                }
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
 
 /// A database of its own for one test: a temporary SQLite file, or a fresh Postgres database.
 pub struct TestDb {
@@ -83,11 +141,15 @@ impl TestDb {
     }
 }
 
-/// A server running inside the test process.
+/// A server running inside the test process, with one method per REST endpoint. Each sends a
+/// well-formed request (with the API key, once [`TestApp::with_key`] set one) and returns the
+/// response; tests that send something unusual build their request by hand.
 pub struct TestApp {
     pub port: u16,
     trigger: ShutdownTrigger,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+    key: Option<String>,
 }
 
 impl TestApp {
@@ -100,7 +162,15 @@ impl TestApp {
             port,
             trigger,
             running,
+            http: reqwest::Client::new(),
+            key: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <key>` with every endpoint method from now on.
+    pub fn with_key(mut self, key: &str) -> TestApp {
+        self.key = Some(key.to_string());
+        self
     }
 
     pub fn ws_base(&self) -> String {
@@ -112,15 +182,154 @@ impl TestApp {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Creates a document through the API and checks it was created.
+    /// A request to `path` with the API key, if any.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+        request.send().await.expect("the server answers")
+    }
+
+    /// `GET /api/docs?{query}` (`query` as in `limit=2&cursor=x`, or empty).
+    pub async fn list_docs(&self, query: &str) -> reqwest::Response {
+        Self::send(self.request(reqwest::Method::GET, &format!("/api/docs?{query}"))).await
+    }
+
+    /// `POST /api/docs` with `body` (`{"id": .., "text": ..}`, both optional).
+    pub async fn post_doc(&self, body: serde_json::Value) -> reqwest::Response {
+        Self::send(self.request(reqwest::Method::POST, "/api/docs").json(&body)).await
+    }
+
+    /// Creates an empty document `id` and checks it was created.
     pub async fn create_doc(&self, id: &str) {
-        let response = reqwest::Client::new()
-            .post(self.url("/api/docs"))
-            .json(&serde_json::json!({ "id": id }))
-            .send()
-            .await
-            .expect("create");
+        let response = self.post_doc(serde_json::json!({ "id": id })).await;
         assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    }
+
+    /// `GET /api/docs/{id}`.
+    pub async fn get_doc(&self, id: &str) -> reqwest::Response {
+        Self::send(self.request(reqwest::Method::GET, &format!("/api/docs/{id}"))).await
+    }
+
+    /// `DELETE /api/docs/{id}`.
+    pub async fn delete_doc(&self, id: &str) -> reqwest::Response {
+        Self::send(self.request(reqwest::Method::DELETE, &format!("/api/docs/{id}"))).await
+    }
+
+    /// `GET /api/docs/{id}/update`, with `?sv=` when given (already base64).
+    pub async fn get_update(&self, id: &str, sv: Option<&str>) -> reqwest::Response {
+        let path = match sv {
+            Some(sv) => format!("/api/docs/{id}/update?sv={sv}"),
+            None => format!("/api/docs/{id}/update"),
+        };
+        Self::send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `POST /api/docs/{id}/update` with a binary v1 update.
+    pub async fn post_update(&self, id: &str, update: Vec<u8>) -> reqwest::Response {
+        let request = self
+            .request(reqwest::Method::POST, &format!("/api/docs/{id}/update"))
+            .header("content-type", "application/octet-stream")
+            .body(update);
+        Self::send(request).await
+    }
+
+    /// `GET /api/docs/{id}/content?{query}` (`format=text&key=notes`, or empty).
+    pub async fn get_content(&self, id: &str, query: &str) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/content?{query}");
+        Self::send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// The plain text of the `content` root, checking the read succeeded.
+    pub async fn text(&self, id: &str) -> String {
+        let response = self.get_content(id, "format=text").await;
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::OK,
+            "read {id} as text"
+        );
+        response.text().await.expect("text body")
+    }
+
+    /// `POST /api/docs/{id}/text` with `body` (`{"key": .., "ops": [..]}`).
+    pub async fn post_text(&self, id: &str, body: serde_json::Value) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/text");
+        Self::send(self.request(reqwest::Method::POST, &path).json(&body)).await
+    }
+
+    /// `GET /api/docs/{id}/versions`.
+    pub async fn list_versions(&self, id: &str) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/versions");
+        Self::send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `POST /api/docs/{id}/versions`, with no body at all when `body` is `None`.
+    pub async fn save_version(
+        &self,
+        id: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let request = self.request(reqwest::Method::POST, &format!("/api/docs/{id}/versions"));
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        Self::send(request).await
+    }
+
+    /// `GET /api/docs/{id}/versions/{version}` (any path segment, to test bad ones too).
+    pub async fn get_version(
+        &self,
+        id: &str,
+        version: impl std::fmt::Display,
+    ) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/versions/{version}");
+        Self::send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `POST /api/docs/{id}/versions/{version}/restore`.
+    pub async fn restore_version(
+        &self,
+        id: &str,
+        version: impl std::fmt::Display,
+    ) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/versions/{version}/restore");
+        Self::send(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// `POST /api/docs/{id}/tokens` with `body` (`{"access": .., "expires_in": .., "user": ..}`).
+    pub async fn issue_token(&self, id: &str, body: serde_json::Value) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/tokens");
+        Self::send(self.request(reqwest::Method::POST, &path).json(&body)).await
+    }
+
+    /// `GET /api/docs/{id}/access`, presenting `token` as `?token=` (and no API key).
+    pub async fn check_access(&self, id: &str, token: Option<&str>) -> reqwest::Response {
+        let path = match token {
+            Some(token) => format!("/api/docs/{id}/access?token={token}"),
+            None => format!("/api/docs/{id}/access"),
+        };
+        Self::send(self.http.get(self.url(&path))).await
+    }
+
+    /// `POST /api/docs/{id}/disconnect`, with no body at all (everyone) when `body` is `None`.
+    pub async fn disconnect(&self, id: &str, body: Option<serde_json::Value>) -> reqwest::Response {
+        let request = self.request(reqwest::Method::POST, &format!("/api/docs/{id}/disconnect"));
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        Self::send(request).await
+    }
+
+    /// `GET /api/openapi.json`.
+    pub async fn openapi(&self) -> reqwest::Response {
+        Self::send(self.request(reqwest::Method::GET, "/api/openapi.json")).await
     }
 
     pub async fn connect(&self, doc: &str) -> YClient {
@@ -571,6 +780,15 @@ pub async fn node_scenario(
         "{scenario} failed: {result}; stderr: {stderr}"
     );
     result
+}
+
+/// The JSON body of `response`, which must have `status`.
+pub async fn json_of(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+) -> serde_json::Value {
+    assert_eq!(response.status(), status, "{}", response.url());
+    response.json().await.expect("a JSON body")
 }
 
 /// A unique document name for a test.

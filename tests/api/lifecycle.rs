@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, stored_text};
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, on_both_stores, stored_text};
 
 #[actix_web::test]
 async fn a_reader_that_falls_behind_is_closed_with_1013_and_slows_nobody() {
@@ -64,9 +64,8 @@ async fn presence_that_is_not_renewed_expires() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn an_idle_document_is_compacted_and_unloaded() {
-    for backend in crate::helpers::backends() {
+on_both_stores! {
+    async fn an_idle_document_is_compacted_and_unloaded(backend: Backend) {
         let db = TestDb::new(backend).await;
         let mut settings = db.settings();
         settings.idle_unload_delay = Duration::from_millis(200);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 
-use crate::helpers::{Backend, TestApp, TestDb, WAIT, backends, doc_name, stored_text};
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, on_both_stores, stored_text};
 
 /// Polls until `/readyz` answers `status`.
 async fn readyz_becomes(app: &TestApp, status: u16) {
@@ -115,9 +115,8 @@ impl Blocker {
     }
 }
 
-#[actix_web::test]
-async fn editing_goes_on_through_a_store_outage_and_everything_is_stored_after() {
-    for backend in backends() {
+on_both_stores! {
+    async fn editing_goes_on_through_a_store_outage_and_everything_is_stored_after(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("outage");

@@ -6,12 +6,11 @@ use nix::sys::signal::Signal;
 use yrs::{ReadTxn, Transact};
 
 use crate::helpers::{
-    Backend, ServerProcess, TestApp, TestDb, YClient, backends, doc_name, stored_text,
+    Backend, ServerProcess, TestApp, TestDb, YClient, doc_name, on_both_stores, stored_text,
 };
 
-#[actix_web::test]
-async fn content_survives_a_restart() {
-    for backend in backends() {
+on_both_stores! {
+    async fn content_survives_a_restart(backend: Backend) {
         let db = TestDb::new(backend).await;
         let doc = doc_name("restart");
         let app = TestApp::spawn(db.settings()).await;
@@ -28,9 +27,8 @@ async fn content_survives_a_restart() {
     }
 }
 
-#[actix_web::test]
-async fn compaction_keeps_the_content_and_shrinks_the_log() {
-    for backend in backends() {
+on_both_stores! {
+    async fn compaction_keeps_the_content_and_shrinks_the_log(backend: Backend) {
         let db = TestDb::new(backend).await;
         let mut settings = db.settings();
         settings.compact_after_updates = 10;
@@ -111,9 +109,8 @@ async fn a_document_that_fails_to_load_closes_with_1011_and_writes_nothing() {
     );
 }
 
-#[actix_web::test]
-async fn after_kill_9_every_update_a_reader_saw_is_stored() {
-    for backend in backends() {
+on_both_stores! {
+    async fn after_kill_9_every_update_a_reader_saw_is_stored(backend: Backend) {
         let db = TestDb::new(backend).await;
         let doc = doc_name("kill9");
         let server = ServerProcess::start(&db.url, &[]).await;
@@ -155,9 +152,8 @@ async fn after_kill_9_every_update_a_reader_saw_is_stored() {
     }
 }
 
-#[actix_web::test]
-async fn updates_pending_at_sigterm_are_stored() {
-    for backend in backends() {
+on_both_stores! {
+    async fn updates_pending_at_sigterm_are_stored(backend: Backend) {
         let db = TestDb::new(backend).await;
         let doc = doc_name("sigterm");
         // Create the schema, then hold the store's write lock so updates stay pending.
@@ -194,9 +190,8 @@ async fn updates_pending_at_sigterm_are_stored() {
     }
 }
 
-#[actix_web::test]
-async fn updates_committed_together_are_stored_merged_and_load_back_whole() {
-    for backend in backends() {
+on_both_stores! {
+    async fn updates_committed_together_are_stored_merged_and_load_back_whole(backend: Backend) {
         let db = TestDb::new(backend).await;
         let doc = doc_name("merged");
         let server = ServerProcess::start(&db.url, &[]).await;
@@ -341,14 +336,13 @@ async fn direct_sql(backend: Backend, db_url: &str, sql: &'static str, doc: &str
 
 const COUNT_PARTS_SQL: &str = "SELECT COUNT(*) FROM snapshot_parts WHERE doc_id = $1";
 
-/// A snapshot of several hundred KiB (written in parts, a transaction each) reads back byte for
-/// byte, and so does each one that replaces it, large or small. The summary counts its size, and
-/// the parts of replaced snapshots, or of a compaction cut short, do not stay behind.
-#[actix_web::test]
-async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_behind() {
-    use tandem::store::{Append, Compaction};
+on_both_stores! {
+    /// A snapshot of several hundred KiB (written in parts, a transaction each) reads back byte for
+    /// byte, and so does each one that replaces it, large or small. The summary counts its size, and
+    /// the parts of replaced snapshots, or of a compaction cut short, do not stay behind.
+    async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_behind(backend: Backend) {
+        use tandem::store::{Append, Compaction};
 
-    for backend in backends() {
         let db = TestDb::new(backend).await;
         let store = tandem::store::connect(&db.url).await.expect("store opens");
         let name = doc_name("large-snapshot");
@@ -417,13 +411,12 @@ async fn a_large_snapshot_reads_back_whole_and_its_replacements_leave_nothing_be
     }
 }
 
-/// A snapshot stored in parts with one part missing fails to load: it is never read as a
-/// shorter state.
-#[actix_web::test]
-async fn a_snapshot_missing_a_part_fails_to_load() {
-    use tandem::store::Compaction;
+on_both_stores! {
+    /// A snapshot stored in parts with one part missing fails to load: it is never read as a
+    /// shorter state.
+    async fn a_snapshot_missing_a_part_fails_to_load(backend: Backend) {
+        use tandem::store::Compaction;
 
-    for backend in backends() {
         let db = TestDb::new(backend).await;
         let store = tandem::store::connect(&db.url).await.expect("store opens");
         let name = doc_name("missing-part");

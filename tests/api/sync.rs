@@ -2,16 +2,15 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp, TestDb, YClient, backends, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, YClient, doc_name, on_both_stores};
 
 async fn app(backend: Backend) -> (TestApp, TestDb) {
     let db = TestDb::new(backend).await;
     (TestApp::spawn(db.settings()).await, db)
 }
 
-#[actix_web::test]
-async fn two_clients_converge() {
-    for backend in backends() {
+on_both_stores! {
+    async fn two_clients_converge(backend: Backend) {
         let (app, _db) = app(backend).await;
         let doc = doc_name("two");
         let mut a = app.connect(&doc).await;
@@ -27,9 +26,8 @@ async fn two_clients_converge() {
     }
 }
 
-#[actix_web::test]
-async fn concurrent_edits_converge() {
-    for backend in backends() {
+on_both_stores! {
+    async fn concurrent_edits_converge(backend: Backend) {
         let (app, _db) = app(backend).await;
         let doc = doc_name("concurrent");
         let mut clients = Vec::new();
@@ -61,9 +59,8 @@ async fn concurrent_edits_converge() {
     }
 }
 
-#[actix_web::test]
-async fn a_late_joiner_receives_a_1mb_document() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_late_joiner_receives_a_1mb_document(backend: Backend) {
         let (app, _db) = app(backend).await;
         let doc = doc_name("big");
         let mut writer = app.connect(&doc).await;
@@ -124,9 +121,8 @@ async fn awareness_appears_is_echoed_and_disappears_on_disconnect() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn offline_edits_merge_on_reconnect() {
-    for backend in backends() {
+on_both_stores! {
+    async fn offline_edits_merge_on_reconnect(backend: Backend) {
         let (app, _db) = app(backend).await;
         let doc = doc_name("offline");
         let mut a = app.connect(&doc).await;
@@ -153,9 +149,8 @@ async fn offline_edits_merge_on_reconnect() {
     }
 }
 
-#[actix_web::test]
-async fn a_thousand_small_updates_arrive_in_order() {
-    for backend in backends() {
+on_both_stores! {
+    async fn a_thousand_small_updates_arrive_in_order(backend: Backend) {
         let (app, _db) = app(backend).await;
         let doc = doc_name("order");
         let mut writer = app.connect(&doc).await;

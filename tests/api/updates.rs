@@ -7,17 +7,7 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
-use crate::helpers::{Backend, TestApp, TestDb, backends, doc_name, stored_text};
-
-async fn post_update(app: &TestApp, id: &str, body: Vec<u8>) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url(&format!("/api/docs/{id}/update")))
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .expect("post update")
-}
+use crate::helpers::{Backend, TestApp, TestDb, doc_name, on_both_stores, stored_text};
 
 fn text_of(update: &[u8]) -> String {
     let doc = Doc::new();
@@ -28,9 +18,8 @@ fn text_of(update: &[u8]) -> String {
     text.get_string(&doc.transact())
 }
 
-#[actix_web::test]
-async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
-    for backend in backends() {
+on_both_stores! {
+    async fn an_update_posted_over_http_reaches_editors_and_is_stored_first(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("rest-in");
@@ -44,7 +33,7 @@ async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
             text.insert(&mut txn, 0, "from an integration");
             txn.encode_update_v1()
         };
-        let response = post_update(&app, &doc, update).await;
+        let response = app.post_update(&doc, update).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "{backend:?}");
         // Answered only once durable: the store has it before the editor is even asked.
         let (stored, _) = stored_text(&db.url, &doc).await;
@@ -54,9 +43,8 @@ async fn an_update_posted_over_http_reaches_editors_and_is_stored_first() {
     }
 }
 
-#[actix_web::test]
-async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
-    for backend in backends() {
+on_both_stores! {
+    async fn an_edit_from_a_websocket_is_in_the_next_update_read(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("rest-out");
@@ -65,9 +53,7 @@ async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
         editor.append("typed in a browser").await;
         editor.recv_until(|c| c.updates_received >= 1).await;
 
-        let whole = reqwest::get(app.url(&format!("/api/docs/{doc}/update")))
-            .await
-            .expect("get update");
+        let whole = app.get_update(&doc, None).await;
         assert_eq!(whole.status(), StatusCode::OK);
         assert_eq!(whole.headers()["content-type"], "application/octet-stream");
         let whole = whole.bytes().await.expect("body");
@@ -103,9 +89,7 @@ async fn an_edit_from_a_websocket_is_in_the_next_update_read() {
             assert_eq!(text.get_string(&have.transact()), "typed in a browser");
         }
 
-        let meta: Value = reqwest::get(app.url(&format!("/api/docs/{doc}")))
-            .await
-            .expect("metadata")
+        let meta: Value = app.get_doc(&doc).await
             .json()
             .await
             .expect("json");
@@ -132,23 +116,19 @@ async fn bad_update_requests_get_problem_json() {
     };
     let missing = doc_name("absent");
     check(
-        reqwest::get(app.url(&format!("/api/docs/{missing}")))
-            .await
-            .expect("get"),
+        app.get_doc(&missing).await,
         StatusCode::NOT_FOUND,
         "/problems/document-not-found",
     )
     .await;
     check(
-        reqwest::get(app.url(&format!("/api/docs/{missing}/update")))
-            .await
-            .expect("get"),
+        app.get_update(&missing, None).await,
         StatusCode::NOT_FOUND,
         "/problems/document-not-found",
     )
     .await;
     check(
-        post_update(&app, &missing, vec![0, 0]).await,
+        app.post_update(&missing, vec![0, 0]).await,
         StatusCode::NOT_FOUND,
         "/problems/document-not-found",
     )
@@ -162,13 +142,13 @@ async fn bad_update_requests_get_problem_json() {
     )
     .await;
     check(
-        post_update(&app, &doc, vec![0xff; 16]).await,
+        app.post_update(&doc, vec![0xff; 16]).await,
         StatusCode::BAD_REQUEST,
         "/problems/bad-request",
     )
     .await;
     check(
-        post_update(&app, &doc, vec![0; 2048]).await,
+        app.post_update(&doc, vec![0; 2048]).await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "/problems/body-too-large",
     )
@@ -188,15 +168,15 @@ async fn bad_update_requests_get_problem_json() {
         huge.write_var(0u32);
     }
     check(
-        post_update(&app, &doc, huge).await,
+        app.post_update(&doc, huge).await,
         StatusCode::BAD_REQUEST,
         "/problems/bad-request",
     )
     .await;
     // None of it changed the document.
-    let whole = reqwest::get(app.url(&format!("/api/docs/{doc}/update")))
+    let whole = app
+        .get_update(&doc, None)
         .await
-        .expect("get")
         .bytes()
         .await
         .expect("body");
@@ -204,9 +184,8 @@ async fn bad_update_requests_get_problem_json() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn content_reads_as_json_and_as_text() {
-    for backend in backends() {
+on_both_stores! {
+    async fn content_reads_as_json_and_as_text(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("content");
@@ -223,14 +202,11 @@ async fn content_reads_as_json_and_as_text() {
             txn.encode_update_v1()
         };
         assert_eq!(
-            post_update(&app, &doc, update).await.status(),
+            app.post_update(&doc, update).await.status(),
             StatusCode::NO_CONTENT
         );
 
-        let url = |query: &str| app.url(&format!("/api/docs/{doc}/content{query}"));
-        let json: Value = reqwest::get(url(""))
-            .await
-            .expect("json")
+        let json: Value = app.get_content(&doc, "").await
             .json()
             .await
             .expect("body");
@@ -239,36 +215,34 @@ async fn content_reads_as_json_and_as_text() {
             serde_json::json!({ "content": "line one\nline two", "meta": { "title": "Minutes" } }),
             "{backend:?}"
         );
-        let one: Value = reqwest::get(url("?key=meta"))
-            .await
-            .expect("key")
+        let one: Value = app.get_content(&doc, "key=meta").await
             .json()
             .await
             .expect("body");
         assert_eq!(one, serde_json::json!({ "title": "Minutes" }));
 
-        let text = reqwest::get(url("?format=text")).await.expect("text");
+        let text = app.get_content(&doc, "format=text").await;
         assert_eq!(text.headers()["content-type"], "text/plain; charset=utf-8");
         assert_eq!(text.text().await.expect("body"), "line one\nline two");
 
         for (query, status, kind) in [
             (
-                "?key=nope",
+                "key=nope",
                 StatusCode::NOT_FOUND,
                 "/problems/key-not-found",
             ),
             (
-                "?format=xml",
+                "format=xml",
                 StatusCode::BAD_REQUEST,
                 "/problems/bad-request",
             ),
             (
-                "?format=text&key=meta",
+                "format=text&key=meta",
                 StatusCode::BAD_REQUEST,
                 "/problems/bad-request",
             ),
         ] {
-            let response = reqwest::get(url(query)).await.expect("request");
+            let response = app.get_content(&doc, query).await;
             assert_eq!(response.status(), status, "{query}");
             let body: Value = response.json().await.expect("problem");
             assert_eq!(body["type"], kind, "{query}");
@@ -277,27 +251,15 @@ async fn content_reads_as_json_and_as_text() {
     }
 }
 
-async fn post_text(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(app.url(&format!("/api/docs/{id}/text")))
-        .json(&body)
-        .send()
-        .await
-        .expect("post text")
-}
-
-#[actix_web::test]
-async fn text_edits_over_http_reach_editors_without_disturbing_their_work() {
-    for backend in backends() {
+on_both_stores! {
+    async fn text_edits_over_http_reach_editors_without_disturbing_their_work(backend: Backend) {
         let db = TestDb::new(backend).await;
         let app = TestApp::spawn(db.settings()).await;
         let doc = doc_name("text-ops");
         app.create_doc(&doc).await;
         let mut editor = app.connect(&doc).await;
 
-        let response = post_text(
-            &app,
-            &doc,
+        let response = app.post_text(&doc,
             serde_json::json!({ "ops": [
                 { "insert": "Hello world", "at": 0 },
                 { "insert": ",", "at": 5 },
@@ -317,9 +279,7 @@ async fn text_edits_over_http_reach_editors_without_disturbing_their_work() {
             editor.text.insert(&mut txn, len, " (typed)");
             txn.encode_update_v1()
         };
-        let response = post_text(
-            &app,
-            &doc,
+        let response = app.post_text(&doc,
             serde_json::json!({ "ops": [{ "replace": "Howdy,world 🌍" }] }),
         )
         .await;
@@ -346,8 +306,7 @@ async fn bad_text_edits_change_nothing() {
     let doc = doc_name("text-bad");
     app.create_doc(&doc).await;
     assert_eq!(
-        post_text(
-            &app,
+        app.post_text(
             &doc,
             serde_json::json!({ "ops": [{ "insert": "a😀b", "at": 0 }] })
         )
@@ -363,20 +322,17 @@ async fn bad_text_edits_change_nothing() {
         serde_json::json!({ "ops": "nope" }),
         serde_json::json!({ "key": "content", "ops": [], "extra": 1 }),
     ] {
-        let response = post_text(&app, &doc, body.clone()).await;
+        let response = app.post_text(&doc, body.clone()).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let problem: Value = response.json().await.expect("problem JSON");
         assert_eq!(problem["type"], "/problems/bad-request", "{body}");
     }
-    let text = reqwest::get(app.url(&format!("/api/docs/{doc}/content?format=text")))
-        .await
-        .expect("read")
-        .text()
-        .await
-        .expect("body");
+    let text = app.text(&doc).await;
     assert_eq!(text, "a😀b");
     let missing = doc_name("absent");
-    let response = post_text(&app, &missing, serde_json::json!({ "ops": [] })).await;
+    let response = app
+        .post_text(&missing, serde_json::json!({ "ops": [] }))
+        .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
@@ -407,12 +363,12 @@ async fn text_edits_leave_embedded_objects_in_place() {
     editor.recv_echo().await;
 
     // Text position 2 is just after "🎉"; yrs's position 2 is inside it.
-    let response = post_text(
-        &app,
-        &doc,
-        serde_json::json!({ "ops": [{ "insert": "!", "at": 2 }] }),
-    )
-    .await;
+    let response = app
+        .post_text(
+            &doc,
+            serde_json::json!({ "ops": [{ "insert": "!", "at": 2 }] }),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     editor.recv_until(|c| c.text() == "🎉! party").await;
     let diff = editor
@@ -445,23 +401,22 @@ async fn text_edits_leave_embedded_objects_in_place() {
         yrs::Array::insert(&list, &mut txn, 0, 42);
         txn.encode_update_v1()
     };
-    let response = post_update(&app, &doc, list_value).await;
+    let response = app.post_update(&doc, list_value).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let whole = || async {
-        reqwest::get(app.url(&format!("/api/docs/{doc}/update")))
+        app.get_update(&doc, None)
             .await
-            .expect("read")
             .bytes()
             .await
             .expect("body")
     };
     let before = whole().await;
-    let response = post_text(
-        &app,
-        &doc,
-        serde_json::json!({ "ops": [{ "insert": "?", "at": 0 }] }),
-    )
-    .await;
+    let response = app
+        .post_text(
+            &doc,
+            serde_json::json!({ "ops": [{ "insert": "?", "at": 0 }] }),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let problem: Value = response.json().await.expect("problem JSON");
     assert!(

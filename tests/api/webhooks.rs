@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name};
+use crate::helpers::{Backend, TestApp, TestDb, WAIT, doc_name, on_both_stores};
 
 const SECRET: &str = "test-secret";
 
@@ -209,9 +209,8 @@ async fn a_failing_receiver_gets_the_event_again_until_it_takes_it_once() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn an_event_queued_before_a_restart_is_delivered_after_it() {
-    for backend in crate::helpers::backends() {
+on_both_stores! {
+    async fn an_event_queued_before_a_restart_is_delivered_after_it(backend: Backend) {
         queued_event_survives_a_restart(backend).await;
     }
 }
@@ -238,9 +237,8 @@ async fn queued_event_survives_a_restart(backend: Backend) {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn a_document_first_written_over_a_socket_is_announced_as_created() {
-    for backend in crate::helpers::backends() {
+on_both_stores! {
+    async fn a_document_first_written_over_a_socket_is_announced_as_created(backend: Backend) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let mut events = receiver(listener, 0).await;
@@ -320,9 +318,8 @@ async fn a_slow_receiver_delays_only_its_own_events() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn events_queued_for_a_receiver_no_longer_configured_are_dropped_at_start() {
-    for backend in crate::helpers::backends() {
+on_both_stores! {
+    async fn events_queued_for_a_receiver_no_longer_configured_are_dropped_at_start(backend: Backend) {
         // A receiver nobody listens on: what is queued for it stays queued.
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let gone_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
@@ -352,9 +349,8 @@ async fn events_queued_for_a_receiver_no_longer_configured_are_dropped_at_start(
     }
 }
 
-#[actix_web::test]
-async fn a_dead_receiver_keeps_only_its_newest_events_and_the_dropped_ones_are_counted() {
-    for backend in crate::helpers::backends() {
+on_both_stores! {
+    async fn a_dead_receiver_keeps_only_its_newest_events_and_the_dropped_ones_are_counted(backend: Backend) {
         dead_receiver_backlog_is_bounded(backend).await;
     }
 }

@@ -41,6 +41,11 @@ impl DocCore {
         self.answer_when_durable(diff, now)
     }
 
+    /// The whole state, handed back once it is durable: what a version holds.
+    pub fn full_state_when_durable(&mut self, now: Instant) -> oneshot::Receiver<Vec<u8>> {
+        self.encode_state(&StateVector::default(), now)
+    }
+
     /// Makes an edit here: `edit` changes the document and returns the v1 updates it made,
     /// which are stored and relayed like any subscriber's. The receiver fires once they are
     /// durable. A panic means the in-memory copy cannot be trusted: it is dropped, unstored,

@@ -5,14 +5,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use super::DocumentActor;
 use crate::collab::core::{DEFAULT_TEXT_KEY, LocalEditError, build_doc};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, CreateError, CreateWith, EditText, EditTextError, EncodeState,
-    Gone, ReadContent, Restore, RestoreFailure,
+    Gone, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
 };
-use crate::store::{DocSummary, StoreError, StoredDoc};
+use crate::store::{DocSummary, StoreError, StoredDoc, VersionSummary};
 use crate::sync::content::{self, ContentError};
 use crate::sync::{restore, text_ops};
 
@@ -233,5 +234,36 @@ impl Handler<Restore> for DocumentActor {
                 .map(|_| ())
                 .map_err(|_| RestoreFailure::Unconfirmed)
         })
+    }
+}
+
+impl Handler<SaveVersion> for DocumentActor {
+    type Result = ResponseFuture<Result<VersionSummary, SaveVersionError>>;
+
+    /// Saves the whole current state as a manual version: encoded now, written through the
+    /// store once everything in it is durable (as an automatic version is), so a version never
+    /// holds what a crash could still lose.
+    fn handle(&mut self, msg: SaveVersion, ctx: &mut Context<Self>) -> Self::Result {
+        let SaveVersion {
+            name,
+            durable_within,
+        } = msg;
+        let wait = self.step(ctx, |core, now| core.full_state_when_durable(now));
+        let (store, id) = (self.store.clone(), self.core.id().clone());
+        Box::pin(
+            async move {
+                let full = match tokio::time::timeout(durable_within, wait).await {
+                    Ok(Ok(full)) => full,
+                    Ok(Err(_)) => return Err(SaveVersionError::Gone),
+                    Err(_) => return Err(SaveVersionError::NotDurable),
+                };
+                let version = store
+                    .create_version(&id, name.as_deref(), "manual", &full)
+                    .await?;
+                tracing::debug!(version = version.id, "manual version saved");
+                Ok(version)
+            }
+            .instrument(self.core.span().clone()),
+        )
     }
 }
