@@ -15,9 +15,11 @@
 //! - [`domain`] — validated values such as document names, and which host names are this
 //!   server's.
 //! - [`error`] — HTTP errors as problem JSON.
+//! - `backoff` — the one exponential backoff every retry follows.
 //! - [`telemetry`] — log output.
 
 pub mod auth;
+mod backoff;
 pub mod client_addr;
 pub mod collab;
 pub mod config;

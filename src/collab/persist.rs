@@ -22,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::Durable;
+use crate::backoff::{Backoff, Policy};
 use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{Append, Compaction, Store, StoreError};
@@ -32,9 +33,8 @@ use crate::webhooks::Webhooks;
 const MAX_BATCH_REQUESTS: usize = 4096;
 /// Most update bytes in one transaction, for the same reason.
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
-/// First wait after a failed commit; doubles up to `MAX_RETRY_DELAY`.
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Waits between attempts at a failed commit (or compaction): 50 ms, doubling up to a second.
+const RETRY: Policy = Policy::new(Duration::from_millis(50), Duration::from_secs(1));
 /// While the store is down, requests that arrive are folded into the batch being retried, up to
 /// this many, so that the first commit after the store returns writes the whole backlog.
 const MAX_OUTAGE_BATCH_REQUESTS: usize = 16 * MAX_BATCH_REQUESTS;
@@ -200,6 +200,7 @@ async fn run(
     // Highest log id committed per document since its last compaction: a compaction covers
     // these rows even if its document had not heard about them yet when it asked.
     let mut committed_ids: HashMap<DocId, i64> = HashMap::new();
+    let mut backoff = RETRY.start();
     while let Some(first) = rx.recv().await {
         pending.push(first);
         let mut bytes = 0;
@@ -220,6 +221,7 @@ async fn run(
             &compactor,
             &health,
             &metrics,
+            &mut backoff,
         )
         .await;
         // A document first written over a socket comes into existence here.
@@ -373,6 +375,7 @@ async fn commit(
     compactor: &mpsc::UnboundedSender<Follow>,
     health: &StoreHealth,
     metrics: &Metrics,
+    backoff: &mut Backoff,
 ) -> Vec<DocId> {
     let mut pending = Pending::default();
     for request in requests {
@@ -382,7 +385,6 @@ async fn commit(
     let committed = if pending.appends.is_empty() {
         Default::default()
     } else {
-        let mut delay = FIRST_RETRY_DELAY;
         loop {
             let started = std::time::Instant::now();
             let (rows, row_of) = pending.rows();
@@ -401,6 +403,7 @@ async fn commit(
                         .map(|&row| committed.ids.get(row).copied().unwrap_or(0))
                         .collect();
                     health.set_failing(false);
+                    backoff.reset();
                     metrics
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());
@@ -418,14 +421,15 @@ async fn commit(
                 Err(error) => {
                     health.set_failing(true);
                     metrics.commit_failures.inc();
+                    let delay = backoff.next_delay();
                     tracing::warn!(
                         %error,
                         appends = pending.appends.len(),
+                        failures = backoff.failures(),
                         retry_in_ms = delay.as_millis() as u64,
                         "commit failed; retrying"
                     );
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_RETRY_DELAY);
                     while pending.requests < MAX_OUTAGE_BATCH_REQUESTS {
                         match rx.try_recv() {
                             Ok(request) => pending.add(request, committed_ids),
@@ -565,7 +569,7 @@ async fn compact_all(
 
 /// Writes one transaction of compactions, retrying until the store takes it.
 async fn write_compactions(store: &dyn Store, compactions: &[Compaction], metrics: &Metrics) {
-    let mut delay = FIRST_RETRY_DELAY;
+    let mut backoff = RETRY.start();
     loop {
         let started = Instant::now();
         let result = tokio::time::timeout(COMMIT_TIMEOUT, store.compact(compactions))
@@ -586,6 +590,7 @@ async fn write_compactions(store: &dyn Store, compactions: &[Compaction], metric
             }
             Err(error) => {
                 metrics.commit_failures.inc();
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     %error,
                     compactions = compactions.len(),
@@ -593,7 +598,6 @@ async fn write_compactions(store: &dyn Store, compactions: &[Compaction], metric
                     "compaction failed; retrying"
                 );
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
         }
     }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::{Receiver, Webhooks, receiver_label, signature, unix_now};
+use crate::backoff::Policy;
 use crate::store::{PendingDelivery, now_ms};
 
 /// How long a receiver gets to answer.
@@ -14,8 +15,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Look for due retries at least this often even when nothing new was queued.
 const POLL: Duration = Duration::from_millis(500);
 /// First retry after one second, doubling up to an hour.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(3600);
+const RETRY: Policy = Policy::new(Duration::from_secs(1), Duration::from_secs(3600));
 /// After this many failed attempts (about a day of retries) a delivery is dropped and logged.
 const MAX_ATTEMPTS: i32 = 30;
 /// Deliveries one lane takes from the queue per round.
@@ -120,9 +120,7 @@ async fn deliver(
         }
         Err(why) => {
             let attempts = delivery.attempts + 1;
-            // 1 s, 2 s, 4 s … doubling per failed attempt, at most an hour.
-            let doublings = u32::try_from(attempts - 1).unwrap_or(0).min(20);
-            let delay = FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
+            let delay = RETRY.after(u32::try_from(attempts).unwrap_or(1));
             tracing::warn!(receiver = %receiver.label, delivery = delivery.id, attempts, %why, retry_in_s = delay.as_secs(), "webhook delivery failed");
             store
                 .retry_delivery(delivery.id, attempts, now_ms() + delay.as_millis() as i64)
