@@ -6,7 +6,9 @@
 //! - [`state`] — what every HTTP handler shares.
 //! - [`routes`] — HTTP handlers (health probes, the WebSocket upgrade).
 //! - [`auth`] — API keys, document tokens, revocations, the origin rule.
-//! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
+//! - [`collab`] — the actors: sessions, documents, registry.
+//! - [`persist`] — the persistence writer (group commit, retries, store health) and the
+//!   compactor.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
@@ -29,6 +31,7 @@ pub mod error;
 pub mod faults;
 pub mod guard;
 pub mod metrics;
+pub mod persist;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -13,9 +13,9 @@ use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
 use crate::collab::limits::ConnectionLimits;
 use crate::collab::outbound::OpenSockets;
-use crate::collab::persist::StoreHealth;
 use crate::config::Settings;
 use crate::domain::HostRule;
+use crate::persist::StoreHealth;
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 

@@ -1,7 +1,7 @@
 //! The collaboration core: actors that connect sockets to documents and documents to the store.
 //!
 //! ```text
-//! socket ─▶ SessionActor ─▶ DocumentActor ─▶ persist::Writer ─▶ Store
+//! socket ─▶ SessionActor ─▶ DocumentActor ─▶ crate::persist ─▶ Store
 //!                ▲               │  (durable)      │
 //!                └── Outbound ◀──┴── relay ◀───────┘
 //! Registry: DocId ─▶ Addr<DocumentActor>, loads on first use, unloads when idle
@@ -11,7 +11,6 @@ pub mod document;
 pub mod limits;
 pub mod messages;
 pub mod outbound;
-pub mod persist;
 pub mod reader;
 pub mod registry;
 pub mod session;

@@ -16,8 +16,8 @@ use super::messages::{
     DeleteDoc, Disconnect, DocPresence, Evict, GetPresence, Join, JoinError, LoadedCount,
     PresenceOf, Shutdown, ShutdownAll, Unloaded,
 };
-use super::persist::PersistHandle;
 use crate::domain::DocId;
+use crate::persist::PersistHandle;
 use crate::store::{Store, StoreError, StoredDoc};
 use crate::webhooks::Webhooks;
 

@@ -35,10 +35,10 @@ use super::messages::{
     Subscribe, Unloaded, Unsubscribe,
 };
 use super::outbound::binary_frame;
-use super::persist::PersistHandle;
 use super::registry::Registry;
 use super::subscribers::{Subscriber, Subscribers};
 use crate::domain::DocId;
+use crate::persist::PersistHandle;
 use crate::store::{Compaction, Store, StoredDoc};
 use crate::sync::merge_updates;
 use crate::sync::presence::Presence;
