@@ -5,6 +5,7 @@ use actix::{Addr, Message};
 use super::document::DocumentActor;
 use super::outbound::Outbound;
 use crate::domain::DocId;
+use crate::persist::{Durable, DurableSink};
 use crate::sync::protocol::{ClientMessage, IncomingUpdate};
 
 /// Identifies one WebSocket connection for the lifetime of the process.
@@ -72,15 +73,20 @@ pub struct Unsubscribe {
     pub session: SessionId,
 }
 
-/// Writer → Document: updates up to `up_to_seq` are committed, in `rows` new log rows (updates
-/// committed together are stored merged); the highest log row id among them is `max_log_id`
-/// (0 when unknown).
+/// Writer → Document: a commit holds the document's updates up to `up_to_seq` (see
+/// [`Durable`]), delivered through [`NotifyDocument`].
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Durable {
-    pub up_to_seq: u64,
-    pub max_log_id: i64,
-    pub rows: u64,
+pub struct Committed(pub Durable);
+
+/// How the writer tells a document actor what became durable: each notice becomes a
+/// [`Committed`] message in its mailbox, so it is handled in order with everything else.
+pub struct NotifyDocument(pub Addr<DocumentActor>);
+
+impl DurableSink for NotifyDocument {
+    fn durable(&self, notice: Durable) {
+        self.0.do_send(Committed(notice));
+    }
 }
 
 /// Registry → Document: who is connected now.

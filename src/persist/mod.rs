@@ -22,12 +22,10 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Recipient;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backoff::Policy;
-use crate::collab::messages::Durable;
 use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{Compaction, Store};
@@ -41,13 +39,44 @@ const RETRY: Policy = Policy::new(Duration::from_millis(50), Duration::from_secs
 /// it is retried; stored updates are idempotent).
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the writer tells a document once a commit holds its appends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durable {
+    /// Every append of the document up to this sequence number is committed.
+    pub up_to_seq: u64,
+    /// Highest log row id among them (0 when unknown).
+    pub max_log_id: i64,
+    /// New log rows they took.
+    pub rows: u64,
+    /// The rows of this commit for the document, in sequence order, with the bytes exactly as
+    /// stored in the log: a document relays these instead of merging the updates again.
+    pub merged: Vec<CommittedRow>,
+}
+
+/// One committed log row: the appends with sequence numbers `first_seq..=last_seq`, merged (or
+/// the one append as it came, when the two are equal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedRow {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub data: Bytes,
+}
+
+/// Who hears about durability.
+///
+/// Called on the writer's task right after each commit: an implementation hands the notice on
+/// (to a mailbox, a channel) rather than doing work there, which would hold up every document.
+pub trait DurableSink: Send + Sync {
+    fn durable(&self, notice: Durable);
+}
+
 /// What a [`PersistHandle`] asks of the writer.
 enum Request {
     Append {
         doc: DocId,
         data: Bytes,
         seq: u64,
-        notify: Recipient<Durable>,
+        notify: Arc<dyn DurableSink>,
     },
     Compact {
         compaction: Compaction,
@@ -98,13 +127,16 @@ impl PersistHandle {
         &self.health
     }
 
-    /// Queues an update of `doc`; `notify` hears `Durable { up_to_seq: seq, .. }` once committed.
+    /// Queues update number `seq` of `doc` (a document numbers its updates 1, 2, 3 …);
+    /// `notify` hears a [`Durable`] with `up_to_seq >= seq` once it is committed. A document
+    /// hears one notice per commit that holds any of its appends, through the `notify` of the
+    /// latest of them.
     pub fn append(
         &self,
         doc: DocId,
         data: Bytes,
         seq: u64,
-        notify: Recipient<Durable>,
+        notify: Arc<dyn DurableSink>,
     ) -> Result<(), WriterStopped> {
         self.tx
             .send(Request::Append {

@@ -168,13 +168,11 @@ impl CommittedRows {
             .any(|(row, _)| row.doc == *doc && row.first_append >= mark.0)
     }
 
-    /// The rows of each document, in sequence order, with their ids.
-    pub(crate) fn by_doc(&self) -> HashMap<DocId, Vec<(Row, i64)>> {
-        let mut docs: HashMap<DocId, Vec<(Row, i64)>> = HashMap::new();
-        for (row, id) in &self.rows {
-            docs.entry(row.doc.clone())
-                .or_default()
-                .push((row.clone(), *id));
+    /// The rows of each document, in sequence order.
+    pub(crate) fn by_doc(&self) -> HashMap<DocId, Vec<Row>> {
+        let mut docs: HashMap<DocId, Vec<Row>> = HashMap::new();
+        for (row, _) in &self.rows {
+            docs.entry(row.doc.clone()).or_default().push(row.clone());
         }
         docs
     }

@@ -6,14 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::Recipient;
 use tokio::sync::{mpsc, oneshot};
 
 use super::compactor::{self, Follow};
 use super::rows::{CommittedRows, Mark, Rows};
-use super::{COMMIT_TIMEOUT, RETRY, Request, StoreHealth};
+use super::{COMMIT_TIMEOUT, CommittedRow, Durable, DurableSink, RETRY, Request, StoreHealth};
 use crate::backoff::Backoff;
-use crate::collab::messages::Durable;
 use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{Committed, Compaction, Store, StoreError};
@@ -99,7 +97,7 @@ enum Waiting {
 struct Batch {
     rows: Rows,
     /// Per document: the last sequence number in this batch and whom to tell.
-    notify: HashMap<DocId, (u64, Recipient<Durable>)>,
+    notify: HashMap<DocId, (u64, Arc<dyn DurableSink>)>,
     then: Vec<Waiting>,
     requests: usize,
 }
@@ -176,12 +174,23 @@ impl Writer {
         for (doc, id) in &committed.log_ids {
             self.committed_ids.insert(doc.clone(), *id);
         }
-        let by_doc = rows.by_doc();
-        for (doc, (seq, recipient)) in batch.notify {
-            recipient.do_send(Durable {
+        let mut by_doc = rows.by_doc();
+        for (doc, (seq, sink)) in batch.notify {
+            let merged: Vec<CommittedRow> = by_doc
+                .remove(&doc)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|row| CommittedRow {
+                    first_seq: row.first_seq,
+                    last_seq: row.last_seq,
+                    data: row.data,
+                })
+                .collect();
+            sink.durable(Durable {
                 up_to_seq: seq,
                 max_log_id: committed.log_ids.get(&doc).copied().unwrap_or(0),
-                rows: by_doc.get(&doc).map_or(0, |rows| rows.len() as u64),
+                rows: merged.len() as u64,
+                merged,
             });
         }
         self.hand_on(batch.then, &rows);

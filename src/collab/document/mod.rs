@@ -31,8 +31,8 @@ pub use self::screen::{Refused, changes_anything, screen};
 
 use self::history::save_auto_version;
 use super::messages::{
-    Disconnect, DocPresence, Durable, Evict, GetPresence, Gone, Inbound, SessionId, Shutdown,
-    Subscribe, Unloaded, Unsubscribe,
+    Committed, Disconnect, DocPresence, Evict, GetPresence, Gone, Inbound, NotifyDocument,
+    SessionId, Shutdown, Subscribe, Unloaded, Unsubscribe,
 };
 use super::outbound::binary_frame;
 use super::registry::Registry;
@@ -525,7 +525,7 @@ impl DocumentActor {
                 self.id.clone(),
                 raw.clone(),
                 self.last_seq,
-                ctx.address().recipient(),
+                Arc::new(NotifyDocument(ctx.address())),
             )
             .is_err()
         {
@@ -813,11 +813,11 @@ impl Handler<Unsubscribe> for DocumentActor {
     }
 }
 
-impl Handler<Durable> for DocumentActor {
+impl Handler<Committed> for DocumentActor {
     type Result = ();
 
     /// Relays everything that was waiting for the updates now committed.
-    fn handle(&mut self, msg: Durable, _: &mut Context<Self>) {
+    fn handle(&mut self, Committed(msg): Committed, _: &mut Context<Self>) {
         self.durable_seq = self.durable_seq.max(msg.up_to_seq);
         self.max_log_id = self.max_log_id.max(msg.max_log_id);
         self.log_rows += msg.rows;
