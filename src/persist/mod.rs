@@ -169,3 +169,6 @@ impl PersistHandle {
         wait.await.map_err(|_| WriterStopped)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -177,3 +177,188 @@ impl CommittedRows {
         docs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use yrs::updates::decoder::Decode;
+    use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
+
+    use super::{CommittedRows, MAX_ROW_BYTES, Row, Rows};
+    use crate::domain::DocId;
+
+    fn doc(name: &str) -> DocId {
+        DocId::parse(name).expect("valid name")
+    }
+
+    /// The updates one client sends typing `texts` one after another at the end of `content`.
+    fn typing(client: u64, texts: &[&str]) -> Vec<Bytes> {
+        let author = Doc::with_client_id(client);
+        let text = author.get_or_insert_text("content");
+        texts
+            .iter()
+            .map(|typed| {
+                let before = author.transact().state_vector();
+                let mut txn = author.transact_mut();
+                let end = text.len(&txn);
+                text.insert(&mut txn, end, typed);
+                drop(txn);
+                Bytes::from(author.transact().encode_diff_v1(&before))
+            })
+            .collect()
+    }
+
+    /// The text of `content` after applying `update` to an empty document.
+    fn text_of(update: &[u8]) -> String {
+        let reader = Doc::new();
+        let text = reader.get_or_insert_text("content");
+        reader
+            .transact_mut()
+            .apply_update(Update::decode_v1(update).expect("decodes"))
+            .expect("applies");
+        text.get_string(&reader.transact())
+    }
+
+    fn ranges(rows: &[Row]) -> Vec<(&str, u64, u64)> {
+        rows.iter()
+            .map(|row| (row.doc.as_str(), row.first_seq, row.last_seq))
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_writes_one_row_per_document_holding_its_updates_merged() {
+        let (a, b) = (typing(1, &["he", "ll", "o"]), typing(2, &["wor", "ld"]));
+        let mut batch = Rows::default();
+        batch.push(doc("a"), a[0].clone(), 1);
+        batch.push(doc("b"), b[0].clone(), 1);
+        batch.push(doc("a"), a[1].clone(), 2);
+        batch.push(doc("a"), a[2].clone(), 3);
+        batch.push(doc("b"), b[1].clone(), 2);
+
+        let rows = batch.rows();
+        assert_eq!(ranges(&rows), [("a", 1, 3), ("b", 1, 2)]);
+        assert_eq!(text_of(&rows[0].data), "hello");
+        assert_eq!(text_of(&rows[1].data), "world");
+        assert_eq!(batch.len(), 5);
+    }
+
+    #[test]
+    fn a_single_append_is_its_row_as_it_came() {
+        let a = typing(1, &["only"]);
+        let mut batch = Rows::default();
+        batch.push(doc("a"), a[0].clone(), 7);
+        let rows = batch.rows();
+        assert_eq!(ranges(&rows), [("a", 7, 7)]);
+        assert_eq!(rows[0].data, a[0], "not re-encoded");
+    }
+
+    #[test]
+    fn the_byte_bound_starts_a_new_row() {
+        let chunk = "x".repeat(MAX_ROW_BYTES / 2 - 100);
+        let a = typing(1, &[&chunk, &chunk, &chunk, "tail"]);
+        assert!(a[0].len() + a[1].len() <= MAX_ROW_BYTES);
+        assert!(a[0].len() + a[1].len() + a[2].len() > MAX_ROW_BYTES);
+        let mut batch = Rows::default();
+        for (seq, update) in (1..).zip(&a) {
+            batch.push(doc("a"), update.clone(), seq);
+        }
+        let rows = batch.rows();
+        assert_eq!(ranges(&rows), [("a", 1, 2), ("a", 3, 4)]);
+        assert!(rows.iter().all(|row| row.data.len() <= MAX_ROW_BYTES));
+        let both = crate::sync::merge_updates(rows.iter().map(|row| &row.data[..]));
+        let text = text_of(&both.expect("merges"));
+        assert_eq!(text, format!("{chunk}{chunk}{chunk}tail"));
+    }
+
+    #[test]
+    fn one_append_above_the_bound_is_a_row_of_its_own() {
+        let big = "y".repeat(MAX_ROW_BYTES + 1);
+        let a = typing(1, &["a", &big, "b"]);
+        let mut batch = Rows::default();
+        for (seq, update) in (1..).zip(&a) {
+            batch.push(doc("a"), update.clone(), seq);
+        }
+        assert_eq!(
+            ranges(&batch.rows()),
+            [("a", 1, 1), ("a", 2, 2), ("a", 3, 3)]
+        );
+    }
+
+    #[test]
+    fn a_compaction_starts_a_new_row_and_covers_the_rows_before_it() {
+        let (a, b) = (typing(1, &["1", "2", "3", "4"]), typing(2, &["x", "y"]));
+        let mut batch = Rows::default();
+        batch.push(doc("a"), a[0].clone(), 1);
+        batch.push(doc("b"), b[0].clone(), 1);
+        batch.push(doc("a"), a[1].clone(), 2);
+        let at = batch.cut(&doc("a"));
+        batch.push(doc("a"), a[2].clone(), 3);
+        batch.push(doc("b"), b[1].clone(), 2);
+        batch.push(doc("a"), a[3].clone(), 4);
+
+        let rows = batch.rows();
+        assert_eq!(ranges(&rows), [("a", 1, 2), ("b", 1, 2), ("a", 3, 4)]);
+        let committed = CommittedRows::new(rows, &[10, 11, 12]);
+        assert_eq!(
+            committed.covered(&doc("a"), at, 0),
+            10,
+            "only its rows before it"
+        );
+        assert_eq!(
+            committed.covered(&doc("a"), at, 15),
+            15,
+            "rows committed earlier"
+        );
+        assert!(
+            committed.any_after(&doc("a"), at),
+            "rows 3..=4 stay in the log"
+        );
+        assert_eq!(committed.covered(&doc("c"), at, 0), 0, "another document");
+    }
+
+    #[test]
+    fn a_compaction_with_nothing_after_it_leaves_no_rows_behind() {
+        let a = typing(1, &["1", "2"]);
+        let mut batch = Rows::default();
+        batch.push(doc("a"), a[0].clone(), 1);
+        batch.push(doc("a"), a[1].clone(), 2);
+        let at = batch.cut(&doc("a"));
+        let committed = CommittedRows::new(batch.rows(), &[5]);
+        assert_eq!(committed.covered(&doc("a"), at, 0), 5);
+        assert!(!committed.any_after(&doc("a"), at));
+        let by_doc = committed.by_doc();
+        assert_eq!(ranges(&by_doc[&doc("a")]), [("a", 1, 2)]);
+    }
+
+    #[test]
+    fn updates_yrs_cannot_merge_become_one_row_per_append() {
+        let junk = [
+            Bytes::from_static(b"\xff\xff\xff\xff"),
+            Bytes::from_static(b"\x01"),
+        ];
+        let mut batch = Rows::default();
+        batch.push(doc("a"), junk[0].clone(), 1);
+        batch.push(doc("a"), junk[1].clone(), 2);
+        let rows = batch.rows();
+        assert_eq!(ranges(&rows), [("a", 1, 1), ("a", 2, 2)]);
+        assert_eq!(rows[0].data, junk[0]);
+        assert_eq!(rows[1].data, junk[1]);
+        let committed = CommittedRows::new(rows, &[3, 4]);
+        let by_doc = committed.by_doc();
+        assert_eq!(by_doc[&doc("a")].len(), 2);
+    }
+
+    #[test]
+    fn appends_that_join_later_extend_their_documents_row() {
+        let a = typing(1, &["ab", "cd", "ef"]);
+        let mut batch = Rows::default();
+        batch.push(doc("a"), a[0].clone(), 4);
+        assert_eq!(ranges(&batch.rows()), [("a", 4, 4)]);
+        // As during an outage: the batch is retried with more appends of the same document.
+        batch.push(doc("a"), a[1].clone(), 5);
+        batch.push(doc("a"), a[2].clone(), 6);
+        let rows = batch.rows();
+        assert_eq!(ranges(&rows), [("a", 4, 6)]);
+        assert_eq!(text_of(&rows[0].data), "abcdef");
+    }
+}
