@@ -15,8 +15,8 @@ use super::{CommittedRow, Durable, DurableSink, PersistHandle};
 use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{
-    Append, Committed, Compaction, DocSummary, PendingDelivery, SqliteStore, Store, StoreError,
-    StoredDoc, VersionSummary,
+    Append, Committed, Compaction, CreatedEvents, DocSummary, PendingDelivery, SqliteStore, Store,
+    StoreError, StoredDoc, VersionSummary,
 };
 use crate::webhooks::Webhooks;
 
@@ -71,14 +71,18 @@ impl Store for Flaky {
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
         self.inner.load(doc).await
     }
-    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError> {
+    async fn append(
+        &self,
+        appends: &[Append],
+        created: &CreatedEvents,
+    ) -> Result<Committed, StoreError> {
         let fail = Self::take(&self.failing_appends);
         let call = (Instant::now(), appends.len(), fail);
         self.appends.lock().expect("not poisoned").push(call);
         if fail {
             return Err(injected());
         }
-        self.inner.append(appends).await
+        self.inner.append(appends, created).await
     }
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
         self.compactions.fetch_add(1, Ordering::SeqCst);
@@ -139,6 +143,9 @@ impl Store for Flaky {
             .enqueue_deliveries(urls, event, body, max_backlog)
             .await
     }
+    async fn trim_deliveries(&self, url: &str, max_backlog: u64) -> Result<u64, StoreError> {
+        self.inner.trim_deliveries(url, max_backlog).await
+    }
     async fn due_deliveries(
         &self,
         url: &str,
@@ -191,20 +198,23 @@ impl DurableSink for Heard {
     }
 }
 
-/// A writer over `store`, and what its documents hear.
-fn writer(
-    store: Arc<Flaky>,
-) -> (
-    PersistHandle,
-    tokio::task::JoinHandle<()>,
-    mpsc::UnboundedReceiver<(&'static str, Durable)>,
+/// A webhook receiver no dispatcher delivers to: its queue shows what the outbox got.
+const HOOK: &str = "http://hook.test/in";
+
+/// What the documents of a test hear: each notice tagged with its document's name.
+type Notices = (
     mpsc::UnboundedSender<(&'static str, Durable)>,
-) {
+    mpsc::UnboundedReceiver<(&'static str, Durable)>,
+);
+
+/// A writer over `store` (with one webhook receiver, [`HOOK`]), its task, and what its
+/// documents hear.
+fn writer(store: Arc<Flaky>) -> (PersistHandle, tokio::task::JoinHandle<()>, Notices) {
     let metrics = Arc::new(Metrics::new());
-    let webhooks = Webhooks::new(Vec::new(), None, 0, store.clone(), metrics.clone());
+    let hooks = vec![HOOK.to_string()];
+    let webhooks = Webhooks::new(hooks, None, 0, store.clone(), metrics.clone());
     let (handle, task) = PersistHandle::start(store, webhooks, metrics);
-    let (tx, rx) = mpsc::unbounded_channel();
-    (handle, task, rx, tx)
+    (handle, task, mpsc::unbounded_channel())
 }
 
 fn doc(name: &str) -> DocId {
@@ -254,7 +264,7 @@ async fn next(
 async fn a_failed_commit_is_retried_with_backoff_until_the_store_takes_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Flaky::new(&dir, 3).await;
-    let (persist, task, mut heard, tx) = writer(store.clone());
+    let (persist, task, (tx, mut heard)) = writer(store.clone());
     let update = typing(1, &["kept"]).remove(0);
 
     let sink = Arc::new(Heard { doc: "a", tx });
@@ -296,7 +306,7 @@ async fn a_failed_commit_is_retried_with_backoff_until_the_store_takes_it() {
 async fn requests_during_an_outage_join_the_batch_and_nothing_is_dropped() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Flaky::new(&dir, 2).await;
-    let (persist, task, mut heard, tx) = writer(store.clone());
+    let (persist, task, (tx, mut heard)) = writer(store.clone());
     let (a, b) = (typing(1, &["a", "b", "c"]), typing(2, &["z"]));
     let sink_a: Arc<dyn DurableSink> = Arc::new(Heard {
         doc: "a",
@@ -328,7 +338,7 @@ async fn requests_during_an_outage_join_the_batch_and_nothing_is_dropped() {
         async move { persist.barrier().await }
     });
 
-    let mut notices = vec![next(&mut heard).await, next(&mut heard).await];
+    let mut notices = [next(&mut heard).await, next(&mut heard).await];
     notices.sort_by_key(|(doc, _)| *doc);
     let (_, for_a) = &notices[0];
     let (_, for_b) = &notices[1];
@@ -360,6 +370,18 @@ async fn requests_during_an_outage_join_the_batch_and_nothing_is_dropped() {
     let stored = store.load(&doc("a")).await.expect("loads");
     assert_eq!(stored.updates, [for_a.merged[0].data.to_vec()]);
     assert_eq!(stored.max_log_id, for_a.max_log_id);
+    // Each new document announced once, by the commit that created it.
+    let queued = store.due_deliveries(HOOK, i64::MAX, 64).await.expect("due");
+    let mut announced: Vec<String> = queued
+        .iter()
+        .map(|d| {
+            assert_eq!(d.event, "document.created");
+            let body: serde_json::Value = serde_json::from_str(&d.body).expect("JSON");
+            body["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    announced.sort();
+    assert_eq!(announced, ["a", "b"]);
 
     drop(persist);
     tokio::time::timeout(PATIENCE, task)
@@ -373,7 +395,7 @@ async fn a_failed_compaction_is_retried_and_the_barrier_behind_it_waits() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Flaky::new(&dir, 0).await;
     store.failing_compactions.store(2, Ordering::SeqCst);
-    let (persist, task, mut heard, tx) = writer(store.clone());
+    let (persist, task, (tx, mut heard)) = writer(store.clone());
     let a = typing(1, &["one", "two"]);
     let sink: Arc<dyn DurableSink> = Arc::new(Heard { doc: "a", tx });
     persist

@@ -38,6 +38,7 @@ pub(super) async fn run(
     let compacting = tokio::spawn(compactor::run(store.clone(), follow_rx, metrics.clone()));
     let mut writer = Writer {
         store,
+        webhooks,
         health,
         metrics,
         follow,
@@ -57,11 +58,7 @@ pub(super) async fn run(
                 Err(_) => break,
             }
         }
-        let created = writer.commit(batch, &mut rx).await;
-        // A document first written over a socket comes into existence here.
-        for doc in created {
-            webhooks.emit(&doc, "document.created", &[], "").await;
-        }
+        writer.commit(batch, &mut rx).await;
     }
     drop(writer);
     let _ = compacting.await;
@@ -71,6 +68,9 @@ pub(super) async fn run(
 /// What the commit loop keeps from one batch to the next.
 struct Writer {
     store: Arc<dyn Store>,
+    /// Whose `document.created` events the store queues with the appends that create the
+    /// documents, and whose lanes are woken after.
+    webhooks: Webhooks,
     health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
     follow: mpsc::UnboundedSender<Follow>,
@@ -137,12 +137,8 @@ impl Batch {
 impl Writer {
     /// Commits one batch of appends, retrying until the store takes it, then notifies everyone
     /// waiting on it and hands its compactions and barriers to the compactor. While it retries,
-    /// what arrives meanwhile joins the batch. Returns the documents it created.
-    async fn commit(
-        &mut self,
-        mut batch: Batch,
-        rx: &mut mpsc::UnboundedReceiver<Request>,
-    ) -> Vec<DocId> {
+    /// what arrives meanwhile joins the batch.
+    async fn commit(&mut self, mut batch: Batch, rx: &mut mpsc::UnboundedReceiver<Request>) {
         let (rows, committed) = if batch.rows.is_empty() {
             (CommittedRows::new(Vec::new(), &[]), Committed::default())
         } else {
@@ -194,7 +190,11 @@ impl Writer {
             });
         }
         self.hand_on(batch.then, &rows);
-        committed.created
+        // Documents first written over a socket came into existence in this commit, and their
+        // `document.created` events with them.
+        if !committed.created.is_empty() {
+            self.webhooks.outbox_written();
+        }
     }
 
     /// One attempt at writing the batch's rows.
@@ -202,8 +202,9 @@ impl Writer {
         let started = Instant::now();
         let rows = batch.rows();
         let appends: Vec<_> = rows.iter().map(|row| row.to_append()).collect();
+        let created = self.webhooks.created_events();
         self.health.commit_running(true);
-        let result = tokio::time::timeout(COMMIT_TIMEOUT, self.store.append(&appends))
+        let result = tokio::time::timeout(COMMIT_TIMEOUT, self.store.append(&appends, &created))
             .await
             .unwrap_or_else(|_| Err(StoreError::Other(anyhow::anyhow!("the commit timed out"))));
         self.health.commit_running(false);

@@ -4,6 +4,7 @@
 //! Lanes share nothing but the HTTP client's connection pool and the store, so a receiver that
 //! answers slowly, or not at all, delays only its own events.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Receiver, Webhooks, receiver_label, signature, unix_now};
@@ -66,6 +67,7 @@ async fn drop_unconfigured(webhooks: &Webhooks) {
 async fn run_lane(webhooks: Webhooks, client: reqwest::Client, lane: usize) {
     let receiver = &webhooks.inner.receivers[lane];
     loop {
+        trim_if_due(&webhooks, receiver).await;
         let due = webhooks
             .inner
             .store
@@ -84,6 +86,31 @@ async fn run_lane(webhooks: Webhooks, client: reqwest::Client, lane: usize) {
             }
         }
         let _ = tokio::time::timeout(POLL, receiver.queued.notified()).await;
+    }
+}
+
+/// Applies the backlog bound to what was queued without it (see `Receiver::untrimmed`),
+/// counting what it drops like any other overflow.
+pub(super) async fn trim_if_due(webhooks: &Webhooks, receiver: &Receiver) {
+    let Some(max_backlog) = webhooks.inner.max_backlog else {
+        return;
+    };
+    if !receiver.untrimmed.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    match webhooks
+        .inner
+        .store
+        .trim_deliveries(&receiver.url, max_backlog)
+        .await
+    {
+        Ok(0) => {}
+        Ok(dropped) => webhooks.dropped(receiver, dropped),
+        Err(error) => {
+            // Tried again on the next round.
+            receiver.untrimmed.store(true, Ordering::Release);
+            tracing::warn!(receiver = %receiver.label, %error, "trimming the webhook backlog failed");
+        }
     }
 }
 
