@@ -167,7 +167,7 @@ impl Webhooks {
     /// What the store queues, in the transaction of a batch of appends, for the documents the
     /// batch creates: `document.created` (empty state vector and text, the time now) for every
     /// receiver, or nothing when none is configured.
-    pub fn created_events(&self) -> CreatedEvents {
+    pub(crate) fn created_events(&self) -> CreatedEvents {
         if !self.enabled() {
             return CreatedEvents::default();
         }
@@ -188,7 +188,7 @@ impl Webhooks {
 
     /// Tells the lanes that a commit queued events through the store's outbox: they apply the
     /// backlog bound, then deliver. Does no I/O, so the persistence writer calls it in its loop.
-    pub fn outbox_written(&self) {
+    pub(crate) fn outbox_written(&self) {
         for receiver in &self.inner.receivers {
             receiver
                 .untrimmed
