@@ -8,8 +8,9 @@
 //! - [`ws`] — the WebSocket transport: upgrade, sessions, frame reader, outbound queue,
 //!   admission limits.
 //! - [`auth`] — API keys, document tokens, revocations, the origin rule.
-//! - [`collab`] — documents: the transport-free core, its actor, the relay seam, the registry,
-//!   and the persistence writer.
+//! - [`collab`] — documents: the transport-free core, its actor, the relay seam, the registry.
+//! - [`persist`] — the persistence writer (group commit, retries, store health) and the
+//!   compactor.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
@@ -18,9 +19,11 @@
 //! - [`domain`] — validated values such as document names, and which host names are this
 //!   server's.
 //! - [`error`] — HTTP errors as problem JSON.
+//! - `backoff` — the one exponential backoff every retry follows.
 //! - [`telemetry`] — log output.
 
 pub mod auth;
+mod backoff;
 pub mod client_addr;
 pub mod collab;
 pub mod config;
@@ -30,6 +33,7 @@ pub mod error;
 pub mod faults;
 pub mod guard;
 pub mod metrics;
+pub mod persist;
 pub mod routes;
 pub mod startup;
 pub mod state;

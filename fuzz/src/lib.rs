@@ -1,21 +1,25 @@
 //! The bodies of the fuzz targets, shared with `tests/replay.rs` so that every seed and
 //! regression input can be replayed under `cargo test` without libFuzzer.
 //!
-//! Each harness follows the server's own path for its input (see the comments that name the
-//! server code it mirrors), and then checks invariants that hold for any input the server
-//! accepts. A panic anywhere, in tandem or in yrs, is a finding.
+//! Each harness hands its input to the server's own code: the frame decoder and the document
+//! core (`tandem::collab::core::DocCore`, the same struct the document actor drives), playing
+//! the actor's part for the effects it returns (the writer commits every append, an update
+//! applied off the thread is run inline). Then it checks invariants that hold for any input
+//! the server accepts. A panic anywhere, in tandem or in yrs, is a finding.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Deserialize;
-use tandem::collab::document::{build_doc, changes_anything, screen};
+use tandem::collab::core::{
+    CommittedRow, DocCore, DocSettings, Durable, Effect, LocalEditError, MemberInfo, build_doc,
+};
+use tandem::domain::DocId;
+use tandem::metrics::Metrics;
 use tandem::store::StoredDoc;
 use tandem::sync::content::{self, RootKind};
-use tandem::sync::presence::Presence;
-use tandem::sync::protocol::{
-    ClientMessage, decode_frame, decode_state_vector, decode_update, encode_sync_step2,
-};
+use tandem::sync::protocol::{ClientMessage, decode_frame, decode_state_vector, decode_update};
 use tandem::sync::text_ops::{self, TextOp};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
@@ -30,8 +34,9 @@ pub const BASE_DOC: &[u8] = include_bytes!("../base/base_doc.bin");
 const EMPTY_UPDATE: &[u8] = &[0, 0];
 /// The text root the editor uses (`DEFAULT_TEXT_KEY` in the document actor).
 const TEXT_KEY: &str = "content";
-/// The connection id the harness uses as the owner of presence states.
+/// The subscriber the frame comes from, and a read-only one beside it.
 const OWNER: u64 = 1;
+const READER: u64 = 2;
 
 /// The base document loaded the way the server loads a stored document.
 fn base_doc() -> Doc {
@@ -156,14 +161,102 @@ pub struct SyncOutcome {
     pub reloaded: bool,
 }
 
-/// One WebSocket binary frame, handled as `DocumentActor` handles an `Inbound` message.
-///
-/// Path: `decode_frame` (routes/ws.rs) → per message `handle_client_message` → for updates
-/// `integrate`'s `doc.transact_mut().apply_update(update)`; for awareness `Presence::apply` and
-/// the frame it relays; for SyncStep1 the SyncStep2 answer. Then the later stages a document
-/// goes through: reads by the HTTP API (`content::to_text` / `to_json`), compaction
-/// (`encode_state_as_update_v1`) and a reload from the store (`build_doc`), both of the log of
-/// accepted updates and of the compacted snapshot.
+/// The server's defaults (`--help`), with compaction left to the harness.
+fn settings() -> DocSettings {
+    DocSettings {
+        idle_unload_delay: Duration::from_secs(30),
+        compact_after_updates: u64::MAX / 32,
+        compact_after_bytes: usize::MAX,
+        awareness_timeout: Duration::from_secs(30),
+        auto_version_after: Duration::ZERO,
+        auto_version_retention: 1,
+        max_document_size: 64 << 20,
+        max_presence_states: 4,
+        update_cost_budget: Duration::from_secs(2),
+        webhooks: false,
+    }
+}
+
+/// A core holding `doc`, loaded from the base document, as the registry makes one.
+fn core_of(doc: Doc, now: Instant) -> DocCore {
+    let id = DocId::parse("fuzz").expect("a valid name");
+    DocCore::new(
+        id,
+        doc,
+        &stored(Vec::new()),
+        Arc::new(settings()),
+        Arc::new(Metrics::new()),
+        now,
+    )
+}
+
+/// Every message the server sends must be valid for every client.
+fn check_sent(message: &Bytes) {
+    decode_frame(message).expect("what the server sends is valid");
+}
+
+/// Plays the actor's part for the core's effects until it asks for nothing more: messages are
+/// checked, appends are committed by the writer (each commit one merged row, relayed as it is),
+/// an update for another thread is applied inline. Returns what was appended, in order, and
+/// whether the core failed (the actor then stops, and the next use reloads from the store).
+fn run(core: &mut DocCore, now: Instant, outcome: &mut SyncOutcome) -> (Vec<Vec<u8>>, bool) {
+    let mut log = Vec::new();
+    let mut failed = false;
+    loop {
+        let effects = core.take_effects();
+        if effects.is_empty() {
+            return (log, failed);
+        }
+        let mut commit: Vec<(u64, Bytes)> = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Broadcast(m) | Effect::BroadcastPresence(m) | Effect::Send(_, m) => {
+                    check_sent(&m)
+                }
+                Effect::Offer(_, messages) => messages.iter().for_each(check_sent),
+                Effect::Close(OWNER, _, _) => outcome.refused = true,
+                Effect::Append { seq, data } => {
+                    outcome.applied += 1;
+                    log.push(data.to_vec());
+                    commit.push((seq, data));
+                }
+                Effect::ApplyOffThread(job) => core.applied_off_thread(job.run(), now),
+                Effect::Failed => {
+                    failed = true;
+                    outcome.refused = true;
+                }
+                _ => {}
+            }
+        }
+        if let (Some(&(first_seq, _)), Some(&(last_seq, _))) = (commit.first(), commit.last()) {
+            let merged = tandem::sync::merge_updates(commit.iter().map(|(_, d)| d.as_ref()));
+            let merged = match merged {
+                Some(data) => vec![CommittedRow {
+                    first_seq,
+                    last_seq,
+                    data: data.into(),
+                }],
+                None => Vec::new(),
+            };
+            let rows = merged.len().max(commit.len().min(1)) as u64;
+            let notice = Durable {
+                up_to_seq: last_seq,
+                max_log_id: last_seq as i64,
+                rows,
+                merged,
+            };
+            core.durable(notice, now);
+        }
+    }
+}
+
+/// One WebSocket binary frame, handled as the document actor handles an `Inbound` message:
+/// `decode_frame` (ws/session.rs), then the core's `receive` for a subscriber that may write
+/// (updates screened, applied, off the thread and in parts when costly; presence; sync
+/// answers), with a read-only subscriber's view of each update checked too. Then the later
+/// stages a document goes through: reads by the HTTP API (`content::to_text` / `to_json`),
+/// compaction (`encode_state_as_update_v1`) and a reload from the store (`build_doc`), both of
+/// the log of accepted updates and of the compacted snapshot.
 pub fn sync_message(data: &[u8]) -> SyncOutcome {
     let mut outcome = SyncOutcome::default();
     let frame = Bytes::copy_from_slice(data);
@@ -171,83 +264,48 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
         return outcome;
     };
     outcome.accepted = true;
-    let mut doc = base_doc();
-    let mut presence = Presence::default();
     let now = Instant::now();
-    // What the persistence writer would have appended to the log, in order.
-    let mut log: Vec<Vec<u8>> = Vec::new();
-    for message in messages {
-        match message {
-            ClientMessage::SyncStep1(sv) => {
-                let diff = doc.transact().encode_state_as_update_v1(&sv);
-                let answer = encode_sync_step2(&diff);
-                // The server's own answer must pass the server's own checks: clients echo it.
-                decode_frame(&answer).expect("the server's SyncStep2 answer is valid");
-            }
-            ClientMessage::Update(incoming) => {
-                // The relayed frame is what every other client receives.
-                let relayed = decode_frame(&incoming.relay).expect("a relayed update is valid");
-                assert!(matches!(relayed.as_slice(), [ClientMessage::Update(_)]));
-                if incoming.raw.as_ref() == EMPTY_UPDATE {
-                    continue;
-                }
-                // A read-only connection's update is only looked at, never applied.
-                let _ = changes_anything(&doc, &incoming.update);
-                // The actor refuses these before applying (1007), as yrs panics on them (or,
-                // for types nested too deep, overflows its stack deleting them), and cuts out
-                // the structs the document holds.
-                let before = doc.transact().state_vector();
-                let Ok(incoming) = screen(&doc, &before, incoming) else {
-                    outcome.refused = true;
-                    break;
-                };
-                if incoming.raw.as_ref() == EMPTY_UPDATE {
-                    continue;
-                }
-                let raw = incoming.raw.to_vec();
-                let applied = doc.transact_mut().apply_update(incoming.update);
-                match applied {
-                    Ok(()) => {
-                        outcome.applied += 1;
-                        log.push(raw);
-                    }
-                    // The actor closes the connection (1007) and handles nothing after it.
-                    // When yrs integrated part of it, the actor reloads the document from the
-                    // store: the log holds what it did before.
-                    Err(_) => {
-                        if doc.transact().state_vector() != before {
-                            outcome.reloaded = true;
-                            doc = build_doc(&stored(log.clone())).expect("stored updates decode");
-                        }
-                        outcome.refused = true;
-                        break;
-                    }
-                }
-            }
-            ClientMessage::Awareness(entries) => {
-                let changed = presence
-                    .apply(OWNER, entries, now, usize::MAX)
-                    .expect("no cap on presence states here");
-                if let Some(frame) = presence.encode(&changed) {
-                    // What the server relays must be valid awareness for every other client.
-                    decode_frame(&frame).expect("a relayed awareness frame is valid");
-                }
-                let _ = presence.names();
-            }
-            ClientMessage::AwarenessQuery => {
-                if let Some(frame) = presence.encode_all() {
-                    decode_frame(&frame).expect("the awareness answer is valid");
-                }
-            }
-            ClientMessage::Auth => {}
+    for message in &messages {
+        if let ClientMessage::Update(incoming) = message {
+            // The relayed frame is what every other client receives.
+            let relayed = decode_frame(&incoming.relay).expect("a relayed update is valid");
+            assert!(matches!(relayed.as_slice(), [ClientMessage::Update(_)]));
         }
     }
-    // Presence after a closed connection and after expiry.
-    let cleared = presence.remove_owner(OWNER);
-    if let Some(frame) = presence.encode(&cleared) {
-        decode_frame(&frame).expect("a cleared awareness frame is valid");
-    }
-    let _ = presence.expire(now + Duration::from_secs(120), Duration::from_secs(30));
+    let mut core = core_of(base_doc(), now);
+    let member = |can_write| MemberInfo {
+        can_write,
+        user: None,
+        client_ip: None,
+    };
+    core.subscribe(OWNER, member(true), now)
+        .expect("a fresh document takes subscribers");
+    core.subscribe(READER, member(false), now)
+        .expect("a fresh document takes subscribers");
+    // A read-only subscriber's updates are only looked at, never applied.
+    let read_only: Vec<ClientMessage> = messages
+        .iter()
+        .filter_map(|m| match m {
+            ClientMessage::Update(update) => decode_update(update.raw.clone())
+                .ok()
+                .map(ClientMessage::Update),
+            _ => None,
+        })
+        .collect();
+    core.receive(READER, read_only, now);
+    core.receive(OWNER, messages, now);
+    let (log, failed) = run(&mut core, now, &mut outcome);
+    let doc = if failed {
+        // The actor stops; the next use loads what the writer committed.
+        outcome.reloaded = true;
+        build_doc(&stored(log.clone())).expect("stored updates decode")
+    } else {
+        // Presence after a closed connection and after expiry.
+        core.unsubscribe(OWNER, now);
+        core.tick(false, now + Duration::from_secs(120));
+        run(&mut core, now, &mut outcome);
+        core.doc().clone()
+    };
 
     // Reads, as the HTTP API and webhooks make them.
     let live = view(&doc);
@@ -358,7 +416,7 @@ fn model(text: &str, ops: &[TextOp]) -> Option<String> {
 
 /// One request body, handled as `post_text` (routes/updates.rs) and the `EditText` handler
 /// (collab/document/api.rs) handle it: the JSON extractor, the default key, the `to_text`
-/// check, then `text_ops::apply` on `get_or_insert_text(key)`. Then: the result must match a
+/// check, then the core's `edit` with `text_ops::apply` on `get_or_insert_text(key)`. Then: the result must match a
 /// plain model of the operations, a refused batch must change nothing, and the update the
 /// server stores and relays must pass the server's validator and give the same text when a
 /// copy of the document (a client, or a reload) applies it.
@@ -375,13 +433,31 @@ pub fn text_edit(data: &[u8]) -> TextOutcome {
         return TextOutcome::BadBody;
     };
     let key = key.unwrap_or_else(|| TEXT_KEY.to_string());
-    let doc = text_doc();
+    let now = Instant::now();
+    let mut core = core_of(text_doc(), now);
+    let doc = core.doc().clone();
     let Ok(before) = content::to_text(&doc, &key) else {
         return TextOutcome::NotText;
     };
     let root = doc.get_or_insert_text(key.as_str());
     let expected = model(&before, &ops);
-    let result = text_ops::apply(&doc, &root, &ops);
+    // As the `EditText` handler makes it: one edit of the core.
+    let edited = core.edit(
+        |doc| text_ops::apply(doc, &doc.get_or_insert_text(key.as_str()), &ops),
+        now,
+    );
+    let result = match edited {
+        Ok(_) => Ok(core
+            .take_effects()
+            .into_iter()
+            .filter_map(|e| match e {
+                Effect::Append { data, .. } => Some(data.to_vec()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()),
+        Err(LocalEditError::Refused(error)) => Err(error),
+        Err(LocalEditError::Failed) => panic!("a text edit panicked"),
+    };
     let after = root.get_string(&doc.transact());
     let Ok(updates) = result else {
         assert_eq!(after, before, "a refused batch changed the text");

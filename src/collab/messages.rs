@@ -5,6 +5,7 @@ use actix::Message;
 use super::core::{MemberInfo, SubscriberId};
 use super::relay::Peer;
 use crate::domain::DocId;
+use crate::persist::Durable;
 use crate::sync::protocol::{ClientMessage, IncomingUpdate};
 
 pub use super::core::{DocPresence, Gone};
@@ -43,16 +44,11 @@ pub struct Unsubscribe {
     pub subscriber: SubscriberId,
 }
 
-/// Writer → Document: updates up to `up_to_seq` are committed, in `rows` new log rows (updates
-/// committed together are stored merged); the highest log row id among them is `max_log_id`
-/// (0 when unknown).
+/// Writer → Document: a commit holds the document's updates up to `up_to_seq` (see
+/// [`Durable`]).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Durable {
-    pub up_to_seq: u64,
-    pub max_log_id: i64,
-    pub rows: u64,
-}
+pub struct Committed(pub Durable);
 
 /// Registry → Document: who is connected now.
 #[derive(Message)]

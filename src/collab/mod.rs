@@ -4,14 +4,13 @@
 //! ```text
 //! ws session ─▶ DocumentActor ─(events)▶ DocCore ─(effects)▶ relay ─▶ subscribers
 //!                    │                                   ▲
-//!                    └─▶ persist::Writer ─▶ Store ─(durable)┘
+//!                    └─▶ crate::persist ─▶ Store ─(durable)──┘
 //! Registry: DocId ─▶ Addr<DocumentActor>, loads on first use, unloads when idle
 //! ```
 
 pub mod core;
 pub mod document;
 pub mod messages;
-pub mod persist;
 pub mod registry;
 pub mod relay;
 

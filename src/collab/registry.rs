@@ -14,8 +14,8 @@ use tokio::sync::oneshot;
 use super::core::{DocCore, DocSettings, build_doc};
 use super::document::{DocServices, DocumentActor, Unloaded};
 use super::messages::{Disconnect, DocPresence, Evict, GetPresence, Shutdown};
-use super::persist::PersistHandle;
 use crate::domain::DocId;
+use crate::persist::PersistHandle;
 use crate::store::{Store, StoreError, StoredDoc};
 use crate::webhooks::Webhooks;
 

@@ -178,7 +178,7 @@ impl Relay {
             .map(|(&id, _)| id)
             .collect();
         for &id in &silent {
-            tracing::debug!(subscriber = id, "no response to pings");
+            tracing::debug!(session = id, "no response to pings");
             self.close(id, close::AWAY, "no response to pings");
         }
         silent
@@ -188,7 +188,7 @@ impl Relay {
         if let Some(peer) = self.peers.remove(&id)
             && error == PeerError::Full
         {
-            tracing::warn!(subscriber = id, "subscriber too slow: outbound queue full");
+            tracing::warn!(session = id, "client too slow: outbound queue full");
             peer.close(close::AGAIN, "too slow: outbound queue full");
         }
         id

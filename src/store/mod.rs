@@ -113,6 +113,33 @@ pub struct PendingDelivery {
     pub attempts: i32,
 }
 
+/// The `document.created` events a batch of appends queues, in its own transaction, for the
+/// documents it brings into existence (the webhook outbox): an event is queued exactly when
+/// its document's creation commits, and never for a commit that fails.
+///
+/// Each receiver gets one delivery per created document. The backlog bound is not applied here,
+/// so that a commit writes no more than it must: the webhook dispatcher, woken after the commit,
+/// trims the receivers' backlogs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreatedEvents {
+    /// Receiver URLs; none: no event is queued.
+    pub receivers: Vec<String>,
+    /// The event name a delivery carries.
+    pub event: String,
+    /// A document's event body is `body_before`, its id as a JSON string, then `body_after`.
+    pub body_before: String,
+    pub body_after: String,
+}
+
+impl CreatedEvents {
+    /// The event body for `doc`.
+    pub fn body(&self, doc: &DocId) -> String {
+        // Document ids are JSON strings as they stand (see `DocId`), but quote them properly.
+        let id = serde_json::Value::from(doc.as_str()).to_string();
+        format!("{}{id}{}", self.body_before, self.body_after)
+    }
+}
+
 /// What a committed batch of appends did.
 #[derive(Debug, Default)]
 pub struct Committed {
@@ -150,8 +177,13 @@ pub trait Store: Send + Sync + 'static {
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError>;
 
     /// Appends updates to their documents' logs in one transaction, all or none, creating the
-    /// documents that do not exist yet and touching `updated_at` of the others.
-    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError>;
+    /// documents that do not exist yet (and queueing their `created` events in the same
+    /// transaction) and touching `updated_at` of the others.
+    async fn append(
+        &self,
+        appends: &[Append],
+        created: &CreatedEvents,
+    ) -> Result<Committed, StoreError>;
 
     /// Writes snapshots and drops the log rows they cover, switching to the snapshots and
     /// dropping the rows in one transaction (a backend may write a large snapshot's bytes ahead
@@ -211,6 +243,10 @@ pub trait Store: Send + Sync + 'static {
         body: &str,
         max_backlog: Option<u64>,
     ) -> Result<Vec<u64>, StoreError>;
+
+    /// Drops the oldest deliveries queued for `url` beyond its newest `max_backlog`; returns
+    /// how many went.
+    async fn trim_deliveries(&self, url: &str, max_backlog: u64) -> Result<u64, StoreError>;
 
     /// Deliveries to `url` due at `now` (epoch ms), oldest first, at most `limit`.
     async fn due_deliveries(

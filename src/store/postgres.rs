@@ -12,8 +12,8 @@ use sqlx::{PgPool, Row};
 
 use super::parts;
 use super::{
-    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
-    VersionSummary, delivery_from_row, now_ms, summary_from_row, version_from_row,
+    Append, Committed, Compaction, CreatedEvents, DocSummary, PendingDelivery, StoreError,
+    StoredDoc, VersionSummary, delivery_from_row, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -90,7 +90,11 @@ impl super::Store for PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(appends = appends.len()))]
-    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError> {
+    async fn append(
+        &self,
+        appends: &[Append],
+        created: &CreatedEvents,
+    ) -> Result<Committed, StoreError> {
         let mut committed = Committed::default();
         if appends.is_empty() {
             return Ok(committed);
@@ -100,12 +104,17 @@ impl super::Store for PostgresStore {
         let mut distinct = docs.clone();
         distinct.sort_unstable();
         distinct.dedup();
-        // One statement, which is its own transaction: the commit costs one round trip.
+        // One statement, which is its own transaction: the commit costs one round trip, the
+        // events of the documents it creates included.
         let row = sqlx::query(APPEND_SQL)
             .bind(&docs)
             .bind(&data)
             .bind(&distinct)
             .bind(now_ms())
+            .bind(&created.receivers)
+            .bind(&created.event)
+            .bind(&created.body_before)
+            .bind(&created.body_after)
             .fetch_one(&self.pool)
             .await?;
         let mut ids: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>(0)?.unwrap_or_default();
@@ -324,6 +333,15 @@ impl super::Store for PostgresStore {
         Ok(dropped)
     }
 
+    async fn trim_deliveries(&self, url: &str, max_backlog: u64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(super::TRIM_DELIVERIES_SQL)
+            .bind(url)
+            .bind(i64::try_from(max_backlog).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
     async fn due_deliveries(
         &self,
         url: &str,
@@ -420,10 +438,12 @@ impl super::Store for PostgresStore {
     }
 }
 
-/// Appends and touches the documents in one statement (data-modifying CTEs run exactly once,
-/// whether or not the outer query reads them). `$1`/`$2`: each append's document and data;
-/// `$3`: the distinct documents; `$4`: now. Answers the new log ids, and the documents this
-/// statement created (`xmax = 0` tells inserted rows from updated ones).
+/// Appends, touches the documents and queues the events of those it creates, in one statement
+/// (data-modifying CTEs run exactly once, whether or not the outer query reads them). `$1`/`$2`:
+/// each append's document and data; `$3`: the distinct documents; `$4`: now; `$5`: the event
+/// receivers; `$6`: the event name; `$7`/`$8`: the event body around the document's id as a
+/// JSON string (see `CreatedEvents`). Answers the new log ids, and the documents this statement
+/// created (`xmax = 0` tells inserted rows from updated ones).
 const APPEND_SQL: &str = "WITH appended AS ( \
         INSERT INTO updates (doc_id, data) \
         SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id), \
@@ -431,6 +451,10 @@ const APPEND_SQL: &str = "WITH appended AS ( \
         INSERT INTO documents (id, created_at, updated_at) \
         SELECT d, $4, $4 FROM UNNEST($3::text[]) AS d \
         ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
-        RETURNING id, (xmax = 0) AS inserted) \
+        RETURNING id, (xmax = 0) AS inserted), \
+     outbox AS ( \
+        INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
+        SELECT r, $6::text, $7::text || to_json(t.id)::text || $8::text, $4, $4 \
+        FROM touched t CROSS JOIN UNNEST($5::text[]) AS r WHERE t.inserted) \
      SELECT (SELECT array_agg(id) FROM appended), \
             (SELECT array_agg(id) FROM touched WHERE inserted)";

@@ -15,8 +15,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::parts;
 use super::{
-    Append, Committed, Compaction, DocSummary, PendingDelivery, StoreError, StoredDoc,
-    VersionSummary, delivery_from_row, now_ms, summary_from_row, version_from_row,
+    Append, Committed, Compaction, CreatedEvents, DocSummary, PendingDelivery, StoreError,
+    StoredDoc, VersionSummary, delivery_from_row, now_ms, summary_from_row, version_from_row,
 };
 use crate::domain::DocId;
 
@@ -109,7 +109,11 @@ impl super::Store for SqliteStore {
     }
 
     #[tracing::instrument(skip_all, fields(appends = appends.len()))]
-    async fn append(&self, appends: &[Append]) -> Result<Committed, StoreError> {
+    async fn append(
+        &self,
+        appends: &[Append],
+        created: &CreatedEvents,
+    ) -> Result<Committed, StoreError> {
         let now = now_ms();
         let mut committed = Committed::default();
         if appends.is_empty() {
@@ -122,6 +126,19 @@ impl super::Store for SqliteStore {
         for append in appends {
             if touched.insert(&append.doc) && touch_document(&mut tx, &append.doc, now).await? {
                 committed.created.push(append.doc.clone());
+            }
+        }
+        // The outbox: events of the documents created here commit with them, or not at all.
+        for doc in &committed.created {
+            let body = created.body(doc);
+            for url in &created.receivers {
+                sqlx::query(super::ENQUEUE_DELIVERY_SQL)
+                    .bind(url)
+                    .bind(&created.event)
+                    .bind(&body)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         // Many rows per statement: each statement is a round trip to SQLite's worker thread.
@@ -353,6 +370,15 @@ impl super::Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(dropped)
+    }
+
+    async fn trim_deliveries(&self, url: &str, max_backlog: u64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(super::TRIM_DELIVERIES_SQL)
+            .bind(url)
+            .bind(i64::try_from(max_backlog).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     async fn due_deliveries(

@@ -4,9 +4,11 @@
 //! Lanes share nothing but the HTTP client's connection pool and the store, so a receiver that
 //! answers slowly, or not at all, delays only its own events.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Receiver, Webhooks, receiver_label, signature, unix_now};
+use crate::backoff::Policy;
 use crate::store::{PendingDelivery, now_ms};
 
 /// How long a receiver gets to answer.
@@ -14,8 +16,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Look for due retries at least this often even when nothing new was queued.
 const POLL: Duration = Duration::from_millis(500);
 /// First retry after one second, doubling up to an hour.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const MAX_RETRY: Duration = Duration::from_secs(3600);
+const RETRY: Policy = Policy::new(Duration::from_secs(1), Duration::from_secs(3600));
 /// After this many failed attempts (about a day of retries) a delivery is dropped and logged.
 const MAX_ATTEMPTS: i32 = 30;
 /// Deliveries one lane takes from the queue per round.
@@ -66,6 +67,7 @@ async fn drop_unconfigured(webhooks: &Webhooks) {
 async fn run_lane(webhooks: Webhooks, client: reqwest::Client, lane: usize) {
     let receiver = &webhooks.inner.receivers[lane];
     loop {
+        trim_if_due(&webhooks, receiver).await;
         let due = webhooks
             .inner
             .store
@@ -84,6 +86,31 @@ async fn run_lane(webhooks: Webhooks, client: reqwest::Client, lane: usize) {
             }
         }
         let _ = tokio::time::timeout(POLL, receiver.queued.notified()).await;
+    }
+}
+
+/// Applies the backlog bound to what was queued without it (see `Receiver::untrimmed`),
+/// counting what it drops like any other overflow.
+pub(super) async fn trim_if_due(webhooks: &Webhooks, receiver: &Receiver) {
+    let Some(max_backlog) = webhooks.inner.max_backlog else {
+        return;
+    };
+    if !receiver.untrimmed.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    match webhooks
+        .inner
+        .store
+        .trim_deliveries(&receiver.url, max_backlog)
+        .await
+    {
+        Ok(0) => {}
+        Ok(dropped) => webhooks.dropped(receiver, dropped),
+        Err(error) => {
+            // Tried again on the next round.
+            receiver.untrimmed.store(true, Ordering::Release);
+            tracing::warn!(receiver = %receiver.label, %error, "trimming the webhook backlog failed");
+        }
     }
 }
 
@@ -120,9 +147,7 @@ async fn deliver(
         }
         Err(why) => {
             let attempts = delivery.attempts + 1;
-            // 1 s, 2 s, 4 s … doubling per failed attempt, at most an hour.
-            let doublings = u32::try_from(attempts - 1).unwrap_or(0).min(20);
-            let delay = FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY);
+            let delay = RETRY.after(u32::try_from(attempts).unwrap_or(1));
             tracing::warn!(receiver = %receiver.label, delivery = delivery.id, attempts, %why, retry_in_s = delay.as_secs(), "webhook delivery failed");
             store
                 .retry_delivery(delivery.id, attempts, now_ms() + delay.as_millis() as i64)

@@ -9,13 +9,18 @@
 //! `--webhook-secret`: the receiver recomputes it, and refuses old timestamps to stop replays.
 //! Failed deliveries are retried with exponential backoff.
 //!
+//! `document.created` of a document first written over a socket is queued by the store in the
+//! same transaction as the updates that create it (an outbox: see `CreatedEvents`); the
+//! persistence writer then only wakes the lanes, through [`Webhooks::outbox_written`].
+//!
 //! A receiver's backlog is bounded by `--webhook-max-backlog`: queueing beyond it drops that
-//! receiver's oldest queued events. Every event carries the document's whole text and state
+//! receiver's oldest queued events (for the outbox, when the lane wakes). Every event carries the document's whole text and state
 //! vector, so a newer event about a document supersedes an older one; keeping the newest is
 //! what serves a receiver best once it is back.
 
 mod dispatcher;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -26,7 +31,7 @@ use tokio::sync::Notify;
 
 use crate::domain::DocId;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{CreatedEvents, Store};
 
 pub use dispatcher::spawn_dispatcher;
 
@@ -34,6 +39,8 @@ pub use dispatcher::spawn_dispatcher;
 pub const DEBOUNCE: Duration = Duration::from_secs(2);
 /// ...but while changes keep coming, one is sent at least this often.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(10);
+/// The event of a document that came into existence.
+const CREATED: &str = "document.created";
 /// A receiver whose backlog overflows gets at most one log line this often, so a dead receiver
 /// under a steady stream of events does not flood the log; the metric counts every drop.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -63,6 +70,9 @@ struct Receiver {
     label: String,
     /// Wakes this receiver's lane when something was queued for it.
     queued: Notify,
+    /// Events were queued for it without the backlog bound applied (by the store's outbox, or
+    /// by an earlier run of the server): the lane trims the backlog before it delivers.
+    untrimmed: AtomicBool,
     drops: Mutex<DropLog>,
 }
 
@@ -132,6 +142,7 @@ impl Webhooks {
                     url: url.clone(),
                     label,
                     queued: Notify::new(),
+                    untrimmed: AtomicBool::new(true),
                     drops: Mutex::default(),
                 }
             })
@@ -153,21 +164,46 @@ impl Webhooks {
         !self.inner.urls.is_empty()
     }
 
+    /// What the store queues, in the transaction of a batch of appends, for the documents the
+    /// batch creates: `document.created` (empty state vector and text, the time now) for every
+    /// receiver, or nothing when none is configured.
+    pub(crate) fn created_events(&self) -> CreatedEvents {
+        if !self.enabled() {
+            return CreatedEvents::default();
+        }
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let json = |value: &str| serde_json::Value::from(value).to_string();
+        // The fields in the order of `Event`, so the body reads as `emit` would write it.
+        CreatedEvents {
+            receivers: self.inner.urls.clone(),
+            event: CREATED.to_string(),
+            body_before: "{\"id\":".to_string(),
+            body_after: format!(
+                ",\"event\":{},\"time\":{},\"state_vector\":\"\",\"text\":\"\"}}",
+                json(CREATED),
+                json(&time)
+            ),
+        }
+    }
+
+    /// Tells the lanes that a commit queued events through the store's outbox: they apply the
+    /// backlog bound, then deliver. Does no I/O, so the persistence writer calls it in its loop.
+    pub(crate) fn outbox_written(&self) {
+        for receiver in &self.inner.receivers {
+            receiver
+                .untrimmed
+                .store(true, std::sync::atomic::Ordering::Release);
+            receiver.queued.notify_one();
+        }
+    }
+
     /// Queues `event` for every receiver. Failures are logged: an event must never block or
     /// fail the edit that caused it.
     pub async fn emit(&self, doc: &DocId, event: &str, state_vector: &[u8], text: &str) {
         if !self.enabled() {
             return;
         }
-        use base64::Engine;
-        let body = Event {
-            id: doc.as_str(),
-            event,
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            state_vector: base64::engine::general_purpose::STANDARD.encode(state_vector),
-            text,
-        };
-        let body = match serde_json::to_string(&body) {
+        let body = match event_body(doc, event, state_vector, text) {
             Ok(body) => body,
             Err(error) => return tracing::error!(%error, "could not encode a webhook event"),
         };
@@ -215,6 +251,23 @@ impl Webhooks {
     }
 }
 
+/// The JSON body of `event` about `doc`, timed now.
+fn event_body(
+    doc: &DocId,
+    event: &str,
+    state_vector: &[u8],
+    text: &str,
+) -> serde_json::Result<String> {
+    use base64::Engine;
+    serde_json::to_string(&Event {
+        id: doc.as_str(),
+        event,
+        time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        state_vector: base64::engine::general_purpose::STANDARD.encode(state_vector),
+        text,
+    })
+}
+
 /// A receiver URL as logs and metrics name it: without user info, query or fragment, where a
 /// receiver may expect a credential.
 fn receiver_label(url: &str) -> String {
@@ -253,10 +306,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{DROP_LOG_EVERY, DropLog, Webhooks, receiver_label, signature};
+    use super::{DROP_LOG_EVERY, DropLog, Event, Webhooks, dispatcher, receiver_label, signature};
     use crate::domain::DocId;
     use crate::metrics::Metrics;
-    use crate::store::{SqliteStore, Store};
+    use crate::store::{Append, CreatedEvents, SqliteStore, Store};
 
     #[test]
     fn the_signature_covers_the_timestamp_and_the_body() {
@@ -345,6 +398,106 @@ mod tests {
         assert_eq!(store.drop_deliveries(&a).await.expect("dropped"), 3);
         let backlogs = store.delivery_backlogs().await.expect("backlogs");
         assert_eq!(backlogs, vec![(b, 3)]);
+        store.close().await;
+    }
+
+    #[actix_web::test]
+    async fn a_created_event_from_the_outbox_reads_as_emit_writes_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("body.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.expect("store"));
+        let hooks = |urls: Vec<String>| {
+            Webhooks::new(urls, None, 0, store.clone(), Arc::new(Metrics::new()))
+        };
+        assert_eq!(hooks(Vec::new()).created_events(), CreatedEvents::default());
+
+        let url = "http://a.test/hook".to_string();
+        let events = hooks(vec![url.clone()]).created_events();
+        assert_eq!(events.receivers, [url]);
+        assert_eq!(events.event, "document.created");
+        let doc = DocId::parse("fresh.doc-1").expect("valid name");
+        let body = events.body(&doc);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let time = json["time"].as_str().expect("time");
+        let as_emitted = serde_json::to_string(&Event {
+            id: doc.as_str(),
+            event: "document.created",
+            time: time.to_string(),
+            state_vector: String::new(),
+            text: "",
+        })
+        .expect("encodes");
+        assert_eq!(body, as_emitted, "byte for byte");
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+    }
+
+    #[actix_web::test]
+    async fn appends_that_create_a_document_queue_its_event_once_and_the_lane_trims_the_backlog() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url).await.expect("store"));
+        let metrics = Arc::new(Metrics::new());
+        let (a, b) = (
+            "http://a.test/hook".to_string(),
+            "http://b.test/hook".to_string(),
+        );
+        let webhooks = Webhooks::new(
+            vec![a.clone(), b.clone()],
+            None,
+            2,
+            store.clone(),
+            metrics.clone(),
+        );
+        let append = |name: &str| Append {
+            doc: DocId::parse(name).expect("valid name"),
+            data: bytes::Bytes::from_static(b"\x00\x00"),
+        };
+        let created = webhooks.created_events();
+        let committed = store
+            .append(&[append("one"), append("two"), append("one")], &created)
+            .await
+            .expect("commits");
+        assert_eq!(committed.created.len(), 2);
+        // Written again: no longer new, so no event.
+        store
+            .append(&[append("two"), append("three")], &created)
+            .await
+            .expect("commits");
+
+        let ids = |url: &str| {
+            let store = store.clone();
+            let url = url.to_string();
+            async move {
+                let due = store.due_deliveries(&url, i64::MAX, 64).await.expect("due");
+                assert!(due.iter().all(|d| d.event == "document.created"));
+                due.iter()
+                    .map(|d| {
+                        let body: serde_json::Value = serde_json::from_str(&d.body).expect("JSON");
+                        body["id"].as_str().expect("id").to_string()
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            ids(&a).await,
+            ["one", "two", "three"],
+            "past the bound, untrimmed"
+        );
+        assert_eq!(ids(&b).await, ["one", "two", "three"]);
+
+        webhooks.outbox_written();
+        for receiver in &webhooks.inner.receivers {
+            dispatcher::trim_if_due(&webhooks, receiver).await;
+        }
+        assert_eq!(ids(&a).await, ["two", "three"], "the oldest went");
+        assert_eq!(ids(&b).await, ["two", "three"]);
+        let dropped = |url: &str| {
+            metrics
+                .webhook_events_dropped
+                .with_label_values(&[url])
+                .get()
+        };
+        assert_eq!((dropped(&a), dropped(&b)), (1, 1), "counted");
         store.close().await;
     }
 

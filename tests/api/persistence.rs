@@ -350,10 +350,13 @@ on_both_stores! {
         store.create(&doc).await.expect("document created");
         for (round, len) in [(1, 300_001), (2, 131_072), (3, 2_000), (4, 200_000)] {
             let committed = store
-                .append(&[Append {
-                    doc: doc.clone(),
-                    data: bytes::Bytes::from(vec![round as u8; 10]),
-                }])
+                .append(
+                    &[Append {
+                        doc: doc.clone(),
+                        data: bytes::Bytes::from(vec![round as u8; 10]),
+                    }],
+                    &Default::default(),
+                )
                 .await
                 .expect("append");
             if round == 4 {

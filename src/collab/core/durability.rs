@@ -15,33 +15,11 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{DocCore, Effect, SubscriberId};
+pub use crate::persist::{CommittedRow, Durable};
 use crate::sync::protocol::encode_update;
 
 /// While anything waits for durability, the store's health is looked at this often.
 pub(super) const OUTAGE_CHECK: Duration = Duration::from_millis(250);
-
-/// What the writer tells a document once a commit holds its appends.
-#[derive(Debug, Default)]
-pub struct Durable {
-    /// Every append of the document up to this sequence number is committed.
-    pub up_to_seq: u64,
-    /// Highest log row id among them (0 when unknown).
-    pub max_log_id: i64,
-    /// New log rows they took.
-    pub rows: u64,
-    /// The rows of this commit for the document, in sequence order, with the bytes exactly as
-    /// stored in the log.
-    pub merged: Vec<CommittedRow>,
-}
-
-/// One committed log row: the appends with sequence numbers `first_seq..=last_seq`, merged (or
-/// the one append as it came, when the two are equal).
-#[derive(Debug, Clone)]
-pub struct CommittedRow {
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub data: Bytes,
-}
 
 /// Something to deliver once the updates before it are durable.
 pub(super) enum Delivery {

@@ -142,7 +142,7 @@ impl DocCore {
     pub(super) fn refuse(&mut self, id: SubscriberId, code: u16, reason: String, what: &str) {
         if let Some(member) = self.members.remove(&id) {
             let client_ip = member.info.client_ip.map(tracing::field::display);
-            tracing::info!(parent: &self.span, subscriber = id, client_ip, %reason, "{what}");
+            tracing::info!(parent: &self.span, session = id, client_ip, %reason, "{what}");
             self.effects.push(Effect::Close(id, code, reason));
             self.forget(id);
         }

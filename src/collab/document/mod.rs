@@ -24,11 +24,11 @@ pub use self::screen::{Refused, changes_anything, screen};
 use self::history::save_auto_version;
 use super::core::{self, DocCore, Effect, OffThreadOutcome, Unload};
 use super::messages::{
-    Disconnect, Durable, Evict, GetPresence, Inbound, Shutdown, Subscribe, Unsubscribe,
+    Committed, Disconnect, Evict, GetPresence, Inbound, Shutdown, Subscribe, Unsubscribe,
 };
-use super::persist::PersistHandle;
 use super::relay::Relay;
 use crate::domain::DocId;
+use crate::persist::{Durable, DurableSink, PersistHandle};
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 
@@ -53,6 +53,16 @@ pub struct Unloaded {
     pub addr: Addr<DocumentActor>,
 }
 
+/// How the writer tells a document actor what became durable: each notice becomes a
+/// [`Committed`] message in its mailbox, so it is handled in order with everything else.
+struct NotifyDocument(Addr<DocumentActor>);
+
+impl DurableSink for NotifyDocument {
+    fn durable(&self, notice: Durable) {
+        self.0.do_send(Committed(notice));
+    }
+}
+
 /// What every document actor shares with the rest of the server.
 #[derive(Clone)]
 pub struct DocServices {
@@ -74,6 +84,8 @@ pub struct DocumentActor {
     unloaded: Recipient<Unloaded>,
     /// The deadline the clock's timer is armed for.
     armed: Option<Instant>,
+    /// Handed to the writer with every append (set once the actor has started).
+    notify: Option<Arc<dyn DurableSink>>,
 }
 
 impl DocumentActor {
@@ -86,6 +98,7 @@ impl DocumentActor {
             webhooks: services.webhooks.clone(),
             unloaded,
             armed: None,
+            notify: None,
         }
     }
 
@@ -142,11 +155,11 @@ impl DocumentActor {
             Effect::CloseAll(code, reason) => self.relay.close_all(code, &reason),
             Effect::Append { seq, data } => {
                 let doc = self.core.id().clone();
-                if self
-                    .persist
-                    .append(doc, data, seq, ctx.address().recipient())
-                    .is_err()
-                {
+                let notify = self
+                    .notify
+                    .get_or_insert_with(|| Arc::new(NotifyDocument(ctx.address())))
+                    .clone();
+                if self.persist.append(doc, data, seq, notify).is_err() {
                     tracing::error!(parent: self.core.span(), "persistence writer stopped; update not stored");
                 }
             }
@@ -319,17 +332,11 @@ impl Handler<Unsubscribe> for DocumentActor {
     }
 }
 
-impl Handler<Durable> for DocumentActor {
+impl Handler<Committed> for DocumentActor {
     type Result = ();
 
     /// Relays everything that was waiting for the updates now committed.
-    fn handle(&mut self, msg: Durable, ctx: &mut Context<Self>) {
-        let notice = core::Durable {
-            up_to_seq: msg.up_to_seq,
-            max_log_id: msg.max_log_id,
-            rows: msg.rows,
-            merged: Vec::new(),
-        };
+    fn handle(&mut self, Committed(notice): Committed, ctx: &mut Context<Self>) {
         self.step(ctx, |core, now| core.durable(notice, now));
     }
 }
