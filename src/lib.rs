@@ -11,6 +11,7 @@
 //! - [`collab`] — documents: the transport-free core, its actor, the relay seam, the registry.
 //! - [`persist`] — the persistence writer (group commit, retries, store health) and the
 //!   compactor.
+//! - [`wire`] — Yjs update bytes as the pinned yrs reads them: the screen before applying.
 //! - [`sync`] — the y-websocket protocol without transport, and input validation.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
@@ -41,4 +42,5 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod webhooks;
+pub mod wire;
 pub mod ws;

@@ -153,7 +153,7 @@ impl DocCore {
         let incoming = if unscreened {
             incoming
         } else {
-            match crate::collab::document::screen(&self.doc, &before, incoming) {
+            match crate::wire::screen(&self.doc, &before, incoming) {
                 Ok(incoming) => incoming,
                 Err(refused) => {
                     let error = IntegrateError::DoesNotApply(refused.to_string());

@@ -167,7 +167,7 @@ impl DocCore {
                 if member.info.can_write {
                     self.integrate(update, Origin::Client(id));
                 } else if !member.told_read_only
-                    && crate::collab::document::changes_anything(&self.doc, &update.update)
+                    && crate::wire::changes_anything(&self.doc, &update.update)
                 {
                     // Dropped, and the subscriber told once (y-websocket's permission-denied
                     // message), if it tried to change anything: a stock client also sends

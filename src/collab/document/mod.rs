@@ -17,9 +17,6 @@ use tracing::Instrument;
 
 mod api;
 mod history;
-mod screen;
-
-pub use self::screen::{Refused, changes_anything, screen};
 
 use self::history::save_auto_version;
 use super::core::{self, DocCore, Effect, OffThreadOutcome, Unload};
