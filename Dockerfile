@@ -5,6 +5,9 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY migrations migrations
 COPY static/dist static/dist
 COPY src src
+# bench/ is a workspace member: cargo loads its manifest and targets even to build the server.
+COPY bench/Cargo.toml bench/Cargo.toml
+COPY bench/src bench/src
 RUN cargo build --release --locked --bin tandem
 
 FROM debian:bookworm-slim

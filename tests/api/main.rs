@@ -14,7 +14,6 @@ mod hostile;
 mod interop;
 mod lifecycle;
 mod limits;
-mod load;
 mod metrics;
 mod outage;
 mod persistence;

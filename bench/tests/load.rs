@@ -1,18 +1,37 @@
-//! The load generator (`tandem-load`) against a real server: every update it sends reaches every
-//! reader, and its JSON line says so.
+//! The load generator (`tandem-load`) against a real Tandem server: every update it sends
+//! reaches every reader, and its JSON line says so.
+//!
+//! The server runs inside the test process on a temporary SQLite database and a free port; the
+//! load generator is this crate's binary, run as a child process.
+
+use std::time::Duration;
 
 use serde_json::Value;
+use tandem::config::Settings;
+use tandem::startup::Application;
 
-use crate::helpers::{Backend, TestApp, TestDb};
+/// Longest wait for the server to stop once asked.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[actix_web::test]
 async fn the_load_generator_measures_a_small_run_with_nothing_missing() {
-    let db = TestDb::new(Backend::Sqlite).await;
-    let app = TestApp::spawn(db.settings()).await;
+    // Arrange: a server on a database of its own.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = Settings::with_database(format!(
+        "sqlite://{}",
+        dir.path().join("tandem.db").display()
+    ));
+    settings.bind = "127.0.0.1:0".parse().expect("loopback address");
+    let app = Application::build(settings).await.expect("server builds");
+    let ws_base = format!("ws://127.0.0.1:{}/ws", app.port());
+    let trigger = app.shutdown_trigger();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+
+    // Act
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem-load"))
         .args([
             "--url",
-            &app.ws_base(),
+            &ws_base,
             "--docs",
             "2",
             "--writers",
@@ -32,6 +51,8 @@ async fn the_load_generator_measures_a_small_run_with_nothing_missing() {
         .output()
         .await
         .expect("tandem-load runs");
+
+    // Assert
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).expect("utf-8");
     let line = stdout.lines().last().expect("a JSON line");
@@ -47,5 +68,10 @@ async fn the_load_generator_measures_a_small_run_with_nothing_missing() {
         run["cold_load_sync_bytes"].as_u64().expect("bytes") >= 200_000,
         "{run}"
     );
-    app.stop().await;
+    trigger.trigger();
+    tokio::time::timeout(STOP_TIMEOUT, server)
+        .await
+        .expect("server stops in time")
+        .expect("server task joins")
+        .expect("server stops cleanly");
 }
