@@ -7,7 +7,9 @@
 //! - [`routes`] — HTTP handlers (health probes, the WebSocket upgrade).
 //! - [`auth`] — API keys, document tokens, revocations, the origin rule.
 //! - [`collab`] — the actors — sessions, documents, registry — and the persistence writer.
-//! - [`sync`] — the y-websocket protocol without transport, and input validation.
+//! - [`sync`] — the y-websocket protocol without transport.
+//! - [`wire`] — Yjs v1 update bytes, tied to the yrs pin: validation, nesting, the screen before
+//!   applying, splitting and splicing.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
 //!   trusted proxies.
@@ -34,3 +36,4 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod webhooks;
+pub mod wire;

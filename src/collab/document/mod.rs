@@ -25,9 +25,8 @@ mod api;
 mod cost;
 mod history;
 mod integrate;
-mod screen;
 
-pub use self::screen::{Refused, changes_anything, screen};
+pub use crate::wire::{Refused, changes_anything, screen};
 
 use self::history::save_auto_version;
 use super::messages::{
