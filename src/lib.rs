@@ -11,8 +11,9 @@
 //! - [`collab`] — documents: the transport-free core, its actor, the relay seam, the registry.
 //! - [`persist`] — the persistence writer (group commit, retries, store health) and the
 //!   compactor.
-//! - [`wire`] — Yjs update bytes as the pinned yrs reads them: the screen before applying.
-//! - [`sync`] — the y-websocket protocol without transport, and input validation.
+//! - [`sync`] — the y-websocket protocol without transport.
+//! - [`wire`] — Yjs v1 update bytes, tied to the yrs pin: validation, nesting, the screen before
+//!   applying, splitting and splicing.
 //! - [`store`] — the storage trait and its SQLite and Postgres backends.
 //! - [`client_addr`] — which address a request comes from, and which host it names, through
 //!   trusted proxies.

@@ -25,7 +25,7 @@ use yrs::{
     Transact, XmlElementRef, XmlTextRef,
 };
 
-use super::nesting::MAX_TYPE_DEPTH;
+use crate::wire::MAX_TYPE_DEPTH;
 
 /// Why a root could not be read as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

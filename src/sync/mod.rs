@@ -2,13 +2,12 @@
 //! the server sends. Nothing here knows about actix, so it is unit-tested directly.
 
 pub mod content;
-pub mod nesting;
 pub mod presence;
 pub mod protocol;
 pub mod restore;
-pub mod splice;
 pub mod text_ops;
-pub mod validate;
+
+use crate::wire;
 
 /// Most structs, and bytes of them, that one transaction applies of a larger update. yrs joins
 /// the adjacent items an update inserts when its transaction commits, and each join copies the
@@ -31,7 +30,7 @@ pub enum ApplyError {
 /// Applies `update`, decoded from the v1 bytes `raw`, to `doc`: one over `MAX_PART_BYTES` in
 /// parts of at most `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, in the order
 /// [`part_order`] gives, then its delete set; this builds the same document. Bytes that
-/// [`validate::check_update_v1`] refuses are applied whole. yrs may panic on hostile input;
+/// the update validator refuses are applied whole. yrs may panic on hostile input;
 /// catching that is the caller's part.
 pub fn apply_update(doc: &yrs::Doc, update: yrs::Update, raw: &[u8]) -> Result<(), ApplyError> {
     use yrs::Transact;
@@ -40,7 +39,7 @@ pub fn apply_update(doc: &yrs::Doc, update: yrs::Update, raw: &[u8]) -> Result<(
     if raw.len() <= MAX_PART_BYTES {
         return Ok(doc.transact_mut().apply_update(update)?);
     }
-    match validate::split_update_v1(raw, MAX_PART_STRUCTS, MAX_PART_BYTES) {
+    match wire::split_update_v1(raw, MAX_PART_STRUCTS, MAX_PART_BYTES) {
         Ok(Some(split)) => {
             for i in part_order(&split.parts) {
                 let part = yrs::Update::decode_v1(&split.parts[i].update)?;
@@ -79,7 +78,7 @@ pub fn apply_update_within(
 ) -> Result<Applied, ApplyError> {
     use yrs::Transact;
     use yrs::updates::decoder::Decode;
-    let Ok((split, _)) = validate::split_into_parts(raw, max_structs, MAX_PART_BYTES) else {
+    let Ok((split, _)) = wire::split_into_parts(raw, max_structs, MAX_PART_BYTES) else {
         doc.transact_mut().apply_update(update)?;
         return Ok(Applied::Whole);
     };
@@ -103,7 +102,7 @@ pub fn apply_update_within(
 /// references go round in a cycle, the earliest part left goes next). A part applied before
 /// what it refers to waits as pending, and yrs integrates everything pending in one
 /// transaction once that arrives: the quadratic join again.
-fn part_order(parts: &[validate::Part]) -> Vec<usize> {
+fn part_order(parts: &[wire::Part]) -> Vec<usize> {
     use std::cmp::Reverse;
     use std::collections::{BinaryHeap, HashMap};
     // A client's structs are one section of the update, so its parts are consecutive.
@@ -170,12 +169,12 @@ const MERGE_FAN_IN: usize = 16;
 
 /// Merges Yjs v1 updates into one that applies exactly as they do in order, or `None` if it
 /// cannot. Updates that continue each other, as a document's live updates do, are spliced
-/// ([`splice::splice_updates_v1`]); others are merged by yrs, or not at all where yrs cannot (it
+/// (`wire::splice_updates_v1`); others are merged by yrs, or not at all where yrs cannot (it
 /// reports an error or panics on some inputs that it applies without complaint). yrs's merge is
 /// associative, so many updates are merged in rounds of `MERGE_FAN_IN`.
 pub fn merge_updates<'a>(updates: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
     let updates: Vec<&[u8]> = updates.into_iter().collect();
-    if let Some(spliced) = splice::splice_updates_v1(&updates) {
+    if let Some(spliced) = wire::splice_updates_v1(&updates) {
         return Some(spliced);
     }
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -245,7 +244,8 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::{apply_update, merge_updates, part_order, validate::split_update_v1};
+    use super::{apply_update, merge_updates, part_order};
+    use crate::wire::split_update_v1;
     use yrs::encoding::write::Write;
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
@@ -289,7 +289,7 @@ mod tests {
         // continue each other, so yrs merges them, in rounds.
         updates.push(updates[1].clone());
         let run: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
-        assert_eq!(super::splice::splice_updates_v1(&run), None);
+        assert_eq!(crate::wire::splice_updates_v1(&run), None);
         let merged = merge_updates(run).expect("merges");
         let fresh = doc_applying_whole(&merged);
         let expected = a.get_or_insert_text("content").get_string(&a.transact());
@@ -374,7 +374,7 @@ mod tests {
         update.write_string("content");
         update.write_string("y");
         update.write_var(0u32); // empty delete set
-        super::validate::check_update_v1(&update).expect("valid");
+        crate::wire::check_update_v1(&update).expect("valid");
         assert!(update.len() > super::MAX_PART_BYTES, "split when applied");
 
         let split = split_update_v1(&update, 256, 16 * 1024)

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use yrs::encoding::write::Write;
 
 use super::protocol::encode_awareness;
-use super::validate::AwarenessEntry;
+use crate::wire::AwarenessEntry;
 
 /// Identifies the connection that set a state.
 pub type OwnerId = u64;
@@ -250,7 +250,7 @@ const STATE_OVERHEAD: usize = 20;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::validate::parse_awareness_v1;
+    use crate::wire::parse_awareness_v1;
     use yrs::encoding::read::{Cursor, Read};
 
     fn entry(client: u64, clock: u32, json: &str) -> AwarenessEntry {

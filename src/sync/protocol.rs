@@ -14,7 +14,7 @@ use yrs::sync::protocol::{
 use yrs::updates::decoder::Decode;
 use yrs::{StateVector, Update};
 
-use super::validate::{self, AwarenessEntry, Invalid};
+use crate::wire::{self, AwarenessEntry, Invalid};
 
 /// A message from a client, checked and decoded.
 #[derive(Debug)]
@@ -134,7 +134,7 @@ pub fn decode_frame_within(frame: &Bytes, rules: &FrameRules) -> Result<Decoded,
                 if cost > rules.budget {
                     return Err(FrameError::RateLimited);
                 }
-                let entries = validate::parse_awareness_v1(payload)?;
+                let entries = wire::parse_awareness_v1(payload)?;
                 for entry in &entries {
                     if entry.json.len() > rules.max_presence_state {
                         return Err(FrameError::PresenceTooLarge(rules.max_presence_state));
@@ -218,13 +218,13 @@ pub fn decode_update(raw: Bytes) -> Result<IncomingUpdate, FrameError> {
 }
 
 fn checked_update(payload: &[u8]) -> Result<(Update, usize), FrameError> {
-    let structs = validate::check_update_v1_counting(payload)?;
+    let structs = wire::check_update_v1_counting(payload)?;
     Ok((Update::decode_v1(payload)?, structs))
 }
 
 /// Checks and decodes a v1 state vector.
 pub fn decode_state_vector(sv: &[u8]) -> Result<StateVector, FrameError> {
-    validate::check_state_vector_v1(sv)?;
+    wire::check_state_vector_v1(sv)?;
     Ok(StateVector::decode_v1(sv)?)
 }
 

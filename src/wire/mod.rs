@@ -1,9 +1,35 @@
-//! Reading Yjs v1 update bytes as yrs =0.28.1 defines them, before the document applies them.
+//! Yjs update bytes on the wire: reading and writing lib0 v1 updates, state vectors and
+//! awareness payloads exactly as yrs =0.28.1 (the version pinned in `Cargo.toml`) decodes and
+//! encodes them.
 //!
-//! `screen` cuts out of an update what the document already holds and refuses what yrs would
-//! panic on or apply wrongly. What it relies on is the encoding of the pinned yrs: bumping yrs
-//! means checking it again (the fuzz seeds and regressions in `fuzz/` are that check).
+//! Everything here walks the bytes with a reader of its own instead of yrs's decoder, to answer
+//! what yrs cannot be asked safely: whether bytes are safe to hand to yrs at all
+//! (`validate.rs`), how deep an update would nest shared types (`nesting.rs`), what of an update
+//! the document already holds (`screen.rs`), how to cut a large update into parts applied a
+//! transaction at a time (`split.rs`), and how to merge updates that continue each other without
+//! yrs's merge (`splice.rs`).
+//!
+//! Each of those mirrors details of yrs 0.28.1's layout and its quirks (where yrs differs from
+//! the Yjs spec, this code follows yrs). Bumping yrs means re-checking all of it: the fuzz seeds
+//! and the regressions in `fuzz/` (`cargo test --manifest-path fuzz/Cargo.toml`), together with
+//! the differential tests beside this code, are that check.
 
-pub mod screen;
+mod nesting;
+mod reader;
+mod screen;
+mod splice;
+mod split;
+mod validate;
 
-pub use screen::{Refused, changes_anything, screen};
+pub use self::nesting::{MAX_TYPE_DEPTH, NestingError};
+pub use self::reader::Invalid;
+pub use self::screen::{Refused, changes_anything, screen};
+pub use self::validate::AwarenessEntry;
+
+pub(crate) use self::splice::splice_updates_v1;
+pub(crate) use self::split::{Part, split_into_parts, split_update_v1};
+#[cfg(test)]
+pub(crate) use self::validate::check_update_v1;
+pub(crate) use self::validate::{
+    check_state_vector_v1, check_update_v1_counting, parse_awareness_v1,
+};

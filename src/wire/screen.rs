@@ -1,6 +1,7 @@
 //! What the document actor makes of an update before applying it: updates yrs would mishandle
 //! are refused, and structs the document already holds are cut out, so that what is applied,
-//! stored and relayed is one and the same update. (Public for the fuzz targets.)
+//! stored and relayed is one and the same update. (Public for the fuzz targets, through
+//! `collab::document`.)
 
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, IdSet, ReadTxn, StateVector, Transact, Update};
 
-use crate::sync::nesting::{self, NestingError};
+use super::nesting::{self, NestingError};
 use crate::sync::protocol::{IncomingUpdate, decode_update};
 
 /// Why an update was refused before it was applied; the document is unchanged.

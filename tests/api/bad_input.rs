@@ -397,7 +397,7 @@ async fn an_update_of_twenty_thousand_adjacent_items_is_applied_and_relayed() {
 /// at a time stops at the limit; what was accepted can be deleted, and the server stays up.
 #[actix_web::test]
 async fn types_nested_beyond_the_limit_are_refused_with_1007() {
-    use tandem::sync::nesting::MAX_TYPE_DEPTH;
+    use tandem::wire::MAX_TYPE_DEPTH;
     use yrs::{Array, ArrayPrelim, ArrayRef, Transact};
 
     let scene = scene(None).await;

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 
 use yrs::encoding::write::Write;
 
+use super::reader::{Invalid, Reader};
 use super::validate::{
-    CONTENT_REF_MASK, CONTENT_STRING, HAS_ORIGIN, HAS_RIGHT_ORIGIN, Invalid, Reader, check_block,
+    CONTENT_REF_MASK, CONTENT_STRING, HAS_ORIGIN, HAS_RIGHT_ORIGIN, check_block,
 };
 
 /// An item ID: client and clock.
@@ -25,7 +26,7 @@ type Id = (u64, u32);
 /// Merges v1 updates into one that applies as they do in order, by copying their structs, or
 /// `None` if some client's structs in one update do not start where its structs in the updates
 /// before ended, or if the bytes do not parse.
-pub fn splice_updates_v1(updates: &[&[u8]]) -> Option<Vec<u8>> {
+pub(crate) fn splice_updates_v1(updates: &[&[u8]]) -> Option<Vec<u8>> {
     let mut merge = Splice::default();
     for update in updates {
         merge.add(update).ok()??;
@@ -373,7 +374,7 @@ mod tests {
                     // Runs that catch up out of order are yrs's to merge.
                     None => yrs::merge_updates_v1(&run).expect("yrs merges"),
                 };
-                crate::sync::validate::check_update_v1(&merged).expect("spliced update is valid");
+                crate::wire::check_update_v1(&merged).expect("spliced update is valid");
                 apply(&spliced, &merged);
                 apply(&by_yrs, &yrs::merge_updates_v1(&run).expect("yrs merges"));
                 start = end;
@@ -475,7 +476,7 @@ mod tests {
     /// accepts too, and yrs applies as it applies the inputs one by one.
     #[test]
     fn mangled_updates_never_panic_and_what_splices_is_valid() {
-        use crate::sync::validate::check_update_v1;
+        use crate::wire::check_update_v1;
         let log = session(4242, 200);
         // The document before each update of the log, as one update.
         let before: Vec<Vec<u8>> = {

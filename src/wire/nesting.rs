@@ -15,9 +15,8 @@ use std::collections::HashMap;
 use yrs::branch::BranchPtr;
 use yrs::{Assoc, BranchID, Doc, ID, IndexScope, ReadTxn, StickyIndex, Transact};
 
-use super::validate::{
-    CONTENT_DELETED, CONTENT_TYPE, Invalid, ItemHead, ItemParent, Reader, read_block,
-};
+use super::reader::{Invalid, Reader};
+use super::validate::{CONTENT_DELETED, CONTENT_TYPE, ItemHead, ItemParent, read_block};
 
 /// Deepest nesting of shared types accepted; a root type counts as one, a type inside it as two.
 /// Far inside what yrs's recursion needs of a 2 MiB stack, even in a debug build (it overflows
@@ -67,7 +66,7 @@ enum State {
 /// Refuses `update` (a v1 update that passed `check_update_v1`) if applying it to `doc` would
 /// nest a shared type deeper than [`MAX_TYPE_DEPTH`], or would leave one waiting for structs
 /// the document lacks. An update without nested types costs one walk over its bytes.
-pub fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
+pub(crate) fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
     // Most updates hold no nested type: find that out without allocating.
     if !holds_types(update)? {
         return Ok(());
@@ -81,7 +80,8 @@ pub fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
 }
 
 /// The depth of the deepest shared type `update` adds, if it adds any that yrs would keep.
-pub fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, NestingError> {
+#[cfg(test)]
+fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, NestingError> {
     if !holds_types(update)? {
         return Ok(None);
     }
