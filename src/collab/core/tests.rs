@@ -418,7 +418,7 @@ fn the_log_is_compacted_once_it_holds_enough_rows() {
 
 #[test]
 fn presence_beyond_the_cap_closes_the_subscriber_with_1008() {
-    use crate::sync::validate::AwarenessEntry;
+    use crate::wire::AwarenessEntry;
     let now = Instant::now();
     let mut core = core_with(
         DocSettings {
