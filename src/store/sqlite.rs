@@ -4,6 +4,7 @@
 //! fsync per commit is affordable because the persistence writer groups many updates into one
 //! transaction.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +54,15 @@ pub struct SqliteStore {
     /// Held by appends and compactions while they write. SQLite takes one writer at a time, and
     /// one waiting on another's lock sleeps in steps of milliseconds: they queue here instead.
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    /// Documents whose row this store has seen committed, so that their appends need no upsert
+    /// (the log's trigger touches the row): one statement, and so one round trip to SQLite's
+    /// worker thread, per commit. Changed only under `write_gate`; cleared when it grows past
+    /// [`MAX_KNOWN_DOCS`], and a document leaves it when it is deleted.
+    known: Arc<std::sync::Mutex<HashSet<DocId>>>,
 }
+
+/// Most documents [`SqliteStore`] remembers as existing: about 64 bytes each.
+const MAX_KNOWN_DOCS: usize = 65_536;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its directory, and migrates it.
@@ -72,14 +81,67 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .test_before_acquire(false)
+            .before_acquire(super::ping_if_idle)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self {
             pool,
             write_gate: Arc::default(),
+            known: Arc::default(),
         })
     }
+}
+
+impl SqliteStore {
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<DocId>> {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn all_known(&self, appends: &[Append]) -> bool {
+        let known = self.known();
+        appends.iter().all(|append| known.contains(&append.doc))
+    }
+
+    fn remember(&self, appends: &[Append]) {
+        let mut known = self.known();
+        if known.len() + appends.len() > MAX_KNOWN_DOCS {
+            known.clear();
+        }
+        known.extend(appends.iter().map(|append| append.doc.clone()));
+    }
+
+    fn forget(&self, doc: &DocId) {
+        self.known().remove(doc);
+    }
+}
+
+/// Inserts one log row per append (at most [`APPEND_ROWS_PER_STATEMENT`]) in one statement and
+/// answers their ids in the appends' order.
+async fn insert_rows<'e, E>(executor: E, appends: &[Append]) -> Result<Vec<i64>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO updates (doc_id, data) ");
+    insert.push_values(appends, |mut row, append| {
+        row.push_bind(append.doc.as_str())
+            .push_bind(append.data.as_ref());
+    });
+    insert.push(" RETURNING id");
+    let mut ids = insert
+        .build()
+        .fetch_all(executor)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<i64, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    // One statement inserts its rows in VALUES order with increasing ids (the order of
+    // RETURNING rows is not defined): sorted ids line up with the appends.
+    ids.sort_unstable();
+    Ok(ids)
 }
 
 #[async_trait]
@@ -119,8 +181,14 @@ impl super::Store for SqliteStore {
         if appends.is_empty() {
             return Ok(committed);
         }
-        let mut ids = Vec::with_capacity(appends.len());
         let _writing = self.write_gate.lock().await;
+        if appends.len() <= APPEND_ROWS_PER_STATEMENT && self.all_known(appends) {
+            // Every row exists: one INSERT is the whole commit, its own transaction.
+            let ids = insert_rows(&self.pool, appends).await?;
+            committed.record(appends, ids)?;
+            return Ok(committed);
+        }
+        let mut ids = Vec::with_capacity(appends.len());
         let mut tx = self.pool.begin().await?;
         let mut touched = std::collections::HashSet::new();
         for append in appends {
@@ -143,27 +211,11 @@ impl super::Store for SqliteStore {
         }
         // Many rows per statement: each statement is a round trip to SQLite's worker thread.
         for chunk in appends.chunks(APPEND_ROWS_PER_STATEMENT) {
-            let mut insert =
-                sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO updates (doc_id, data) ");
-            insert.push_values(chunk, |mut row, append| {
-                row.push_bind(append.doc.as_str())
-                    .push_bind(append.data.as_ref());
-            });
-            insert.push(" RETURNING id");
-            let mut chunk_ids = insert
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.try_get::<i64, _>(0))
-                .collect::<Result<Vec<_>, _>>()?;
-            // One statement inserts its rows in VALUES order with increasing ids (the order of
-            // RETURNING rows is not defined): sorted ids line up with the chunk.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
+            ids.extend(insert_rows(&mut *tx, chunk).await?);
         }
         committed.record(appends, ids)?;
         tx.commit().await?;
+        self.remember(appends);
         Ok(committed)
     }
 
@@ -245,6 +297,9 @@ impl super::Store for SqliteStore {
 
     #[tracing::instrument(skip(self), fields(doc = %doc))]
     async fn delete(&self, doc: &DocId) -> Result<bool, StoreError> {
+        // Under the gate, so that no append takes the document for known once it is gone.
+        let _writing = self.write_gate.lock().await;
+        self.forget(doc);
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query("DELETE FROM updates WHERE doc_id = $1")
             .bind(doc.as_str())
