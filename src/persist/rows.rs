@@ -198,7 +198,7 @@ mod tests {
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
-    use super::{CommittedRows, MAX_ROW_BYTES, Row, Rows};
+    use super::{Arc, CommittedRows, Index, MAX_ROW_BYTES, Row, Rows};
     use crate::domain::DocId;
 
     fn doc(name: &str) -> DocId {
@@ -254,6 +254,27 @@ mod tests {
         assert_eq!(text_of(&rows[0].data), "hello");
         assert_eq!(text_of(&rows[1].data), "world");
         assert_eq!(batch.len(), 5);
+    }
+
+    /// Appends handed over with their index (as a document hands over what it received) make
+    /// the same rows as the same appends without, some or all of which the merge parses.
+    #[test]
+    fn appends_with_their_index_make_the_same_rows() {
+        let a = typing(1, &["he", "ll", "o", " there"]);
+        let index = |update: &Bytes| Some(Arc::new(Index::parse(update).expect("valid")));
+        let mut without = Rows::default();
+        let (mut with, mut some) = (Rows::default(), Rows::default());
+        for (seq, update) in (1..).zip(&a) {
+            without.push(doc("a"), update.clone(), None, seq);
+            with.push(doc("a"), update.clone(), index(update), seq);
+            let every_other = (seq % 2 == 0).then(|| index(update)).flatten();
+            some.push(doc("a"), update.clone(), every_other, seq);
+        }
+        let rows = without.rows();
+        assert_eq!(ranges(&rows), [("a", 1, 4)]);
+        assert_eq!(text_of(&rows[0].data), "hello there");
+        assert_eq!(with.rows(), rows);
+        assert_eq!(some.rows(), rows);
     }
 
     #[test]

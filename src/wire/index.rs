@@ -396,3 +396,6 @@ impl Block {
         self.clock.saturating_add(self.len)
     }
 }
+
+#[cfg(test)]
+mod tests;

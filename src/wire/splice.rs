@@ -214,10 +214,10 @@ pub(crate) mod tests {
     use yrs::{Any, Array, Doc, GetString, Map, ReadTxn, Text, Transact, Update, WriteTxn};
 
     /// A small deterministic generator, so a failure names the seed that found it.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn below(&mut self, n: u32) -> u32 {
+        pub(crate) fn below(&mut self, n: u32) -> u32 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
@@ -271,7 +271,7 @@ pub(crate) mod tests {
 
     /// Three peers editing a text (inserts, deletions, formatting), a list and a map, syncing
     /// now and then; returns every update in the order a server would receive them.
-    fn session(seed: u64, steps: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn session(seed: u64, steps: usize) -> Vec<Vec<u8>> {
         let mut rng = Rng(seed);
         let peers: Vec<Doc> = (1..=3).map(Doc::with_client_id).collect();
         let mut log: Vec<Vec<u8>> = Vec::new();
