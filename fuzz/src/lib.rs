@@ -215,7 +215,7 @@ fn run(core: &mut DocCore, now: Instant, outcome: &mut SyncOutcome) -> (Vec<Vec<
                 }
                 Effect::Offer(_, messages) => messages.iter().for_each(check_sent),
                 Effect::Close(OWNER, _, _) => outcome.refused = true,
-                Effect::Append { seq, data } => {
+                Effect::Append { seq, data, .. } => {
                     outcome.applied += 1;
                     log.push(data.to_vec());
                     commit.push((seq, data));

@@ -30,6 +30,7 @@ use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{Compaction, Store};
 use crate::webhooks::Webhooks;
+use crate::wire::Index;
 
 pub use health::StoreHealth;
 
@@ -75,6 +76,7 @@ enum Request {
     Append {
         doc: DocId,
         data: Bytes,
+        index: Option<Arc<Index>>,
         seq: u64,
         notify: Arc<dyn DurableSink>,
     },
@@ -127,7 +129,8 @@ impl PersistHandle {
         &self.health
     }
 
-    /// Queues update number `seq` of `doc` (a document numbers its updates 1, 2, 3 …);
+    /// Queues update number `seq` of `doc` (a document numbers its updates 1, 2, 3 …), with its
+    /// index if it has one (the writer parses those without when it merges them);
     /// `notify` hears a [`Durable`] with `up_to_seq >= seq` once it is committed. A document
     /// hears one notice per commit that holds any of its appends, through the `notify` of the
     /// latest of them.
@@ -135,6 +138,7 @@ impl PersistHandle {
         &self,
         doc: DocId,
         data: Bytes,
+        index: Option<Arc<Index>>,
         seq: u64,
         notify: Arc<dyn DurableSink>,
     ) -> Result<(), WriterStopped> {
@@ -142,6 +146,7 @@ impl PersistHandle {
             .send(Request::Append {
                 doc,
                 data,
+                index,
                 seq,
                 notify,
             })

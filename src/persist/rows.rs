@@ -9,12 +9,14 @@
 //! group, so the rows are worked out again before each attempt.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::domain::DocId;
 use crate::store::Append;
-use crate::sync::merge_updates;
+use crate::sync::merge_indexed;
+use crate::wire::Index;
 
 /// Most update bytes merged into one log row.
 pub(crate) const MAX_ROW_BYTES: usize = 64 * 1024;
@@ -23,6 +25,8 @@ pub(crate) const MAX_ROW_BYTES: usize = 64 * 1024;
 struct Queued {
     doc: DocId,
     data: Bytes,
+    /// Its index, when the document handed one over with it.
+    index: Option<Arc<Index>>,
     seq: u64,
 }
 
@@ -73,7 +77,7 @@ impl Row {
 impl Rows {
     /// Adds append number `seq` of `doc` to its document's open row, or starts a row when
     /// there is none or the bytes would pass [`MAX_ROW_BYTES`].
-    pub(crate) fn push(&mut self, doc: DocId, data: Bytes, seq: u64) {
+    pub(crate) fn push(&mut self, doc: DocId, data: Bytes, index: Option<Arc<Index>>, seq: u64) {
         let group = match self.open.get(&doc) {
             Some(&group) if self.groups[group].bytes + data.len() <= MAX_ROW_BYTES => group,
             _ => {
@@ -84,7 +88,12 @@ impl Rows {
         };
         self.groups[group].appends.push(self.appends.len());
         self.groups[group].bytes += data.len();
-        self.appends.push(Queued { doc, data, seq });
+        self.appends.push(Queued {
+            doc,
+            data,
+            index,
+            seq,
+        });
     }
 
     /// Marks where a compaction of `doc` was queued: its later appends go to rows of their
@@ -109,7 +118,12 @@ impl Rows {
         let mut rows = Vec::with_capacity(self.groups.len());
         for group in &self.groups {
             let merged = (group.appends.len() > 1)
-                .then(|| merge_updates(group.appends.iter().map(|&i| &self.appends[i].data[..])))
+                .then(|| {
+                    merge_indexed(group.appends.iter().map(|&i| {
+                        let append = &self.appends[i];
+                        (&append.data[..], append.index.as_deref())
+                    }))
+                })
                 .flatten();
             match (merged, group.appends.as_slice()) {
                 (Some(data), [first, .., last]) => rows.push(Row {
@@ -184,7 +198,7 @@ mod tests {
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
 
-    use super::{CommittedRows, MAX_ROW_BYTES, Row, Rows};
+    use super::{Arc, CommittedRows, Index, MAX_ROW_BYTES, Row, Rows};
     use crate::domain::DocId;
 
     fn doc(name: &str) -> DocId {
@@ -229,11 +243,11 @@ mod tests {
     fn a_batch_writes_one_row_per_document_holding_its_updates_merged() {
         let (a, b) = (typing(1, &["he", "ll", "o"]), typing(2, &["wor", "ld"]));
         let mut batch = Rows::default();
-        batch.push(doc("a"), a[0].clone(), 1);
-        batch.push(doc("b"), b[0].clone(), 1);
-        batch.push(doc("a"), a[1].clone(), 2);
-        batch.push(doc("a"), a[2].clone(), 3);
-        batch.push(doc("b"), b[1].clone(), 2);
+        batch.push(doc("a"), a[0].clone(), None, 1);
+        batch.push(doc("b"), b[0].clone(), None, 1);
+        batch.push(doc("a"), a[1].clone(), None, 2);
+        batch.push(doc("a"), a[2].clone(), None, 3);
+        batch.push(doc("b"), b[1].clone(), None, 2);
 
         let rows = batch.rows();
         assert_eq!(ranges(&rows), [("a", 1, 3), ("b", 1, 2)]);
@@ -242,11 +256,32 @@ mod tests {
         assert_eq!(batch.len(), 5);
     }
 
+    /// Appends handed over with their index (as a document hands over what it received) make
+    /// the same rows as the same appends without, some or all of which the merge parses.
+    #[test]
+    fn appends_with_their_index_make_the_same_rows() {
+        let a = typing(1, &["he", "ll", "o", " there"]);
+        let index = |update: &Bytes| Some(Arc::new(Index::parse(update).expect("valid")));
+        let mut without = Rows::default();
+        let (mut with, mut some) = (Rows::default(), Rows::default());
+        for (seq, update) in (1..).zip(&a) {
+            without.push(doc("a"), update.clone(), None, seq);
+            with.push(doc("a"), update.clone(), index(update), seq);
+            let every_other = (seq % 2 == 0).then(|| index(update)).flatten();
+            some.push(doc("a"), update.clone(), every_other, seq);
+        }
+        let rows = without.rows();
+        assert_eq!(ranges(&rows), [("a", 1, 4)]);
+        assert_eq!(text_of(&rows[0].data), "hello there");
+        assert_eq!(with.rows(), rows);
+        assert_eq!(some.rows(), rows);
+    }
+
     #[test]
     fn a_single_append_is_its_row_as_it_came() {
         let a = typing(1, &["only"]);
         let mut batch = Rows::default();
-        batch.push(doc("a"), a[0].clone(), 7);
+        batch.push(doc("a"), a[0].clone(), None, 7);
         let rows = batch.rows();
         assert_eq!(ranges(&rows), [("a", 7, 7)]);
         assert_eq!(rows[0].data, a[0], "not re-encoded");
@@ -260,7 +295,7 @@ mod tests {
         assert!(a[0].len() + a[1].len() + a[2].len() > MAX_ROW_BYTES);
         let mut batch = Rows::default();
         for (seq, update) in (1..).zip(&a) {
-            batch.push(doc("a"), update.clone(), seq);
+            batch.push(doc("a"), update.clone(), None, seq);
         }
         let rows = batch.rows();
         assert_eq!(ranges(&rows), [("a", 1, 2), ("a", 3, 4)]);
@@ -276,7 +311,7 @@ mod tests {
         let a = typing(1, &["a", &big, "b"]);
         let mut batch = Rows::default();
         for (seq, update) in (1..).zip(&a) {
-            batch.push(doc("a"), update.clone(), seq);
+            batch.push(doc("a"), update.clone(), None, seq);
         }
         assert_eq!(
             ranges(&batch.rows()),
@@ -288,13 +323,13 @@ mod tests {
     fn a_compaction_starts_a_new_row_and_covers_the_rows_before_it() {
         let (a, b) = (typing(1, &["1", "2", "3", "4"]), typing(2, &["x", "y"]));
         let mut batch = Rows::default();
-        batch.push(doc("a"), a[0].clone(), 1);
-        batch.push(doc("b"), b[0].clone(), 1);
-        batch.push(doc("a"), a[1].clone(), 2);
+        batch.push(doc("a"), a[0].clone(), None, 1);
+        batch.push(doc("b"), b[0].clone(), None, 1);
+        batch.push(doc("a"), a[1].clone(), None, 2);
         let at = batch.cut(&doc("a"));
-        batch.push(doc("a"), a[2].clone(), 3);
-        batch.push(doc("b"), b[1].clone(), 2);
-        batch.push(doc("a"), a[3].clone(), 4);
+        batch.push(doc("a"), a[2].clone(), None, 3);
+        batch.push(doc("b"), b[1].clone(), None, 2);
+        batch.push(doc("a"), a[3].clone(), None, 4);
 
         let rows = batch.rows();
         assert_eq!(ranges(&rows), [("a", 1, 2), ("b", 1, 2), ("a", 3, 4)]);
@@ -320,8 +355,8 @@ mod tests {
     fn a_compaction_with_nothing_after_it_leaves_no_rows_behind() {
         let a = typing(1, &["1", "2"]);
         let mut batch = Rows::default();
-        batch.push(doc("a"), a[0].clone(), 1);
-        batch.push(doc("a"), a[1].clone(), 2);
+        batch.push(doc("a"), a[0].clone(), None, 1);
+        batch.push(doc("a"), a[1].clone(), None, 2);
         let at = batch.cut(&doc("a"));
         let committed = CommittedRows::new(batch.rows(), &[5]);
         assert_eq!(committed.covered(&doc("a"), at, 0), 5);
@@ -337,8 +372,8 @@ mod tests {
             Bytes::from_static(b"\x01"),
         ];
         let mut batch = Rows::default();
-        batch.push(doc("a"), junk[0].clone(), 1);
-        batch.push(doc("a"), junk[1].clone(), 2);
+        batch.push(doc("a"), junk[0].clone(), None, 1);
+        batch.push(doc("a"), junk[1].clone(), None, 2);
         let rows = batch.rows();
         assert_eq!(ranges(&rows), [("a", 1, 1), ("a", 2, 2)]);
         assert_eq!(rows[0].data, junk[0]);
@@ -352,11 +387,11 @@ mod tests {
     fn appends_that_join_later_extend_their_documents_row() {
         let a = typing(1, &["ab", "cd", "ef"]);
         let mut batch = Rows::default();
-        batch.push(doc("a"), a[0].clone(), 4);
+        batch.push(doc("a"), a[0].clone(), None, 4);
         assert_eq!(ranges(&batch.rows()), [("a", 4, 4)]);
         // As during an outage: the batch is retried with more appends of the same document.
-        batch.push(doc("a"), a[1].clone(), 5);
-        batch.push(doc("a"), a[2].clone(), 6);
+        batch.push(doc("a"), a[1].clone(), None, 5);
+        batch.push(doc("a"), a[2].clone(), None, 6);
         let rows = batch.rows();
         assert_eq!(ranges(&rows), [("a", 4, 6)]);
         assert_eq!(text_of(&rows[0].data), "abcdef");

@@ -269,7 +269,7 @@ async fn a_failed_commit_is_retried_with_backoff_until_the_store_takes_it() {
 
     let sink = Arc::new(Heard { doc: "a", tx });
     persist
-        .append(doc("a"), update.clone(), 1, sink)
+        .append(doc("a"), update.clone(), None, 1, sink)
         .expect("writer runs");
     let (_, notice) = next(&mut heard).await;
 
@@ -315,7 +315,7 @@ async fn requests_during_an_outage_join_the_batch_and_nothing_is_dropped() {
     let sink_b: Arc<dyn DurableSink> = Arc::new(Heard { doc: "b", tx });
 
     persist
-        .append(doc("a"), a[0].clone(), 1, sink_a.clone())
+        .append(doc("a"), a[0].clone(), None, 1, sink_a.clone())
         .expect("writer runs");
     let deadline = Instant::now() + PATIENCE;
     while store.failed_appends() == 0 {
@@ -325,13 +325,13 @@ async fn requests_during_an_outage_join_the_batch_and_nothing_is_dropped() {
     assert!(persist.health().is_failing(), "the outage is reported");
     // The writer now waits before its second attempt: these arrive during the outage.
     persist
-        .append(doc("a"), a[1].clone(), 2, sink_a.clone())
+        .append(doc("a"), a[1].clone(), None, 2, sink_a.clone())
         .expect("writer runs");
     persist
-        .append(doc("b"), b[0].clone(), 1, sink_b)
+        .append(doc("b"), b[0].clone(), None, 1, sink_b)
         .expect("writer runs");
     persist
-        .append(doc("a"), a[2].clone(), 3, sink_a)
+        .append(doc("a"), a[2].clone(), None, 3, sink_a)
         .expect("writer runs");
     let barrier = tokio::spawn({
         let persist = persist.clone();
@@ -399,10 +399,10 @@ async fn a_failed_compaction_is_retried_and_the_barrier_behind_it_waits() {
     let a = typing(1, &["one", "two"]);
     let sink: Arc<dyn DurableSink> = Arc::new(Heard { doc: "a", tx });
     persist
-        .append(doc("a"), a[0].clone(), 1, sink.clone())
+        .append(doc("a"), a[0].clone(), None, 1, sink.clone())
         .expect("writer runs");
     persist
-        .append(doc("a"), a[1].clone(), 2, sink)
+        .append(doc("a"), a[1].clone(), None, 2, sink)
         .expect("writer runs");
     let snapshot = crate::sync::merge_updates(a.iter().map(|u| &u[..])).expect("merges");
     let compaction = Compaction {

@@ -109,11 +109,12 @@ impl Batch {
             Request::Append {
                 doc,
                 data,
+                index,
                 seq,
                 notify,
             } => {
                 self.notify.insert(doc.clone(), (seq, notify));
-                self.rows.push(doc, data, seq);
+                self.rows.push(doc, data, index, seq);
             }
             Request::Compact {
                 mut compaction,

@@ -28,18 +28,37 @@ pub enum ApplyError {
 }
 
 /// Applies `update`, decoded from the v1 bytes `raw`, to `doc`: one over `MAX_PART_BYTES` in
-/// parts of at most `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, in the order
-/// [`part_order`] gives, then its delete set; this builds the same document. Bytes that
-/// the update validator refuses are applied whole. yrs may panic on hostile input;
-/// catching that is the caller's part.
+/// parts of at most `MAX_PART_STRUCTS` structs and `MAX_PART_BYTES`, a transaction each, in the
+/// order [`part_order`] gives, then its delete set; this builds the same document. For bytes
+/// not indexed yet (stored rows, the server's own edits): those over the bound are indexed
+/// here, and applied whole if the index refuses them. yrs may panic on hostile input; catching
+/// that is the caller's part.
 pub fn apply_update(doc: &yrs::Doc, update: yrs::Update, raw: &[u8]) -> Result<(), ApplyError> {
     use yrs::Transact;
-    use yrs::updates::decoder::Decode;
     // Within the byte bound whole: no walk over the bytes on the path of every keystroke.
     if raw.len() <= MAX_PART_BYTES {
         return Ok(doc.transact_mut().apply_update(update)?);
     }
-    match wire::split_update_v1(raw, MAX_PART_STRUCTS, MAX_PART_BYTES) {
+    match wire::Index::parse(raw) {
+        Ok(index) => apply_indexed(doc, update, raw, &index),
+        Err(_) => Ok(doc.transact_mut().apply_update(update)?),
+    }
+}
+
+/// [`apply_update`] of an update indexed already (`index` is `raw`'s, as
+/// [`protocol::IncomingUpdate`] carries it): the parts are cut by the index.
+pub(crate) fn apply_indexed(
+    doc: &yrs::Doc,
+    update: yrs::Update,
+    raw: &[u8],
+    index: &wire::Index,
+) -> Result<(), ApplyError> {
+    use yrs::Transact;
+    use yrs::updates::decoder::Decode;
+    if raw.len() <= MAX_PART_BYTES {
+        return Ok(doc.transact_mut().apply_update(update)?);
+    }
+    match wire::split_update_v1(raw, index, MAX_PART_STRUCTS, MAX_PART_BYTES) {
         Ok(Some(split)) => {
             for i in part_order(&split.parts) {
                 let part = yrs::Update::decode_v1(&split.parts[i].update)?;
@@ -63,22 +82,23 @@ pub enum Applied {
     Stopped(Vec<Vec<u8>>),
 }
 
-/// Applies `update`, decoded from `raw`, to `doc` in parts of at most `max_structs` structs, a
-/// transaction each, and stops between two parts once `deadline` has passed. yrs cannot be
-/// interrupted inside a transaction, and some updates cost far more than their size suggests
-/// (an item placed between origins that thousands of items separate is compared with each of
-/// them), so parts keep the overshoot to what one part costs. What was applied when it stopped
+/// Applies `update`, decoded from `raw` (whose index is `index`), to `doc` in parts of at most
+/// `max_structs` structs, a transaction each, and stops between two parts once `deadline` has
+/// passed. yrs cannot be interrupted inside a transaction, and some updates cost far more than
+/// their size suggests (an item placed between origins that thousands of items separate is
+/// compared with each of them), so parts keep the overshoot to what one part costs. What was applied when it stopped
 /// is consistent on its own: each part is a valid update, applied after what it refers to.
-pub fn apply_update_within(
+pub(crate) fn apply_update_within(
     doc: &yrs::Doc,
     update: yrs::Update,
     raw: &[u8],
+    index: &wire::Index,
     max_structs: usize,
     deadline: std::time::Instant,
 ) -> Result<Applied, ApplyError> {
     use yrs::Transact;
     use yrs::updates::decoder::Decode;
-    let Ok((split, _)) = wire::split_into_parts(raw, max_structs, MAX_PART_BYTES) else {
+    let Ok((split, _)) = wire::split_into_parts(raw, index, max_structs, MAX_PART_BYTES) else {
         doc.transact_mut().apply_update(update)?;
         return Ok(Applied::Whole);
     };
@@ -169,14 +189,37 @@ const MERGE_FAN_IN: usize = 16;
 
 /// Merges Yjs v1 updates into one that applies exactly as they do in order, or `None` if it
 /// cannot. Updates that continue each other, as a document's live updates do, are spliced
-/// (`wire::splice_updates_v1`); others are merged by yrs, or not at all where yrs cannot (it
-/// reports an error or panics on some inputs that it applies without complaint). yrs's merge is
-/// associative, so many updates are merged in rounds of `MERGE_FAN_IN`.
+/// (`wire::splice_updates_v1`, which reads each update's index: these are parsed here); others
+/// are merged by yrs, or not at all where yrs cannot (it reports an error or panics on some
+/// inputs that it applies without complaint). yrs's merge is associative, so many updates are
+/// merged in rounds of `MERGE_FAN_IN`.
 pub fn merge_updates<'a>(updates: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
-    let updates: Vec<&[u8]> = updates.into_iter().collect();
-    if let Some(spliced) = wire::splice_updates_v1(&updates) {
-        return Some(spliced);
+    merge_indexed(updates.into_iter().map(|update| (update, None)))
+}
+
+/// [`merge_updates`] of updates that may come with their index already (as the document hands
+/// its updates to the writer); only those without one are parsed.
+pub(crate) fn merge_indexed<'a>(
+    updates: impl IntoIterator<Item = (&'a [u8], Option<&'a wire::Index>)>,
+) -> Option<Vec<u8>> {
+    let updates: Vec<(&[u8], Option<&wire::Index>)> = updates.into_iter().collect();
+    // Indexes for the updates that came without one; any that does not parse goes to yrs.
+    let parsed: Option<Vec<wire::Index>> = updates
+        .iter()
+        .filter(|(_, index)| index.is_none())
+        .map(|(update, _)| wire::Index::parse(update).ok())
+        .collect();
+    if let Some(parsed) = parsed {
+        let mut own = parsed.iter();
+        let indexed: Option<Vec<(&[u8], &wire::Index)>> = updates
+            .iter()
+            .map(|&(update, index)| Some((update, index.or_else(|| own.next())?)))
+            .collect();
+        if let Some(spliced) = indexed.and_then(|indexed| wire::splice_updates_v1(&indexed)) {
+            return Some(spliced);
+        }
     }
+    let updates: Vec<&[u8]> = updates.into_iter().map(|(update, _)| update).collect();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if updates.len() <= MERGE_FAN_IN {
             return yrs::merge_updates_v1(updates);
@@ -245,10 +288,20 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::{apply_update, merge_updates, part_order};
-    use crate::wire::split_update_v1;
+    use crate::wire::Index;
     use yrs::encoding::write::Write;
     use yrs::updates::decoder::Decode;
     use yrs::{Doc, GetString, ReadTxn, Text, Transact, Update};
+
+    /// [`crate::wire::split_update_v1`] of a raw update, indexed first.
+    fn split_update_v1(
+        update: &[u8],
+        max_structs: usize,
+        max_bytes: usize,
+    ) -> Result<Option<crate::wire::Split>, crate::wire::Invalid> {
+        let index = Index::parse(update)?;
+        crate::wire::split_update_v1(update, &index, max_structs, max_bytes)
+    }
 
     /// A new document with `update` applied in one transaction, as yrs applies it.
     fn doc_applying_whole(update: &[u8]) -> Doc {
@@ -289,7 +342,7 @@ mod tests {
         // continue each other, so yrs merges them, in rounds.
         updates.push(updates[1].clone());
         let run: Vec<&[u8]> = updates.iter().map(Vec::as_slice).collect();
-        assert_eq!(crate::wire::splice_updates_v1(&run), None);
+        assert_eq!(crate::wire::splice_tests::splice_updates_v1(&run), None);
         let merged = merge_updates(run).expect("merges");
         let fresh = doc_applying_whole(&merged);
         let expected = a.get_or_insert_text("content").get_string(&a.transact());

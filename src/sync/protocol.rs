@@ -4,6 +4,8 @@
 //! client sends is checked here before yrs sees it: client ids must fit in 53 bits, nesting is
 //! bounded, and a message cut short is an error rather than the end of the frame.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::encoding::write::Write;
@@ -41,8 +43,11 @@ pub struct IncomingUpdate {
     /// The frame to relay to subscribers: an Update message carrying `raw`. When the client sent
     /// an Update message this is a slice of its own frame, so relaying copies nothing.
     pub relay: Bytes,
-    /// How many structs it holds: what the cost of applying it grows with.
+    /// How many structs it holds: what the cost of applying it grows with (from `index`).
     pub structs: usize,
+    /// The index of `raw`, from the walk that validated it: what nesting, the split into parts
+    /// and the writer's merge read instead of the bytes.
+    pub index: Arc<wire::Index>,
 }
 
 /// Why a frame was refused, and so how the connection is closed.
@@ -186,14 +191,15 @@ fn decode_sync(
             Ok(ClientMessage::SyncStep1(decode_state_vector(payload)?))
         }
         k if k == u64::from(MSG_SYNC_UPDATE) => {
-            let (update, structs) = checked_update(payload)?;
+            let (update, index) = checked_update(payload)?;
             let raw = frame.slice(payload_start..end);
             let relay = frame.slice(start..end);
             Ok(ClientMessage::Update(IncomingUpdate {
                 update,
                 raw,
                 relay,
-                structs,
+                structs: index.structs(),
+                index,
             }))
         }
         k if k == u64::from(MSG_SYNC_STEP_2) => Ok(ClientMessage::Update(decode_update(
@@ -205,21 +211,24 @@ fn decode_sync(
     }
 }
 
-/// Checks and decodes a raw v1 update (from a SyncStep2, or from the HTTP API).
+/// Checks, indexes and decodes a raw v1 update (from a SyncStep2, from the HTTP API, or cut
+/// by yrs from one of those).
 pub fn decode_update(raw: Bytes) -> Result<IncomingUpdate, FrameError> {
-    let (update, structs) = checked_update(&raw)?;
+    let (update, index) = checked_update(&raw)?;
     let relay = encode_update(&raw);
     Ok(IncomingUpdate {
         update,
         raw,
         relay,
-        structs,
+        structs: index.structs(),
+        index,
     })
 }
 
-fn checked_update(payload: &[u8]) -> Result<(Update, usize), FrameError> {
-    let structs = wire::check_update_v1_counting(payload)?;
-    Ok((Update::decode_v1(payload)?, structs))
+/// The one walk over an update's bytes ([`wire::Index::parse`]), then yrs's decode.
+fn checked_update(payload: &[u8]) -> Result<(Update, Arc<wire::Index>), FrameError> {
+    let index = wire::Index::parse(payload)?;
+    Ok((Update::decode_v1(payload)?, Arc::new(index)))
 }
 
 /// Checks and decodes a v1 state vector.

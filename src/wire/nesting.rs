@@ -8,15 +8,16 @@
 //!
 //! An item names its place by its left or right origin (it joins that item's parent) or, with
 //! neither, by its parent: a root or the item holding a type. References resolve within the
-//! update first, then in the document, the way yrs resolves them when it integrates.
+//! update first, then in the document, the way yrs resolves them when it integrates. All of it
+//! reads the update's [`Index`]; an update without nested types costs nothing here.
 
 use std::collections::HashMap;
 
 use yrs::branch::BranchPtr;
 use yrs::{Assoc, BranchID, Doc, ID, IndexScope, ReadTxn, StickyIndex, Transact};
 
-use super::reader::{Invalid, Reader};
-use super::validate::{CONTENT_DELETED, CONTENT_TYPE, ItemHead, ItemParent, read_block};
+use super::index::{Id, Index, ItemHead, ItemParent, Kind};
+use super::validate::{CONTENT_DELETED, CONTENT_TYPE};
 
 /// Deepest nesting of shared types accepted; a root type counts as one, a type inside it as two.
 /// Far inside what yrs's recursion needs of a 2 MiB stack, even in a debug build (it overflows
@@ -41,8 +42,6 @@ pub enum NestingError {
     /// parent, if that is not a type. Clients send an item with the type it goes in.
     #[error("an item's parent is not in the document")]
     ParentMissing,
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
 }
 
 /// Where an item lands.
@@ -63,15 +62,15 @@ enum State {
     Done(Place),
 }
 
-/// Refuses `update` (a v1 update that passed `check_update_v1`) if applying it to `doc` would
-/// nest a shared type deeper than [`MAX_TYPE_DEPTH`], or would leave one waiting for structs
-/// the document lacks. An update without nested types costs one walk over its bytes.
-pub(crate) fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
-    // Most updates hold no nested type: find that out without allocating.
-    if !holds_types(update)? {
+/// Refuses the update `index` describes if applying it to `doc` would nest a shared type deeper
+/// than [`MAX_TYPE_DEPTH`], or would leave one waiting for structs the document lacks. An update
+/// without nested types (the index says so) costs nothing.
+pub(crate) fn check(doc: &Doc, index: &Index) -> Result<(), NestingError> {
+    // Most updates hold no nested type.
+    if !index.holds_types() {
         return Ok(());
     }
-    let items = Items::read(update)?;
+    let items = Items::new(index);
     let txn = doc.transact();
     match measure(&txn, &items)? {
         Some(depth) if depth > MAX_TYPE_DEPTH => Err(NestingError::TooDeep),
@@ -79,31 +78,14 @@ pub(crate) fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
     }
 }
 
-/// The depth of the deepest shared type `update` adds, if it adds any that yrs would keep.
+/// The depth of the deepest shared type the update `index` describes adds, if it adds any that
+/// yrs would keep.
 #[cfg(test)]
-fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, NestingError> {
-    if !holds_types(update)? {
+fn deepest<T: ReadTxn>(txn: &T, index: &Index) -> Result<Option<usize>, NestingError> {
+    if !index.holds_types() {
         return Ok(None);
     }
-    measure(txn, &Items::read(update)?)
-}
-
-/// Whether `update` holds a nested shared type, or an item placed in one by its parent.
-fn holds_types(update: &[u8]) -> Result<bool, Invalid> {
-    let mut r = Reader::new(update);
-    for _ in 0..r.var_u32()? {
-        let count = r.var_u32()?;
-        r.client()?;
-        r.var_u32()?;
-        for _ in 0..count {
-            if read_block(&mut r)?.item.is_some_and(|h| {
-                h.content_ref == CONTENT_TYPE || matches!(h.parent, Some(ItemParent::Type(_)))
-            }) {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+    measure(txn, &Items::new(index))
 }
 
 /// Refuses an item whose parent, found as yrs finds it when it integrates the item, holds
@@ -113,12 +95,12 @@ fn check_parents<T: ReadTxn>(txn: &T, items: &Items) -> Result<(), NestingError>
     let known = txn.state_vector();
     // Built only if some parent is not a type: the document's deleted and collected clocks.
     let mut deleted: Option<yrs::IdSet> = None;
-    for head in items.heads.iter().flatten() {
+    for head in (0..items.len()).filter_map(|i| items.head(i)) {
         let Some(ItemParent::Type((client, clock))) = head.parent else {
             continue;
         };
         if let Some(index) = items.find((client, clock)) {
-            match &items.heads[index] {
+            match &items.head(index) {
                 Some(parent)
                     if parent.content_ref != CONTENT_TYPE
                         && parent.content_ref != CONTENT_DELETED =>
@@ -150,12 +132,15 @@ fn measure<T: ReadTxn>(txn: &T, items: &Items) -> Result<Option<usize>, NestingE
     let mut resolver = Resolver {
         txn,
         items,
-        state: vec![State::Unvisited; items.heads.len()],
+        state: vec![State::Unvisited; items.len()],
         known: txn.state_vector(),
     };
     let mut deepest = None;
-    for (index, head) in items.heads.iter().enumerate() {
-        if head.as_ref().is_none_or(|h| h.content_ref != CONTENT_TYPE) {
+    for index in 0..items.len() {
+        if items
+            .head(index)
+            .is_none_or(|h| h.content_ref != CONTENT_TYPE)
+        {
             continue;
         }
         match resolver.place(index) {
@@ -168,61 +153,48 @@ fn measure<T: ReadTxn>(txn: &T, items: &Items) -> Result<Option<usize>, NestingE
 }
 
 /// An update's structs, in order, found by ID.
-struct Items {
-    /// Each struct's head (`None` for a collected range; skipped ranges are left out).
-    heads: Vec<Option<ItemHead>>,
-    /// Each struct's client and first clock.
-    ids: Vec<(u64, u32)>,
-    /// Each client's structs: the range of indexes into `heads` (one section per client).
-    clients: HashMap<u64, std::ops::Range<usize>>,
-    /// The clock after each struct.
-    ends: Vec<u32>,
+struct Items<'a> {
+    index: &'a Index,
+    /// Each client's section, by its place in the index (one section per client).
+    clients: HashMap<u64, usize>,
 }
 
-impl Items {
-    fn read(update: &[u8]) -> Result<Items, Invalid> {
-        let mut r = Reader::new(update);
-        let mut items = Items {
-            heads: Vec::new(),
-            ids: Vec::new(),
-            clients: HashMap::new(),
-            ends: Vec::new(),
-        };
-        for _ in 0..r.var_u32()? {
-            let count = r.var_u32()?;
-            let client = r.client()?;
-            let mut clock = r.var_u32()?;
-            let first = items.heads.len();
-            for _ in 0..count {
-                let block = read_block(&mut r)?;
-                let end = clock.checked_add(block.len).ok_or(Invalid::ClockOverflow)?;
-                if block.skip {
-                    // Not carried here: references into it resolve in the document.
-                    clock = end;
-                    continue;
-                }
-                items.heads.push(block.item);
-                items.ids.push((client, clock));
-                items.ends.push(end);
-                clock = end;
-            }
-            items.clients.insert(client, first..items.heads.len());
-        }
-        Ok(items)
+impl<'a> Items<'a> {
+    fn new(index: &'a Index) -> Items<'a> {
+        let clients = index
+            .sections()
+            .iter()
+            .enumerate()
+            .map(|(at, section)| (section.client, at))
+            .collect();
+        Items { index, clients }
     }
 
-    /// The struct of this update that holds `id`.
-    fn find(&self, (client, clock): (u64, u32)) -> Option<usize> {
-        let range = self.clients.get(&client)?.clone();
-        let ends = &self.ends[range.clone()];
-        let at = ends.partition_point(|&end| end <= clock);
-        (at < ends.len() && self.ids[range.start + at].1 <= clock).then_some(range.start + at)
+    /// How many structs the update holds.
+    fn len(&self) -> usize {
+        self.index.structs()
+    }
+
+    /// Struct `index`'s head; `None` for a collected or skipped range.
+    fn head(&self, index: usize) -> Option<ItemHead> {
+        self.index.block(index).and_then(|b| self.index.head(b))
+    }
+
+    /// The struct of this update that holds `id`; a skipped range holds nothing (references into
+    /// it resolve in the document).
+    fn find(&self, (client, clock): Id) -> Option<usize> {
+        let section = self.index.sections().get(*self.clients.get(&client)?)?;
+        let blocks = self.index.blocks_of(section);
+        let at = blocks.partition_point(|b| b.end_clock() <= clock);
+        let block = blocks.get(at)?;
+        (block.clock() <= clock && block.kind() != Kind::Skip)
+            .then_some(Index::range_of(section).start + at)
     }
 }
 
 struct Resolver<'a, T: ReadTxn> {
     txn: &'a T,
-    items: &'a Items,
+    items: &'a Items<'a>,
     state: Vec<State>,
     known: yrs::StateVector,
 }
@@ -245,7 +217,7 @@ impl<T: ReadTxn> Resolver<'_, T> {
                 stack.pop();
                 continue;
             }
-            if self.items.heads[top].is_none() {
+            if self.items.head(top).is_none() {
                 // A collected range: yrs finds no item there to place anything beside.
                 self.state[top] = State::Done(Place::Gone);
                 stack.pop();
@@ -282,7 +254,7 @@ impl<T: ReadTxn> Resolver<'_, T> {
 
     /// The references that decide struct `index`'s place, in the order yrs consults them.
     fn references(&self, index: usize) -> Vec<Reference> {
-        let Some(head) = &self.items.heads[index] else {
+        let Some(head) = self.items.head(index) else {
             return Vec::new();
         };
         match &head.parent {
@@ -311,8 +283,9 @@ impl<T: ReadTxn> Resolver<'_, T> {
                 return Ok(place);
             }
             // The parent is an item of this update: its type's branch is one deeper than it.
-            let holds_type = self.items.heads[index]
-                .as_ref()
+            let holds_type = self
+                .items
+                .head(index)
                 .is_some_and(|h| h.content_ref == CONTENT_TYPE);
             return Ok(match place {
                 Place::Depth(depth) if holds_type => Place::Depth(depth + 1),
@@ -383,6 +356,16 @@ mod tests {
         Array, ArrayPrelim, ArrayRef, Doc, Map, MapPrelim, MapRef, Text, TextPrelim, TextRef,
         Transact, Update, XmlElementPrelim, XmlFragment, XmlFragmentRef,
     };
+
+    /// [`super::check`] of a raw update, indexed first.
+    fn check(doc: &Doc, update: &[u8]) -> Result<(), NestingError> {
+        super::check(doc, &Index::parse(update).expect("a valid update"))
+    }
+
+    /// [`super::deepest`] of a raw update, indexed first.
+    fn deepest<T: ReadTxn>(txn: &T, update: &[u8]) -> Result<Option<usize>, NestingError> {
+        super::deepest(txn, &Index::parse(update).expect("a valid update"))
+    }
 
     fn apply(doc: &Doc, update: &[u8]) {
         doc.transact_mut()

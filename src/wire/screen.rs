@@ -75,7 +75,7 @@ pub fn screen(
         }
         without_known(sv, &incoming.raw)?
     };
-    nesting::check(doc, &incoming.raw)?;
+    nesting::check(doc, &incoming.index)?;
     Ok(incoming)
 }
 
@@ -128,7 +128,8 @@ fn without_known(sv: &StateVector, raw: &[u8]) -> Result<IncomingUpdate, Refused
     }))
     .map_err(|_| Refused::Unsplittable("it could not be read".into()))?
     .map_err(|error| Refused::Unsplittable(error.to_string()))?;
-    // The cut is yrs's own encoding: it passes the same checks as what clients send.
+    // The cut is yrs's own encoding: it passes the same checks as what clients send, and is
+    // indexed as they are.
     decode_update(Bytes::from(cut)).map_err(|error| Refused::Unsplittable(error.to_string()))
 }
 

@@ -5,31 +5,28 @@
 //! merge needs no CRDT at all: each client's structs are copied into one section, a string
 //! item that continues the one before it (its left origin is that item's last character, and
 //! both have the same right origin) is joined to it as Yjs itself joins such items, and the
-//! delete sets are united. This costs one walk over the bytes and no allocation per struct,
-//! where yrs's merge builds, sorts and re-encodes every block.
+//! delete sets are united. This reads each update's [`Index`] (and of its bytes only the text of
+//! the string items it joins) and allocates nothing per struct, where yrs's merge builds, sorts
+//! and re-encodes every block.
 //!
-//! Anything else (a client's structs overlapping or leaving a gap, bytes that do not parse) is
-//! left to yrs's merge: [`splice_updates_v1`] answers `None`.
+//! Anything else (a client's structs overlapping or leaving a gap) is left to yrs's merge:
+//! [`splice_updates_v1`] answers `None`.
 
 use std::collections::HashMap;
 
 use yrs::encoding::write::Write;
 
+use super::index::{Block, Id, Index, Kind};
 use super::reader::{Invalid, Reader};
-use super::validate::{
-    CONTENT_REF_MASK, CONTENT_STRING, HAS_ORIGIN, HAS_RIGHT_ORIGIN, check_block,
-};
+use super::validate::{CONTENT_STRING, HAS_ORIGIN};
 
-/// An item ID: client and clock.
-type Id = (u64, u32);
-
-/// Merges v1 updates into one that applies as they do in order, by copying their structs, or
-/// `None` if some client's structs in one update do not start where its structs in the updates
-/// before ended, or if the bytes do not parse.
-pub(crate) fn splice_updates_v1(updates: &[&[u8]]) -> Option<Vec<u8>> {
+/// Merges v1 updates, each with its own [`Index`], into one that applies as they do in order,
+/// by copying their structs, or `None` if some client's structs in one update do not start
+/// where its structs in the updates before ended.
+pub(crate) fn splice_updates_v1(updates: &[(&[u8], &Index)]) -> Option<Vec<u8>> {
     let mut merge = Splice::default();
-    for update in updates {
-        merge.add(update).ok()??;
+    for &(update, index) in updates {
+        merge.add(update, index).ok()??;
     }
     Some(merge.finish())
 }
@@ -78,18 +75,15 @@ struct Splice<'a> {
 
 impl<'a> Splice<'a> {
     /// Adds one update; `Ok(None)` if its structs do not continue those added before.
-    fn add(&mut self, update: &'a [u8]) -> Result<Option<()>, Invalid> {
+    fn add(&mut self, update: &'a [u8], index: &Index) -> Result<Option<()>, Invalid> {
         self.bytes += update.len();
-        let mut r = Reader::new(update);
-        let clients = r.var_u32()?;
-        for _ in 0..clients {
-            let blocks = r.var_u32()?;
-            let client = r.client()?;
-            let clock = r.var_u32()?;
-            if blocks == 0 {
+        for section in index.sections() {
+            let blocks = index.blocks_of(section);
+            if blocks.is_empty() {
                 continue;
             }
-            let index = *self.by_client.entry(client).or_insert_with(|| {
+            let (client, clock) = (section.client, section.clock);
+            let at = *self.by_client.entry(client).or_insert_with(|| {
                 self.sections.push(Section {
                     client,
                     start: clock,
@@ -101,27 +95,20 @@ impl<'a> Splice<'a> {
                 });
                 self.sections.len() - 1
             });
-            let section = &mut self.sections[index];
+            let section = &mut self.sections[at];
             if section.end != clock {
                 return Ok(None);
             }
-            for _ in 0..blocks {
-                add_block(&mut r, update, section)?;
+            for block in blocks {
+                add_block(update, index, block, section)?;
             }
         }
-        let ranges = r.var_u32()?;
-        for _ in 0..ranges {
-            let client = r.client()?;
-            let count = r.var_u32()?;
-            for _ in 0..count {
-                let clock = r.var_u32()?;
-                let len = r.var_u32()?;
-                clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
-                if len > 0 {
-                    self.deletes.push((client, clock, len));
-                }
-            }
-        }
+        self.deletes.extend(
+            index
+                .deletes()
+                .iter()
+                .map(|range| (range.client, range.clock, range.len)),
+        );
         Ok(Some(()))
     }
 
@@ -161,70 +148,76 @@ impl<'a> Splice<'a> {
     }
 }
 
-/// Copies the next block of `update` into `section`, joining a string item to the open one
-/// when Yjs would join the two.
+/// Copies `block` of `update` into `section`, joining a string item to the open one when Yjs
+/// would join the two.
 fn add_block<'a>(
-    r: &mut Reader<'a>,
     update: &'a [u8],
+    index: &Index,
+    block: &Block,
     section: &mut Section<'a>,
 ) -> Result<(), Invalid> {
-    let start = r.position();
-    let info = r.u8()?;
-    if info & CONTENT_REF_MASK == CONTENT_STRING && info & HAS_ORIGIN != 0 {
-        let origin = r.id()?;
-        let right = if info & HAS_RIGHT_ORIGIN != 0 {
-            Some(r.id()?)
-        } else {
-            None
-        };
-        let content = r.position();
-        let text = r.string()?;
-        // Lengths are in UTF-16 units, as yrs counts them; an empty item is dropped by yrs
-        // and kept apart here.
-        let len = u32::try_from(text.encode_utf16().count())
-            .map_err(|_| Invalid::Malformed("string too long"))?;
-        if len > 0 {
-            let joins = section.open.as_ref().is_some_and(|open| {
-                open.info == info
-                    && open.right == right
-                    && origin == (section.client, section.end.wrapping_sub(1))
+    // The index describes these bytes; were it another's, its ranges would not lie inside them.
+    let slice = |range: std::ops::Range<usize>| {
+        update
+            .get(range)
+            .ok_or(Invalid::Malformed("an index of other bytes"))
+    };
+    let info = block.info();
+    // Lengths are in UTF-16 units, as yrs counts them; an empty item is dropped by yrs and kept
+    // apart here.
+    if block.kind() == Kind::Item(CONTENT_STRING) && info & HAS_ORIGIN != 0 && block.len() > 0 {
+        let head = index.head(block).ok_or(Invalid::Malformed("not an item"))?;
+        let joins = section.open.as_ref().is_some_and(|open| {
+            open.info == info
+                && open.right == head.right_origin
+                && head.origin == Some((section.client, section.end.wrapping_sub(1)))
+        });
+        if !joins {
+            section.close_string();
+            section.open = Some(OpenString {
+                header: slice(block.header())?,
+                info,
+                right: head.right_origin,
             });
-            if !joins {
-                section.close_string();
-                section.open = Some(OpenString {
-                    header: &update[start..content],
-                    info,
-                    right,
-                });
-            }
-            section.text.push_str(text);
-            section.end = section.end.checked_add(len).ok_or(Invalid::ClockOverflow)?;
-            return Ok(());
         }
+        let mut r = Reader::new(update);
+        r.seek(block.content());
+        section.text.push_str(r.string()?);
+    } else {
+        section.close_string();
+        section.structs.extend_from_slice(slice(block.bytes())?);
+        section.count += 1;
     }
-    r.seek(start);
-    let len = check_block(r, &mut |_, _| {})?;
-    section.close_string();
-    section
-        .structs
-        .extend_from_slice(&update[start..r.position()]);
-    section.count += 1;
-    section.end = section.end.checked_add(len).ok_or(Invalid::ClockOverflow)?;
+    section.end = section
+        .end
+        .checked_add(block.len())
+        .ok_or(Invalid::ClockOverflow)?;
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::splice_updates_v1;
+pub(crate) mod tests {
+    use crate::wire::Index;
+
+    /// [`super::splice_updates_v1`] of raw updates, each indexed first; `None` if one does not
+    /// parse.
+    pub(crate) fn splice_updates_v1(run: &[&[u8]]) -> Option<Vec<u8>> {
+        let indexes = run
+            .iter()
+            .map(|update| Index::parse(update).ok())
+            .collect::<Option<Vec<_>>>()?;
+        let pairs: Vec<(&[u8], &Index)> = run.iter().copied().zip(&indexes).collect();
+        super::splice_updates_v1(&pairs)
+    }
     use yrs::types::{Attrs, ToJson};
     use yrs::updates::decoder::Decode;
     use yrs::{Any, Array, Doc, GetString, Map, ReadTxn, Text, Transact, Update, WriteTxn};
 
     /// A small deterministic generator, so a failure names the seed that found it.
-    struct Rng(u64);
+    pub(crate) struct Rng(pub(crate) u64);
 
     impl Rng {
-        fn below(&mut self, n: u32) -> u32 {
+        pub(crate) fn below(&mut self, n: u32) -> u32 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
@@ -278,7 +271,7 @@ mod tests {
 
     /// Three peers editing a text (inserts, deletions, formatting), a list and a map, syncing
     /// now and then; returns every update in the order a server would receive them.
-    fn session(seed: u64, steps: usize) -> Vec<Vec<u8>> {
+    pub(crate) fn session(seed: u64, steps: usize) -> Vec<Vec<u8>> {
         let mut rng = Rng(seed);
         let peers: Vec<Doc> = (1..=3).map(Doc::with_client_id).collect();
         let mut log: Vec<Vec<u8>> = Vec::new();

@@ -1,8 +1,9 @@
 //! Cutting a v1 update into runs of one client's structs, each an update of its own: how a
-//! large update is applied a transaction at a time.
+//! large update is applied a transaction at a time. The cuts are the byte ranges the update's
+//! [`Index`] recorded; nothing is read again.
 
-use super::reader::{Invalid, Reader};
-use super::validate::{check_block, check_delete_set};
+use super::index::Index;
+use super::reader::Invalid;
 
 /// A v1 update split by [`split_update_v1`].
 #[derive(Debug, PartialEq, Eq)]
@@ -30,14 +31,15 @@ pub(crate) struct Part {
 /// `max_bytes` bytes of them, or `None` if no client's structs exceed both bounds. Each part
 /// holds a run of one client's structs, copied as they are (a v1 struct does not depend on its
 /// neighbours) behind a header that starts it at its own clock, and an empty delete set. Applied
-/// in any order, and then the delete set, the parts make the same document as the update. The
-/// update must have passed [`check_update_v1`].
+/// in any order, and then the delete set, the parts make the same document as the update.
+/// `index` is the update's own ([`Index::parse`]): the cuts are its byte ranges.
 pub(crate) fn split_update_v1(
     update: &[u8],
+    index: &Index,
     max_structs: usize,
     max_bytes: usize,
 ) -> Result<Option<Split>, Invalid> {
-    let (split, cut) = split_into_parts(update, max_structs, max_bytes)?;
+    let (split, cut) = split_into_parts(update, index, max_structs, max_bytes)?;
     Ok(cut.then_some(split))
 }
 
@@ -45,51 +47,62 @@ pub(crate) fn split_update_v1(
 /// (each client's run is then one part), with whether any did.
 pub(crate) fn split_into_parts(
     update: &[u8],
+    index: &Index,
     max_structs: usize,
     max_bytes: usize,
 ) -> Result<(Split, bool), Invalid> {
     use yrs::encoding::write::Write;
-    let mut r = Reader::new(update);
+    // The index describes these bytes; were it another's, the cuts would not lie inside them.
+    let slice = |range: std::ops::Range<usize>| {
+        update
+            .get(range)
+            .ok_or(Invalid::Malformed("an index of other bytes"))
+    };
     let (mut parts, mut cut) = (Vec::new(), false);
-    let clients = r.var_u32()?;
-    for _ in 0..clients {
-        let blocks = r.var_u32()?;
-        let client = r.client()?;
-        let mut clock = r.var_u32()?;
+    for section in index.sections() {
+        let client = section.client;
+        let blocks = index.blocks_of(section);
+        let (Some(first), Some(last)) = (blocks.first(), blocks.last()) else {
+            continue;
+        };
         // The run being gathered: its first struct's clock and offset, how many it holds, and
         // what its structs refer to.
-        let (mut start_clock, mut start, mut count) = (clock, r.position(), 0usize);
+        let (mut start_clock, mut start, mut count) = (section.clock, first.start(), 0usize);
         let mut refers_to: Vec<(u64, u32)> = Vec::new();
-        for _ in 0..blocks {
-            let before = r.position();
+        for block in blocks {
+            let before = block.start();
             if count > 0 && (count == max_structs || before - start > max_bytes) {
-                let structs = &update[start..before];
                 let refs = std::mem::take(&mut refers_to);
-                parts.push(part(client, start_clock, clock, count, structs, refs));
-                (start_clock, start, count, cut) = (clock, before, 0, true);
+                let structs = slice(start..before)?;
+                parts.push(part(
+                    client,
+                    start_clock,
+                    block.clock(),
+                    count,
+                    structs,
+                    refs,
+                ));
+                (start_clock, start, count, cut) = (block.clock(), before, 0, true);
             }
-            let len = check_block(&mut r, &mut |other, at| {
+            for &(other, at) in index.refs(block) {
                 if other == client {
-                    return;
+                    continue;
                 }
                 match refers_to.iter_mut().find(|(c, _)| *c == other) {
                     Some((_, highest)) => *highest = (*highest).max(at),
                     None => refers_to.push((other, at)),
                 }
-            })?;
-            clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
+            }
             count += 1;
         }
-        if count > 0 {
-            let structs = &update[start..r.position()];
-            parts.push(part(client, start_clock, clock, count, structs, refers_to));
-        }
+        let structs = slice(start..last.bytes().end)?;
+        let end = last.end_clock();
+        parts.push(part(client, start_clock, end, count, structs, refers_to));
     }
-    let delete_set_at = r.position();
-    check_delete_set(&mut r)?;
-    let mut delete_set = Vec::with_capacity(1 + r.position() - delete_set_at);
+    let deletions = slice(index.delete_set())?;
+    let mut delete_set = Vec::with_capacity(1 + deletions.len());
     delete_set.write_var(0u32);
-    delete_set.extend_from_slice(&update[delete_set_at..r.position()]);
+    delete_set.extend_from_slice(deletions);
     return Ok((Split { parts, delete_set }, cut));
 
     fn part(

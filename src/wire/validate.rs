@@ -1,9 +1,11 @@
-//! Pre-decode validation of untrusted Yjs (lib0 v1) payloads.
+//! The rules for untrusted Yjs (lib0 v1) payloads: whether it is safe to hand these bytes to
+//! yrs.
 //!
-//! This module owns the question "is it safe to hand these bytes to yrs?" for the three
-//! payload kinds a y-websocket peer can send us: document updates, state vectors and
-//! awareness updates. It walks the bytes with exactly the layout yrs 0.28.1 decodes, but
-//! builds nothing, and refuses input that would make yrs misbehave:
+//! This module owns that question for the three payload kinds a y-websocket peer can send us:
+//! document updates (whose walk over sections, structs and the delete set is
+//! [`super::Index::parse`], applying the rules for item content and `Any` values kept here),
+//! state vectors and awareness updates. Each walk follows exactly the layout yrs 0.28.1
+//! decodes, and refuses input that would make yrs misbehave:
 //!
 //! * client ids of 2^53 or more: yrs's `ClientID::new` carries a `debug_assert!` on that bound,
 //!   so such an id panics a debug build and is silently masked to a different client in a
@@ -19,66 +21,34 @@
 //!
 //! Every count read from the input is only a loop bound: nothing is pre-allocated from it and
 //! each iteration consumes at least one byte, so a huge declared count behind a short payload
-//! fails at the first missing byte. A payload this module accepts therefore also bounds the
-//! memory yrs reserves from those counts to a small multiple of its length.
+//! fails at the first missing byte. A payload accepted here therefore also bounds the memory
+//! yrs reserves from those counts (and what the index records) to a small multiple of its
+//! length.
 //!
 //! The walk follows yrs rather than the Yjs spec where the two differ (for example yrs reads
-//! `len + 1` strings for JSON content), because yrs is what will decode the bytes next. Like
+//! `len + 1` strings for JSON content), because yrs is what will decode the bytes next.
 
-use super::reader::{Invalid, MAX_ANY_DEPTH, MAX_STRUCT_CLOCK, Reader};
+use super::reader::{Invalid, MAX_ANY_DEPTH, Reader};
 
 // Block info byte layout, as yrs's `Update::decode_block` reads it.
 pub(super) const HAS_ORIGIN: u8 = 0x80;
 pub(super) const HAS_RIGHT_ORIGIN: u8 = 0x40;
-const HAS_PARENT_SUB: u8 = 0x20;
+pub(super) const HAS_PARENT_SUB: u8 = 0x20;
 pub(super) const CONTENT_REF_MASK: u8 = 0x0F;
+/// Content ref of deleted content (a length, no data).
+pub(super) const CONTENT_DELETED: u8 = 1;
 /// Content ref of a string item.
 pub(super) const CONTENT_STRING: u8 = 4;
-const BLOCK_GC: u8 = 0;
-const BLOCK_SKIP: u8 = 10;
+/// Content ref of a shared type nested in another.
+pub(super) const CONTENT_TYPE: u8 = 7;
+/// Info bytes of a garbage-collected and of a skipped range.
+pub(super) const BLOCK_GC: u8 = 0;
+pub(super) const BLOCK_SKIP: u8 = 10;
 
-/// Checks a lib0 v1-encoded Yjs update before it is given to `yrs::Update::decode_v1`.
-///
-/// Accepts exactly what yrs 0.28.1 decodes without error or debug-build panic, except that
-/// it is stricter on `Any` nesting ([`MAX_ANY_DEPTH`]) and on over-long signed var-ints, and
-/// does not parse the JSON text of embed/format content (yrs parses it with serde_json, which
-/// has its own depth limit, and returns an error on bad syntax). Bytes after the delete set
-/// are ignored, as yrs ignores them.
+/// Checks a lib0 v1-encoded Yjs update: [`super::Index::parse`], without the index.
 #[cfg(test)]
 pub(crate) fn check_update_v1(update: &[u8]) -> Result<(), Invalid> {
-    check_update_v1_counting(update).map(|_| ())
-}
-
-/// [`check_update_v1`], answering how many structs the update holds: what its cost to apply
-/// grows with.
-pub(crate) fn check_update_v1_counting(update: &[u8]) -> Result<usize, Invalid> {
-    let mut r = Reader::new(update);
-    let mut structs = 0usize;
-    let clients = r.var_u32()?;
-    // Yjs writes each client's structs in one section. yrs merges repeated sections into one
-    // run with a gap in it, which its own splitting code does not expect (it panics).
-    let mut seen = std::collections::HashSet::new();
-    for _ in 0..clients {
-        let blocks = r.var_u32()?;
-        if !seen.insert(r.client()?) {
-            return Err(Invalid::Malformed(
-                "a client's structs appear in two sections",
-            ));
-        }
-        // yrs starts each client section at the header clock and adds every decoded block's
-        // length with a plain `u32 +=`, including after the last block.
-        let mut clock = r.var_u32()?;
-        for _ in 0..blocks {
-            let len = check_block(&mut r, &mut |_, _| {})?;
-            clock = clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
-            if clock > MAX_STRUCT_CLOCK {
-                return Err(Invalid::ClockTooLarge);
-            }
-            structs += 1;
-        }
-    }
-    check_delete_set(&mut r)?;
-    Ok(structs)
+    super::Index::parse(update).map(|_| ())
 }
 
 /// Checks a v1-encoded state vector (the SyncStep1 payload) before `StateVector::decode_v1`.
@@ -129,126 +99,13 @@ pub(crate) fn parse_awareness_v1(payload: &[u8]) -> Result<Vec<AwarenessEntry>, 
     Ok(entries)
 }
 
-/// Walks one block as `Update::decode_block` reads it and returns the length yrs adds to the
-/// running clock for it (0 for the empty items yrs drops). `refers_to` hears every ID it names:
-/// its origins, or its parent when that is an item.
-pub(super) fn check_block(
-    r: &mut Reader<'_>,
-    refers_to: &mut impl FnMut(u64, u32),
-) -> Result<u32, Invalid> {
-    let block = read_block(r)?;
-    if let Some(item) = &block.item {
-        for (client, clock) in item.origin.iter().chain(&item.right_origin) {
-            refers_to(*client, *clock);
-        }
-        if let Some(ItemParent::Type((client, clock))) = item.parent {
-            refers_to(client, clock);
-        }
-    }
-    Ok(block.len)
-}
-
-/// One struct of a v1 update.
-pub(super) struct Block {
-    /// The length yrs adds to the running clock for it.
-    pub(super) len: u32,
-    /// `None` for a garbage-collected or skipped range.
-    pub(super) item: Option<ItemHead>,
-    /// A skipped range: clocks this update does not carry.
-    pub(super) skip: bool,
-}
-
-/// Where an item says it belongs, and what it holds.
-pub(super) struct ItemHead {
-    pub(super) origin: Option<(u64, u32)>,
-    pub(super) right_origin: Option<(u64, u32)>,
-    /// Given only when the item has neither origin.
-    pub(super) parent: Option<ItemParent>,
-    pub(super) content_ref: u8,
-}
-
-/// An item's explicit parent.
-pub(super) enum ItemParent {
-    /// A root type, by name.
-    Root,
-    /// The type held by this item.
-    Type((u64, u32)),
-}
-
-/// Content ref of a shared type nested in another.
-pub(super) const CONTENT_TYPE: u8 = 7;
-/// Content ref of deleted content (a length, no data).
-pub(super) const CONTENT_DELETED: u8 = 1;
-
-/// Reads one block as `Update::decode_block` does (see [`check_block`]).
-pub(super) fn read_block(r: &mut Reader<'_>) -> Result<Block, Invalid> {
-    let info = r.u8()?;
-    // yrs matches the whole info byte here, so a GC/Skip number with any flag bit set is
-    // decoded as an item (whose content ref is then unknown and refused below).
-    if info == BLOCK_GC || info == BLOCK_SKIP {
-        let len = r.var_u32()?;
-        if len == 0 {
-            return Err(Invalid::Malformed("empty block"));
-        }
-        return Ok(Block {
-            len,
-            item: None,
-            skip: info == BLOCK_SKIP,
-        });
-    }
-    let origin = if info & HAS_ORIGIN != 0 {
-        Some(r.id()?)
-    } else {
-        None
-    };
-    let right_origin = if info & HAS_RIGHT_ORIGIN != 0 {
-        let right = r.id()?;
-        // An item sits between its two origins, so they cannot be the same item; yrs integrates
-        // such an item differently from Yjs, and a reload differently again.
-        if origin == Some(right) {
-            return Err(Invalid::Malformed(
-                "an item's left and right origins are the same",
-            ));
-        }
-        Some(right)
-    } else {
-        None
-    };
-    // Without either origin the item carries its own parent (and optional parent sub key).
-    let mut parent = None;
-    if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-        // yrs reads the parent kind as a var-int and treats only 1 as "named root type".
-        parent = Some(if r.var_u32()? == 1 {
-            r.string()?;
-            ItemParent::Root
-        } else {
-            ItemParent::Type(r.id()?)
-        });
-        if info & HAS_PARENT_SUB != 0 {
-            r.string()?;
-        }
-    }
-    let content_ref = info & CONTENT_REF_MASK;
-    let len = check_content(r, content_ref)?;
-    Ok(Block {
-        len,
-        item: Some(ItemHead {
-            origin,
-            right_origin,
-            parent,
-            content_ref,
-        }),
-        skip: false,
-    })
-}
-
 /// Walks item content as `ItemContent::decode` reads it and returns its length as
 /// `ItemContent::len_utf16` computes it: yrs measures block lengths in UTF-16 units whatever
 /// the document's offset kind.
-fn check_content(r: &mut Reader<'_>, content_ref: u8) -> Result<u32, Invalid> {
+pub(super) fn check_content(r: &mut Reader<'_>, content_ref: u8) -> Result<u32, Invalid> {
     match content_ref {
         // Deleted: just a length; 0 makes yrs drop the item without advancing the clock.
-        1 => r.var_u32(),
+        CONTENT_DELETED => r.var_u32(),
         // JSON (a legacy encoding no current Yjs writes): yrs reads `len + 1` strings but
         // writes `len`, so a document holding it cannot be re-encoded or reloaded.
         2 => Err(Invalid::Unsupported("JSON content (a legacy Yjs encoding)")),
@@ -328,35 +185,6 @@ fn check_any(r: &mut Reader<'_>, depth: usize) -> Result<(), Invalid> {
         116 => r.buf().map(|_| ()),
         _ => Err(Invalid::Malformed("unknown Any tag")),
     }
-}
-
-/// Walks the delete set as `IdSet::decode` reads it; yrs computes `clock + len` per range.
-///
-/// A client listed twice is refused: yrs keeps only its last list of ranges, while Yjs clients
-/// (and the merge of a commit's updates) apply both, so they would delete what the server keeps.
-pub(super) fn check_delete_set(r: &mut Reader<'_>) -> Result<(), Invalid> {
-    let clients = r.var_u32()?;
-    // Most delete sets name one client: nothing to compare, nothing allocated.
-    let mut seen = Vec::new();
-    for _ in 0..clients {
-        let client = r.client()?;
-        if clients > 1 {
-            seen.push(client);
-        }
-        let ranges = r.var_u32()?;
-        for _ in 0..ranges {
-            let clock = r.var_u32()?;
-            let len = r.var_u32()?;
-            clock.checked_add(len).ok_or(Invalid::ClockOverflow)?;
-        }
-    }
-    seen.sort_unstable();
-    if seen.windows(2).any(|pair| pair[0] == pair[1]) {
-        return Err(Invalid::Malformed(
-            "a client's deletions appear in two sections",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

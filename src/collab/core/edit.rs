@@ -104,7 +104,7 @@ impl DocCore {
         for update in updates {
             if update.as_slice() != EMPTY_UPDATE {
                 let relay = encode_update(&update);
-                self.record(Bytes::from(update), relay);
+                self.record(Bytes::from(update), relay, None);
             }
         }
         Ok(self.when_durable(Vec::new()))

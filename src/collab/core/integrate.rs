@@ -8,6 +8,7 @@
 //! the order it came.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use super::cost::{OFFLOADED_PART_STRUCTS, is_heavy};
 use super::{DocCore, EMPTY_UPDATE, Effect, IntegrateError, SubscriberId, close};
 use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_update};
 use crate::sync::{Applied, ApplyError};
+use crate::wire::Index;
 
 /// Answers an API caller once its update is applied: with a receiver that fires once it is
 /// durable, or why it was not applied.
@@ -42,6 +44,7 @@ pub(super) enum InFlight {
     Update {
         raw: Bytes,
         relay: Bytes,
+        index: Arc<Index>,
         before: StateVector,
         origin: Origin,
     },
@@ -55,6 +58,7 @@ pub struct OffThread {
     doc: Doc,
     update: yrs::Update,
     bytes: Bytes,
+    index: Arc<Index>,
     budget: Duration,
     #[cfg(feature = "fault-injection")]
     id: crate::domain::DocId,
@@ -91,6 +95,7 @@ impl OffThread {
                 &self.doc,
                 self.update,
                 &self.bytes,
+                &self.index,
                 OFFLOADED_PART_STRUCTS,
                 deadline,
             )
@@ -169,6 +174,7 @@ impl DocCore {
             raw,
             relay,
             structs,
+            index,
         } = incoming;
         if is_heavy(structs, self.stored_size()) {
             let budget = match &origin {
@@ -183,6 +189,7 @@ impl DocCore {
                 doc: self.doc.clone(),
                 update,
                 bytes: raw.clone(),
+                index: index.clone(),
                 budget,
                 #[cfg(feature = "fault-injection")]
                 id: self.id.clone(),
@@ -190,6 +197,7 @@ impl DocCore {
             self.applying = Some(InFlight::Update {
                 raw,
                 relay,
+                index,
                 before,
                 origin,
             });
@@ -206,7 +214,7 @@ impl DocCore {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             #[cfg(feature = "fault-injection")]
             crate::faults::before_apply(id);
-            crate::sync::apply_update(doc, update, raw.as_ref())
+            crate::sync::apply_indexed(doc, update, raw.as_ref(), &index)
         }))
         .map(|result| result.map(|()| Applied::Whole));
         let took = started.elapsed();
@@ -214,6 +222,7 @@ impl DocCore {
             OffThreadOutcome { outcome, took },
             raw,
             relay,
+            index,
             before,
             origin,
         );
@@ -228,9 +237,10 @@ impl DocCore {
             Some(InFlight::Update {
                 raw,
                 relay,
+                index,
                 before,
                 origin,
-            }) => self.applied(done, raw, relay, before, origin),
+            }) => self.applied(done, raw, relay, index, before, origin),
             other => self.applying = other,
         }
         self.drain();
@@ -243,19 +253,20 @@ impl DocCore {
         OffThreadOutcome { outcome, took }: OffThreadOutcome,
         raw: Bytes,
         relay: Bytes,
+        index: Arc<Index>,
         before: StateVector,
         origin: Origin,
     ) {
         let result = match outcome {
             Ok(Ok(Applied::Whole)) => {
-                self.record(raw, relay);
+                self.record(raw, relay, Some(index));
                 self.charge(&origin, took)
             }
             Ok(Ok(Applied::Stopped(parts))) => {
                 tracing::info!(parent: &self.span, parts = parts.len(), took_ms = took.as_millis() as u64, "stopped an update past its cost budget; keeping the part applied");
                 for part in parts {
                     let relay = encode_update(&part);
-                    self.record(Bytes::from(part), relay);
+                    self.record(Bytes::from(part), relay, None);
                 }
                 Err(IntegrateError::TooCostly(self.settings.update_cost_budget))
             }
@@ -279,14 +290,18 @@ impl DocCore {
         self.settle(origin, result);
     }
 
-    /// Hands an update already applied to the document to the writer, and queues its relay
-    /// behind durability.
-    pub(super) fn record(&mut self, raw: Bytes, relay: Bytes) {
+    /// Hands an update already applied to the document to the writer, with its index if it has
+    /// one, and queues its relay behind durability.
+    pub(super) fn record(&mut self, raw: Bytes, relay: Bytes, index: Option<Arc<Index>>) {
         self.note_change();
         self.held.last_seq += 1;
         self.logged(raw.len());
         let seq = self.held.last_seq;
-        self.effects.push(Effect::Append { seq, data: raw });
+        self.effects.push(Effect::Append {
+            seq,
+            data: raw,
+            index,
+        });
         self.deliver(super::durability::Delivery::Broadcast(relay));
         if self.compaction_due() {
             self.compact(None);

@@ -114,8 +114,13 @@ pub enum Effect {
     Close(SubscriberId, u16, String),
     /// Close every subscriber; the core has forgotten them all.
     CloseAll(u16, String),
-    /// Hand an update to the writer under sequence number `seq`; [`DocCore::durable`] follows.
-    Append { seq: u64, data: Bytes },
+    /// Hand an update to the writer under sequence number `seq`, with its index when it has
+    /// one (so the writer's merge does not parse it again); [`DocCore::durable`] follows.
+    Append {
+        seq: u64,
+        data: Bytes,
+        index: Option<Arc<crate::wire::Index>>,
+    },
     /// Hand a compaction to the writer; `done` fires once it is committed.
     Compact(Compaction, Option<oneshot::Sender<()>>),
     /// Apply an update off the document's thread, reading nothing meanwhile, then hand the

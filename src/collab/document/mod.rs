@@ -150,13 +150,13 @@ impl DocumentActor {
             Effect::Offer(id, messages) => self.relay.offer(id, messages),
             Effect::Close(id, code, reason) => self.relay.close(id, code, &reason),
             Effect::CloseAll(code, reason) => self.relay.close_all(code, &reason),
-            Effect::Append { seq, data } => {
+            Effect::Append { seq, data, index } => {
                 let doc = self.core.id().clone();
                 let notify = self
                     .notify
                     .get_or_insert_with(|| Arc::new(NotifyDocument(ctx.address())))
                     .clone();
-                if self.persist.append(doc, data, seq, notify).is_err() {
+                if self.persist.append(doc, data, index, seq, notify).is_err() {
                     tracing::error!(parent: self.core.span(), "persistence writer stopped; update not stored");
                 }
             }

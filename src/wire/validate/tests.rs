@@ -1,7 +1,7 @@
 //! The validator against yrs 0.28.1: hand-made layouts, what yrs produces, and mutations.
 
 use super::*;
-use crate::wire::reader::MAX_CLIENT_ID;
+use crate::wire::reader::{MAX_CLIENT_ID, MAX_STRUCT_CLOCK};
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
