@@ -4,47 +4,29 @@
 //! fsync per commit is affordable because the persistence writer groups many updates into one
 //! transaction.
 
+mod deliveries;
+mod documents;
+mod versions;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 
-use super::parts;
 use super::{
     Append, Committed, Compaction, CreatedEvents, DocSummary, PendingDelivery, StoreError,
-    StoredDoc, VersionSummary, delivery_from_row, now_ms, summary_from_row, version_from_row,
+    StoredDoc, VersionSummary,
 };
 use crate::domain::DocId;
 
 /// How long a connection waits for a lock held by another before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Log rows appended by one INSERT (two bound values each, far below SQLite's limit).
-const APPEND_ROWS_PER_STATEMENT: usize = 256;
 /// Readers (document loads) run concurrently with the single writer under WAL.
 const MAX_CONNECTIONS: u32 = 8;
-
-/// A document (`d`) with its times and stored size: its snapshot (`s`), inline or in parts, plus
-/// the log rows after it.
-macro_rules! summary_sql {
-    () => {
-        "SELECT d.id, d.created_at, d.updated_at, \
-         COALESCE(LENGTH(s.state), 0) + COALESCE((SELECT SUM(LENGTH(p.data)) \
-          FROM snapshot_parts p WHERE p.doc_id = d.id AND p.gen = s.gen), 0) \
-         + COALESCE((SELECT SUM(LENGTH(u.data)) FROM updates u \
-          WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0) \
-         FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id"
-    };
-}
-
-/// Documents in id order with their stored size.
-const LIST_SQL: &str = concat!(summary_sql!(), " WHERE d.id > $1 ORDER BY d.id LIMIT $2");
-
-/// One document with its stored size.
-const GET_SQL: &str = concat!(summary_sql!(), " WHERE d.id = $1");
 
 /// A store in one SQLite file.
 #[derive(Clone)]
@@ -82,195 +64,49 @@ impl SqliteStore {
     }
 }
 
+/// The trait's table of contents: each operation is an inherent method of the same name (which
+/// a path such as `SqliteStore::load` names before the trait's), written beside its SQL in
+/// `documents.rs`, `versions.rs` or `deliveries.rs`.
 #[async_trait]
 impl super::Store for SqliteStore {
-    #[tracing::instrument(skip(self), fields(doc = %doc))]
     async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
-        // One read transaction so the snapshot and the log are seen at the same instant.
-        let mut tx = self.pool.begin().await?;
-        let (snapshot, snapshot_log_id) = parts::read_snapshot!(tx, doc);
-        let rows =
-            sqlx::query("SELECT id, data FROM updates WHERE doc_id = $1 AND id > $2 ORDER BY id")
-                .bind(doc.as_str())
-                .bind(snapshot_log_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        tx.commit().await?;
-        let mut stored = StoredDoc {
-            snapshot,
-            updates: Vec::with_capacity(rows.len()),
-            max_log_id: snapshot_log_id,
-        };
-        for row in rows {
-            stored.max_log_id = stored.max_log_id.max(row.try_get::<i64, _>(0)?);
-            stored.updates.push(row.try_get::<Vec<u8>, _>(1)?);
-        }
-        Ok(stored)
+        SqliteStore::load(self, doc).await
     }
 
-    #[tracing::instrument(skip_all, fields(appends = appends.len()))]
     async fn append(
         &self,
         appends: &[Append],
         created: &CreatedEvents,
     ) -> Result<Committed, StoreError> {
-        let now = now_ms();
-        let mut committed = Committed::default();
-        if appends.is_empty() {
-            return Ok(committed);
-        }
-        let mut ids = Vec::with_capacity(appends.len());
-        let _writing = self.write_gate.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let mut touched = std::collections::HashSet::new();
-        for append in appends {
-            if touched.insert(&append.doc) && touch_document(&mut tx, &append.doc, now).await? {
-                committed.created.push(append.doc.clone());
-            }
-        }
-        // The outbox: events of the documents created here commit with them, or not at all.
-        for doc in &committed.created {
-            let body = created.body(doc);
-            for url in &created.receivers {
-                sqlx::query(super::ENQUEUE_DELIVERY_SQL)
-                    .bind(url)
-                    .bind(&created.event)
-                    .bind(&body)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        // Many rows per statement: each statement is a round trip to SQLite's worker thread.
-        for chunk in appends.chunks(APPEND_ROWS_PER_STATEMENT) {
-            let mut insert =
-                sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO updates (doc_id, data) ");
-            insert.push_values(chunk, |mut row, append| {
-                row.push_bind(append.doc.as_str())
-                    .push_bind(append.data.as_ref());
-            });
-            insert.push(" RETURNING id");
-            let mut chunk_ids = insert
-                .build()
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|row| row.try_get::<i64, _>(0))
-                .collect::<Result<Vec<_>, _>>()?;
-            // One statement inserts its rows in VALUES order with increasing ids (the order of
-            // RETURNING rows is not defined): sorted ids line up with the chunk.
-            chunk_ids.sort_unstable();
-            ids.extend(chunk_ids);
-        }
-        committed.record(appends, ids)?;
-        tx.commit().await?;
-        Ok(committed)
+        SqliteStore::append(self, appends, created).await
     }
 
-    #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
-        parts::compact_in_parts!(self, compactions, self.write_gate.lock().await)
+        SqliteStore::compact(self, compactions).await
     }
 
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {
-        let rows = sqlx::query(LIST_SQL)
-            .bind(after.map_or("", DocId::as_str))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(summary_from_row).collect()
+        SqliteStore::list(self, after, limit).await
     }
 
     async fn get(&self, doc: &DocId) -> Result<Option<DocSummary>, StoreError> {
-        let row = sqlx::query(GET_SQL)
-            .bind(doc.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(summary_from_row).transpose()
+        SqliteStore::get(self, doc).await
     }
 
-    #[tracing::instrument(skip(self), fields(doc = %doc))]
     async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError> {
-        let now = now_ms();
-        let created = sqlx::query(super::CREATE_SQL)
-            .bind(doc.as_str())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        match created {
-            Some(_) => Ok(DocSummary {
-                id: doc.clone(),
-                created_at: now,
-                updated_at: now,
-                size: 0,
-            }),
-            None => Err(StoreError::AlreadyExists),
-        }
+        SqliteStore::create(self, doc).await
     }
 
-    #[tracing::instrument(skip(self, update), fields(doc = %doc, bytes = update.len()))]
     async fn create_with_update(
         &self,
         doc: &DocId,
         update: &[u8],
     ) -> Result<(DocSummary, i64), StoreError> {
-        let now = now_ms();
-        // Appends and compactions queue on the gate; so does this, rather than wait on their
-        // lock in SQLite's sleeps.
-        let _writing = self.write_gate.lock().await;
-        let mut tx = self.pool.begin().await?;
-        let created = sqlx::query(super::CREATE_SQL)
-            .bind(doc.as_str())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if created.is_none() {
-            // Dropping the transaction rolls it back: nothing was written.
-            return Err(StoreError::AlreadyExists);
-        }
-        let log_id: i64 = sqlx::query_scalar(super::APPEND_ONE_SQL)
-            .bind(doc.as_str())
-            .bind(update)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let summary = DocSummary {
-            id: doc.clone(),
-            created_at: now,
-            updated_at: now,
-            size: i64::try_from(update.len()).unwrap_or(i64::MAX),
-        };
-        Ok((summary, log_id))
+        SqliteStore::create_with_update(self, doc, update).await
     }
 
-    #[tracing::instrument(skip(self), fields(doc = %doc))]
     async fn delete(&self, doc: &DocId) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("DELETE FROM updates WHERE doc_id = $1")
-            .bind(doc.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        sqlx::query("DELETE FROM versions WHERE doc_id = $1")
-            .bind(doc.as_str())
-            .execute(&mut *tx)
-            .await?;
-        for sql in [
-            "DELETE FROM snapshots WHERE doc_id = $1",
-            "DELETE FROM snapshot_parts WHERE doc_id = $1",
-        ] {
-            sqlx::query(sql)
-                .bind(doc.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
-        let docs = sqlx::query("DELETE FROM documents WHERE id = $1")
-            .bind(doc.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(rows + docs > 0)
+        SqliteStore::delete(self, doc).await
     }
 
     async fn create_version(
@@ -280,44 +116,15 @@ impl super::Store for SqliteStore {
         kind: &str,
         state: &[u8],
     ) -> Result<VersionSummary, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO versions (doc_id, name, kind, created_at, state) \
-             VALUES ($1, $2, $3, $4, $5) \
-             RETURNING id, name, kind, created_at, LENGTH(state)",
-        )
-        .bind(doc.as_str())
-        .bind(name)
-        .bind(kind)
-        .bind(now_ms())
-        .bind(state)
-        .fetch_one(&self.pool)
-        .await?;
-        version_from_row(&row)
+        SqliteStore::create_version(self, doc, name, kind, state).await
     }
 
     async fn prune_versions(&self, doc: &DocId, kind: &str, keep: u32) -> Result<u64, StoreError> {
-        let pruned = sqlx::query(
-            "DELETE FROM versions WHERE doc_id = $1 AND kind = $2 AND id NOT IN \
-             (SELECT id FROM versions WHERE doc_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3)",
-        )
-        .bind(doc.as_str())
-        .bind(kind)
-        .bind(i64::from(keep))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(pruned)
+        SqliteStore::prune_versions(self, doc, kind, keep).await
     }
 
     async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, kind, created_at, LENGTH(state) FROM versions \
-             WHERE doc_id = $1 ORDER BY id DESC",
-        )
-        .bind(doc.as_str())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(version_from_row).collect()
+        SqliteStore::list_versions(self, doc).await
     }
 
     async fn get_version(
@@ -325,18 +132,7 @@ impl super::Store for SqliteStore {
         doc: &DocId,
         version: i64,
     ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, name, kind, created_at, LENGTH(state), state FROM versions \
-             WHERE doc_id = $1 AND id = $2",
-        )
-        .bind(doc.as_str())
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(row) => Ok(Some((version_from_row(&row)?, row.try_get(5)?))),
-            None => Ok(None),
-        }
+        SqliteStore::get_version(self, doc, version).await
     }
 
     async fn enqueue_deliveries(
@@ -346,39 +142,11 @@ impl super::Store for SqliteStore {
         body: &str,
         max_backlog: Option<u64>,
     ) -> Result<Vec<u64>, StoreError> {
-        let now = now_ms();
-        let mut dropped = Vec::with_capacity(urls.len());
-        let mut tx = self.pool.begin().await?;
-        for url in urls {
-            sqlx::query(super::ENQUEUE_DELIVERY_SQL)
-                .bind(url)
-                .bind(event)
-                .bind(body)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            let trimmed = match max_backlog {
-                Some(max) => sqlx::query(super::TRIM_DELIVERIES_SQL)
-                    .bind(url)
-                    .bind(i64::try_from(max).unwrap_or(i64::MAX))
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected(),
-                None => 0,
-            };
-            dropped.push(trimmed);
-        }
-        tx.commit().await?;
-        Ok(dropped)
+        SqliteStore::enqueue_deliveries(self, urls, event, body, max_backlog).await
     }
 
     async fn trim_deliveries(&self, url: &str, max_backlog: u64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(super::TRIM_DELIVERIES_SQL)
-            .bind(url)
-            .bind(i64::try_from(max_backlog).unwrap_or(i64::MAX))
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        SqliteStore::trim_deliveries(self, url, max_backlog).await
     }
 
     async fn due_deliveries(
@@ -387,59 +155,27 @@ impl super::Store for SqliteStore {
         now: i64,
         limit: i64,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
-        let rows = sqlx::query(super::DUE_DELIVERIES_SQL)
-            .bind(url)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(delivery_from_row).collect()
+        SqliteStore::due_deliveries(self, url, now, limit).await
     }
 
     async fn delivery_backlogs(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query(super::DELIVERY_BACKLOGS_SQL)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect()
+        SqliteStore::delivery_backlogs(self).await
     }
 
     async fn drop_deliveries(&self, url: &str) -> Result<u64, StoreError> {
-        Ok(sqlx::query(super::DROP_DELIVERIES_SQL)
-            .bind(url)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        SqliteStore::drop_deliveries(self, url).await
     }
 
     async fn finish_delivery(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        SqliteStore::finish_delivery(self, id).await
     }
 
     async fn retry_delivery(&self, id: i64, attempts: i32, next_at: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = $2, next_attempt_at = $3 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(attempts)
-        .bind(next_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        SqliteStore::retry_delivery(self, id, attempts, next_at).await
     }
 
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM updates WHERE doc_id = $1")
-                .bind(doc.as_str())
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        SqliteStore::log_len(self, doc).await
     }
 
     async fn revoke(&self, doc: &DocId, user: Option<&str>, at_ms: i64) -> Result<(), StoreError> {
@@ -475,23 +211,4 @@ impl super::Store for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
-}
-
-/// Creates the document row on its first write and records the time of the latest change;
-/// true when the row was created.
-async fn touch_document(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    doc: &DocId,
-    now: i64,
-) -> Result<bool, StoreError> {
-    // The row was just inserted exactly when its creation time is this write's.
-    let created_at: i64 = sqlx::query_scalar(
-        "INSERT INTO documents (id, created_at, updated_at) VALUES ($1, $2, $2) \
-         ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at RETURNING created_at",
-    )
-    .bind(doc.as_str())
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(created_at == now)
 }
