@@ -112,15 +112,6 @@ impl Registry {
         }
     }
 
-    /// Number of documents loaded or loading.
-    pub fn len(&self) -> usize {
-        self.docs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
-    }
-
     fn start_load(&mut self, doc: DocId, ctx: &mut Context<Self>) {
         let started = std::time::Instant::now();
         let metrics = self.services.metrics.clone();

@@ -96,10 +96,6 @@ impl Relay {
         self.peers.remove(&id)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
     /// Sends a message to every peer; returns those dropped because they could not take it.
     #[must_use = "dropped subscribers must be reported to the document"]
     pub fn broadcast(&mut self, message: Bytes) -> Vec<SubscriberId> {

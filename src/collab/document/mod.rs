@@ -33,8 +33,6 @@ pub use super::core::{
     DEFAULT_TEXT_KEY, DocSettings, Gone, IntegrateError, LocalEditError, build_doc,
 };
 
-/// Close code telling clients that their document was deleted.
-pub const DELETED_CLOSE_CODE: u16 = core::close::DELETED;
 /// Close code telling clients that their access to the document was revoked.
 pub const REVOKED_CLOSE_CODE: u16 = core::close::REVOKED;
 /// How often the server pings its subscribers.
