@@ -10,8 +10,8 @@
 
 pub mod core;
 pub mod document;
-pub mod messages;
-pub mod registry;
-pub mod relay;
+pub(crate) mod messages;
+pub(crate) mod registry;
+pub(crate) mod relay;
 
-pub use registry::Registry;
+pub(crate) use registry::Registry;

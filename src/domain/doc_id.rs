@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Longest document name accepted, in characters (all allowed characters are ASCII).
-pub const MAX_DOC_ID_LEN: usize = 128;
+const MAX_DOC_ID_LEN: usize = 128;
 
 /// A document name: 1–128 characters of `A-Z a-z 0-9 . _ -`.
 ///

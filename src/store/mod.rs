@@ -20,8 +20,8 @@ use bytes::Bytes;
 
 use crate::domain::DocId;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub(crate) use postgres::PostgresStore;
+pub(crate) use sqlite::SqliteStore;
 
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub struct StoredDoc {
 
 impl StoredDoc {
     /// Bytes of the log that a compaction would fold into the snapshot.
-    pub fn log_bytes(&self) -> usize {
+    pub(crate) fn log_bytes(&self) -> usize {
         self.updates.iter().map(Vec::len).sum()
     }
 }
@@ -133,7 +133,7 @@ pub struct CreatedEvents {
 
 impl CreatedEvents {
     /// The event body for `doc`.
-    pub fn body(&self, doc: &DocId) -> String {
+    pub(crate) fn body(&self, doc: &DocId) -> String {
         // Document ids are JSON strings as they stand (see `DocId`), but quote them properly.
         let id = serde_json::Value::from(doc.as_str()).to_string();
         format!("{}{id}{}", self.body_before, self.body_after)

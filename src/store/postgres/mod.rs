@@ -27,13 +27,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A store in a Postgres database.
 #[derive(Clone)]
-pub struct PostgresStore {
+pub(crate) struct PostgresStore {
     pool: PgPool,
 }
 
 impl PostgresStore {
     /// Connects and migrates.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)

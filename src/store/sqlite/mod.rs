@@ -30,7 +30,7 @@ const MAX_CONNECTIONS: u32 = 8;
 
 /// A store in one SQLite file.
 #[derive(Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     pool: SqlitePool,
     /// Held by appends and compactions while they write. SQLite takes one writer at a time, and
     /// one waiting on another's lock sleeps in steps of milliseconds: they queue here instead.
@@ -39,7 +39,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its directory, and migrates it.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)

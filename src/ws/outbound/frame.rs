@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 const MAX_CLOSE_REASON: usize = 123;
 
 /// Encodes a binary WebSocket frame as a server sends it (unmasked). Encode once, send to many.
-pub fn binary_frame(payload: &[u8]) -> Bytes {
+pub(crate) fn binary_frame(payload: &[u8]) -> Bytes {
     let mut frame = BytesMut::with_capacity(payload.len() + 10);
     Parser::write_message(&mut frame, payload, OpCode::Binary, true, false);
     frame.freeze()

@@ -31,15 +31,15 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use tokio::net::TcpStream;
 
-pub use frame::binary_frame;
+pub(crate) use frame::binary_frame;
 use frame::{close_frame, control_frame};
-pub use writer::OpenSockets;
+pub(crate) use writer::OpenSockets;
 
 use crate::metrics::Metrics;
 
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueError {
+pub(crate) enum QueueError {
     /// The client is too slow: its queue is full.
     Full,
     /// The connection is gone.
@@ -53,7 +53,7 @@ const FRAME_OVERHEAD: usize = 64;
 /// Handle for sending to one client; cheap to clone. The connection ends, once everything
 /// queued is written, when the last handle is dropped or a close is sent.
 #[derive(Debug)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     shared: Arc<Shared>,
 }
 
@@ -112,7 +112,7 @@ impl Outbound {
     /// The sending side of `socket`, with room for `limit` bytes of queued frames. Call it on the
     /// arbiter that owns the socket: its writer task, when one is needed, runs there. The socket
     /// counts in `open` while a writer task runs.
-    pub fn new(
+    pub(crate) fn new(
         socket: Arc<TcpStream>,
         limit: usize,
         metrics: Arc<Metrics>,
@@ -136,14 +136,14 @@ impl Outbound {
     /// Sends one y-websocket message, meant for this client alone, as a binary frame. If nothing
     /// is queued ahead of it, the caller writes it to the socket at once (one non-blocking write,
     /// no task woken); whatever the socket does not take is queued.
-    pub fn send_message(&self, message: &[u8]) -> Result<(), QueueError> {
+    pub(crate) fn send_message(&self, message: &[u8]) -> Result<(), QueueError> {
         self.send(binary_frame(message), true, false)
     }
 
     /// Queues an encoded frame (see [`binary_frame`]) without waiting, for the socket's own
     /// thread to write: a document relaying to many clients only queues, and the writing is
     /// spread over the threads that own the sockets.
-    pub fn send_frame(&self, frame: Bytes) -> Result<(), QueueError> {
+    pub(crate) fn send_frame(&self, frame: Bytes) -> Result<(), QueueError> {
         self.send(frame, false, false)
     }
 
@@ -151,7 +151,7 @@ impl Outbound {
     /// every 15 s, and a missed removal expires on the client's side): only while the queue is
     /// at most half full, so that what others send never takes the room the document's updates
     /// need, and never gets this client closed as a slow reader. `Full` means it was dropped.
-    pub fn offer_frame(&self, frame: Bytes) -> Result<(), QueueError> {
+    pub(crate) fn offer_frame(&self, frame: Bytes) -> Result<(), QueueError> {
         self.send(frame, false, true)
     }
 
@@ -201,7 +201,7 @@ impl Outbound {
 
     /// Sends a close frame with `code` and `reason` ahead of anything queued, then ends the
     /// connection.
-    pub fn close(&self, code: CloseCode, reason: impl AsRef<str>) {
+    pub(crate) fn close(&self, code: CloseCode, reason: impl AsRef<str>) {
         let shared = &*self.shared;
         let mut state = shared.lock();
         if state.done || state.close.is_some() {
@@ -226,22 +226,22 @@ impl Outbound {
     }
 
     /// Answers a client's ping (only the latest one, if the client pings faster than it reads).
-    pub fn pong(&self, payload: &[u8]) {
+    pub(crate) fn pong(&self, payload: &[u8]) {
         self.control(|state| state.pong = Some(control_frame(OpCode::Pong, payload)));
     }
 
     /// Pings the client, whose pong proves it is alive.
-    pub fn ping(&self) {
+    pub(crate) fn ping(&self) {
         self.control(|state| state.ping = true);
     }
 
     /// Notes that the client was heard from (any frame, a pong included).
-    pub fn heard(&self) {
+    pub(crate) fn heard(&self) {
         self.shared.heard.store(clock(), Ordering::Relaxed);
     }
 
     /// How long since the client was last heard from.
-    pub fn silent_for(&self) -> Duration {
+    pub(crate) fn silent_for(&self) -> Duration {
         let heard = self.shared.heard.load(Ordering::Relaxed);
         Duration::from_millis(clock().saturating_sub(heard))
     }

@@ -30,7 +30,7 @@ const MAX_SLICES: usize = 64;
 /// Counts the sockets with a writer task at work, so that shutdown can wait for their close
 /// frames to be written.
 #[derive(Debug, Default)]
-pub struct OpenSockets {
+pub(crate) struct OpenSockets {
     count: AtomicUsize,
     idle: Notify,
 }
@@ -42,12 +42,12 @@ impl OpenSockets {
     }
 
     /// How many sockets are open now.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 
     /// Returns once every socket's writer has finished.
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             let idle = self.idle.notified();
             if self.count() == 0 {
