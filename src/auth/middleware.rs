@@ -1,5 +1,5 @@
 //! The REST API's gate (an extractor on each route that wants an API key), and the origin
-//! rule: which pages may open WebSockets (`routes/ws.rs`) and change anything (`guard.rs`).
+//! rule: which pages may open WebSockets (`ws/upgrade.rs`) and change anything (`guard.rs`).
 
 use std::future::{Ready, ready};
 

@@ -1,4 +1,5 @@
-//! Messages between the actors, one struct each.
+//! The document actor's messages (from sessions, routes, the writer and the registry), one
+//! struct each with its reply type; the registry's own messages live in `registry.rs`.
 
 use actix::Message;
 

@@ -1,5 +1,5 @@
-//! Documents: the core that decides, the actor that runs it, the relay to subscribers, the
-//! registry of loaded documents, and the persistence writer.
+//! Documents: the core that decides, the actor that runs it, the relay to subscribers and the
+//! registry of loaded documents. The writer they hand their appends to is `crate::persist`.
 //!
 //! ```text
 //! ws session ─▶ DocumentActor ─(events)▶ DocCore ─(effects)▶ relay ─▶ subscribers

@@ -1,4 +1,5 @@
-//! Document names.
+//! Document names: [`DocId`], checked once where a name comes in (a URL, a token) and then
+//! carried by every message, log line and store key that concerns the document.
 
 use std::fmt;
 use std::sync::Arc;

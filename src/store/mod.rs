@@ -271,7 +271,6 @@ pub trait Store: Send + Sync + 'static {
     /// Number of log rows a document has (operators and tests use it to watch compaction).
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;
 
-    /// Cheap round trip that tells whether the database answers.
     /// Records that tokens of `doc` (of `user` only, if given) issued at or before `at_ms` are
     /// no longer valid.
     async fn revoke(&self, doc: &DocId, user: Option<&str>, at_ms: i64) -> Result<(), StoreError>;
@@ -282,6 +281,7 @@ pub trait Store: Send + Sync + 'static {
         since_ms: i64,
     ) -> Result<Vec<(DocId, Option<String>, i64)>, StoreError>;
 
+    /// Cheap round trip that tells whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Closes the pool, waiting for connections in use.

@@ -14,6 +14,9 @@
 //!
 //! An idle connection holds no buffer: the queue is empty and the socket's own kernel buffers
 //! are all there is.
+//!
+//! This file holds the queue and its bound; `writer` is the task that drains it, `frame` encodes
+//! frames, and `peer` attaches the queue to its document's relay.
 
 mod frame;
 mod peer;
