@@ -100,12 +100,13 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
 
     // The accepted updates merged, as the writer stores a commit's updates in one row and the
     // document relays them in one frame: valid for clients, and the same document on a reload.
-    if log.len() > 1 && !has_pending {
-        if let Some(merged) = tandem::sync::merge_updates(log.iter().map(Vec::as_slice)) {
-            decode_update(Bytes::from(merged.clone())).expect("a merged update is valid");
-            let reloaded = build_doc(&stored(vec![merged])).expect("a merged update decodes");
-            assert_eq!(view(&reloaded), live, "reload from the merged log differs");
-        }
+    if log.len() > 1
+        && !has_pending
+        && let Some(merged) = tandem::sync::merge_updates(log.iter().map(Vec::as_slice))
+    {
+        decode_update(Bytes::from(merged.clone())).expect("a merged update is valid");
+        let reloaded = build_doc(&stored(vec![merged])).expect("a merged update decodes");
+        assert_eq!(view(&reloaded), live, "reload from the merged log differs");
     }
     // Reload from the log, as `build_doc` does after an unload or a crash.
     if !log.is_empty() {

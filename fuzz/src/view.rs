@@ -12,12 +12,15 @@ use crate::driver::TEXT_KEY;
 #[derive(Debug, PartialEq)]
 pub(crate) struct View {
     text: Result<String, content::ContentError>,
-    roots: Vec<(
-        String,
-        RootKind,
-        Option<Result<serde_json::Value, content::ContentError>>,
-    )>,
+    roots: Vec<Root>,
 }
+
+/// One root as a reader sees it: its name, its kind, and its content as JSON (none for XML).
+type Root = (
+    String,
+    RootKind,
+    Option<Result<serde_json::Value, content::ContentError>>,
+);
 
 /// Whether reloads are compared without the order of list items and of characters
 /// (`TANDEM_FUZZ_ORDER=loose`): items whose origins were never neighbours land in a different
