@@ -19,11 +19,11 @@ use ipnet::IpNet;
 
 /// The proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub(crate) struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
     /// The proxies `--trusted-proxy` names (values [`proxy_arg`] let through).
-    pub fn from_args(values: &[String]) -> Self {
+    pub(crate) fn from_args(values: &[String]) -> Self {
         Self(
             values
                 .iter()
@@ -39,7 +39,11 @@ impl TrustedProxies {
     /// The host a trusted proxy at `peer` says the client asked for: the last `X-Forwarded-Host`
     /// entry, the one the proxy itself wrote (a proxy that appends keeps what the client sent
     /// to its left). `None` from any other peer, or when there is no readable entry.
-    pub fn forwarded_host<'h>(&self, peer: IpAddr, headers: &'h HeaderMap) -> Option<&'h str> {
+    pub(crate) fn forwarded_host<'h>(
+        &self,
+        peer: IpAddr,
+        headers: &'h HeaderMap,
+    ) -> Option<&'h str> {
         if !self.trusts(peer.to_canonical()) {
             return None;
         }
@@ -53,7 +57,7 @@ impl TrustedProxies {
     /// The peer itself when it is not trusted. Otherwise the rightmost `X-Forwarded-For` entry
     /// that is not trusted; if an entry cannot be read (`unknown`, a name, garbage) before one
     /// is found, the proxy that wrote it, the last address known for certain.
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.trusts(peer) {
             return peer;
@@ -80,7 +84,7 @@ impl TrustedProxies {
 /// The host a request was addressed to: from a trusted proxy, the `X-Forwarded-Host` it wrote;
 /// otherwise the `Host` header, or the authority of an absolute request target. Without
 /// `proxies` (no application state) `X-Forwarded-Host` is never believed.
-pub fn addressed_host<'r>(
+pub(crate) fn addressed_host<'r>(
     req: &'r HttpRequest,
     proxies: Option<&TrustedProxies>,
 ) -> Option<&'r str> {
@@ -98,7 +102,7 @@ pub fn addressed_host<'r>(
 
 /// Checks one `--trusted-proxy` value for the command line; an empty one (as an empty
 /// environment variable gives) names no proxy.
-pub fn proxy_arg(value: &str) -> Result<String, String> {
+pub(crate) fn proxy_arg(value: &str) -> Result<String, String> {
     let value = value.trim();
     if !value.is_empty() {
         parse_proxy(value)?;
@@ -108,7 +112,7 @@ pub fn proxy_arg(value: &str) -> Result<String, String> {
 
 /// Parses a proxy address or network, as given to `--trusted-proxy`: `10.0.0.0/8`,
 /// `192.168.1.5`, `fd00::/8`, `::1`.
-pub fn parse_proxy(value: &str) -> Result<IpNet, String> {
+pub(crate) fn parse_proxy(value: &str) -> Result<IpNet, String> {
     let value = value.trim();
     if let Ok(net) = IpNet::from_str(value) {
         return Ok(net.trunc());
@@ -138,7 +142,7 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 
 /// The key one client's connections are counted under: its IPv4 address, or its IPv6 /64 (one
 /// host is routinely given a whole /64, so single IPv6 addresses cost an attacker nothing).
-pub fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

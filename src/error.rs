@@ -18,7 +18,7 @@ use crate::sync::text_ops::TextOpError;
 
 /// Every error an HTTP handler returns.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("{0}")]
     InvalidDocId(#[from] InvalidDocId),
     #[error("expected a WebSocket upgrade request: {0}")]
@@ -201,7 +201,7 @@ impl From<SaveVersionError> for ApiError {
 
 /// An RFC 9457 problem document; `type` is stable and names the kind of error.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// A stable identifier of the kind of error, such as `/problems/document-not-found`.
     #[serde(rename = "type")]
     pub kind: &'static str,

@@ -30,7 +30,7 @@ const ANY_HOST_PATHS: [&str; 2] = ["/healthz", "/readyz"];
 /// The middleware: refuses requests under a foreign host name (421) and writes from foreign
 /// pages (403) with problem JSON, before any route sees them. Registered on the application
 /// itself, so WebSocket upgrades, answered by a second instance of it, pass it too.
-pub async fn guard(
+pub(crate) async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -12,38 +12,38 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     /// WebSocket connections open now (set when rendered).
-    pub connections: IntGauge,
-    pub connections_total: IntCounter,
+    pub(crate) connections: IntGauge,
+    pub(crate) connections_total: IntCounter,
     /// Connections the server closed, by close code.
-    pub connections_closed: IntCounterVec,
+    pub(crate) connections_closed: IntCounterVec,
     /// Documents loaded now (set when rendered).
-    pub documents_loaded: IntGauge,
-    pub updates_applying: IntGauge,
-    pub document_load_seconds: Histogram,
-    pub document_load_failures: IntCounter,
+    pub(crate) documents_loaded: IntGauge,
+    pub(crate) updates_applying: IntGauge,
+    pub(crate) document_load_seconds: Histogram,
+    pub(crate) document_load_failures: IntCounter,
     /// Document changes applied (from clients and from the API).
-    pub updates_applied: IntCounter,
+    pub(crate) updates_applied: IntCounter,
     /// Frames queued to clients (relayed updates, sync answers, presence).
-    pub frames_sent: IntCounter,
-    pub bytes_received: IntCounter,
-    pub bytes_sent: IntCounter,
+    pub(crate) frames_sent: IntCounter,
+    pub(crate) bytes_received: IntCounter,
+    pub(crate) bytes_sent: IntCounter,
     /// Clients dropped because their outbound queue was full.
-    pub outbound_drops: IntCounter,
-    pub presence_drops: IntCounter,
-    pub commit_seconds: Histogram,
+    pub(crate) outbound_drops: IntCounter,
+    pub(crate) presence_drops: IntCounter,
+    pub(crate) commit_seconds: Histogram,
     /// How long the oldest update released by a commit waited for it before being relayed.
-    pub relay_hold_seconds: Histogram,
+    pub(crate) relay_hold_seconds: Histogram,
     /// Updates per group commit.
-    pub commit_batch_updates: Histogram,
-    pub commit_failures: IntCounter,
-    pub compactions: IntCounter,
+    pub(crate) commit_batch_updates: Histogram,
+    pub(crate) commit_failures: IntCounter,
+    pub(crate) compactions: IntCounter,
     /// Duration of one transaction of compactions.
-    pub compaction_seconds: Histogram,
+    pub(crate) compaction_seconds: Histogram,
     /// 1 while the store fails writes (set when rendered).
-    pub store_failing: IntGauge,
+    pub(crate) store_failing: IntGauge,
     /// Webhook events dropped because their receiver's backlog was full, by receiver. Receivers
     /// are the operator's `--webhook-url`s, so the label takes few values.
-    pub webhook_events_dropped: IntCounterVec,
+    pub(crate) webhook_events_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -170,7 +170,7 @@ impl Metrics {
     }
 
     /// Everything, in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = Vec::new();
         // Encoding gathered families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);

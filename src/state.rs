@@ -20,7 +20,7 @@ use crate::ws::limits::ConnectionLimits;
 use crate::ws::outbound::OpenSockets;
 
 /// What every handler shares.
-pub struct AppState {
+pub(crate) struct AppState {
     pub registry: Addr<Registry>,
     pub store: Arc<dyn Store>,
     pub webhooks: Webhooks,
@@ -42,13 +42,13 @@ pub struct AppState {
 
 impl AppState {
     /// A process-unique id for a new connection.
-    pub fn next_session_id(&self) -> u64 {
+    pub(crate) fn next_session_id(&self) -> u64 {
         self.next_session.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The address a request comes from: its socket's peer, or the client a trusted proxy
     /// names.
-    pub fn client_ip(
+    pub(crate) fn client_ip(
         &self,
         peer: Option<std::net::SocketAddr>,
         headers: &HeaderMap,
@@ -56,7 +56,7 @@ impl AppState {
         peer.map(|peer| self.proxies.client(peer.ip(), headers))
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
     }
 

@@ -19,7 +19,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use tandem::domain::DocId;
-use tandem::store::{Append, CreatedEvents, PostgresStore, SqliteStore, Store};
+use tandem::store::{Append, CreatedEvents, Store};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -43,14 +43,14 @@ async fn main() -> anyhow::Result<()> {
     println!("commits per figure: {commits}");
     report("sqlite fdatasync", fdatasync(tmp.path(), commits)?);
     let url = format!("sqlite://{}", tmp.path().join("probe.db").display());
-    let store = SqliteStore::connect(&url).await?;
+    let store = tandem::store::connect(&url).await?;
     let pool = sqlx::SqlitePool::connect(&url).await?;
     sqlx::query("CREATE TABLE probe (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
         .execute(&pool)
         .await?;
     report("sqlite minimal", minimal_sqlite(&pool, commits).await?);
     pool.close().await;
-    report("sqlite tandem", tandem(&store, commits).await?);
+    report("sqlite tandem", tandem(store.as_ref(), commits).await?);
 
     if let Some(url) = postgres {
         let (admin, db) = url
@@ -68,14 +68,14 @@ async fn main() -> anyhow::Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
             .execute(&server)
             .await?;
-        let store = PostgresStore::connect(&url).await?;
+        let store = tandem::store::connect(&url).await?;
         let pool = sqlx::PgPool::connect(&url).await?;
         sqlx::query("CREATE TABLE probe (id BIGSERIAL PRIMARY KEY, data BYTEA NOT NULL)")
             .execute(&pool)
             .await?;
         report("postgres minimal", minimal_postgres(&pool, commits).await?);
         pool.close().await;
-        report("postgres tandem", tandem(&store, commits).await?);
+        report("postgres tandem", tandem(store.as_ref(), commits).await?);
     }
     Ok(())
 }

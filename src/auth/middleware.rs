@@ -1,5 +1,5 @@
 //! The REST API's gate (an extractor on each route that wants an API key), and the origin
-//! rule: which pages may open WebSockets (`routes/ws.rs`) and change anything (`guard.rs`).
+//! rule: which pages may open WebSockets (`ws/upgrade.rs`) and change anything (`guard.rs`).
 
 use std::future::{Ready, ready};
 
@@ -20,7 +20,7 @@ use crate::state::AppState;
 /// description, the access check that takes a document token) simply do not ask for it.
 /// `tests/api/access.rs` walks the OpenAPI description to check that every other route does.
 #[derive(Debug, Clone, Copy)]
-pub struct ApiKey;
+pub(crate) struct ApiKey;
 
 impl FromRequest for ApiKey {
     type Error = ApiError;
@@ -44,7 +44,7 @@ impl FromRequest for ApiKey {
 /// browser) may, pages of this very server (the origin's host equals the host the request was
 /// addressed to, see [`addressed_host`]) may, and so may the origins on the allow-list (any,
 /// for `*`).
-pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+pub(crate) fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         return true;
     };
@@ -70,7 +70,7 @@ pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
 /// request without it is not from a browser, unless it says through `Sec-Fetch-Site` (which
 /// only browsers send) that another site made it. Methods that change nothing are never
 /// foreign writes: their answers are what CORS protects.
-pub fn foreign_write(req: &HttpRequest, allowed: &[String]) -> bool {
+pub(crate) fn foreign_write(req: &HttpRequest, allowed: &[String]) -> bool {
     if matches!(
         *req.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE

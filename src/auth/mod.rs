@@ -6,8 +6,8 @@
 //! WebSocket a document token (or an API key); a token grants read or write access to one
 //! document until it expires or is revoked.
 
-pub mod middleware;
-pub mod revocations;
+pub(crate) mod middleware;
+pub(crate) mod revocations;
 pub mod token;
 
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-pub use self::revocations::Revocations;
+pub(crate) use self::revocations::Revocations;
 pub use self::token::{Access, Claims, TokenError, TokenUser};
 use crate::config::Settings;
 use crate::domain::DocId;
@@ -27,7 +27,7 @@ const MIN_SECRET_LEN: usize = 32;
 
 /// What a connection was granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub access: Access,
     /// Who the token was issued to.
     pub user: Option<TokenUser>,
@@ -50,7 +50,7 @@ impl Grant {
 
 /// Why a request was not let in.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// No credentials, or credentials that prove nothing (401).
     #[error("{0}")]
     Unauthenticated(String),
@@ -60,7 +60,7 @@ pub enum Denied {
 }
 
 /// The server's access rules.
-pub struct Auth {
+pub(crate) struct Auth {
     secret: Option<Vec<u8>>,
     /// SHA-256 of each API key: compared digest to digest, in constant time.
     api_keys: Vec<[u8; 32]>,
@@ -73,7 +73,10 @@ pub struct Auth {
 
 impl Auth {
     /// Reads the secret and keys (from the settings and their files) and the stored revocations.
-    pub async fn from_settings(settings: &Settings, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+    pub(crate) async fn from_settings(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
         let secret = match (&settings.auth_secret, &settings.auth_secret_file) {
             (Some(secret), _) => Some(secret.trim().to_string()),
             (None, Some(path)) => Some(
@@ -135,13 +138,13 @@ impl Auth {
     }
 
     /// Whether access control is on.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.secret.is_some()
     }
 
     /// Whether `presented` is one of the API keys. Looks at every key whatever matches, so the
     /// time taken does not tell which key (or how much of it) was right.
-    pub fn is_api_key(&self, presented: &str) -> bool {
+    pub(crate) fn is_api_key(&self, presented: &str) -> bool {
         let presented = digest(presented);
         self.api_keys.iter().fold(false, |found, key| {
             found | constant_time_eq(key, &presented)
@@ -149,7 +152,7 @@ impl Auth {
     }
 
     /// Checks the REST API credentials: the bearer value of `Authorization`.
-    pub fn check_api(&self, bearer: Option<&str>) -> Result<(), Denied> {
+    pub(crate) fn check_api(&self, bearer: Option<&str>) -> Result<(), Denied> {
         if !self.enabled() {
             return Ok(());
         }
@@ -164,7 +167,7 @@ impl Auth {
 
     /// Checks a scraper's credentials for `/metrics`: the metrics token or an API key, when
     /// either access control or the token is on.
-    pub fn check_metrics(&self, bearer: Option<&str>) -> Result<(), Denied> {
+    pub(crate) fn check_metrics(&self, bearer: Option<&str>) -> Result<(), Denied> {
         if !self.enabled() && self.metrics_token.is_none() {
             return Ok(());
         }
@@ -188,7 +191,7 @@ impl Auth {
     /// Checks what a request's credentials grant on `doc`: a document token in the query
     /// (`?token=`), or a token or API key in `Authorization: Bearer`. API keys are taken from the
     /// header only, so that they never appear in URLs.
-    pub fn authorize_doc(
+    pub(crate) fn authorize_doc(
         &self,
         doc: &DocId,
         query_token: Option<&str>,
@@ -234,7 +237,7 @@ impl Auth {
     }
 
     /// Whether a grant made earlier has since been revoked.
-    pub fn still_valid(&self, doc: &DocId, grant: &Grant) -> bool {
+    pub(crate) fn still_valid(&self, doc: &DocId, grant: &Grant) -> bool {
         match grant.issued_at {
             Some(iat) => {
                 let user = grant.user.as_ref().map(|u| u.name.as_str());
@@ -245,7 +248,7 @@ impl Auth {
     }
 
     /// Signs a token for `doc`. `None` when auth is off (there is nothing to sign with).
-    pub fn issue(
+    pub(crate) fn issue(
         &self,
         doc: &DocId,
         access: Access,
@@ -274,7 +277,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// The credential in `Authorization: Bearer <value>`, if any.
-pub fn bearer(req: &actix_web::HttpRequest) -> Option<&str> {
+pub(crate) fn bearer(req: &actix_web::HttpRequest) -> Option<&str> {
     bearer_of(req.headers())
 }
 

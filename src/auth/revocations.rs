@@ -25,7 +25,7 @@ struct DocRevocations {
 }
 
 /// Revocation times (Unix epoch milliseconds) per document.
-pub struct Revocations {
+pub(crate) struct Revocations {
     store: Arc<dyn Store>,
     /// Entries older than this are dropped: every token issued before them has expired.
     keep_for: Duration,
@@ -34,7 +34,10 @@ pub struct Revocations {
 
 impl Revocations {
     /// Loads the revocations that can still matter from the store.
-    pub async fn load(store: Arc<dyn Store>, keep_for: Duration) -> Result<Self, StoreError> {
+    pub(crate) async fn load(
+        store: Arc<dyn Store>,
+        keep_for: Duration,
+    ) -> Result<Self, StoreError> {
         let since = now_ms() - keep_for.as_millis() as i64;
         let mut by_doc: HashMap<DocId, DocRevocations> = HashMap::new();
         for (doc, user, at) in store.revocations_since(since).await? {
@@ -56,7 +59,7 @@ impl Revocations {
 
     /// Refuses, from now on, tokens of `doc` (only `user`'s, if given) issued before now.
     /// Returns the revocation time.
-    pub async fn revoke(&self, doc: &DocId, user: Option<&str>) -> Result<i64, StoreError> {
+    pub(crate) async fn revoke(&self, doc: &DocId, user: Option<&str>) -> Result<i64, StoreError> {
         let at = now_ms();
         self.store.revoke(doc, user, at).await?;
         let mut by_doc = self.by_doc.write().unwrap_or_else(|e| e.into_inner());
@@ -77,7 +80,7 @@ impl Revocations {
     }
 
     /// Whether a token of `doc` for `user`, issued at `iat` (epoch ms), was revoked since.
-    pub fn is_revoked(&self, doc: &DocId, user: Option<&str>, iat: i64) -> bool {
+    pub(crate) fn is_revoked(&self, doc: &DocId, user: Option<&str>, iat: i64) -> bool {
         let by_doc = self.by_doc.read().unwrap_or_else(|e| e.into_inner());
         let Some(entry) = by_doc.get(doc) else {
             return false;

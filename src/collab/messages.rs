@@ -1,4 +1,5 @@
-//! Messages between the actors, one struct each.
+//! The document actor's messages (from sessions, routes, the writer and the registry), one
+//! struct each with its reply type; the registry's own messages live in `registry.rs`.
 
 use actix::Message;
 
@@ -8,13 +9,13 @@ use crate::domain::DocId;
 use crate::persist::Durable;
 use crate::sync::protocol::{ClientMessage, IncomingUpdate};
 
-pub use super::core::{DocPresence, Gone};
+pub(crate) use super::core::{DocPresence, Gone};
 
 /// Session → Document: add `peer` as a subscriber. The document greets it with its SyncStep1
 /// and the current presence states before it answers.
 #[derive(Message)]
 #[rtype(result = "Result<(), Gone>")]
-pub struct Subscribe {
+pub(crate) struct Subscribe {
     pub subscriber: SubscriberId,
     pub peer: Box<dyn Peer>,
     pub info: MemberInfo,
@@ -24,7 +25,7 @@ pub struct Subscribe {
 /// `user`, if given) with 4403 because access was revoked. Answers how many were closed.
 #[derive(Message, Clone)]
 #[rtype(result = "usize")]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     pub doc: DocId,
     pub user: Option<String>,
 }
@@ -32,7 +33,7 @@ pub struct Disconnect {
 /// Session → Document: messages decoded from one frame of a subscriber, in order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Inbound {
+pub(crate) struct Inbound {
     pub subscriber: SubscriberId,
     pub messages: Vec<ClientMessage>,
 }
@@ -40,7 +41,7 @@ pub struct Inbound {
 /// Session → Document: the subscriber is gone.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Unsubscribe {
+pub(crate) struct Unsubscribe {
     pub subscriber: SubscriberId,
 }
 
@@ -48,24 +49,24 @@ pub struct Unsubscribe {
 /// [`Durable`]).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Committed(pub Durable);
+pub(crate) struct Committed(pub Durable);
 
 /// Registry → Document: who is connected now.
 #[derive(Message)]
 #[rtype(result = "DocPresence")]
-pub struct GetPresence;
+pub(crate) struct GetPresence;
 
 /// Registry → Document: the document is being deleted; close every session with 4404 and stop
 /// without writing anything.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Evict;
+pub(crate) struct Evict;
 
 /// API → Document: encode what a peer with state vector `sv` lacks (everything, for an empty
 /// one). Answered once everything in the answer is durable.
 #[derive(Message)]
 #[rtype(result = "Result<Vec<u8>, Gone>")]
-pub struct EncodeState {
+pub(crate) struct EncodeState {
     pub sv: yrs::StateVector,
 }
 
@@ -73,7 +74,7 @@ pub struct EncodeState {
 /// root `key`. Answered once everything in it is durable.
 #[derive(Message)]
 #[rtype(result = "Result<Result<Vec<u8>, crate::sync::content::ContentError>, Gone>")]
-pub struct ReadContent {
+pub(crate) struct ReadContent {
     pub key: Option<String>,
     pub text: bool,
 }
@@ -81,14 +82,14 @@ pub struct ReadContent {
 /// API → Document: edit the text root `key` (applied as one change); answered once durable.
 #[derive(Message)]
 #[rtype(result = "Result<(), EditTextError>")]
-pub struct EditText {
+pub(crate) struct EditText {
     pub key: String,
     pub ops: Vec<crate::sync::text_ops::TextOp>,
 }
 
 /// Why a text edit was not applied.
 #[derive(Debug, thiserror::Error)]
-pub enum EditTextError {
+pub(crate) enum EditTextError {
     #[error(transparent)]
     Content(#[from] crate::sync::content::ContentError),
     #[error(transparent)]
@@ -109,13 +110,13 @@ pub enum EditTextError {
 /// is committed, with what the store now lists.
 #[derive(Message)]
 #[rtype(result = "Result<crate::store::DocSummary, CreateError>")]
-pub struct CreateWith {
+pub(crate) struct CreateWith {
     pub update: Vec<u8>,
 }
 
 /// Why a document was not created with its content.
 #[derive(Debug, thiserror::Error)]
-pub enum CreateError {
+pub(crate) enum CreateError {
     /// The store holds the document already, or it is being written: nothing was changed.
     #[error("the document exists")]
     AlreadyExists,
@@ -135,13 +136,13 @@ pub enum CreateError {
 /// operations; answered once they are durable and relayed.
 #[derive(Message)]
 #[rtype(result = "Result<(), RestoreFailure>")]
-pub struct Restore {
+pub(crate) struct Restore {
     pub target: Vec<u8>,
 }
 
 /// Why a restore was not applied.
 #[derive(Debug, thiserror::Error)]
-pub enum RestoreFailure {
+pub(crate) enum RestoreFailure {
     #[error(transparent)]
     Refused(#[from] crate::sync::restore::RestoreError),
     #[error("the saved version does not decode")]
@@ -162,14 +163,14 @@ pub enum RestoreFailure {
 /// answer is what the store lists for it.
 #[derive(Message)]
 #[rtype(result = "Result<crate::store::VersionSummary, SaveVersionError>")]
-pub struct SaveVersion {
+pub(crate) struct SaveVersion {
     pub name: Option<String>,
     pub durable_within: std::time::Duration,
 }
 
 /// Why a manual version was not saved.
 #[derive(Debug, thiserror::Error)]
-pub enum SaveVersionError {
+pub(crate) enum SaveVersionError {
     /// The document unloaded before its state was durable; nothing was saved, so asking again is
     /// safe.
     #[error("the document is unloading; try again")]
@@ -185,13 +186,13 @@ pub enum SaveVersionError {
 /// API → Document: apply a validated update; answered once it is durable and relayed.
 #[derive(Message)]
 #[rtype(result = "Result<(), ApplyUpdateError>")]
-pub struct ApplyUpdate {
+pub(crate) struct ApplyUpdate {
     pub update: IncomingUpdate,
 }
 
 /// Why an API update was not applied.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyUpdateError {
+pub(crate) enum ApplyUpdateError {
     #[error(transparent)]
     Refused(#[from] super::core::IntegrateError),
     /// The document unloaded or failed before the update was durable; try again.
@@ -203,4 +204,4 @@ pub enum ApplyUpdateError {
 /// document's writes are committed.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;

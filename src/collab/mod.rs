@@ -1,5 +1,5 @@
-//! Documents: the core that decides, the actor that runs it, the relay to subscribers, the
-//! registry of loaded documents, and the persistence writer.
+//! Documents: the core that decides, the actor that runs it, the relay to subscribers and the
+//! registry of loaded documents. The writer they hand their appends to is `crate::persist`.
 //!
 //! ```text
 //! ws session ─▶ DocumentActor ─(events)▶ DocCore ─(effects)▶ relay ─▶ subscribers
@@ -10,8 +10,8 @@
 
 pub mod core;
 pub mod document;
-pub mod messages;
-pub mod registry;
-pub mod relay;
+pub(crate) mod messages;
+pub(crate) mod registry;
+pub(crate) mod relay;
 
-pub use registry::Registry;
+pub(crate) use registry::Registry;

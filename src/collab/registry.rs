@@ -22,13 +22,13 @@ use crate::webhooks::Webhooks;
 /// Anyone → Registry: give me the actor of this document, loading it if needed.
 #[derive(Message)]
 #[rtype(result = "Result<Addr<DocumentActor>, JoinError>")]
-pub struct Join {
+pub(crate) struct Join {
     pub doc: DocId,
 }
 
 /// Why a document could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum JoinError {
+pub(crate) enum JoinError {
     /// The store could not load it; nothing was created in its place.
     #[error("the document could not be loaded from the store")]
     LoadFailed,
@@ -40,7 +40,7 @@ pub enum JoinError {
 /// Anyone → Registry: who is connected to each of these documents (absent when nobody is).
 #[derive(Message)]
 #[rtype(result = "HashMap<DocId, DocPresence>")]
-pub struct PresenceOf {
+pub(crate) struct PresenceOf {
     pub docs: Vec<DocId>,
 }
 
@@ -48,21 +48,21 @@ pub struct PresenceOf {
 /// was anything to delete.
 #[derive(Message)]
 #[rtype(result = "Result<bool, StoreError>")]
-pub struct DeleteDoc {
+pub(crate) struct DeleteDoc {
     pub doc: DocId,
 }
 
 /// Metrics → Registry: how many documents are loaded now.
 #[derive(Message)]
 #[rtype(result = "usize")]
-pub struct LoadedCount;
+pub(crate) struct LoadedCount;
 
 /// Application → Registry: refuse new joins and shut every document down; answers once all are
 /// flushed and compacted, or the documents that did not finish within `deadline`, which
 /// shutdown skips.
 #[derive(Message)]
 #[rtype(result = "Vec<DocId>")]
-pub struct ShutdownAll {
+pub(crate) struct ShutdownAll {
     pub deadline: std::time::Duration,
 }
 
@@ -76,7 +76,7 @@ enum Entry {
 }
 
 /// Maps document ids to their actors.
-pub struct Registry {
+pub(crate) struct Registry {
     docs: HashMap<DocId, Entry>,
     store: Arc<dyn Store>,
     persist: PersistHandle,
@@ -87,7 +87,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         persist: PersistHandle,
         webhooks: Webhooks,
@@ -110,15 +110,6 @@ impl Registry {
             next_arbiter: 0,
             shutting_down: false,
         }
-    }
-
-    /// Number of documents loaded or loading.
-    pub fn len(&self) -> usize {
-        self.docs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.docs.is_empty()
     }
 
     fn start_load(&mut self, doc: DocId, ctx: &mut Context<Self>) {

@@ -19,7 +19,7 @@ use super::core::{SubscriberId, close};
 
 /// Why a peer did not take a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerError {
+pub(crate) enum PeerError {
     /// It is too slow: its queue is full.
     Full,
     /// It is gone.
@@ -27,13 +27,13 @@ pub enum PeerError {
 }
 
 /// One message for subscribers, with its framing made once per kind of peer.
-pub struct Outgoing {
+pub(crate) struct Outgoing {
     message: Bytes,
     framed: OnceLock<(TypeId, Bytes)>,
 }
 
 impl Outgoing {
-    pub fn new(message: Bytes) -> Self {
+    pub(crate) fn new(message: Bytes) -> Self {
         Self {
             message,
             framed: OnceLock::new(),
@@ -41,13 +41,13 @@ impl Outgoing {
     }
 
     /// The message as the document made it (a y-protocols sync or awareness message).
-    pub fn message(&self) -> &Bytes {
+    pub(crate) fn message(&self) -> &Bytes {
         &self.message
     }
 
     /// The message framed for peers of kind `K` by `frame`: made by the first peer of that kind
     /// that asks and shared by the rest (a peer of another kind frames its own).
-    pub fn framed<K: 'static>(&self, frame: impl FnOnce(&[u8]) -> Bytes) -> Bytes {
+    pub(crate) fn framed<K: 'static>(&self, frame: impl FnOnce(&[u8]) -> Bytes) -> Bytes {
         let kind = TypeId::of::<K>();
         match self.framed.get() {
             Some((cached, bytes)) if *cached == kind => bytes.clone(),
@@ -62,7 +62,7 @@ impl Outgoing {
 }
 
 /// The sending side of one subscriber.
-pub trait Peer: Send {
+pub(crate) trait Peer: Send {
     /// Queues a message the subscriber must get (a durable update, a sync answer).
     fn send(&self, message: &Outgoing) -> Result<(), PeerError>;
     /// Sends a message meant for this subscriber alone, written at once if nothing is queued
@@ -83,26 +83,22 @@ pub trait Peer: Send {
 
 /// The subscribers of one document.
 #[derive(Default)]
-pub struct Relay {
+pub(crate) struct Relay {
     peers: HashMap<SubscriberId, Box<dyn Peer>>,
 }
 
 impl Relay {
-    pub fn insert(&mut self, id: SubscriberId, peer: Box<dyn Peer>) {
+    pub(crate) fn insert(&mut self, id: SubscriberId, peer: Box<dyn Peer>) {
         self.peers.insert(id, peer);
     }
 
-    pub fn remove(&mut self, id: SubscriberId) -> Option<Box<dyn Peer>> {
+    pub(crate) fn remove(&mut self, id: SubscriberId) -> Option<Box<dyn Peer>> {
         self.peers.remove(&id)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
     }
 
     /// Sends a message to every peer; returns those dropped because they could not take it.
     #[must_use = "dropped subscribers must be reported to the document"]
-    pub fn broadcast(&mut self, message: Bytes) -> Vec<SubscriberId> {
+    pub(crate) fn broadcast(&mut self, message: Bytes) -> Vec<SubscriberId> {
         let out = Outgoing::new(message);
         let failed: Vec<(SubscriberId, PeerError)> = self
             .peers
@@ -119,7 +115,7 @@ impl Relay {
     /// the state at its next renewal) and is not closed for it, so no subscriber can get
     /// others closed by what it sends. Returns those found closed.
     #[must_use = "dropped subscribers must be reported to the document"]
-    pub fn broadcast_lossy(&mut self, message: Bytes) -> Vec<SubscriberId> {
+    pub(crate) fn broadcast_lossy(&mut self, message: Bytes) -> Vec<SubscriberId> {
         let out = Outgoing::new(message);
         let closed: Vec<SubscriberId> = self
             .peers
@@ -135,7 +131,7 @@ impl Relay {
 
     /// Sends one message to one peer; returns it if it was dropped.
     #[must_use = "a dropped subscriber must be reported to the document"]
-    pub fn send(&mut self, id: SubscriberId, message: Bytes) -> Option<SubscriberId> {
+    pub(crate) fn send(&mut self, id: SubscriberId, message: Bytes) -> Option<SubscriberId> {
         let error = self
             .peers
             .get(&id)?
@@ -145,7 +141,7 @@ impl Relay {
     }
 
     /// Offers presence messages to one peer.
-    pub fn offer(&self, id: SubscriberId, messages: Vec<Bytes>) {
+    pub(crate) fn offer(&self, id: SubscriberId, messages: Vec<Bytes>) {
         if let Some(peer) = self.peers.get(&id) {
             for message in messages {
                 let _ = peer.offer(&Outgoing::new(message));
@@ -154,14 +150,14 @@ impl Relay {
     }
 
     /// Closes one peer and forgets it.
-    pub fn close(&mut self, id: SubscriberId, code: u16, reason: &str) {
+    pub(crate) fn close(&mut self, id: SubscriberId, code: u16, reason: &str) {
         if let Some(peer) = self.peers.remove(&id) {
             peer.close(code, reason);
         }
     }
 
     /// Closes every peer and forgets them all.
-    pub fn close_all(&mut self, code: u16, reason: &str) {
+    pub(crate) fn close_all(&mut self, code: u16, reason: &str) {
         for (_, peer) in self.peers.drain() {
             peer.close(code, reason);
         }
@@ -170,7 +166,7 @@ impl Relay {
     /// Keeps every peer alive, and closes (1001) and forgets those silent for longer than
     /// `timeout`; returns them.
     #[must_use = "dropped subscribers must be reported to the document"]
-    pub fn heartbeat(&mut self, timeout: Duration) -> Vec<SubscriberId> {
+    pub(crate) fn heartbeat(&mut self, timeout: Duration) -> Vec<SubscriberId> {
         let silent: Vec<SubscriberId> = self
             .peers
             .iter()

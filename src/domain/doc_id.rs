@@ -1,10 +1,11 @@
-//! Document names.
+//! Document names: [`DocId`], checked once where a name comes in (a URL, a token) and then
+//! carried by every message, log line and store key that concerns the document.
 
 use std::fmt;
 use std::sync::Arc;
 
 /// Longest document name accepted, in characters (all allowed characters are ASCII).
-pub const MAX_DOC_ID_LEN: usize = 128;
+const MAX_DOC_ID_LEN: usize = 128;
 
 /// A document name: 1–128 characters of `A-Z a-z 0-9 . _ -`.
 ///

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// names are given: the page would hold no credential, so any name is accepted until the
 /// operator says which ones the server is reached under.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HostRule {
+pub(crate) struct HostRule {
     /// Whether names are checked at all.
     enforced: bool,
     /// The `--public-host` names, lower case, without a trailing dot.
@@ -24,7 +24,7 @@ pub struct HostRule {
 impl HostRule {
     /// The rule for `--public-host` values (as [`public_host_arg`] lets them through) on a server
     /// with or without access control.
-    pub fn new(public_hosts: &[String], access_control: bool) -> Self {
+    pub(crate) fn new(public_hosts: &[String], access_control: bool) -> Self {
         let public: Vec<String> = public_hosts
             .iter()
             .filter_map(|value| match parse_host(value) {
@@ -39,14 +39,14 @@ impl HostRule {
     }
 
     /// Whether names are checked at all.
-    pub fn enforced(&self) -> bool {
+    pub(crate) fn enforced(&self) -> bool {
         self.enforced
     }
 
     /// Whether `value`, a `Host` or `X-Forwarded-Host` value with or without a port, names
     /// this server. Ports are not compared: a rebinding page reaches the same port as any
     /// other client, and proxies and port mappings change it.
-    pub fn allows(&self, value: &str) -> bool {
+    pub(crate) fn allows(&self, value: &str) -> bool {
         if !self.enforced {
             return true;
         }
@@ -62,7 +62,7 @@ impl HostRule {
 
 /// Checks one `--public-host` value for the command line: a host name without a port. An
 /// empty one (as an empty environment variable gives) names nothing.
-pub fn public_host_arg(value: &str) -> Result<String, String> {
+pub(crate) fn public_host_arg(value: &str) -> Result<String, String> {
     let value = value.trim();
     if value.is_empty() {
         return Ok(String::new());

@@ -4,4 +4,4 @@ mod doc_id;
 mod host;
 
 pub use doc_id::{DocId, InvalidDocId};
-pub use host::{HostRule, public_host_arg};
+pub(crate) use host::{HostRule, public_host_arg};

@@ -10,7 +10,7 @@ const STALL_AFTER: Duration = Duration::from_secs(2);
 
 /// Whether the store is taking writes, as the writer last found it.
 #[derive(Debug)]
-pub struct StoreHealth {
+pub(crate) struct StoreHealth {
     failing: AtomicBool,
     /// Milliseconds after `epoch` at which the commit now running began; 0 when none runs.
     commit_started: AtomicU64,
@@ -30,7 +30,7 @@ impl Default for StoreHealth {
 impl StoreHealth {
     /// True from a failed commit until the next one succeeds, and while a commit has been
     /// running for longer than `STALL_AFTER`.
-    pub fn is_failing(&self) -> bool {
+    pub(crate) fn is_failing(&self) -> bool {
         if self.failing.load(Ordering::Relaxed) {
             return true;
         }

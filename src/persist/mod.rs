@@ -32,7 +32,7 @@ use crate::store::{Compaction, Store};
 use crate::webhooks::Webhooks;
 use crate::wire::Index;
 
-pub use health::StoreHealth;
+pub(crate) use health::StoreHealth;
 
 /// Waits between attempts at a failed commit (or compaction): 50 ms, doubling up to a second.
 const RETRY: Policy = Policy::new(Duration::from_millis(50), Duration::from_secs(1));
@@ -67,7 +67,7 @@ pub struct CommittedRow {
 ///
 /// Called on the writer's task right after each commit: an implementation hands the notice on
 /// (to a mailbox, a channel) rather than doing work there, which would hold up every document.
-pub trait DurableSink: Send + Sync {
+pub(crate) trait DurableSink: Send + Sync {
     fn durable(&self, notice: Durable);
 }
 
@@ -100,7 +100,7 @@ impl Request {
 
 /// Sends work to the writer; cheap to clone.
 #[derive(Clone)]
-pub struct PersistHandle {
+pub(crate) struct PersistHandle {
     tx: mpsc::UnboundedSender<Request>,
     health: Arc<StoreHealth>,
 }
@@ -108,12 +108,12 @@ pub struct PersistHandle {
 /// The writer has stopped (only during shutdown).
 #[derive(Debug, thiserror::Error)]
 #[error("the persistence writer has stopped")]
-pub struct WriterStopped;
+pub(crate) struct WriterStopped;
 
 impl PersistHandle {
     /// Starts the writer and the compactor on the current runtime. They end once every handle
     /// is dropped and the queues are drained; the returned join handle resolves then.
-    pub fn start(
+    pub(crate) fn start(
         store: Arc<dyn Store>,
         webhooks: Webhooks,
         metrics: Arc<Metrics>,
@@ -125,7 +125,7 @@ impl PersistHandle {
     }
 
     /// Whether the store is taking writes.
-    pub fn health(&self) -> &Arc<StoreHealth> {
+    pub(crate) fn health(&self) -> &Arc<StoreHealth> {
         &self.health
     }
 
@@ -134,7 +134,7 @@ impl PersistHandle {
     /// `notify` hears a [`Durable`] with `up_to_seq >= seq` once it is committed. A document
     /// hears one notice per commit that holds any of its appends, through the `notify` of the
     /// latest of them.
-    pub fn append(
+    pub(crate) fn append(
         &self,
         doc: DocId,
         data: Bytes,
@@ -155,7 +155,7 @@ impl PersistHandle {
 
     /// Queues a compaction; `done` fires once it is committed (or found superseded by a later
     /// compaction of the same document, committed instead).
-    pub fn compact(
+    pub(crate) fn compact(
         &self,
         compaction: Compaction,
         done: Option<oneshot::Sender<()>>,
@@ -166,7 +166,7 @@ impl PersistHandle {
     }
 
     /// Resolves once everything queued before this call is committed.
-    pub async fn barrier(&self) -> Result<(), WriterStopped> {
+    pub(crate) async fn barrier(&self) -> Result<(), WriterStopped> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Request::Barrier(done))

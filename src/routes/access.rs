@@ -20,7 +20,7 @@ const MAX_COLOR: usize = 32;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// `read` (receives everything, its changes are dropped) or `write`.
     access: Access,
     /// Lifetime in seconds; the server's default (1 hour) when absent, at most its maximum.
@@ -32,7 +32,7 @@ pub struct TokenRequest {
 
 /// A signed document token.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TokenIssued {
+pub(crate) struct TokenIssued {
     /// Pass it to the WebSocket as `?token=` (`WebsocketProvider`'s `params: { token }`).
     token: String,
     doc: String,
@@ -57,7 +57,7 @@ pub struct TokenIssued {
 /// Issues a document token for a browser: read or write access to this document until it
 /// expires or is revoked. Needs an API key.
 #[post("/api/docs/{id}/tokens")]
-pub async fn issue(
+pub(crate) async fn issue(
     _key: ApiKey,
     path: web::Path<String>,
     body: web::Json<TokenRequest>,
@@ -113,14 +113,14 @@ fn check_user(user: &TokenUser) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct AccessQuery {
+pub(crate) struct AccessQuery {
     /// A document token; `Authorization: Bearer <token>` works too.
     token: Option<String>,
 }
 
 /// What the presented credentials allow on a document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AccessView {
+pub(crate) struct AccessView {
     doc: String,
     access: Access,
     /// Whether access control is on.
@@ -145,7 +145,7 @@ pub struct AccessView {
 /// Checks a document token (or API key) before connecting: the browser editor asks this to show
 /// read-only and access-denied states. Open servers answer `write` with `auth: false`.
 #[get("/api/docs/{id}/access")]
-pub async fn check(
+pub(crate) async fn check(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<AccessQuery>,
@@ -168,14 +168,14 @@ pub async fn check(
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DisconnectRequest {
+pub(crate) struct DisconnectRequest {
     /// Only this user's sessions (the `user.name` of their tokens); everyone's when absent.
     user: Option<String>,
 }
 
 /// What a disconnect did.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Disconnected {
+pub(crate) struct Disconnected {
     /// Sessions closed now.
     disconnected: usize,
 }
@@ -194,7 +194,7 @@ pub struct Disconnected {
 /// and refuses every token of this document (of that user, if named) issued before now. Give
 /// a new token to those who keep access. Needs an API key.
 #[post("/api/docs/{id}/disconnect")]
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     _key: ApiKey,
     path: web::Path<String>,
     body: web::Bytes,

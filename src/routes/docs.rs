@@ -22,7 +22,7 @@ const MAX_LIMIT: i64 = 500;
 
 /// A document as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DocView {
+pub(crate) struct DocView {
     pub id: String,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -36,7 +36,7 @@ pub struct DocView {
 }
 
 impl DocView {
-    pub fn new(summary: DocSummary, presence: DocPresence) -> Self {
+    pub(crate) fn new(summary: DocSummary, presence: DocPresence) -> Self {
         Self {
             id: summary.id.to_string(),
             created_at: rfc3339(summary.created_at),
@@ -50,7 +50,7 @@ impl DocView {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
@@ -60,7 +60,7 @@ pub struct ListQuery {
 
 /// A page of documents.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DocList {
+pub(crate) struct DocList {
     docs: Vec<DocView>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
@@ -76,7 +76,7 @@ pub struct DocList {
 )]
 /// Lists documents in id order, a page at a time.
 #[get("/api/docs")]
-pub async fn list(
+pub(crate) async fn list(
     _key: ApiKey,
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
@@ -123,7 +123,7 @@ pub async fn list(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateDoc {
+pub(crate) struct CreateDoc {
     /// Generated when absent.
     id: Option<String>,
     /// Initial text of the `content` root.
@@ -143,7 +143,7 @@ pub struct CreateDoc {
 /// Creates a document, empty or with initial text: 201 with its location, 409 if the id is
 /// taken. All or nothing: a refused or failed request leaves no document behind.
 #[post("/api/docs")]
-pub async fn create(
+pub(crate) async fn create(
     _key: ApiKey,
     body: web::Json<CreateDoc>,
     state: web::Data<AppState>,
@@ -221,7 +221,7 @@ fn generated_id() -> DocId {
 )]
 /// Metadata of one document.
 #[get("/api/docs/{id}")]
-pub async fn get_one(
+pub(crate) async fn get_one(
     _key: ApiKey,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -255,7 +255,7 @@ pub async fn get_one(
 )]
 /// Deletes a document with its history; connected editors are closed with 4404.
 #[delete("/api/docs/{id}")]
-pub async fn remove(
+pub(crate) async fn remove(
     _key: ApiKey,
     path: web::Path<String>,
     state: web::Data<AppState>,

@@ -10,7 +10,7 @@ use crate::state::AppState;
 
 /// Liveness: the process is up and serving HTTP.
 #[route("/healthz", method = "GET", method = "HEAD")]
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
@@ -19,7 +19,7 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Readiness: the store answers and takes writes, and the server is not shutting down.
 #[route("/readyz", method = "GET", method = "HEAD")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.is_shutting_down() || state.store_health.is_failing() {
         return Err(ApiError::NotReady);
     }
@@ -33,7 +33,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus metrics in the text format; behind the metrics token or an API key when access
 /// control is on.
 #[route("/metrics", method = "GET")]
-pub async fn metrics(
+pub(crate) async fn metrics(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {

@@ -3,14 +3,14 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-pub mod access;
+pub(crate) mod access;
 pub(crate) mod doc_calls;
-pub mod docs;
-pub mod health;
-pub mod openapi;
-pub mod static_files;
+pub(crate) mod docs;
+pub(crate) mod health;
+pub(crate) mod openapi;
+pub(crate) mod static_files;
 pub mod updates;
-pub mod versions;
+pub(crate) mod versions;
 
 /// Milliseconds since the epoch as the API shows times: RFC 3339, UTC, to the millisecond.
 pub(crate) fn rfc3339(epoch_ms: i64) -> String {

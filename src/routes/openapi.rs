@@ -44,16 +44,16 @@ use crate::sync::text_ops::TextOp;
         (name = "access", description = "Document tokens and revocation"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// `GET /api/openapi.json`.
 #[get("/api/openapi.json")]
-pub async fn spec() -> HttpResponse {
+pub(crate) async fn spec() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
 /// The interactive reference page, served from the binary (no CDN): `/api/reference/`.
-pub fn reference() -> utoipa_swagger_ui::SwaggerUi {
+pub(crate) fn reference() -> utoipa_swagger_ui::SwaggerUi {
     utoipa_swagger_ui::SwaggerUi::new("/api/reference/{_:.*}")
         .url("/api/openapi.json", ApiDoc::openapi())
 }

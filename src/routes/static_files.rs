@@ -47,19 +47,19 @@ fn serve(path: &str, cache: &'static str) -> HttpResponse {
 
 /// The document list.
 #[route("/", method = "GET", method = "HEAD")]
-pub async fn index() -> HttpResponse {
+pub(crate) async fn index() -> HttpResponse {
     serve("index.html", NO_CACHE)
 }
 
 /// The editor; the page reads the document name from its own URL.
 #[route("/d/{doc:.*}", method = "GET", method = "HEAD")]
-pub async fn editor() -> HttpResponse {
+pub(crate) async fn editor() -> HttpResponse {
     serve("editor.html", NO_CACHE)
 }
 
 /// Hashed bundles, styles and images (mounted under `/assets`, where responses are compressed).
 #[route("/{file:.*}", method = "GET", method = "HEAD")]
-pub async fn asset(file: web::Path<String>) -> HttpResponse {
+pub(crate) async fn asset(file: web::Path<String>) -> HttpResponse {
     // The embedded set holds only what the build wrote; anything else is a 404.
     serve(&format!("assets/{file}"), IMMUTABLE)
 }

@@ -22,11 +22,11 @@ use crate::sync::text_ops::TextOp;
 /// Raw bytes in the body (a Yjs v1 update).
 #[derive(utoipa::ToSchema)]
 #[schema(value_type = String, format = Binary)]
-pub struct Binary(#[allow(dead_code)] Vec<u8>);
+pub(crate) struct Binary(#[allow(dead_code)] Vec<u8>);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct UpdateQuery {
+pub(crate) struct UpdateQuery {
     /// Base64 (standard or URL-safe) v1 state vector: return only what it lacks.
     sv: Option<String>,
 }
@@ -42,7 +42,7 @@ pub struct UpdateQuery {
 )]
 /// The whole document as one v1 update, or with `?sv=` only what that state vector lacks.
 #[get("/api/docs/{id}/update")]
-pub async fn get_update(
+pub(crate) async fn get_update(
     _key: ApiKey,
     path: web::Path<String>,
     query: web::Query<UpdateQuery>,
@@ -69,7 +69,7 @@ pub async fn get_update(
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ContentQuery {
+pub(crate) struct ContentQuery {
     /// One root type by name; with `format=text` the default is `content`.
     key: Option<String>,
     /// `json` (default) or `text`.
@@ -91,7 +91,7 @@ pub struct ContentQuery {
 /// The content as JSON (every root type, or `?key=` one), or with `?format=text` the plain text
 /// of a text root (`?key=`, default `content`).
 #[get("/api/docs/{id}/content")]
-pub async fn get_content(
+pub(crate) async fn get_content(
     _key: ApiKey,
     path: web::Path<String>,
     query: web::Query<ContentQuery>,
@@ -135,7 +135,7 @@ pub async fn get_content(
 )]
 /// Applies one binary v1 update; answers 204 once it is stored and relayed to editors.
 #[post("/api/docs/{id}/update")]
-pub async fn post_update(
+pub(crate) async fn post_update(
     _key: ApiKey,
     path: web::Path<String>,
     mut body: web::Payload,
@@ -189,7 +189,7 @@ pub struct TextEdit {
 /// Edits a text root by position (UTF-16 units): `insert`, `delete`, or `replace` the whole
 /// text (only the changed range is touched). 204 once durable and relayed to editors.
 #[post("/api/docs/{id}/text")]
-pub async fn post_text(
+pub(crate) async fn post_text(
     _key: ApiKey,
     path: web::Path<String>,
     body: web::Json<TextEdit>,

@@ -20,7 +20,7 @@ const MAX_NAME_LEN: usize = 200;
 
 /// A version as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct VersionView {
+pub(crate) struct VersionView {
     pub id: i64,
     pub name: Option<String>,
     /// `manual` or `auto`.
@@ -45,13 +45,13 @@ impl From<VersionSummary> for VersionView {
 
 /// A document's versions, newest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct VersionList {
+pub(crate) struct VersionList {
     versions: Vec<VersionView>,
 }
 
 /// A version with the document's content as it was, as `/content` shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct VersionWithContent {
+pub(crate) struct VersionWithContent {
     #[serde(flatten)]
     pub version: VersionView,
     pub content: serde_json::Value,
@@ -68,7 +68,7 @@ pub struct VersionWithContent {
 )]
 /// A document's versions, newest first.
 #[get("/api/docs/{id}/versions")]
-pub async fn list(
+pub(crate) async fn list(
     _key: ApiKey,
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -87,7 +87,7 @@ pub async fn list(
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateVersion {
+pub(crate) struct CreateVersion {
     name: Option<String>,
 }
 
@@ -103,7 +103,7 @@ pub struct CreateVersion {
 )]
 /// Saves the current state as a version: 201 with its location.
 #[post("/api/docs/{id}/versions")]
-pub async fn create(
+pub(crate) async fn create(
     _key: ApiKey,
     path: web::Path<String>,
     body: web::Bytes,
@@ -149,7 +149,7 @@ pub async fn create(
 )]
 /// One version: its metadata and its content as JSON (every root type, as `/content`).
 #[get("/api/docs/{id}/versions/{version}")]
-pub async fn get_one(
+pub(crate) async fn get_one(
     _key: ApiKey,
     path: web::Path<(String, i64)>,
     state: web::Data<AppState>,
@@ -183,7 +183,7 @@ pub async fn get_one(
 /// Makes the document's content equal to the version's through new edits, which reach every
 /// editor at once and can themselves be undone by restoring the version before.
 #[post("/api/docs/{id}/versions/{version}/restore")]
-pub async fn restore(
+pub(crate) async fn restore(
     _key: ApiKey,
     path: web::Path<(String, i64)>,
     state: web::Data<AppState>,

@@ -20,8 +20,8 @@ use bytes::Bytes;
 
 use crate::domain::DocId;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub(crate) use postgres::PostgresStore;
+pub(crate) use sqlite::SqliteStore;
 
 /// A failed store operation.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub struct StoredDoc {
 
 impl StoredDoc {
     /// Bytes of the log that a compaction would fold into the snapshot.
-    pub fn log_bytes(&self) -> usize {
+    pub(crate) fn log_bytes(&self) -> usize {
         self.updates.iter().map(Vec::len).sum()
     }
 }
@@ -133,7 +133,7 @@ pub struct CreatedEvents {
 
 impl CreatedEvents {
     /// The event body for `doc`.
-    pub fn body(&self, doc: &DocId) -> String {
+    pub(crate) fn body(&self, doc: &DocId) -> String {
         // Document ids are JSON strings as they stand (see `DocId`), but quote them properly.
         let id = serde_json::Value::from(doc.as_str()).to_string();
         format!("{}{id}{}", self.body_before, self.body_after)
@@ -271,7 +271,6 @@ pub trait Store: Send + Sync + 'static {
     /// Number of log rows a document has (operators and tests use it to watch compaction).
     async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError>;
 
-    /// Cheap round trip that tells whether the database answers.
     /// Records that tokens of `doc` (of `user` only, if given) issued at or before `at_ms` are
     /// no longer valid.
     async fn revoke(&self, doc: &DocId, user: Option<&str>, at_ms: i64) -> Result<(), StoreError>;
@@ -282,6 +281,7 @@ pub trait Store: Send + Sync + 'static {
         since_ms: i64,
     ) -> Result<Vec<(DocId, Option<String>, i64)>, StoreError>;
 
+    /// Cheap round trip that tells whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Closes the pool, waiting for connections in use.

@@ -24,7 +24,7 @@ const BATCH: i64 = 64;
 
 /// Drops what is queued for receivers no longer configured, then starts one delivery lane per
 /// receiver on the current runtime; the lanes run until the process ends.
-pub fn spawn_dispatcher(webhooks: Webhooks) {
+pub(crate) fn spawn_dispatcher(webhooks: Webhooks) {
     actix_web::rt::spawn(async move {
         drop_unconfigured(&webhooks).await;
         if !webhooks.enabled() {

@@ -33,12 +33,12 @@ use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::store::{CreatedEvents, Store};
 
-pub use dispatcher::spawn_dispatcher;
+pub(crate) use dispatcher::spawn_dispatcher;
 
 /// A change event waits this long after the last change before it is sent...
-pub const DEBOUNCE: Duration = Duration::from_secs(2);
+pub(crate) const DEBOUNCE: Duration = Duration::from_secs(2);
 /// ...but while changes keep coming, one is sent at least this often.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(10);
 /// The event of a document that came into existence.
 const CREATED: &str = "document.created";
 /// A receiver whose backlog overflows gets at most one log line this often, so a dead receiver
@@ -47,7 +47,7 @@ const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Where events go and how they are signed; cheap to clone.
 #[derive(Clone)]
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     inner: Arc<Inner>,
 }
 
@@ -102,7 +102,7 @@ impl DropLog {
 
 /// The JSON body of every event.
 #[derive(Debug, Serialize)]
-pub struct Event<'a> {
+pub(crate) struct Event<'a> {
     pub id: &'a str,
     pub event: &'a str,
     /// RFC 3339, UTC.
@@ -116,7 +116,7 @@ pub struct Event<'a> {
 impl Webhooks {
     /// Receivers at `urls` (a URL given twice is one receiver), each keeping at most
     /// `max_backlog` queued events (0: no limit).
-    pub fn new(
+    pub(crate) fn new(
         urls: Vec<String>,
         secret: Option<String>,
         max_backlog: u64,
@@ -160,7 +160,7 @@ impl Webhooks {
     }
 
     /// True when at least one receiver is configured.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.inner.urls.is_empty()
     }
 
@@ -199,7 +199,7 @@ impl Webhooks {
 
     /// Queues `event` for every receiver. Failures are logged: an event must never block or
     /// fail the edit that caused it.
-    pub async fn emit(&self, doc: &DocId, event: &str, state_vector: &[u8], text: &str) {
+    pub(crate) async fn emit(&self, doc: &DocId, event: &str, state_vector: &[u8], text: &str) {
         if !self.enabled() {
             return;
         }

@@ -11,7 +11,7 @@ use crate::domain::DocId;
 
 /// Connection counts, shared by every upgrade. A slot is held by a [`Permit`] and given back
 /// when the permit is dropped, however the session ends.
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     max_total: usize,
     max_per_doc: usize,
     max_per_ip: usize,
@@ -27,7 +27,7 @@ struct Counts {
 
 /// Which limit turned a connection away.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Full {
+pub(crate) enum Full {
     #[error("server full: {0} connections open")]
     Total(usize),
     #[error("document full: {0} connections open to it")]
@@ -37,7 +37,7 @@ pub enum Full {
 }
 
 /// One admitted connection's slot.
-pub struct Permit {
+pub(crate) struct Permit {
     limits: Arc<ConnectionLimits>,
     doc: DocId,
     ip: Option<IpAddr>,
@@ -45,7 +45,7 @@ pub struct Permit {
 
 impl ConnectionLimits {
     /// Zero means no limit.
-    pub fn new(max_total: usize, max_per_doc: usize, max_per_ip: usize) -> Arc<Self> {
+    pub(crate) fn new(max_total: usize, max_per_doc: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
             max_per_doc,
@@ -55,7 +55,7 @@ impl ConnectionLimits {
     }
 
     /// Takes a slot for a connection from `ip` to `doc`, unless a limit is reached.
-    pub fn admit(self: &Arc<Self>, doc: &DocId, ip: Option<IpAddr>) -> Result<Permit, Full> {
+    pub(crate) fn admit(self: &Arc<Self>, doc: &DocId, ip: Option<IpAddr>) -> Result<Permit, Full> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let over = |count: usize, max: usize| max > 0 && count >= max;
         if over(counts.total, self.max_total) {
@@ -82,7 +82,7 @@ impl ConnectionLimits {
     }
 
     /// Open connections in total.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 }
@@ -112,7 +112,7 @@ fn release<K: Eq + Hash>(map: &mut HashMap<K, usize>, key: &K) {
 /// frame takes a token (presence takes more, by its size: see `sync::protocol`), so a frame
 /// packed with messages costs what the same messages sent one by one would.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -121,7 +121,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A rate of zero means no limit.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             rate: f64::from(rate),
@@ -133,7 +133,7 @@ impl RateLimiter {
 
     /// The whole tokens in the bucket at `now` (`u64::MAX` without a limit): what the next
     /// frame may cost.
-    pub fn available(&mut self, now: Instant) -> u64 {
+    pub(crate) fn available(&mut self, now: Instant) -> u64 {
         if self.rate == 0.0 {
             return u64::MAX;
         }
@@ -144,7 +144,7 @@ impl RateLimiter {
     }
 
     /// Takes `cost` tokens at `now`; false, taking nothing, when the bucket holds fewer.
-    pub fn take(&mut self, now: Instant, cost: u64) -> bool {
+    pub(crate) fn take(&mut self, now: Instant, cost: u64) -> bool {
         if self.available(now) < cost {
             return false;
         }
@@ -155,7 +155,8 @@ impl RateLimiter {
     }
 
     /// Takes one token at `now`; false when the bucket is empty.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         self.take(now, 1)
     }
 }

@@ -10,8 +10,8 @@
 //! frame and hands its messages to the document, and `outbound` is the connection's one writer:
 //! the document's relay queues messages there as a [`crate::collab::relay::Peer`].
 
-pub mod limits;
-pub mod outbound;
-pub mod reader;
-pub mod session;
-pub mod upgrade;
+pub(crate) mod limits;
+pub(crate) mod outbound;
+pub(crate) mod reader;
+pub(crate) mod session;
+pub(crate) mod upgrade;

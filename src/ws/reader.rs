@@ -22,7 +22,7 @@ const READ_CHUNK: usize = 8 * 1024;
 
 /// Frames from a client, in batches of those read so far, as a stream that ends when the client
 /// closes the connection. An error ends the stream after the frames read before it.
-pub struct FrameReader {
+pub(crate) struct FrameReader {
     socket: Arc<TcpStream>,
     codec: Codec,
     /// Bytes read and not yet decoded into a frame: empty, without an allocation, between frames.
@@ -35,7 +35,7 @@ pub struct FrameReader {
 impl FrameReader {
     /// Reads frames of at most `max_frame_size` bytes from `socket`, starting with `pending`
     /// (whatever arrived with the handshake).
-    pub fn new(socket: Arc<TcpStream>, pending: BytesMut, max_frame_size: usize) -> Self {
+    pub(crate) fn new(socket: Arc<TcpStream>, pending: BytesMut, max_frame_size: usize) -> Self {
         Self {
             socket,
             codec: Codec::new().max_size(max_frame_size),

@@ -28,13 +28,13 @@ use crate::sync::protocol::{ClientMessage, Decoded, FrameError, FrameRules, deco
 
 /// Identifies one WebSocket connection for the lifetime of the process; a y-websocket
 /// connection holds one document, so it is also the connection's subscriber id there.
-pub type SessionId = u64;
+pub(crate) type SessionId = u64;
 
 /// How many times a join is retried when it races with the document unloading.
 const JOIN_ATTEMPTS: usize = 5;
 
 /// Everything a session is started with.
-pub struct Connection {
+pub(crate) struct Connection {
     pub id: SessionId,
     pub doc: DocId,
     pub registry: Addr<Registry>,
@@ -54,7 +54,7 @@ pub struct Connection {
 }
 
 /// One WebSocket connection to one document.
-pub struct SessionActor {
+pub(crate) struct SessionActor {
     id: SessionId,
     /// Every log line about this session is emitted in this span (fields `session`, `doc`,
     /// `access`, `user`, `client_ip`).
@@ -79,7 +79,7 @@ pub struct SessionActor {
 }
 
 impl SessionActor {
-    pub fn new(connection: Connection, outbound: Outbound, stream: FrameReader) -> Self {
+    pub(crate) fn new(connection: Connection, outbound: Outbound, stream: FrameReader) -> Self {
         let Connection {
             id,
             doc,

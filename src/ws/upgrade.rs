@@ -35,7 +35,7 @@ use crate::state::AppState;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 #[derive(Debug, Deserialize)]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     /// A document token (or an API key), as `WebsocketProvider`'s `params: { token }` sends it.
     token: Option<String>,
 }
@@ -57,7 +57,7 @@ enum Accepted {
 /// the new socket at once with 1013 and the reason.
 #[get("/ws/{doc:.*}")]
 #[tracing::instrument(skip_all, fields(doc = %path.as_str()))]
-pub async fn connect(
+pub(crate) async fn connect(
     req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<WsQuery>,
@@ -114,7 +114,7 @@ pub async fn connect(
 
 /// The HTTP server's upgrade service: answers a WebSocket handshake with the application and, if
 /// it accepts, keeps the socket for the session.
-pub async fn upgrade<S, B>(
+pub(crate) async fn upgrade<S, B>(
     app: Rc<S>,
     state: web::Data<AppState>,
     request: Request,

@@ -31,14 +31,14 @@ use std::time::{Duration, Instant};
 /// tenth of it per second (a budget of zero is none). An honest client spends it on a large first sync at most; one
 /// whose updates cost more than it may is disconnected.
 #[derive(Debug, Clone)]
-pub struct CostBudget {
+pub(crate) struct CostBudget {
     budget: Duration,
     left: Duration,
     last: Instant,
 }
 
 impl CostBudget {
-    pub fn new(budget: Duration, now: Instant) -> Self {
+    pub(crate) fn new(budget: Duration, now: Instant) -> Self {
         Self {
             budget,
             left: budget,
@@ -47,7 +47,7 @@ impl CostBudget {
     }
 
     /// The time left to spend at `now`; without a budget (zero), no end.
-    pub fn left(&mut self, now: Instant) -> Duration {
+    pub(crate) fn left(&mut self, now: Instant) -> Duration {
         if self.budget.is_zero() {
             return Duration::MAX;
         }
@@ -59,7 +59,7 @@ impl CostBudget {
     }
 
     /// Spends `spent` at `now`; false once nothing is left.
-    pub fn spend(&mut self, now: Instant, spent: Duration) -> bool {
+    pub(crate) fn spend(&mut self, now: Instant, spent: Duration) -> bool {
         if self.budget.is_zero() {
             return true;
         }

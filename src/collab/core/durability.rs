@@ -63,7 +63,7 @@ impl Held {
 impl DocCore {
     /// The store's health, as the writer last found it: while it fails, messages held for
     /// subscribers are sent at once, in order, rather than wait for it to return.
-    pub fn store_failing(&mut self, failing: bool, now: Instant) {
+    pub(crate) fn store_failing(&mut self, failing: bool, now: Instant) {
         self.at(now);
         self.held.store_failing = failing;
         self.held.outage_checked = Some(self.now);

@@ -22,11 +22,11 @@ pub enum LocalEditError<E> {
 }
 
 /// What an edit made: its updates, or why it made none (its panic, or its own refusal).
-pub type EditOutcome<E> = std::thread::Result<Result<Vec<Vec<u8>>, E>>;
+pub(crate) type EditOutcome<E> = std::thread::Result<Result<Vec<Vec<u8>>, E>>;
 
 impl DocCore {
     /// `answer`, handed back once everything applied so far is durable; counts as use.
-    pub fn answer_when_durable(
+    pub(crate) fn answer_when_durable(
         &mut self,
         answer: Vec<u8>,
         now: Instant,
@@ -36,13 +36,17 @@ impl DocCore {
     }
 
     /// What a peer at `sv` lacks, handed back once it is durable.
-    pub fn encode_state(&mut self, sv: &StateVector, now: Instant) -> oneshot::Receiver<Vec<u8>> {
+    pub(crate) fn encode_state(
+        &mut self,
+        sv: &StateVector,
+        now: Instant,
+    ) -> oneshot::Receiver<Vec<u8>> {
         let diff = self.doc.transact().encode_state_as_update_v1(sv);
         self.answer_when_durable(diff, now)
     }
 
     /// The whole state, handed back once it is durable: what a version holds.
-    pub fn full_state_when_durable(&mut self, now: Instant) -> oneshot::Receiver<Vec<u8>> {
+    pub(crate) fn full_state_when_durable(&mut self, now: Instant) -> oneshot::Receiver<Vec<u8>> {
         self.encode_state(&StateVector::default(), now)
     }
 
@@ -64,7 +68,7 @@ impl DocCore {
     /// Begins an edit made off the document's thread, for one that may be costly: nothing else
     /// is handled until [`DocCore::finish_edit`]. The edit is not stopped part way (a batch
     /// applies whole or not at all); what it may cost is bounded by what it may hold instead.
-    pub fn begin_edit(&mut self, now: Instant) -> Doc {
+    pub(crate) fn begin_edit(&mut self, now: Instant) -> Doc {
         self.touch(now);
         self.applying = Some(InFlight::Edit);
         self.metrics.updates_applying.inc();
@@ -73,7 +77,7 @@ impl DocCore {
 
     /// Takes what an edit begun with [`DocCore::begin_edit`] made, and goes on with what
     /// waited meanwhile.
-    pub fn finish_edit<E>(
+    pub(crate) fn finish_edit<E>(
         &mut self,
         outcome: EditOutcome<E>,
         now: Instant,
@@ -113,7 +117,7 @@ impl DocCore {
     /// Takes in the content a new document was created with, committed already (beside the
     /// writer) as log row `log_id`: applies it, counts the row, and relays it to whoever is
     /// subscribed.
-    pub fn adopt_created(&mut self, raw: Vec<u8>, log_id: i64, now: Instant) {
+    pub(crate) fn adopt_created(&mut self, raw: Vec<u8>, log_id: i64, now: Instant) {
         self.at(now);
         let doc = &self.doc;
         let applied = catch_unwind(AssertUnwindSafe(|| {

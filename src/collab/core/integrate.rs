@@ -23,7 +23,7 @@ use crate::wire::Index;
 
 /// Answers an API caller once its update is applied: with a receiver that fires once it is
 /// durable, or why it was not applied.
-pub type ApiReply = oneshot::Sender<Result<oneshot::Receiver<Vec<u8>>, IntegrateError>>;
+pub(super) type ApiReply = oneshot::Sender<Result<oneshot::Receiver<Vec<u8>>, IntegrateError>>;
 
 /// Something the document has yet to handle.
 pub(super) enum Work {

@@ -109,7 +109,7 @@ impl DocCore {
 
     /// Access was revoked: closes the subscribers of `user` (all of them, for `None`) with
     /// 4403; answers how many.
-    pub fn revoke(&mut self, user: Option<&str>, now: Instant) -> usize {
+    pub(crate) fn revoke(&mut self, user: Option<&str>, now: Instant) -> usize {
         self.at(now);
         let matching: Vec<SubscriberId> = self
             .members

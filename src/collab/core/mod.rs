@@ -37,44 +37,43 @@ mod policy;
 #[cfg(test)]
 mod tests;
 
-pub use self::cost::CostBudget;
 pub(crate) use self::cost::is_heavy;
 pub use self::durability::{CommittedRow, Durable};
-pub use self::edit::{EditOutcome, LocalEditError};
-pub use self::integrate::{ApiReply, OffThread, OffThreadOutcome};
+pub use self::edit::LocalEditError;
+pub use self::integrate::{OffThread, OffThreadOutcome};
 pub use self::members::MemberInfo;
-pub use self::policy::Unload;
+pub(crate) use self::policy::Unload;
 #[cfg(test)]
 use self::policy::compaction_due;
 
 /// Identifies one subscription of one document: a connection holding several documents has
 /// one per document, and a relay to another node has one of its own.
-pub type SubscriberId = u64;
+pub(crate) type SubscriberId = u64;
 
 /// The root read as text when the caller names none: the editor's `Y.Text`.
-pub const DEFAULT_TEXT_KEY: &str = "content";
+pub(crate) const DEFAULT_TEXT_KEY: &str = "content";
 /// A v1 update with no structs and no deletions: clients send it when they have nothing new.
 pub(crate) const EMPTY_UPDATE: &[u8] = &[0, 0];
 
 /// Close codes the core closes subscribers with (WebSocket numbering, which every wire
 /// protocol Tandem speaks uses).
-pub mod close {
+pub(crate) mod close {
     /// The server is going away (shutdown, or no answer to pings).
-    pub const AWAY: u16 = 1001;
+    pub(crate) const AWAY: u16 = 1001;
     /// An update that does not apply.
-    pub const INVALID: u16 = 1007;
+    pub(crate) const INVALID: u16 = 1007;
     /// A rule was broken (presence states, update cost).
-    pub const POLICY: u16 = 1008;
+    pub(crate) const POLICY: u16 = 1008;
     /// Something too large (the document's size limit).
-    pub const TOO_LARGE: u16 = 1009;
+    pub(crate) const TOO_LARGE: u16 = 1009;
     /// The document failed in memory; reconnecting reloads it.
-    pub const ERROR: u16 = 1011;
+    pub(crate) const ERROR: u16 = 1011;
     /// The subscriber could not keep up.
-    pub const AGAIN: u16 = 1013;
+    pub(crate) const AGAIN: u16 = 1013;
     /// Access to the document was revoked (4000–4999 are for applications).
-    pub const REVOKED: u16 = 4403;
+    pub(crate) const REVOKED: u16 = 4403;
     /// The document was deleted.
-    pub const DELETED: u16 = 4404;
+    pub(crate) const DELETED: u16 = 4404;
 }
 
 /// Settings a document needs.
@@ -165,7 +164,7 @@ pub enum IntegrateError {
 
 /// Who connected, and who the people behind them are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DocPresence {
+pub(crate) struct DocPresence {
     pub clients: usize,
     pub people: Vec<String>,
 }
@@ -254,11 +253,11 @@ impl DocCore {
         std::mem::take(&mut self.effects)
     }
 
-    pub fn id(&self) -> &DocId {
+    pub(crate) fn id(&self) -> &DocId {
         &self.id
     }
 
-    pub fn span(&self) -> &tracing::Span {
+    pub(crate) fn span(&self) -> &tracing::Span {
         &self.span
     }
 
@@ -267,22 +266,22 @@ impl DocCore {
         &self.doc
     }
 
-    pub fn settings(&self) -> &DocSettings {
+    pub(crate) fn settings(&self) -> &DocSettings {
         &self.settings
     }
 
     /// Whether unloading or failing has begun.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing
     }
 
     /// Whether an update or edit is being applied off the document's thread.
-    pub fn is_applying(&self) -> bool {
+    pub(crate) fn is_applying(&self) -> bool {
         self.applying.is_some()
     }
 
     /// Who is subscribed, and the names they go by.
-    pub fn presence_summary(&self) -> DocPresence {
+    pub(crate) fn presence_summary(&self) -> DocPresence {
         DocPresence {
             clients: self.members.len(),
             people: self.presence.names(),
@@ -308,7 +307,7 @@ impl DocCore {
     }
 
     /// The document is being deleted: close everyone with 4404; nothing more is written.
-    pub fn evict(&mut self, now: Instant) {
+    pub(crate) fn evict(&mut self, now: Instant) {
         self.at(now);
         self.closing = true;
         self.members.clear();
@@ -319,7 +318,7 @@ impl DocCore {
     }
 
     /// The server is shutting down: close everyone with 1001, then unload.
-    pub fn shutdown(&mut self, now: Instant) -> Unload {
+    pub(crate) fn shutdown(&mut self, now: Instant) -> Unload {
         self.at(now);
         self.members.clear();
         self.effects

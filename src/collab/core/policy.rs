@@ -57,7 +57,7 @@ pub(super) struct Policy {
 
 /// What unloading has yet to write: a compaction of the log (or, when the log is empty,
 /// nothing but a wait for the writer), then an automatic version of the final state.
-pub struct Unload {
+pub(crate) struct Unload {
     pub compaction: Option<Compaction>,
     pub version: Option<Vec<u8>>,
 }
@@ -100,7 +100,7 @@ impl DocCore {
 
     /// Whether a server-side edit adding about `adds` bytes stays within the size limit; the
     /// check comes before the edit, which cannot be taken back once made.
-    pub fn has_room_for(&self, adds: usize) -> Result<(), usize> {
+    pub(crate) fn has_room_for(&self, adds: usize) -> Result<(), usize> {
         let limit = self.settings.max_document_size;
         if self.stored_size().saturating_add(adds) > limit {
             Err(limit)
@@ -110,7 +110,7 @@ impl DocCore {
     }
 
     /// Whether nothing of this document was ever stored or handed to the writer.
-    pub fn pristine(&self) -> bool {
+    pub(crate) fn pristine(&self) -> bool {
         let p = &self.policy;
         self.held.last_seq == 0
             && p.max_log_id == 0
@@ -120,7 +120,7 @@ impl DocCore {
     }
 
     /// Use without a subscriber (the HTTP API) keeps the document loaded for another idle delay.
-    pub fn touch(&mut self, now: Instant) {
+    pub(crate) fn touch(&mut self, now: Instant) {
         self.at(now);
         if self.members.is_empty() {
             self.policy.unused(self.now);
@@ -206,7 +206,7 @@ impl DocCore {
     }
 
     /// When the next [`DocCore::tick`] has something to do, if ever.
-    pub fn next_wake(&self) -> Option<Instant> {
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
         if self.closing {
             return None;
         }
@@ -267,7 +267,7 @@ impl DocCore {
 
     /// Begins unloading: new subscribers are turned away; changes not yet announced are; and
     /// what is left to write is returned (the compaction's `done` is the caller's to attach).
-    pub fn begin_unload(&mut self, now: Instant) -> Unload {
+    pub(crate) fn begin_unload(&mut self, now: Instant) -> Unload {
         self.at(now);
         if self.policy.unannounced_since.is_some() {
             self.announce_change();

@@ -29,14 +29,11 @@ use crate::persist::{Durable, DurableSink, PersistHandle};
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 
-pub use super::core::{
-    DEFAULT_TEXT_KEY, DocSettings, Gone, IntegrateError, LocalEditError, build_doc,
-};
+pub use super::core::build_doc;
+pub(crate) use super::core::{DEFAULT_TEXT_KEY, DocSettings, Gone, IntegrateError};
 
-/// Close code telling clients that their document was deleted.
-pub const DELETED_CLOSE_CODE: u16 = core::close::DELETED;
 /// Close code telling clients that their access to the document was revoked.
-pub const REVOKED_CLOSE_CODE: u16 = core::close::REVOKED;
+pub(crate) const REVOKED_CLOSE_CODE: u16 = core::close::REVOKED;
 /// How often the server pings its subscribers.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// A subscriber not heard from (any frame, a pong included) for this long is disconnected.
@@ -45,7 +42,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Document → Registry: I am unloading (idle, or stopped after a failure); forget me.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Unloaded {
+pub(crate) struct Unloaded {
     pub doc: DocId,
     pub addr: Addr<DocumentActor>,
 }
@@ -62,7 +59,7 @@ impl DurableSink for NotifyDocument {
 
 /// What every document actor shares with the rest of the server.
 #[derive(Clone)]
-pub struct DocServices {
+pub(crate) struct DocServices {
     pub persist: PersistHandle,
     pub store: Arc<dyn Store>,
     pub webhooks: Webhooks,
@@ -71,7 +68,7 @@ pub struct DocServices {
 }
 
 /// One loaded document.
-pub struct DocumentActor {
+pub(crate) struct DocumentActor {
     core: DocCore,
     relay: Relay,
     persist: PersistHandle,
@@ -86,7 +83,11 @@ pub struct DocumentActor {
 }
 
 impl DocumentActor {
-    pub fn new(core: DocCore, unloaded: Recipient<Unloaded>, services: &DocServices) -> Self {
+    pub(crate) fn new(
+        core: DocCore,
+        unloaded: Recipient<Unloaded>,
+        services: &DocServices,
+    ) -> Self {
         Self {
             core,
             relay: Relay::default(),

@@ -1,0 +1,238 @@
+//! Postgres: documents and their log — loading, the one-statement append with its outbox,
+//! compaction, listing, creating and deleting.
+
+use sqlx::Row;
+
+use super::PostgresStore;
+use crate::domain::DocId;
+use crate::store::{
+    self, Append, Committed, Compaction, CreatedEvents, DocSummary, StoreError, StoredDoc, now_ms,
+    parts, summary_from_row,
+};
+
+/// A document (`d`) with its times and stored size: its snapshot (`s`), inline or in parts, plus
+/// the log rows after it.
+macro_rules! summary_sql {
+    () => {
+        "SELECT d.id, d.created_at, d.updated_at, \
+         (COALESCE(octet_length(s.state), 0) + COALESCE((SELECT SUM(octet_length(p.data)) \
+          FROM snapshot_parts p WHERE p.doc_id = d.id AND p.gen = s.gen), 0) \
+         + COALESCE((SELECT SUM(octet_length(u.data)) FROM updates u \
+          WHERE u.doc_id = d.id AND u.id > COALESCE(s.log_id, 0)), 0))::BIGINT \
+         FROM documents d LEFT JOIN snapshots s ON s.doc_id = d.id"
+    };
+}
+
+/// Documents in id order with their stored size.
+const LIST_SQL: &str = concat!(summary_sql!(), " WHERE d.id > $1 ORDER BY d.id LIMIT $2");
+
+/// One document with its stored size.
+const GET_SQL: &str = concat!(summary_sql!(), " WHERE d.id = $1");
+
+impl PostgresStore {
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    pub(super) async fn load(&self, doc: &DocId) -> Result<StoredDoc, StoreError> {
+        // REPEATABLE READ so the snapshot and the log are seen at the same instant.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let (snapshot, snapshot_log_id) = parts::read_snapshot!(tx, doc);
+        let rows =
+            sqlx::query("SELECT id, data FROM updates WHERE doc_id = $1 AND id > $2 ORDER BY id")
+                .bind(doc.as_str())
+                .bind(snapshot_log_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let mut stored = StoredDoc {
+            snapshot,
+            updates: Vec::with_capacity(rows.len()),
+            max_log_id: snapshot_log_id,
+        };
+        for row in rows {
+            stored.max_log_id = stored.max_log_id.max(row.try_get::<i64, _>(0)?);
+            stored.updates.push(row.try_get::<Vec<u8>, _>(1)?);
+        }
+        Ok(stored)
+    }
+
+    #[tracing::instrument(skip_all, fields(appends = appends.len()))]
+    pub(super) async fn append(
+        &self,
+        appends: &[Append],
+        created: &CreatedEvents,
+    ) -> Result<Committed, StoreError> {
+        let mut committed = Committed::default();
+        if appends.is_empty() {
+            return Ok(committed);
+        }
+        let docs: Vec<&str> = appends.iter().map(|a| a.doc.as_str()).collect();
+        let data: Vec<&[u8]> = appends.iter().map(|a| a.data.as_ref()).collect();
+        let mut distinct = docs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        // One statement, which is its own transaction: the commit costs one round trip, the
+        // events of the documents it creates included.
+        let row = sqlx::query(APPEND_SQL)
+            .bind(&docs)
+            .bind(&data)
+            .bind(&distinct)
+            .bind(now_ms())
+            .bind(&created.receivers)
+            .bind(&created.event)
+            .bind(&created.body_before)
+            .bind(&created.body_after)
+            .fetch_one(&self.pool)
+            .await?;
+        let mut ids: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>(0)?.unwrap_or_default();
+        // The rows were inserted in array order from one statement and the sequence hands out
+        // increasing ids, so sorted ids line up with the appends.
+        ids.sort_unstable();
+        committed.record(appends, ids)?;
+        let created: Option<Vec<String>> = row.try_get(1)?;
+        committed.created = created
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|id| DocId::parse(id).ok())
+            .collect();
+        Ok(committed)
+    }
+
+    #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
+    pub(super) async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
+        parts::compact_in_parts!(self, compactions, ())
+    }
+
+    pub(super) async fn list(
+        &self,
+        after: Option<&DocId>,
+        limit: i64,
+    ) -> Result<Vec<DocSummary>, StoreError> {
+        let rows = sqlx::query(LIST_SQL)
+            .bind(after.map_or("", DocId::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    pub(super) async fn get(&self, doc: &DocId) -> Result<Option<DocSummary>, StoreError> {
+        let row = sqlx::query(GET_SQL)
+            .bind(doc.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(summary_from_row).transpose()
+    }
+
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    pub(super) async fn create(&self, doc: &DocId) -> Result<DocSummary, StoreError> {
+        let now = now_ms();
+        let created = sqlx::query(store::CREATE_SQL)
+            .bind(doc.as_str())
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        match created {
+            Some(_) => Ok(DocSummary {
+                id: doc.clone(),
+                created_at: now,
+                updated_at: now,
+                size: 0,
+            }),
+            None => Err(StoreError::AlreadyExists),
+        }
+    }
+
+    #[tracing::instrument(skip(self, update), fields(doc = %doc, bytes = update.len()))]
+    pub(super) async fn create_with_update(
+        &self,
+        doc: &DocId,
+        update: &[u8],
+    ) -> Result<(DocSummary, i64), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let created = sqlx::query(store::CREATE_SQL)
+            .bind(doc.as_str())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if created.is_none() {
+            // Dropping the transaction rolls it back: nothing was written.
+            return Err(StoreError::AlreadyExists);
+        }
+        let log_id: i64 = sqlx::query_scalar(store::APPEND_ONE_SQL)
+            .bind(doc.as_str())
+            .bind(update)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let summary = DocSummary {
+            id: doc.clone(),
+            created_at: now,
+            updated_at: now,
+            size: i64::try_from(update.len()).unwrap_or(i64::MAX),
+        };
+        Ok((summary, log_id))
+    }
+
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    pub(super) async fn delete(&self, doc: &DocId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("DELETE FROM updates WHERE doc_id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM versions WHERE doc_id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for sql in [
+            "DELETE FROM snapshots WHERE doc_id = $1",
+            "DELETE FROM snapshot_parts WHERE doc_id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(doc.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let docs = sqlx::query("DELETE FROM documents WHERE id = $1")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(rows + docs > 0)
+    }
+
+    pub(super) async fn log_len(&self, doc: &DocId) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM updates WHERE doc_id = $1")
+                .bind(doc.as_str())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
+/// Appends, touches the documents and queues the events of those it creates, in one statement
+/// (data-modifying CTEs run exactly once, whether or not the outer query reads them). `$1`/`$2`:
+/// each append's document and data; `$3`: the distinct documents; `$4`: now; `$5`: the event
+/// receivers; `$6`: the event name; `$7`/`$8`: the event body around the document's id as a
+/// JSON string (see `CreatedEvents`). Answers the new log ids, and the documents this statement
+/// created (`xmax = 0` tells inserted rows from updated ones).
+const APPEND_SQL: &str = "WITH appended AS ( \
+        INSERT INTO updates (doc_id, data) \
+        SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id), \
+     touched AS ( \
+        INSERT INTO documents (id, created_at, updated_at) \
+        SELECT d, $4, $4 FROM UNNEST($3::text[]) AS d \
+        ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
+        RETURNING id, (xmax = 0) AS inserted), \
+     outbox AS ( \
+        INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
+        SELECT r, $6::text, $7::text || to_json(t.id)::text || $8::text, $4, $4 \
+        FROM touched t CROSS JOIN UNNEST($5::text[]) AS r WHERE t.inserted) \
+     SELECT (SELECT array_agg(id) FROM appended), \
+            (SELECT array_agg(id) FROM touched WHERE inserted)";

@@ -1,0 +1,83 @@
+//! SQLite: a document's saved versions — saving, pruning, listing, reading one.
+
+use sqlx::Row;
+
+use super::SqliteStore;
+use crate::domain::DocId;
+use crate::store::{StoreError, VersionSummary, now_ms, version_from_row};
+
+impl SqliteStore {
+    pub(super) async fn create_version(
+        &self,
+        doc: &DocId,
+        name: Option<&str>,
+        kind: &str,
+        state: &[u8],
+    ) -> Result<VersionSummary, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO versions (doc_id, name, kind, created_at, state) \
+             VALUES ($1, $2, $3, $4, $5) \
+             RETURNING id, name, kind, created_at, LENGTH(state)",
+        )
+        .bind(doc.as_str())
+        .bind(name)
+        .bind(kind)
+        .bind(now_ms())
+        .bind(state)
+        .fetch_one(&self.pool)
+        .await?;
+        version_from_row(&row)
+    }
+
+    pub(super) async fn prune_versions(
+        &self,
+        doc: &DocId,
+        kind: &str,
+        keep: u32,
+    ) -> Result<u64, StoreError> {
+        let pruned = sqlx::query(
+            "DELETE FROM versions WHERE doc_id = $1 AND kind = $2 AND id NOT IN \
+             (SELECT id FROM versions WHERE doc_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3)",
+        )
+        .bind(doc.as_str())
+        .bind(kind)
+        .bind(i64::from(keep))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(pruned)
+    }
+
+    pub(super) async fn list_versions(
+        &self,
+        doc: &DocId,
+    ) -> Result<Vec<VersionSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, created_at, LENGTH(state) FROM versions \
+             WHERE doc_id = $1 ORDER BY id DESC",
+        )
+        .bind(doc.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    pub(super) async fn get_version(
+        &self,
+        doc: &DocId,
+        version: i64,
+    ) -> Result<Option<(VersionSummary, Vec<u8>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, name, kind, created_at, LENGTH(state), state FROM versions \
+             WHERE doc_id = $1 AND id = $2",
+        )
+        .bind(doc.as_str())
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Some((version_from_row(&row)?, row.try_get(5)?))),
+            None => Ok(None),
+        }
+    }
+}
