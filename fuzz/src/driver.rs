@@ -13,8 +13,6 @@ use tandem::store::StoredDoc;
 use tandem::sync::protocol::decode_frame;
 use yrs::Doc;
 
-use crate::sync_message::SyncOutcome;
-
 /// The document every input starts from (a v1 update made by `gen_seeds.mjs`): text with
 /// emoji, CJK and combining marks written by three clients, plus a map and an array root, so
 /// that deletes, inserts and formatting in the inputs hit existing items.
@@ -130,4 +128,18 @@ pub(crate) fn run(
             core.durable(notice, now);
         }
     }
+}
+
+/// What the fuzzer learned about one input (used by the replay tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// `decode_frame` accepted the frame.
+    pub accepted: bool,
+    /// Updates applied to the document (empty ones are skipped, like the actor does).
+    pub applied: usize,
+    /// An update was refused by yrs; the server closes the connection at that point.
+    pub refused: bool,
+    /// yrs refused an update after integrating part of it, so the document was reloaded from
+    /// the store, as the actor does.
+    pub reloaded: bool,
 }

@@ -12,5 +12,6 @@ mod sync_message;
 mod text_edit;
 mod view;
 
-pub use sync_message::{SyncOutcome, sync_message};
+pub use driver::SyncOutcome;
+pub use sync_message::sync_message;
 pub use text_edit::{TextOutcome, text_edit};

@@ -11,22 +11,8 @@ use tandem::sync::protocol::{ClientMessage, decode_frame, decode_state_vector, d
 use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact};
 
-use crate::driver::{OWNER, READER, base_doc, core_of, run, stored};
+use crate::driver::{OWNER, READER, SyncOutcome, base_doc, core_of, run, stored};
 use crate::view::view;
-
-/// What the fuzzer learned about one input (used by the replay tests).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SyncOutcome {
-    /// `decode_frame` accepted the frame.
-    pub accepted: bool,
-    /// Updates applied to the document (empty ones are skipped, like the actor does).
-    pub applied: usize,
-    /// An update was refused by yrs; the server closes the connection at that point.
-    pub refused: bool,
-    /// yrs refused an update after integrating part of it, so the document was reloaded from
-    /// the store, as the actor does.
-    pub reloaded: bool,
-}
 
 /// One WebSocket binary frame, handled as the document actor handles an `Inbound` message:
 /// `decode_frame` (ws/session.rs), then the core's `receive` for a subscriber that may write
