@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Documents loaded now (set when rendered).
     pub(crate) documents_loaded: IntGauge,
     pub(crate) updates_applying: IntGauge,
+    /// Updates applied on a blocking thread, because they may be costly.
+    pub(crate) updates_off_thread: IntCounter,
     pub(crate) document_load_seconds: Histogram,
     pub(crate) document_load_failures: IntCounter,
     /// Document changes applied (from clients and from the API).
@@ -105,6 +107,10 @@ impl Metrics {
             updates_applying: gauge(
                 "updates_applying_off_thread",
                 "Costly updates being applied on a blocking thread now",
+            ),
+            updates_off_thread: counter(
+                "updates_applied_off_thread_total",
+                "Updates applied on a blocking thread because they may be costly",
             ),
             document_load_seconds: histogram(
                 "document_load_seconds",

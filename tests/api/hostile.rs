@@ -249,10 +249,9 @@ async fn a_presence_flood_never_gets_honest_readers_closed_as_slow() {
     app.stop().await;
 }
 
-/// An update that costs far more than its size: `clients` one-character inserts, each by a
-/// client of its own, all placed between the items "L" and "R" of `base`, which holds `between`
-/// items there already. yrs compares each with every item between its origins.
-fn costly_update(between: usize, clients: u64) -> (Vec<u8>, Vec<u8>) {
+/// A document holding the items "L" and "R" of `content`, with `between` items between them
+/// (typed backwards, so that none joins its neighbour), and its outline: "LR" alone.
+fn items_between(between: usize) -> (Vec<u8>, Vec<u8>) {
     let author = Doc::with_client_id(1);
     let text = author.get_or_insert_text("content");
     text.insert(&mut author.transact_mut(), 0, "L");
@@ -260,28 +259,91 @@ fn costly_update(between: usize, clients: u64) -> (Vec<u8>, Vec<u8>) {
     let outline = author
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
-    // Typed backwards, one transaction each, so none of them joins its neighbour.
-    for _ in 0..between {
-        text.insert(&mut author.transact_mut(), 1, "x");
+    {
+        let mut txn = author.transact_mut();
+        for _ in 0..between {
+            text.insert(&mut txn, 1, "x");
+        }
     }
     let base = author
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
+    (base, outline)
+}
+
+/// A one-character insert by `client`, placed between "L" and "R" of `outline`: yrs compares
+/// it with every item between them.
+fn insert_between(outline: &[u8], client: u64) -> Vec<u8> {
+    let sybil = Doc::with_client_id(client);
+    let text = sybil.get_or_insert_text("content");
+    sybil
+        .transact_mut()
+        .apply_update(yrs::Update::decode_v1(outline).expect("decodes"))
+        .expect("applies");
+    let before = sybil.transact().state_vector();
+    text.insert(&mut sybil.transact_mut(), 1, "y");
+    sybil.transact().encode_state_as_update_v1(&before)
+}
+
+/// An update that costs far more than its size: `clients` one-character inserts, each by a
+/// client of its own, all placed between the items "L" and "R" of `base`, which holds `between`
+/// items there already.
+fn costly_update(between: usize, clients: u64) -> (Vec<u8>, Vec<u8>) {
+    let (base, outline) = items_between(between);
     let inserts: Vec<Vec<u8>> = (0..clients)
-        .map(|i| {
-            let sybil = Doc::with_client_id(1_000 + i);
-            let text = sybil.get_or_insert_text("content");
-            sybil
-                .transact_mut()
-                .apply_update(yrs::Update::decode_v1(&outline).expect("decodes"))
-                .expect("applies");
-            let before = sybil.transact().state_vector();
-            text.insert(&mut sybil.transact_mut(), 1, "y");
-            sybil.transact().encode_state_as_update_v1(&before)
-        })
+        .map(|i| insert_between(&outline, 1_000 + i))
         .collect();
     let attack = yrs::merge_updates_v1(inserts).expect("merges");
     (base, attack)
+}
+
+/// A document and `count` one-struct updates into it (keystrokes, to the server's eye), each
+/// taking at least `at_least` to apply in this build (the time the first took is returned): the
+/// items between their origins double until they do.
+fn slow_keystrokes(
+    at_least: std::time::Duration,
+    count: u64,
+) -> (Vec<u8>, Vec<Vec<u8>>, std::time::Duration) {
+    let mut between = 200_000;
+    loop {
+        let (base, outline) = items_between(between);
+        let keystrokes: Vec<Vec<u8>> = (0..count)
+            .map(|i| insert_between(&outline, 5_000 + i))
+            .collect();
+        let doc = Doc::new();
+        let decode = |bytes: &[u8]| yrs::Update::decode_v1(bytes).expect("decodes");
+        doc.transact_mut()
+            .apply_update(decode(&base))
+            .expect("applies");
+        let started = std::time::Instant::now();
+        doc.transact_mut()
+            .apply_update(decode(&keystrokes[0]))
+            .expect("applies");
+        let took = started.elapsed();
+        if took >= at_least {
+            return (base, keystrokes, took);
+        }
+        between *= 2;
+    }
+}
+
+/// The value of the counter `name` on `app`'s `/metrics`.
+async fn counter(app: &TestApp, name: &str) -> u64 {
+    metric(&app.url("/metrics"), name).await
+}
+
+/// The value of the counter `name` at the metrics URL `url`.
+async fn metric(url: &str, name: &str) -> u64 {
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
 }
 
 /// Editors of documents spread over the server's threads: one more than there are threads, so
@@ -367,6 +429,78 @@ async fn an_update_that_costs_past_the_budget_is_stopped_and_never_stalls_other_
     assert!(text.starts_with('L') && text.ends_with('R'), "{:.20}", text);
     assert!(text.len() >= 40_002, "{}", text.len());
     assert_eq!(text_of(&app, &doc).await, text);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn keystrokes_into_a_large_document_stay_on_its_thread_until_one_is_slow() {
+    let (base, keystrokes, slow) = slow_keystrokes(std::time::Duration::from_millis(600), 4);
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.update_cost_budget = std::time::Duration::from_secs(60);
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("slow-keystrokes");
+    app.create_doc(&doc).await;
+    let stored = post_update(&app.url(""), &doc, base).await;
+    assert_eq!(stored.status(), reqwest::StatusCode::NO_CONTENT);
+    let off_thread = "tandem_updates_applied_off_thread_total";
+    let mut others = bystanders(&app).await;
+    let mut reader = app.connect(&doc).await;
+    let mut writer = app.connect(&doc).await;
+    let len = reader.text().len();
+
+    // An honest keystroke at the end of a document of megabytes: applied on its thread.
+    let before = counter(&app, off_thread).await;
+    writer.append("k").await;
+    reader.recv_until(|r| r.text().len() == len + 1).await;
+    assert_eq!(counter(&app, off_thread).await, before);
+
+    // A keystroke that is slow to apply is still applied on the thread, once.
+    writer
+        .send(Message::Sync(SyncMessage::Update(keystrokes[0].clone())))
+        .await;
+    reader.recv_until(|r| r.text().len() == len + 2).await;
+    assert_eq!(counter(&app, off_thread).await, before);
+
+    // From then on the document applies them off its thread: every other document answers its
+    // editor at once meanwhile. (The reader waits: applying them costs it as much, and it shares
+    // this test's thread with the editors.)
+    let applied = counter(&app, "tandem_updates_applied_total").await;
+    for keystroke in &keystrokes[1..] {
+        writer
+            .send(Message::Sync(SyncMessage::Update(keystroke.clone())))
+            .await;
+    }
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = tokio::spawn({
+        let (done, metrics) = (done.clone(), app.url("/metrics"));
+        let all = applied + keystrokes.len() as u64 - 1;
+        async move {
+            while metric(&metrics, "tandem_updates_applied_total").await < all {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let (slowest, rounds) = slowest_echo(&mut others, || {
+        !done.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    tokio::time::timeout(WAIT, watching)
+        .await
+        .expect("every keystroke applied in time")
+        .expect("the watcher");
+    let all = len + 1 + keystrokes.len();
+    reader.recv_until(|r| r.text().len() == all).await;
+    assert!(
+        slowest < slow / 2,
+        "another document waited {slowest:?} for its echo ({rounds} rounds)"
+    );
+    assert_eq!(
+        counter(&app, off_thread).await,
+        before + keystrokes.len() as u64 - 1
+    );
+    assert_eq!(text_of(&app, &doc).await, reader.text());
     app.stop().await;
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
-use super::cost::{OFFLOADED_PART_STRUCTS, is_heavy};
+use super::cost::{OFFLOADED_PART_STRUCTS, Placement};
 use super::{DocCore, EMPTY_UPDATE, Effect, IntegrateError, SubscriberId, close};
 use crate::sync::protocol::{ClientMessage, IncomingUpdate, encode_update};
 use crate::sync::{Applied, ApplyError};
@@ -176,7 +176,10 @@ impl DocCore {
             structs,
             index,
         } = incoming;
-        if is_heavy(structs, self.stored_size()) {
+        let placement = self
+            .inline_trust
+            .place(structs, self.stored_size(), self.now);
+        if placement == Placement::OffThread {
             let budget = match &origin {
                 Origin::Client(id) => self
                     .members
@@ -202,6 +205,7 @@ impl DocCore {
                 origin,
             });
             self.metrics.updates_applying.inc();
+            self.metrics.updates_off_thread.inc();
             self.effects.push(Effect::ApplyOffThread(job));
             return;
         }
@@ -218,6 +222,9 @@ impl DocCore {
         }))
         .map(|result| result.map(|()| Applied::Whole));
         let took = started.elapsed();
+        if placement == Placement::Trusted && self.inline_trust.took(took, self.now) {
+            tracing::warn!(parent: &self.span, structs, took_ms = took.as_millis() as u64, "an update was slow to apply; applying large updates off the document's thread for a while");
+        }
         self.applied(
             OffThreadOutcome { outcome, took },
             raw,

@@ -211,6 +211,8 @@ pub struct DocCore {
     backlog: VecDeque<integrate::Work>,
     /// The update (or edit) being applied off the document's thread: nothing is handled meanwhile.
     applying: Option<integrate::InFlight>,
+    /// Whether small updates of a large document are still applied on its thread.
+    inline_trust: cost::InlineTrust,
     /// Set once unloading (or failing) has begun: new subscribers are turned away.
     closing: bool,
 }
@@ -238,6 +240,7 @@ impl DocCore {
             policy: policy::Policy::new(stored, now),
             backlog: VecDeque::new(),
             applying: None,
+            inline_trust: cost::InlineTrust::default(),
             closing: false,
             settings,
         };

@@ -333,10 +333,12 @@ fn a_costly_update_is_applied_off_the_thread_and_what_came_after_it_waits() {
     let mut core = core_holding(stored, settings(), now);
     core.subscribe(1, writer(), now).expect("open");
     core.take_effects();
+    // A paste of 300 structs: past what the document does on its thread even when it trusts
+    // small updates.
     let big = {
         let doc = yrs::Doc::with_client_id(40);
         let root = doc.get_or_insert_text(DEFAULT_TEXT_KEY);
-        for i in 0..4 {
+        for i in 0..300 {
             let mut txn = doc.transact_mut();
             root.insert(&mut txn, 0, if i % 2 == 0 { "a" } else { "bb" });
         }
@@ -345,7 +347,8 @@ fn a_costly_update_is_applied_off_the_thread_and_what_came_after_it_waits() {
     };
     let after = insert(41, "after");
     core.receive(1, vec![update_message(big), update_message(after)], now);
-    // Each is costly here: one at a time goes off the thread, the other waits its turn.
+    // The paste goes off the thread; the keystroke after it waits its turn, and is then applied
+    // on the thread.
     let mut appends = Vec::new();
     let mut jobs = 0;
     loop {
@@ -360,10 +363,11 @@ fn a_costly_update_is_applied_off_the_thread_and_what_came_after_it_waits() {
         let Some(job) = job else { break };
         jobs += 1;
         assert!(core.is_applying());
+        assert!(appends.is_empty(), "nothing is applied before the paste");
         let done = job.run();
         core.applied_off_thread(done, now);
     }
-    assert_eq!(jobs, 2);
+    assert_eq!(jobs, 1);
     assert_eq!(
         appends,
         vec![1, 2],
@@ -374,6 +378,35 @@ fn a_costly_update_is_applied_off_the_thread_and_what_came_after_it_waits() {
         text.contains("after") && text.contains("bba"),
         "both were applied"
     );
+}
+
+#[test]
+fn keystrokes_into_a_large_document_are_applied_on_its_thread() {
+    let now = Instant::now();
+    let stored = StoredDoc {
+        snapshot: Some(insert(39, &"p".repeat(2 * 1024 * 1024))),
+        ..StoredDoc::default()
+    };
+    let mut core = core_holding(stored, settings(), now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+    for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        core.receive(1, vec![update_message(insert(41 + i as u64, key))], now);
+        let effects = core.take_effects();
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, Effect::ApplyOffThread(_))),
+            "keystroke {i} went off the thread"
+        );
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Append { seq, .. } if *seq == i as u64 + 1)),
+            "keystroke {i} was not handed to the writer"
+        );
+        assert!(!core.is_applying());
+    }
 }
 
 #[test]
