@@ -50,7 +50,10 @@ pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
     /// Log rows written after the snapshot, oldest first.
     pub updates: Vec<Vec<u8>>,
-    /// Highest log row id belonging to this document (0 when none was ever written).
+    /// Highest log position of this document (0 when none was ever written). A document's
+    /// positions grow in commit order; on Postgres they are 1, 2, 3, … with no gaps, taken under
+    /// the document's row lock (see `migrations/postgres/0010_log_positions.sql`), and on SQLite,
+    /// which has one writer, they are the log's row ids.
     pub max_log_id: i64,
 }
 
@@ -143,9 +146,9 @@ impl CreatedEvents {
 /// What a committed batch of appends did.
 #[derive(Debug, Default)]
 pub struct Committed {
-    /// The log id of each append, in the batch's order.
+    /// The log position of each append, in the batch's order.
     pub ids: Vec<i64>,
-    /// For each document that got appends, its highest new log id.
+    /// For each document that got appends, its highest new log position.
     pub log_ids: HashMap<DocId, i64>,
     /// Documents that these appends brought into existence.
     pub created: Vec<DocId>,
@@ -303,9 +306,6 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 /// returns a row exactly when it inserted one.
 pub(crate) const CREATE_SQL: &str = "INSERT INTO documents (id, created_at, updated_at) \
      VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING RETURNING id";
-/// The SQL that appends one log row and returns its id, the same on both backends.
-pub(crate) const APPEND_ONE_SQL: &str =
-    "INSERT INTO updates (doc_id, data) VALUES ($1, $2) RETURNING id";
 
 /// The SQL of `revoke`, the same on both backends.
 pub(crate) const REVOKE_SQL: &str = "INSERT INTO revocations (doc_id, user_name, revoked_at) \

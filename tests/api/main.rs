@@ -14,6 +14,7 @@ mod hostile;
 mod interop;
 mod lifecycle;
 mod limits;
+mod log_order;
 mod metrics;
 mod outage;
 mod persistence;

@@ -1,6 +1,8 @@
 //! Postgres: documents and their log — loading, the one-statement append with its outbox,
 //! compaction, listing, creating and deleting.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::PostgresStore;
@@ -69,15 +71,11 @@ impl PostgresStore {
         }
         let docs: Vec<&str> = appends.iter().map(|a| a.doc.as_str()).collect();
         let data: Vec<&[u8]> = appends.iter().map(|a| a.data.as_ref()).collect();
-        let mut distinct = docs.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
         // One statement, which is its own transaction: the commit costs one round trip, the
         // events of the documents it creates included.
         let row = sqlx::query(APPEND_SQL)
             .bind(&docs)
             .bind(&data)
-            .bind(&distinct)
             .bind(now_ms())
             .bind(&created.receivers)
             .bind(&created.event)
@@ -85,12 +83,13 @@ impl PostgresStore {
             .bind(&created.body_after)
             .fetch_one(&self.pool)
             .await?;
-        let mut ids: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>(0)?.unwrap_or_default();
-        // The rows were inserted in array order from one statement and the sequence hands out
-        // increasing ids, so sorted ids line up with the appends.
-        ids.sort_unstable();
+        let touched: Vec<String> = row
+            .try_get::<Option<Vec<String>>, _>(0)?
+            .unwrap_or_default();
+        let last: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>(1)?.unwrap_or_default();
+        let ids = positions(appends, &touched, &last)?;
         committed.record(appends, ids)?;
-        let created: Option<Vec<String>> = row.try_get(1)?;
+        let created: Option<Vec<String>> = row.try_get(2)?;
         committed.created = created
             .unwrap_or_default()
             .iter()
@@ -161,10 +160,15 @@ impl PostgresStore {
             // Dropping the transaction rolls it back: nothing was written.
             return Err(StoreError::AlreadyExists);
         }
-        let log_id: i64 = sqlx::query_scalar(store::APPEND_ONE_SQL)
+        let log_id: i64 = sqlx::query_scalar(NEXT_POSITION_SQL)
             .bind(doc.as_str())
-            .bind(update)
             .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(APPEND_AT_SQL)
+            .bind(doc.as_str())
+            .bind(log_id)
+            .bind(update)
+            .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         let summary = DocSummary {
@@ -218,21 +222,66 @@ impl PostgresStore {
 
 /// Appends, touches the documents and queues the events of those it creates, in one statement
 /// (data-modifying CTEs run exactly once, whether or not the outer query reads them). `$1`/`$2`:
-/// each append's document and data; `$3`: the distinct documents; `$4`: now; `$5`: the event
-/// receivers; `$6`: the event name; `$7`/`$8`: the event body around the document's id as a
-/// JSON string (see `CreatedEvents`). Answers the new log ids, and the documents this statement
-/// created (`xmax = 0` tells inserted rows from updated ones).
-const APPEND_SQL: &str = "WITH appended AS ( \
-        INSERT INTO updates (doc_id, data) \
-        SELECT * FROM UNNEST($1::text[], $2::bytea[]) RETURNING id), \
+/// each append's document and data; `$3`: now; `$4`: the event receivers; `$5`: the event name;
+/// `$6`/`$7`: the event body around the document's id as a JSON string (see `CreatedEvents`).
+///
+/// Each document's row is inserted or updated first, in id order (so that two nodes' commits
+/// lock shared documents in the same order), and its `log_seq` grows by its number of appends:
+/// the row lock, held to the commit, makes a document's positions contiguous and in commit
+/// order. Its appends take the positions after the old `log_seq`, in array order. Answers the
+/// touched documents with their new `log_seq`, and the documents this statement created
+/// (`xmax = 0` tells inserted rows from updated ones).
+const APPEND_SQL: &str = "WITH input AS ( \
+        SELECT d, data, ord FROM UNNEST($1::text[], $2::bytea[]) WITH ORDINALITY AS t(d, data, ord)), \
+     counts AS (SELECT d, COUNT(*)::BIGINT AS n FROM input GROUP BY d), \
      touched AS ( \
-        INSERT INTO documents (id, created_at, updated_at) \
-        SELECT d, $4, $4 FROM UNNEST($3::text[]) AS d \
-        ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at \
-        RETURNING id, (xmax = 0) AS inserted), \
+        INSERT INTO documents (id, created_at, updated_at, log_seq) \
+        SELECT d, $3, $3, n FROM counts ORDER BY d \
+        ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at, \
+            log_seq = documents.log_seq + excluded.log_seq \
+        RETURNING id, log_seq, (xmax = 0) AS inserted), \
+     appended AS ( \
+        INSERT INTO updates (doc_id, id, data) \
+        SELECT i.d, t.log_seq - c.n + ROW_NUMBER() OVER (PARTITION BY i.d ORDER BY i.ord), i.data \
+        FROM input i JOIN touched t ON t.id = i.d JOIN counts c ON c.d = i.d), \
      outbox AS ( \
         INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
-        SELECT r, $6::text, $7::text || to_json(t.id)::text || $8::text, $4, $4 \
-        FROM touched t CROSS JOIN UNNEST($5::text[]) AS r WHERE t.inserted) \
-     SELECT (SELECT array_agg(id) FROM appended), \
+        SELECT r, $5::text, $6::text || to_json(t.id)::text || $7::text, $3, $3 \
+        FROM touched t CROSS JOIN UNNEST($4::text[]) AS r WHERE t.inserted) \
+     SELECT (SELECT array_agg(id) FROM touched), (SELECT array_agg(log_seq) FROM touched), \
             (SELECT array_agg(id) FROM touched WHERE inserted)";
+
+/// Takes the next position in a document's (`$1`) log, for a row appended on its own.
+const NEXT_POSITION_SQL: &str =
+    "UPDATE documents SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq";
+
+/// Appends one row (`$1` document, `$2` position, `$3` data).
+const APPEND_AT_SQL: &str = "INSERT INTO updates (doc_id, id, data) VALUES ($1, $2, $3)";
+
+/// The position each append took: a document's appends take, in order, the positions that end
+/// at its new `log_seq` (`last`, given per `touched` document).
+fn positions(appends: &[Append], touched: &[String], last: &[i64]) -> Result<Vec<i64>, StoreError> {
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for append in appends {
+        *counts.entry(append.doc.as_str()).or_default() += 1;
+    }
+    let mut next: HashMap<&str, i64> = HashMap::with_capacity(counts.len());
+    for (doc, last) in touched.iter().zip(last) {
+        if let Some(count) = counts.get(doc.as_str()) {
+            next.insert(doc.as_str(), last - count + 1);
+        }
+    }
+    appends
+        .iter()
+        .map(|append| {
+            let position = next.get_mut(append.doc.as_str()).ok_or_else(|| {
+                StoreError::Other(anyhow::anyhow!(
+                    "the append did not report the log position of {}",
+                    append.doc
+                ))
+            })?;
+            *position += 1;
+            Ok(*position - 1)
+        })
+        .collect()
+}

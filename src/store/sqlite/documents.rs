@@ -171,7 +171,7 @@ impl SqliteStore {
             // Dropping the transaction rolls it back: nothing was written.
             return Err(StoreError::AlreadyExists);
         }
-        let log_id: i64 = sqlx::query_scalar(store::APPEND_ONE_SQL)
+        let log_id: i64 = sqlx::query_scalar(APPEND_ONE_SQL)
             .bind(doc.as_str())
             .bind(update)
             .fetch_one(&mut *tx)
@@ -272,3 +272,6 @@ where
     ids.sort_unstable();
     Ok(ids)
 }
+
+/// Appends one log row and returns its id.
+const APPEND_ONE_SQL: &str = "INSERT INTO updates (doc_id, data) VALUES ($1, $2) RETURNING id";
