@@ -112,6 +112,7 @@ impl Application {
                 max_presence_states: settings.max_presence_states,
                 update_cost_budget: settings.update_cost_budget,
                 webhooks: webhooks.enabled(),
+                shared_log: store.shares_log(),
             },
             metrics.clone(),
         )

@@ -50,6 +50,7 @@ fn settings() -> DocSettings {
         max_presence_states: 4,
         update_cost_budget: Duration::from_secs(2),
         webhooks: false,
+        shared_log: false,
     }
 }
 
@@ -115,6 +116,7 @@ pub(crate) fn run(
                     first_seq,
                     last_seq,
                     data: data.into(),
+                    log_id: last_seq as i64,
                 }],
                 None => Vec::new(),
             };

@@ -51,6 +51,12 @@ pub(crate) struct Unsubscribe {
 #[rtype(result = "()")]
 pub(crate) struct Committed(pub Durable);
 
+/// Registry → Document: the document's log reaches this position (other nodes may have
+/// appended to it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LogHead(pub i64);
+
 /// Registry → Document: who is connected now.
 #[derive(Message)]
 #[rtype(result = "DocPresence")]

@@ -6,10 +6,12 @@
 //!                    │                                   ▲
 //!                    └─▶ crate::persist ─▶ Store ─(durable)──┘
 //! Registry: DocId ─▶ Addr<DocumentActor>, loads on first use, unloads when idle
+//! log watch (several nodes): Store ─(log heads)▶ DocumentActor ─(read)▶ Store
 //! ```
 
 pub mod core;
 pub mod document;
+pub(crate) mod log_watch;
 pub(crate) mod messages;
 pub(crate) mod registry;
 pub(crate) mod relay;

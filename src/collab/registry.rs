@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::core::{DocCore, DocSettings, build_doc};
 use super::document::{DocServices, DocumentActor, Unloaded};
+use super::log_watch;
 use super::messages::{Disconnect, DocPresence, Evict, GetPresence, Shutdown};
 use crate::domain::DocId;
 use crate::persist::PersistHandle;
@@ -84,6 +85,8 @@ pub(crate) struct Registry {
     arbiters: Vec<Arbiter>,
     next_arbiter: usize,
     shutting_down: bool,
+    /// A look at the logs is under way (see `log_watch.rs`).
+    watching: bool,
 }
 
 impl Registry {
@@ -109,6 +112,7 @@ impl Registry {
             arbiters: (0..threads).map(|_| Arbiter::new()).collect(),
             next_arbiter: 0,
             shutting_down: false,
+            watching: false,
         }
     }
 
@@ -155,6 +159,24 @@ impl Registry {
         }));
     }
 
+    /// Looks at the logs of the loaded documents, unless the last look is still under way.
+    fn watch_log(&mut self, ctx: &mut Context<Self>) {
+        if self.watching || self.shutting_down {
+            return;
+        }
+        let docs: Vec<_> = self
+            .docs
+            .iter()
+            .filter_map(|(id, entry)| match entry {
+                Entry::Loaded(addr) => Some((id.clone(), addr.clone())),
+                _ => None,
+            })
+            .collect();
+        self.watching = true;
+        let look = log_watch::look(self.store.clone(), docs);
+        ctx.spawn(look.into_actor(self).map(|(), act, _| act.watching = false));
+    }
+
     fn finish_load(
         &mut self,
         id: DocId,
@@ -199,6 +221,12 @@ impl Registry {
 
 impl Actor for Registry {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.store.shares_log() {
+            ctx.run_interval(log_watch::INTERVAL, |act, ctx| act.watch_log(ctx));
+        }
+    }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         for arbiter in &self.arbiters {

@@ -61,6 +61,8 @@ pub struct CommittedRow {
     pub first_seq: u64,
     pub last_seq: u64,
     pub data: Bytes,
+    /// The row's position in the document's log (0 when the store did not say).
+    pub log_id: i64,
 }
 
 /// Who hears about durability.

@@ -183,10 +183,12 @@ impl CommittedRows {
     }
 
     /// The rows of each document, in sequence order.
-    pub(crate) fn by_doc(&self) -> HashMap<DocId, Vec<Row>> {
-        let mut docs: HashMap<DocId, Vec<Row>> = HashMap::new();
-        for (row, _) in &self.rows {
-            docs.entry(row.doc.clone()).or_default().push(row.clone());
+    pub(crate) fn by_doc(&self) -> HashMap<DocId, Vec<(Row, i64)>> {
+        let mut docs: HashMap<DocId, Vec<(Row, i64)>> = HashMap::new();
+        for (row, id) in &self.rows {
+            docs.entry(row.doc.clone())
+                .or_default()
+                .push((row.clone(), *id));
         }
         docs
     }
@@ -362,7 +364,12 @@ mod tests {
         assert_eq!(committed.covered(&doc("a"), at, 0), 5);
         assert!(!committed.any_after(&doc("a"), at));
         let by_doc = committed.by_doc();
-        assert_eq!(ranges(&by_doc[&doc("a")]), [("a", 1, 2)]);
+        let rows: Vec<Row> = by_doc[&doc("a")]
+            .iter()
+            .map(|(row, _)| row.clone())
+            .collect();
+        assert_eq!(ranges(&rows), [("a", 1, 2)]);
+        assert_eq!(by_doc[&doc("a")][0].1, 5, "the row's log position");
     }
 
     #[test]

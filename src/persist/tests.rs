@@ -291,6 +291,7 @@ async fn a_failed_commit_is_retried_with_backoff_until_the_store_takes_it() {
         first_seq: 1,
         last_seq: 1,
         data: update,
+        log_id: notice.max_log_id,
     };
     assert_eq!(notice.merged, [row]);
     assert_eq!(stored_text(store.as_ref(), "a").await, "kept");

@@ -37,6 +37,7 @@ pub(super) async fn run(
     let (follow, follow_rx) = mpsc::unbounded_channel();
     let compacting = tokio::spawn(compactor::run(store.clone(), follow_rx, metrics.clone()));
     let mut writer = Writer {
+        shared: store.shares_log(),
         store,
         webhooks,
         health,
@@ -68,6 +69,10 @@ pub(super) async fn run(
 /// What the commit loop keeps from one batch to the next.
 struct Writer {
     store: Arc<dyn Store>,
+    /// Other nodes append to the same logs. A compaction then covers what its document says it
+    /// holds and no more: this node's rows committed before it may come after a row of another
+    /// node that the snapshot lacks, so counting them in would drop that row.
+    shared: bool,
     /// Whose `document.created` events the store queues with the appends that create the
     /// documents, and whose lanes are woken after.
     webhooks: Webhooks,
@@ -168,8 +173,10 @@ impl Writer {
                 }
             }
         };
-        for (doc, id) in &committed.log_ids {
-            self.committed_ids.insert(doc.clone(), *id);
+        if !self.shared {
+            for (doc, id) in &committed.log_ids {
+                self.committed_ids.insert(doc.clone(), *id);
+            }
         }
         let mut by_doc = rows.by_doc();
         for (doc, (seq, sink)) in batch.notify {
@@ -177,10 +184,11 @@ impl Writer {
                 .remove(&doc)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|row| CommittedRow {
+                .map(|(row, log_id)| CommittedRow {
                     first_seq: row.first_seq,
                     last_seq: row.last_seq,
                     data: row.data,
+                    log_id,
                 })
                 .collect();
             sink.durable(Durable {
@@ -236,8 +244,10 @@ impl Writer {
                     done,
                     at,
                 } => {
-                    compaction.covers_log_id =
-                        rows.covered(&compaction.doc, at, compaction.covers_log_id);
+                    if !self.shared {
+                        compaction.covers_log_id =
+                            rows.covered(&compaction.doc, at, compaction.covers_log_id);
+                    }
                     // Rows appended after it are still in the log: keep tracking them, but
                     // forget documents whose log will be empty.
                     if !rows.any_after(&compaction.doc, at) {

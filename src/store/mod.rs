@@ -83,6 +83,27 @@ pub struct Compaction {
     pub covers_log_id: i64,
 }
 
+/// What other nodes may have appended to a document's log past a position (see
+/// [`Store::read_log`]).
+#[derive(Debug, Default)]
+pub struct LogTail {
+    /// The snapshot and the position it covers, when it covers positions past the one asked
+    /// after: the rows up to there are folded into it and gone from the log.
+    pub snapshot: Option<(Vec<u8>, i64)>,
+    /// The rows after the position (or after the snapshot), in position order.
+    pub rows: Vec<LogRow>,
+}
+
+/// One row of a document's log, as [`Store::read_log`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRow {
+    pub position: i64,
+    pub data: Vec<u8>,
+    /// Appended through this store, by this process: a row this node relayed when its commit
+    /// returned.
+    pub own: bool,
+}
+
 /// A document as listed: its id, times (Unix epoch milliseconds) and stored size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocSummary {
@@ -287,6 +308,26 @@ pub trait Store: Send + Sync + 'static {
     /// Cheap round trip that tells whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Whether other nodes may append to the same logs (Postgres): a document's positions are
+    /// then 1, 2, 3, … with no gaps, and [`Store::log_heads`] and [`Store::read_log`] tell what
+    /// the others appended. A store no other node writes (SQLite) needs neither.
+    fn shares_log(&self) -> bool {
+        false
+    }
+
+    /// The last position of each of `docs` that exists, in no particular order.
+    async fn log_heads(&self, docs: &[DocId]) -> Result<Vec<(DocId, i64)>, StoreError> {
+        let _ = docs;
+        Err(not_shared())
+    }
+
+    /// A document's log after position `after`, read at one instant: the rows, and the snapshot
+    /// too if a compaction has folded rows past `after` into it.
+    async fn read_log(&self, doc: &DocId, after: i64) -> Result<LogTail, StoreError> {
+        let _ = (doc, after);
+        Err(not_shared())
+    }
+
     /// Closes the pool, waiting for connections in use.
     async fn close(&self);
 }
@@ -300,6 +341,11 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     } else {
         Err(StoreError::UnsupportedUrl(redact(url)))
     }
+}
+
+/// What a store that no other node writes answers when asked what the others appended.
+fn not_shared() -> StoreError {
+    StoreError::Other(anyhow::anyhow!("this store is not shared with other nodes"))
 }
 
 /// The SQL that inserts a document row unless the id is taken, the same on both backends: it

@@ -3,6 +3,7 @@
 mod access;
 mod bad_input;
 mod browser;
+mod cluster;
 mod convergence;
 mod documents;
 mod fairness;

@@ -77,6 +77,7 @@ impl DocCore {
         self.at(now);
         self.held.durable_seq = self.held.durable_seq.max(notice.up_to_seq);
         self.policy.committed(notice.max_log_id, notice.rows);
+        self.own_rows_committed(notice.merged.iter().map(|row| row.log_id));
         if let Some((seq, queued, _)) = self.held.waiting.front()
             && *seq <= self.held.durable_seq
         {

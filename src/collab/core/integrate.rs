@@ -31,6 +31,8 @@ pub(super) enum Work {
     Client(SubscriberId, ClientMessage),
     /// An update from the API.
     Api(IncomingUpdate, ApiReply),
+    /// What other nodes appended to the log (see `shared_log.rs`).
+    Log(crate::store::LogTail),
 }
 
 /// Who sent an update, to be told how it went.
@@ -130,6 +132,7 @@ impl DocCore {
                     }
                 }
                 Work::Api(update, reply) => self.integrate(update, Origin::Api(reply)),
+                Work::Log(tail) => self.take_log(tail),
             }
         }
     }

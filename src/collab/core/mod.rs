@@ -12,7 +12,8 @@
 //!
 //! `integrate.rs` applies updates; `durability.rs` holds back what must wait for the store;
 //! `members.rs` serves subscribers (sync answers, presence); `policy.rs` decides compactions,
-//! versions, announcements and unloads; `edit.rs` makes the server's own edits.
+//! versions, announcements and unloads; `edit.rs` makes the server's own edits;
+//! `shared_log.rs` follows a log that other nodes append to.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ mod edit;
 mod integrate;
 mod members;
 mod policy;
+mod shared_log;
 #[cfg(test)]
 mod tests;
 
@@ -96,6 +98,8 @@ pub struct DocSettings {
     pub update_cost_budget: Duration,
     /// Whether `document.changed` webhooks are announced.
     pub webhooks: bool,
+    /// Whether other nodes append to the document's log (see `shared_log.rs`).
+    pub shared_log: bool,
 }
 
 /// What the core asks of the world around it, in the order it asks.
@@ -125,6 +129,9 @@ pub enum Effect {
     /// Apply an update off the document's thread, reading nothing meanwhile, then hand the
     /// outcome to [`DocCore::applied_off_thread`].
     ApplyOffThread(OffThread),
+    /// Read the document's log past position `after` and hand what it holds to
+    /// [`DocCore::log_read`]: other nodes appended to it.
+    ReadLog { after: i64 },
     /// Save an automatic version of the state `durable` yields, once it is durable.
     SaveVersion(oneshot::Receiver<Vec<u8>>),
     /// Announce `document.changed` with the state vector `durable` yields and `text`.
@@ -213,6 +220,8 @@ pub struct DocCore {
     applying: Option<integrate::InFlight>,
     /// Whether small updates of a large document are still applied on its thread.
     inline_trust: cost::InlineTrust,
+    /// Where the document stands in a log other nodes append to too.
+    shared: Option<shared_log::SharedLog>,
     /// Set once unloading (or failing) has begun: new subscribers are turned away.
     closing: bool,
 }
@@ -241,6 +250,9 @@ impl DocCore {
             backlog: VecDeque::new(),
             applying: None,
             inline_trust: cost::InlineTrust::default(),
+            shared: settings
+                .shared_log
+                .then(|| shared_log::SharedLog::new(stored.max_log_id)),
             closing: false,
             settings,
         };

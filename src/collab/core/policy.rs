@@ -83,6 +83,19 @@ impl Policy {
         self.log_rows += rows;
     }
 
+    /// Another node's compaction folded the log into a snapshot of `bytes`.
+    pub(super) fn snapshot_taken(&mut self, bytes: usize) {
+        self.snapshot_bytes = bytes;
+        self.log_rows = 0;
+        self.log_bytes = 0;
+    }
+
+    /// Another node appended a row of `bytes` to the log.
+    pub(super) fn peer_row(&mut self, bytes: usize) {
+        self.log_rows += 1;
+        self.log_bytes += bytes;
+    }
+
     pub(super) fn in_use(&mut self) {
         self.idle_since = None;
     }
@@ -150,6 +163,11 @@ impl DocCore {
     }
 
     fn compaction(&mut self) -> Compaction {
+        // In a shared log, only what this copy holds without a gap (see `shared_log.rs`).
+        let covers = self
+            .shared
+            .as_ref()
+            .map_or(self.policy.max_log_id, |log| log.applied());
         let snapshot = self
             .doc
             .transact()
@@ -157,11 +175,11 @@ impl DocCore {
         let span = &self.span;
         let p = &mut self.policy;
         p.snapshot_bytes = snapshot.len();
-        tracing::debug!(parent: span, bytes = snapshot.len(), covers = p.max_log_id, log_rows = p.log_rows, log_bytes = p.log_bytes, "compacting");
+        tracing::debug!(parent: span, bytes = snapshot.len(), covers, log_rows = p.log_rows, log_bytes = p.log_bytes, "compacting");
         let compaction = Compaction {
             doc: self.id.clone(),
             snapshot,
-            covers_log_id: p.max_log_id,
+            covers_log_id: covers,
         };
         p.log_rows = 0;
         p.log_bytes = 0;
@@ -229,6 +247,8 @@ impl DocCore {
             return;
         }
         self.store_failing(store_failing, now);
+        // A read of the log that failed is tried again.
+        self.read_if_behind();
         let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
         if due(self.sweep_due()) {
             self.policy.swept = self.now;

@@ -21,6 +21,7 @@ fn settings() -> DocSettings {
         max_presence_states: 4,
         update_cost_budget: Duration::from_secs(2),
         webhooks: false,
+        shared_log: false,
     }
 }
 
@@ -154,6 +155,7 @@ fn a_committed_row_goes_out_as_one_message_for_the_updates_it_merged() {
         first_seq: 1,
         last_seq: 3,
         data: Bytes::from(merged.clone()),
+        log_id: 1,
     };
     core.durable(
         Durable {

@@ -21,7 +21,7 @@ mod history;
 use self::history::save_auto_version;
 use super::core::{self, DocCore, Effect, OffThreadOutcome, Unload};
 use super::messages::{
-    Committed, Disconnect, Evict, GetPresence, Inbound, Shutdown, Subscribe, Unsubscribe,
+    Committed, Disconnect, Evict, GetPresence, Inbound, LogHead, Shutdown, Subscribe, Unsubscribe,
 };
 use super::relay::Relay;
 use crate::domain::DocId;
@@ -172,6 +172,18 @@ impl DocumentActor {
                     // The blocking task cannot be cancelled; a join error is its panic.
                     let done = joined.unwrap_or_else(|e| OffThreadOutcome::lost(e.to_string()));
                     act.step(ctx, |core, now| core.applied_off_thread(done, now));
+                }));
+            }
+            Effect::ReadLog { after } => {
+                let (store, doc) = (self.store.clone(), self.core.id().clone());
+                let read = async move { store.read_log(&doc, after).await };
+                ctx.spawn(read.into_actor(self).map(|read, act, ctx| {
+                    let tail = read
+                        .map_err(|error| {
+                            tracing::warn!(parent: act.core.span(), %error, "reading the log failed; trying again");
+                        })
+                        .ok();
+                    act.step(ctx, |core, now| core.log_read(tail, now));
                 }));
             }
             Effect::SaveVersion(durable) => {
@@ -336,6 +348,15 @@ impl Handler<Committed> for DocumentActor {
     /// Relays everything that was waiting for the updates now committed.
     fn handle(&mut self, Committed(notice): Committed, ctx: &mut Context<Self>) {
         self.step(ctx, |core, now| core.durable(notice, now));
+    }
+}
+
+impl Handler<LogHead> for DocumentActor {
+    type Result = ();
+
+    /// Reads what other nodes appended, if anything.
+    fn handle(&mut self, LogHead(head): LogHead, ctx: &mut Context<Self>) {
+        self.step(ctx, |core, now| core.log_head(head, now));
     }
 }
 

@@ -8,8 +8,8 @@ use sqlx::Row;
 use super::PostgresStore;
 use crate::domain::DocId;
 use crate::store::{
-    self, Append, Committed, Compaction, CreatedEvents, DocSummary, StoreError, StoredDoc, now_ms,
-    parts, summary_from_row,
+    self, Append, Committed, Compaction, CreatedEvents, DocSummary, LogRow, LogTail, StoreError,
+    StoredDoc, now_ms, parts, summary_from_row,
 };
 
 /// A document (`d`) with its times and stored size: its snapshot (`s`), inline or in parts, plus
@@ -59,6 +59,58 @@ impl PostgresStore {
         Ok(stored)
     }
 
+    pub(super) async fn log_heads(&self, docs: &[DocId]) -> Result<Vec<(DocId, i64)>, StoreError> {
+        let ids: Vec<&str> = docs.iter().map(DocId::as_str).collect();
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, log_seq FROM documents WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, head)| DocId::parse(&id).ok().map(|id| (id, head)))
+            .collect())
+    }
+
+    #[tracing::instrument(skip(self), fields(doc = %doc))]
+    pub(super) async fn read_log(&self, doc: &DocId, after: i64) -> Result<LogTail, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let covers: Option<i64> =
+            sqlx::query_scalar("SELECT log_id FROM snapshots WHERE doc_id = $1")
+                .bind(doc.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mut tail = LogTail::default();
+        let mut from = after;
+        if covers.is_some_and(|covers| covers > after) {
+            let (snapshot, covers) = parts::read_snapshot!(tx, doc);
+            if let Some(state) = snapshot {
+                tail.snapshot = Some((state, covers));
+                from = from.max(covers);
+            }
+        }
+        let rows: Vec<(i64, Option<i64>, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, node, data FROM updates WHERE doc_id = $1 AND id > $2 ORDER BY id",
+        )
+        .bind(doc.as_str())
+        .bind(from)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tail.rows = rows
+            .into_iter()
+            .map(|(position, node, data)| LogRow {
+                position,
+                data,
+                own: node == Some(self.node),
+            })
+            .collect();
+        Ok(tail)
+    }
+
     #[tracing::instrument(skip_all, fields(appends = appends.len()))]
     pub(super) async fn append(
         &self,
@@ -81,6 +133,7 @@ impl PostgresStore {
             .bind(&created.event)
             .bind(&created.body_before)
             .bind(&created.body_after)
+            .bind(self.node)
             .fetch_one(&self.pool)
             .await?;
         let touched: Vec<String> = row
@@ -168,6 +221,7 @@ impl PostgresStore {
             .bind(doc.as_str())
             .bind(log_id)
             .bind(update)
+            .bind(self.node)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -223,7 +277,8 @@ impl PostgresStore {
 /// Appends, touches the documents and queues the events of those it creates, in one statement
 /// (data-modifying CTEs run exactly once, whether or not the outer query reads them). `$1`/`$2`:
 /// each append's document and data; `$3`: now; `$4`: the event receivers; `$5`: the event name;
-/// `$6`/`$7`: the event body around the document's id as a JSON string (see `CreatedEvents`).
+/// `$6`/`$7`: the event body around the document's id as a JSON string (see `CreatedEvents`);
+/// `$8`: this node's mark on its rows.
 ///
 /// Each document's row is inserted or updated first, in id order (so that two nodes' commits
 /// lock shared documents in the same order), and its `log_seq` grows by its number of appends:
@@ -241,8 +296,9 @@ const APPEND_SQL: &str = "WITH input AS ( \
             log_seq = documents.log_seq + excluded.log_seq \
         RETURNING id, log_seq, (xmax = 0) AS inserted), \
      appended AS ( \
-        INSERT INTO updates (doc_id, id, data) \
-        SELECT i.d, t.log_seq - c.n + ROW_NUMBER() OVER (PARTITION BY i.d ORDER BY i.ord), i.data \
+        INSERT INTO updates (doc_id, id, node, data) \
+        SELECT i.d, t.log_seq - c.n + ROW_NUMBER() OVER (PARTITION BY i.d ORDER BY i.ord), \
+            $8::bigint, i.data \
         FROM input i JOIN touched t ON t.id = i.d JOIN counts c ON c.d = i.d), \
      outbox AS ( \
         INSERT INTO webhook_deliveries (url, event, body, next_attempt_at, created_at) \
@@ -255,8 +311,8 @@ const APPEND_SQL: &str = "WITH input AS ( \
 const NEXT_POSITION_SQL: &str =
     "UPDATE documents SET log_seq = log_seq + 1 WHERE id = $1 RETURNING log_seq";
 
-/// Appends one row (`$1` document, `$2` position, `$3` data).
-const APPEND_AT_SQL: &str = "INSERT INTO updates (doc_id, id, data) VALUES ($1, $2, $3)";
+/// Appends one row (`$1` document, `$2` position, `$3` data, `$4` this node's mark).
+const APPEND_AT_SQL: &str = "INSERT INTO updates (doc_id, id, data, node) VALUES ($1, $2, $3, $4)";
 
 /// The position each append took: a document's appends take, in order, the positions that end
 /// at its new `log_seq` (`last`, given per `touched` document).

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use super::{
-    Append, Committed, Compaction, CreatedEvents, DocSummary, PendingDelivery, StoreError,
+    Append, Committed, Compaction, CreatedEvents, DocSummary, LogTail, PendingDelivery, StoreError,
     StoredDoc, VersionSummary,
 };
 use crate::domain::DocId;
@@ -29,6 +29,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub(crate) struct PostgresStore {
     pool: PgPool,
+    /// This process's mark on the log rows it appends (see migration 0011).
+    node: i64,
 }
 
 impl PostgresStore {
@@ -42,7 +44,9 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        // Random, so that a restarted node counts its earlier rows as another node's.
+        let node = uuid::Uuid::new_v4().as_u64_pair().0 as i64;
+        Ok(Self { pool, node })
     }
 }
 
@@ -65,6 +69,18 @@ impl super::Store for PostgresStore {
 
     async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
         PostgresStore::compact(self, compactions).await
+    }
+
+    fn shares_log(&self) -> bool {
+        true
+    }
+
+    async fn log_heads(&self, docs: &[DocId]) -> Result<Vec<(DocId, i64)>, StoreError> {
+        PostgresStore::log_heads(self, docs).await
+    }
+
+    async fn read_log(&self, doc: &DocId, after: i64) -> Result<LogTail, StoreError> {
+        PostgresStore::read_log(self, doc, after).await
     }
 
     async fn list(&self, after: Option<&DocId>, limit: i64) -> Result<Vec<DocSummary>, StoreError> {

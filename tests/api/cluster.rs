@@ -1,0 +1,127 @@
+//! Several nodes on one Postgres database: each follows what the others append to the logs of
+//! the documents it holds, so their clients see one document. These tests run without Redis:
+//! the nodes converge through the log watch alone.
+
+use crate::helpers::{Backend, TestApp, TestDb, YClient, doc_name, postgres_configured};
+
+/// `count` nodes on one fresh Postgres database, with `tune` applied to each one's settings.
+async fn nodes(
+    count: usize,
+    tune: impl Fn(&mut tandem::config::Settings),
+) -> (TestDb, Vec<TestApp>) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut apps = Vec::new();
+    for _ in 0..count {
+        let mut settings = db.settings();
+        tune(&mut settings);
+        apps.push(TestApp::spawn(settings).await);
+    }
+    (db, apps)
+}
+
+/// Waits until every client's text is `expected`.
+async fn all_read(clients: &mut [YClient], expected: &str) {
+    for client in clients.iter_mut() {
+        client.wait_for_text(expected).await;
+    }
+}
+
+#[actix_web::test]
+async fn edits_on_each_node_reach_the_clients_of_the_others() {
+    if !postgres_configured() {
+        return;
+    }
+    let (_db, apps) = nodes(3, |_| {}).await;
+    let doc = doc_name("cluster-edits");
+    let mut clients = Vec::new();
+    for app in &apps {
+        clients.push(app.connect(&doc).await);
+    }
+    clients[0].append("one ").await;
+    all_read(&mut clients, "one ").await;
+    // Concurrent edits on every node converge to one text holding all of them.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.append(&format!("[{i}]")).await;
+    }
+    let mut texts = Vec::new();
+    for client in clients.iter_mut() {
+        client
+            .recv_until(|c| (0..3).all(|i| c.text().contains(&format!("[{i}]"))))
+            .await;
+        texts.push(client.text());
+    }
+    let expected = texts[0].clone();
+    all_read(&mut clients, &expected).await;
+    for app in &apps {
+        assert_eq!(
+            app.text(&doc).await,
+            expected,
+            "every node serves the same text"
+        );
+    }
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn a_document_opened_on_another_node_while_one_writes_arrives_whole() {
+    if !postgres_configured() {
+        return;
+    }
+    let (_db, apps) = nodes(2, |_| {}).await;
+    let doc = doc_name("cluster-late");
+    let mut writer = apps[0].connect(&doc).await;
+    let mut expected = String::new();
+    for i in 0..60 {
+        let chunk = format!("{i},");
+        writer.append(&chunk).await;
+        expected.push_str(&chunk);
+        if i == 30 {
+            // Node 1 loads the document halfway through.
+            let mut late = apps[1].connect(&doc).await;
+            late.recv_until(|c| c.text().starts_with("0,1,")).await;
+        }
+    }
+    writer.recv_echo().await;
+    let mut reader = apps[1].connect(&doc).await;
+    reader.wait_for_text(&expected).await;
+    assert_eq!(apps[1].text(&doc).await, expected);
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn two_writers_on_two_nodes_with_compaction_lose_nothing_across_a_restart() {
+    if !postgres_configured() {
+        return;
+    }
+    let (db, apps) = nodes(2, |settings| settings.compact_after_updates = 2).await;
+    let doc = doc_name("cluster-compact");
+    let mut a = apps[0].connect(&doc).await;
+    let mut b = apps[1].connect(&doc).await;
+    for i in 0..40 {
+        a.append(&format!("a{i} ")).await;
+        b.append(&format!("b{i} ")).await;
+    }
+    let has_all = |c: &YClient| {
+        (0..40).all(|i| {
+            let text = c.text();
+            text.contains(&format!("a{i} ")) && text.contains(&format!("b{i} "))
+        })
+    };
+    a.recv_until(has_all).await;
+    b.recv_until(has_all).await;
+    let expected = a.text();
+    b.wait_for_text(&expected).await;
+    drop((a, b));
+    for app in apps {
+        app.stop().await;
+    }
+    // Every node is gone; a new one loads the document from what the two left.
+    let fresh = TestApp::spawn(db.settings()).await;
+    let reader = fresh.connect(&doc).await;
+    assert_eq!(reader.text(), expected);
+    fresh.stop().await;
+}
