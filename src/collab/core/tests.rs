@@ -491,3 +491,106 @@ fn compaction_policy_weighs_the_log_against_the_snapshot() {
     assert!(!compaction_due(&s, 15_999, 500_000, 50 << 20));
     assert!(compaction_due(&s, 16_000, 500_000, 50 << 20));
 }
+
+#[test]
+fn in_a_shared_log_other_nodes_rows_are_read_relayed_once_and_never_compacted_past_a_gap() {
+    let now = Instant::now();
+    let shared = DocSettings {
+        shared_log: true,
+        ..settings()
+    };
+    let stored = StoredDoc {
+        updates: vec![insert(1, "a")],
+        max_log_id: 1,
+        ..StoredDoc::default()
+    };
+    let mut core = core_holding(stored, shared, now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+
+    // This node's keystroke commits at position 3: position 2 is another node's, not read yet.
+    core.receive(1, vec![update_message(insert(2, "b"))], now);
+    core.take_effects();
+    let mine = insert(2, "b");
+    core.durable(
+        Durable {
+            up_to_seq: 1,
+            max_log_id: 3,
+            rows: 1,
+            merged: vec![CommittedRow {
+                first_seq: 1,
+                last_seq: 1,
+                data: Bytes::from(mine.clone()),
+                log_id: 3,
+            }],
+        },
+        now,
+    );
+    let effects = core.take_effects();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::ReadLog { after: 1 })),
+        "the gap at 2 is read"
+    );
+    let (_, relayed) = appends_and_broadcasts(&effects);
+    assert_eq!(
+        relayed.len(),
+        1,
+        "this node's own row, relayed once it is durable"
+    );
+
+    // A compaction now covers position 1 only: row 2 is not in this copy.
+    core.compact(None);
+    let covers = core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Compact(c, _) => Some(c.covers_log_id),
+        _ => None,
+    });
+    assert_eq!(covers, Some(1));
+
+    // The read finds row 2 (another node's) and row 3 (this node's): only row 2 is relayed.
+    let theirs = insert(3, "c");
+    core.log_read(
+        Some(crate::store::LogTail {
+            snapshot: None,
+            rows: vec![
+                crate::store::LogRow {
+                    position: 2,
+                    data: theirs.clone(),
+                    own: false,
+                },
+                crate::store::LogRow {
+                    position: 3,
+                    data: mine,
+                    own: true,
+                },
+            ],
+        }),
+        now,
+    );
+    let effects = core.take_effects();
+    let (_, relayed) = appends_and_broadcasts(&effects);
+    assert_eq!(relayed, vec![encode_update(&theirs)]);
+    assert!(!effects.iter().any(|e| matches!(e, Effect::ReadLog { .. })));
+    let text = text_of(&core);
+    assert!(
+        text.contains('a') && text.contains('b') && text.contains('c'),
+        "{text}"
+    );
+
+    // Nothing missing: the log watch at 3 asks for nothing, at 4 it reads again.
+    core.log_head(3, now);
+    assert!(core.take_effects().is_empty());
+    core.log_head(4, now);
+    assert!(
+        core.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::ReadLog { after: 3 }))
+    );
+    core.compact(None);
+    let covers = core.take_effects().into_iter().find_map(|e| match e {
+        Effect::Compact(c, _) => Some(c.covers_log_id),
+        _ => None,
+    });
+    assert_eq!(covers, Some(3));
+}
