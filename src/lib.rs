@@ -37,6 +37,7 @@
 
 pub mod auth;
 mod backoff;
+pub(crate) mod bus;
 pub(crate) mod client_addr;
 pub mod collab;
 pub mod config;

@@ -46,6 +46,16 @@ pub struct Metrics {
     /// Webhook events dropped because their receiver's backlog was full, by receiver. Receivers
     /// are the operator's `--webhook-url`s, so the label takes few values.
     pub(crate) webhook_events_dropped: IntCounterVec,
+    /// 1 while both connections to Redis are up (set when rendered; 0 without Redis).
+    pub(crate) bus_up: IntGauge,
+    /// Log rows published to the other nodes, heard from them, and dropped unsent.
+    pub(crate) bus_published: IntCounter,
+    pub(crate) bus_received: IntCounter,
+    pub(crate) bus_dropped: IntCounter,
+    /// From a row's publication on another node to its arrival here.
+    pub(crate) bus_relay_seconds: Histogram,
+    /// Reads of a document's log for rows other nodes appended.
+    pub(crate) log_reads: IntCounter,
 }
 
 impl Metrics {
@@ -99,7 +109,30 @@ impl Metrics {
         registry
             .register(Box::new(webhook_events_dropped.clone()))
             .expect("unique metric");
+        let bus_relay_seconds = histogram(
+            "bus_relay_seconds",
+            "Time from a log row's publication on another node to its arrival here",
+            seconds.clone(),
+        );
         Self {
+            bus_up: gauge("bus_up", "1 while the connections to Redis are up"),
+            bus_published: counter(
+                "bus_published_total",
+                "Log rows published to the other nodes through Redis",
+            ),
+            bus_received: counter(
+                "bus_received_total",
+                "Log rows of other nodes heard through Redis",
+            ),
+            bus_dropped: counter(
+                "bus_dropped_total",
+                "Log rows not published through Redis (the other nodes read them from the log)",
+            ),
+            bus_relay_seconds,
+            log_reads: counter(
+                "log_reads_total",
+                "Reads of a document's log for rows other nodes appended",
+            ),
             connections: gauge("connections", "WebSocket connections open now"),
             connections_total: counter("connections_total", "WebSocket connections accepted"),
             connections_closed,

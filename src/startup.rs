@@ -21,10 +21,11 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::bus::Bus;
 use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
 use crate::collab::document::DocSettings;
-use crate::collab::registry::ShutdownAll;
+use crate::collab::registry::{RegistrySink, ShutdownAll, WatchNow};
 use crate::config::Settings;
 use crate::domain::HostRule;
 use crate::persist::PersistHandle;
@@ -95,8 +96,12 @@ impl Application {
             metrics.clone(),
         );
         crate::webhooks::spawn_dispatcher(webhooks.clone());
+        let bus = start_bus(&settings, store.as_ref(), &metrics).await?;
+        let tap = bus
+            .clone()
+            .map(|bus| Arc::new(bus) as Arc<dyn crate::persist::CommitTap>);
         let (persist, writer) =
-            PersistHandle::start(store.clone(), webhooks.clone(), metrics.clone());
+            PersistHandle::start(store.clone(), webhooks.clone(), metrics.clone(), tap);
         let registry = Registry::new(
             store.clone(),
             persist.clone(),
@@ -117,6 +122,13 @@ impl Application {
             metrics.clone(),
         )
         .start();
+        if let Some(bus) = &bus {
+            let watch = registry.clone();
+            bus.listen(
+                Arc::new(RegistrySink(registry.clone())),
+                Arc::new(move || watch.do_send(WatchNow)),
+            );
+        }
         let listener =
             bind(settings.bind).with_context(|| format!("Failed to bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -141,6 +153,7 @@ impl Application {
             sockets: Arc::new(OpenSockets::default()),
             proxies,
             hosts,
+            bus,
             next_session: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -344,6 +357,33 @@ fn query_config() -> web::QueryConfig {
 
 /// Binds with `SO_REUSEADDR`, so a restarted server can take its port back at once even while
 /// connections of the previous process linger in TIME_WAIT.
+/// The bus to the other nodes, with `--redis-url`: refused with SQLite, which serves one node.
+/// A Redis that cannot be reached does not stop the start: the node serves through the log
+/// meanwhile, and says so.
+async fn start_bus(
+    settings: &Settings,
+    store: &dyn store::Store,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<Option<Bus>> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(None);
+    };
+    if !store.shares_log() {
+        anyhow::bail!(
+            "--redis-url (TANDEM_REDIS_URL) needs Postgres: Redis relays updates between nodes \
+             that share one Postgres database, and a SQLite database serves one node. Point \
+             DATABASE_URL at postgres://… or leave out --redis-url."
+        );
+    }
+    let service = store
+        .service_id()
+        .await
+        .context("Failed to read the service id from the database")?;
+    let bus = Bus::start(url, &service, store.node(), metrics.clone())?;
+    tracing::info!(redis = %store::redact(url), "several nodes: relaying through Redis, and through the log");
+    Ok(Some(bus))
+}
+
 fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

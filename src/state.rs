@@ -9,6 +9,7 @@ use actix::Addr;
 use actix_web::http::header::HeaderMap;
 
 use crate::auth::Auth;
+use crate::bus::Bus;
 use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
 use crate::config::Settings;
@@ -36,6 +37,8 @@ pub(crate) struct AppState {
     pub proxies: TrustedProxies,
     /// Which host names requests may be addressed to.
     pub hosts: HostRule,
+    /// The fast path to the other nodes, with `--redis-url`.
+    pub(crate) bus: Option<Bus>,
     pub(crate) next_session: AtomicU64,
     pub(crate) shutting_down: AtomicBool,
 }

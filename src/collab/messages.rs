@@ -57,6 +57,15 @@ pub(crate) struct Committed(pub Durable);
 #[rtype(result = "()")]
 pub(crate) struct LogHead(pub i64);
 
+/// Registry → Document: another node committed this row of the document's log (heard on the
+/// bus).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct LogRowHeard {
+    pub position: i64,
+    pub data: bytes::Bytes,
+}
+
 /// Registry → Document: who is connected now.
 #[derive(Message)]
 #[rtype(result = "DocPresence")]

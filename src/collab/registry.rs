@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use super::core::{DocCore, DocSettings, build_doc};
 use super::document::{DocServices, DocumentActor, Unloaded};
 use super::log_watch;
-use super::messages::{Disconnect, DocPresence, Evict, GetPresence, Shutdown};
+use super::messages::{Disconnect, DocPresence, Evict, GetPresence, LogRowHeard, Shutdown};
+use crate::bus::{PeerRow, RowSink};
 use crate::domain::DocId;
 use crate::persist::PersistHandle;
 use crate::store::{Store, StoreError, StoredDoc};
@@ -259,6 +260,46 @@ impl Handler<Join> for Registry {
         self.docs.insert(msg.doc.clone(), Entry::Loading(vec![tx]));
         self.start_load(msg.doc, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(JoinError::LoadFailed)) })
+    }
+}
+
+/// Bus → Registry: another node committed this row; handed to its document if it is loaded.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct RowHeard(pub PeerRow);
+
+/// Bus → Registry: the bus is (back) up; look at the logs now for what it may have missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct WatchNow;
+
+impl Handler<RowHeard> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, RowHeard(row): RowHeard, _: &mut Context<Self>) {
+        if let Some(Entry::Loaded(addr)) = self.docs.get(&row.doc) {
+            addr.do_send(LogRowHeard {
+                position: row.position,
+                data: row.data,
+            });
+        }
+    }
+}
+
+impl Handler<WatchNow> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, _: WatchNow, ctx: &mut Context<Self>) {
+        self.watch_log(ctx);
+    }
+}
+
+/// Hands the rows the bus hears to the registry.
+pub(crate) struct RegistrySink(pub Addr<Registry>);
+
+impl RowSink for RegistrySink {
+    fn row(&self, row: PeerRow) {
+        self.0.do_send(RowHeard(row));
     }
 }
 

@@ -73,6 +73,12 @@ pub(crate) trait DurableSink: Send + Sync {
     fn durable(&self, notice: Durable);
 }
 
+/// Who hears of every log row right after its commit: the bus, which tells the other nodes.
+/// Called on the writer's task, so it must only hand the row on.
+pub(crate) trait CommitTap: Send + Sync {
+    fn committed(&self, doc: &DocId, position: i64, data: &Bytes);
+}
+
 /// What a [`PersistHandle`] asks of the writer.
 enum Request {
     Append {
@@ -119,10 +125,18 @@ impl PersistHandle {
         store: Arc<dyn Store>,
         webhooks: Webhooks,
         metrics: Arc<Metrics>,
+        tap: Option<Arc<dyn CommitTap>>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let health = Arc::new(StoreHealth::default());
-        let task = tokio::spawn(writer::run(store, webhooks, rx, health.clone(), metrics));
+        let task = tokio::spawn(writer::run(
+            store,
+            webhooks,
+            rx,
+            health.clone(),
+            metrics,
+            tap,
+        ));
         (Self { tx, health }, task)
     }
 

@@ -213,7 +213,7 @@ fn writer(store: Arc<Flaky>) -> (PersistHandle, tokio::task::JoinHandle<()>, Not
     let metrics = Arc::new(Metrics::new());
     let hooks = vec![HOOK.to_string()];
     let webhooks = Webhooks::new(hooks, None, 0, store.clone(), metrics.clone());
-    let (handle, task) = PersistHandle::start(store, webhooks, metrics);
+    let (handle, task) = PersistHandle::start(store, webhooks, metrics, None);
     (handle, task, mpsc::unbounded_channel())
 }
 

@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::compactor::{self, Follow};
 use super::rows::{CommittedRows, Mark, Rows};
-use super::{COMMIT_TIMEOUT, CommittedRow, Durable, DurableSink, RETRY, Request, StoreHealth};
+use super::{
+    COMMIT_TIMEOUT, CommitTap, CommittedRow, Durable, DurableSink, RETRY, Request, StoreHealth,
+};
 use crate::backoff::Backoff;
 use crate::domain::DocId;
 use crate::metrics::Metrics;
@@ -33,6 +35,7 @@ pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
+    tap: Option<Arc<dyn CommitTap>>,
 ) {
     let (follow, follow_rx) = mpsc::unbounded_channel();
     let compacting = tokio::spawn(compactor::run(store.clone(), follow_rx, metrics.clone()));
@@ -45,6 +48,7 @@ pub(super) async fn run(
         follow,
         committed_ids: HashMap::new(),
         backoff: RETRY.start(),
+        tap,
     };
     while let Some(first) = rx.recv().await {
         let mut batch = Batch::default();
@@ -83,6 +87,8 @@ struct Writer {
     /// these rows even if its document had not heard about them yet when it asked.
     committed_ids: HashMap<DocId, i64>,
     backoff: Backoff,
+    /// Hears of every row once it is committed (the bus).
+    tap: Option<Arc<dyn CommitTap>>,
 }
 
 /// A compaction or barrier waiting for the appends of its batch to be committed.
@@ -179,6 +185,13 @@ impl Writer {
             }
         }
         let mut by_doc = rows.by_doc();
+        if let Some(tap) = &self.tap {
+            for (doc, rows) in &by_doc {
+                for (row, position) in rows {
+                    tap.committed(doc, *position, &row.data);
+                }
+            }
+        }
         for (doc, (seq, sink)) in batch.notify {
             let merged: Vec<CommittedRow> = by_doc
                 .remove(&doc)

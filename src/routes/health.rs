@@ -27,7 +27,12 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, A
     if !matches!(ping, Ok(Ok(()))) {
         return Err(ApiError::NotReady);
     }
-    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+    // Without the bus the node still serves, through the log: ready, and it says so.
+    Ok(HttpResponse::Ok().json(match &state.bus {
+        None => json!({ "status": "ready" }),
+        Some(bus) if bus.is_up() => json!({ "status": "ready", "bus": "up" }),
+        Some(_) => json!({ "status": "ready", "bus": "down" }),
+    }))
 }
 
 /// Prometheus metrics in the text format; behind the metrics token or an API key when access
@@ -50,6 +55,9 @@ pub(crate) async fn metrics(
     metrics
         .store_failing
         .set(i64::from(state.store_health.is_failing()));
+    metrics
+        .bus_up
+        .set(i64::from(state.bus.as_ref().is_some_and(|bus| bus.is_up())));
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics.render()))

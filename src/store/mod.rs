@@ -315,6 +315,16 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// This process's mark on the rows it appends (0 where no other node writes).
+    fn node(&self) -> i64 {
+        0
+    }
+
+    /// The id every node on this database shares (see `migrations/postgres/0012_service.sql`).
+    async fn service_id(&self) -> Result<String, StoreError> {
+        Err(not_shared())
+    }
+
     /// The last position of each of `docs` that exists, in no particular order.
     async fn log_heads(&self, docs: &[DocId]) -> Result<Vec<(DocId, i64)>, StoreError> {
         let _ = docs;

@@ -332,6 +332,11 @@ impl TestApp {
         Self::send(self.request(reqwest::Method::GET, "/api/openapi.json")).await
     }
 
+    /// The value of the metric `name` (a counter or gauge without labels) on `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_at(&self.url("/metrics"), name).await
+    }
+
     pub async fn connect(&self, doc: &str) -> YClient {
         YClient::connect(&self.ws_base(), doc).await
     }
@@ -835,4 +840,17 @@ pub async fn raw_http(port: u16, head: &str, body: &[u8]) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
+}
+
+/// The value of the metric `name` (a counter or gauge without labels) at the metrics URL `url`.
+pub async fn metric_at(url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(url)
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
 }

@@ -334,16 +334,9 @@ async fn counter(app: &TestApp, name: &str) -> u64 {
 
 /// The value of the counter `name` at the metrics URL `url`.
 async fn metric(url: &str, name: &str) -> u64 {
-    let text = reqwest::get(url)
+    crate::helpers::metric_at(url, name)
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in {text}"))
+        .unwrap_or_else(|| panic!("{name} on {url}")) as u64
 }
 
 /// Editors of documents spread over the server's threads: one more than there are threads, so

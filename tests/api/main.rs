@@ -4,6 +4,7 @@ mod access;
 mod bad_input;
 mod browser;
 mod cluster;
+mod cluster_bus;
 mod convergence;
 mod documents;
 mod fairness;

@@ -285,6 +285,10 @@ impl DocCore {
         &self.settings
     }
 
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// Whether unloading or failing has begun.
     pub(crate) fn is_closing(&self) -> bool {
         self.closing

@@ -90,6 +90,32 @@ impl DocCore {
         self.read_if_behind();
     }
 
+    /// Another node committed row `position` (heard on the bus): the next one is applied and
+    /// relayed; past a gap, the log is read instead; one held already is dropped.
+    pub(crate) fn peer_row(&mut self, position: i64, data: bytes::Bytes, now: Instant) {
+        self.at(now);
+        let Some(log) = &mut self.shared else {
+            return;
+        };
+        if position <= log.applied {
+            return;
+        }
+        if position > log.applied + 1 {
+            log.head = log.head.max(position);
+            self.read_if_behind();
+            return;
+        }
+        let row = crate::store::LogRow {
+            position,
+            data: data.to_vec(),
+            own: false,
+        };
+        self.log_read_rows(LogTail {
+            snapshot: None,
+            rows: vec![row],
+        });
+    }
+
     /// This node's rows at `positions` are committed (from the writer's notice).
     pub(super) fn own_rows_committed(&mut self, positions: impl Iterator<Item = i64>) {
         let Some(log) = &mut self.shared else {
@@ -122,9 +148,13 @@ impl DocCore {
         if let Some(log) = &mut self.shared {
             log.reading = false;
         }
-        let Some(tail) = tail else {
-            return;
-        };
+        if let Some(tail) = tail {
+            self.log_read_rows(tail);
+        }
+    }
+
+    /// Takes rows of the log now, or behind what waits for an update applied off the thread.
+    fn log_read_rows(&mut self, tail: LogTail) {
         if self.applying.is_some() || !self.backlog.is_empty() {
             self.backlog.push_back(Work::Log(tail));
             self.drain();

@@ -21,7 +21,8 @@ mod history;
 use self::history::save_auto_version;
 use super::core::{self, DocCore, Effect, OffThreadOutcome, Unload};
 use super::messages::{
-    Committed, Disconnect, Evict, GetPresence, Inbound, LogHead, Shutdown, Subscribe, Unsubscribe,
+    Committed, Disconnect, Evict, GetPresence, Inbound, LogHead, LogRowHeard, Shutdown, Subscribe,
+    Unsubscribe,
 };
 use super::relay::Relay;
 use crate::domain::DocId;
@@ -175,6 +176,7 @@ impl DocumentActor {
                 }));
             }
             Effect::ReadLog { after } => {
+                self.core.metrics().log_reads.inc();
                 let (store, doc) = (self.store.clone(), self.core.id().clone());
                 let read = async move { store.read_log(&doc, after).await };
                 ctx.spawn(read.into_actor(self).map(|read, act, ctx| {
@@ -357,6 +359,15 @@ impl Handler<LogHead> for DocumentActor {
     /// Reads what other nodes appended, if anything.
     fn handle(&mut self, LogHead(head): LogHead, ctx: &mut Context<Self>) {
         self.step(ctx, |core, now| core.log_head(head, now));
+    }
+}
+
+impl Handler<LogRowHeard> for DocumentActor {
+    type Result = ();
+
+    /// Applies and relays a row another node committed, if it is the next one.
+    fn handle(&mut self, row: LogRowHeard, ctx: &mut Context<Self>) {
+        self.step(ctx, |core, now| core.peer_row(row.position, row.data, now));
     }
 }
 

@@ -75,6 +75,16 @@ impl super::Store for PostgresStore {
         true
     }
 
+    fn node(&self) -> i64 {
+        self.node
+    }
+
+    async fn service_id(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("SELECT id FROM service")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn log_heads(&self, docs: &[DocId]) -> Result<Vec<(DocId, i64)>, StoreError> {
         PostgresStore::log_heads(self, docs).await
     }
