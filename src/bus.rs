@@ -4,7 +4,8 @@
 //! publishes each, with its document, its position in the document's log and the node that
 //! wrote it, on one channel per service (named by the database's service id, so that services
 //! sharing a Redis never hear each other). Every node subscribes to that channel and hands the
-//! rows of the documents it holds to them. The log in Postgres stays the truth: a row is
+//! rows of the documents it holds to them. Presence goes the same way, best effort, as it does
+//! to clients. The log in Postgres stays the truth: a row is
 //! published only once it is committed, a document applies rows in position order only, and
 //! whatever Redis drops, delays or loses while it is down, the log watch
 //! (`collab/log_watch.rs`) reads from the log. So Redis can make nodes faster, never make them
@@ -31,8 +32,9 @@ use crate::persist::CommitTap;
 const QUEUE: usize = 16_384;
 /// Waits between attempts to reach Redis: 100 ms, doubling up to 5 s.
 const RECONNECT: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(5));
-/// The version of the message layout below.
-const LAYOUT: u8 = 1;
+/// The first byte of a message: which layout follows (see `encode`).
+const ROW: u8 = 1;
+const PRESENCE: u8 = 2;
 
 /// A row another node committed, as the bus heard it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,16 +44,24 @@ pub(crate) struct PeerRow {
     pub data: Bytes,
 }
 
-/// Where the bus hands the rows it hears (the registry, which passes each to its document).
-pub(crate) trait RowSink: Send + Sync {
+/// Where the bus hands what it hears (the registry, which passes each to its document).
+pub(crate) trait BusSink: Send + Sync {
     fn row(&self, row: PeerRow);
+    /// An awareness frame another node's subscribers of `doc` sent.
+    fn presence(&self, doc: DocId, frame: Bytes);
+}
+
+/// What a node publishes.
+enum Outgoing {
+    Row(DocId, i64, Bytes),
+    Presence(DocId, Bytes),
 }
 
 /// The bus of one node. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Bus {
     inner: Arc<Inner>,
-    publish: mpsc::Sender<(DocId, i64, Bytes)>,
+    publish: mpsc::Sender<Outgoing>,
 }
 
 struct Inner {
@@ -78,7 +88,7 @@ impl Bus {
             .map_err(|e| anyhow::anyhow!("--redis-url is not a Redis URL: {e}"))?;
         let inner = Arc::new(Inner {
             client,
-            channel: format!("tandem:{service}:log"),
+            channel: format!("tandem:{service}"),
             node,
             publishing: AtomicBool::new(false),
             listening: AtomicBool::new(false),
@@ -92,8 +102,20 @@ impl Bus {
     /// Starts hearing what other nodes publish, handing each row to `sink`; `reconnected` is
     /// called each time the subscription is made again, so that the node reads from the log
     /// what it may have missed meanwhile.
-    pub(crate) fn listen(&self, sink: Arc<dyn RowSink>, reconnected: Arc<dyn Fn() + Send + Sync>) {
+    pub(crate) fn listen(&self, sink: Arc<dyn BusSink>, reconnected: Arc<dyn Fn() + Send + Sync>) {
         tokio::spawn(listen(self.inner.clone(), sink, reconnected));
+    }
+
+    /// Tells the other nodes that presence in `doc` changed here (an awareness frame). Best
+    /// effort, as presence is: dropped while Redis is away.
+    pub(crate) fn publish_presence(&self, doc: &DocId, frame: Bytes) {
+        if self
+            .publish
+            .try_send(Outgoing::Presence(doc.clone(), frame))
+            .is_err()
+        {
+            self.inner.metrics.bus_dropped.inc();
+        }
     }
 
     /// Whether both connections to Redis are up.
@@ -110,7 +132,7 @@ impl CommitTap for Bus {
         }
         if self
             .publish
-            .try_send((doc.clone(), position, data.clone()))
+            .try_send(Outgoing::Row(doc.clone(), position, data.clone()))
             .is_err()
         {
             self.inner.metrics.bus_dropped.inc();
@@ -124,54 +146,72 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One message: layout, node, position, publish time (epoch ms), the document's id (length,
-/// then bytes), then the row's update.
-fn encode(node: i64, doc: &DocId, position: i64, data: &[u8]) -> Vec<u8> {
+/// One message: its kind, the node, for a row its position and publish time (epoch ms), the
+/// document's id (length, then bytes), then the row's update or the awareness frame.
+fn encode(node: i64, outgoing: &Outgoing) -> Vec<u8> {
+    let (kind, doc, numbers, body) = match outgoing {
+        Outgoing::Row(doc, position, data) => (ROW, doc, vec![*position, now_ms()], data),
+        Outgoing::Presence(doc, frame) => (PRESENCE, doc, Vec::new(), frame),
+    };
     let id = doc.as_str().as_bytes();
-    let mut message = Vec::with_capacity(1 + 8 * 3 + 2 + id.len() + data.len());
-    message.push(LAYOUT);
+    let mut message = Vec::with_capacity(1 + 8 * 3 + 2 + id.len() + body.len());
+    message.push(kind);
     message.extend_from_slice(&node.to_be_bytes());
-    message.extend_from_slice(&position.to_be_bytes());
-    message.extend_from_slice(&now_ms().to_be_bytes());
+    for number in numbers {
+        message.extend_from_slice(&number.to_be_bytes());
+    }
     message.extend_from_slice(&(id.len() as u16).to_be_bytes());
     message.extend_from_slice(id);
-    message.extend_from_slice(data);
+    message.extend_from_slice(body);
     message
 }
 
-/// A message read back: (node, row, publish time); `None` for anything else on the channel.
-fn decode(message: &[u8]) -> Option<(i64, PeerRow, i64)> {
-    let (&layout, rest) = message.split_first()?;
-    if layout != LAYOUT || rest.len() < 26 {
-        return None;
-    }
+/// What a message says.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    /// A row, with its publish time.
+    Row(PeerRow, i64),
+    Presence(DocId, Bytes),
+}
+
+/// A message read back: the node and what it says; `None` for anything else on the channel.
+fn decode(message: &[u8]) -> Option<(i64, Heard)> {
+    let (&kind, rest) = message.split_first()?;
     let number = |at: usize| -> Option<i64> {
         Some(i64::from_be_bytes(rest.get(at..at + 8)?.try_into().ok()?))
     };
-    let (node, position, sent) = (number(0)?, number(8)?, number(16)?);
-    let len = usize::from(u16::from_be_bytes(rest.get(24..26)?.try_into().ok()?));
-    let id = std::str::from_utf8(rest.get(26..26 + len)?).ok()?;
+    let node = number(0)?;
+    let numbers = match kind {
+        ROW => 2,
+        PRESENCE => 0,
+        _ => return None,
+    };
+    let at = 8 + 8 * numbers;
+    let len = usize::from(u16::from_be_bytes(rest.get(at..at + 2)?.try_into().ok()?));
+    let id = std::str::from_utf8(rest.get(at + 2..at + 2 + len)?).ok()?;
     let doc = DocId::parse(id).ok()?;
-    let data = Bytes::copy_from_slice(rest.get(26 + len..)?);
-    Some((
-        node,
-        PeerRow {
+    let body = Bytes::copy_from_slice(rest.get(at + 2 + len..)?);
+    let heard = if kind == ROW {
+        let row = PeerRow {
             doc,
-            position,
-            data,
-        },
-        sent,
-    ))
+            position: number(8)?,
+            data: body,
+        };
+        Heard::Row(row, number(16)?)
+    } else {
+        Heard::Presence(doc, body)
+    };
+    Some((node, heard))
 }
 
 /// Publishes queued rows, keeping a connection up (retrying while Redis is down). A row whose
 /// publication fails is tried once more on a new connection, then dropped (and counted): the
 /// log watch delivers it.
-async fn publish_rows(inner: Arc<Inner>, mut queue: mpsc::Receiver<(DocId, i64, Bytes)>) {
+async fn publish_rows(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut reported = false;
     let mut connection = connect(&inner, &mut reported).await;
-    while let Some((doc, position, data)) = queue.recv().await {
-        let message = encode(inner.node, &doc, position, &data);
+    while let Some(outgoing) = queue.recv().await {
+        let message = encode(inner.node, &outgoing);
         let mut attempts = 0;
         loop {
             let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
@@ -227,7 +267,7 @@ async fn connect(inner: &Inner, reported: &mut bool) -> redis::aio::MultiplexedC
 /// Keeps a subscription to the service's channel and hands every row of another node on.
 async fn listen(
     inner: Arc<Inner>,
-    sink: Arc<dyn RowSink>,
+    sink: Arc<dyn BusSink>,
     reconnected: Arc<dyn Fn() + Send + Sync>,
 ) {
     let mut backoff = RECONNECT.start();
@@ -255,16 +295,21 @@ async fn listen(
         reconnected();
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
-            let Some((node, row, sent)) = decode(message.get_payload_bytes()) else {
+            let Some((node, heard)) = decode(message.get_payload_bytes()) else {
                 continue;
             };
             if node == inner.node {
                 continue;
             }
-            inner.metrics.bus_received.inc();
-            let delay = (now_ms() - sent).max(0) as f64 / 1000.0;
-            inner.metrics.bus_relay_seconds.observe(delay);
-            sink.row(row);
+            match heard {
+                Heard::Row(row, sent) => {
+                    inner.metrics.bus_received.inc();
+                    let delay = (now_ms() - sent).max(0) as f64 / 1000.0;
+                    inner.metrics.bus_relay_seconds.observe(delay);
+                    sink.row(row);
+                }
+                Heard::Presence(doc, frame) => sink.presence(doc, frame),
+            }
         }
         inner.listening.store(false, Ordering::Relaxed);
         tracing::warn!(
@@ -289,13 +334,23 @@ mod tests {
     #[test]
     fn a_message_reads_back_as_it_was_written_and_anything_else_is_ignored() {
         let doc = DocId::parse("notes-1").expect("a valid id");
-        let message = encode(-7, &doc, 42, b"\x01\x02\x03");
-        let (node, row, sent) = decode(&message).expect("it decodes");
-        assert_eq!(node, -7);
-        assert_eq!(row.doc, doc);
-        assert_eq!(row.position, 42);
-        assert_eq!(&row.data[..], b"\x01\x02\x03");
+        let row = Outgoing::Row(doc.clone(), 42, Bytes::from_static(b"\x01\x02\x03"));
+        let message = encode(-7, &row);
+        let Some((-7, Heard::Row(heard, sent))) = decode(&message) else {
+            panic!("a row from node -7");
+        };
+        assert_eq!(heard.doc, doc);
+        assert_eq!(heard.position, 42);
+        assert_eq!(&heard.data[..], b"\x01\x02\x03");
         assert!(sent > 0);
+        let presence = encode(
+            5,
+            &Outgoing::Presence(doc.clone(), Bytes::from_static(b"\x01")),
+        );
+        assert_eq!(
+            decode(&presence),
+            Some((5, Heard::Presence(doc, Bytes::from_static(b"\x01"))))
+        );
         assert_eq!(decode(b""), None);
         assert_eq!(decode(&message[..20]), None);
         let mut other = message.clone();

@@ -120,6 +120,7 @@ impl Application {
                 shared_log: store.shares_log(),
             },
             metrics.clone(),
+            bus.clone(),
         )
         .start();
         if let Some(bus) = &bus {

@@ -57,6 +57,12 @@ pub(crate) struct Committed(pub Durable);
 #[rtype(result = "()")]
 pub(crate) struct LogHead(pub i64);
 
+/// Registry → Document: another node's subscribers changed presence (an awareness frame, heard
+/// on the bus).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PresenceHeard(pub bytes::Bytes);
+
 /// Registry → Document: another node committed this row of the document's log (heard on the
 /// bus).
 #[derive(Message)]

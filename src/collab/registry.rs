@@ -14,8 +14,10 @@ use tokio::sync::oneshot;
 use super::core::{DocCore, DocSettings, build_doc};
 use super::document::{DocServices, DocumentActor, Unloaded};
 use super::log_watch;
-use super::messages::{Disconnect, DocPresence, Evict, GetPresence, LogRowHeard, Shutdown};
-use crate::bus::{PeerRow, RowSink};
+use super::messages::{
+    Disconnect, DocPresence, Evict, GetPresence, LogRowHeard, PresenceHeard, Shutdown,
+};
+use crate::bus::{Bus, BusSink, PeerRow};
 use crate::domain::DocId;
 use crate::persist::PersistHandle;
 use crate::store::{Store, StoreError, StoredDoc};
@@ -97,6 +99,7 @@ impl Registry {
         webhooks: Webhooks,
         settings: DocSettings,
         metrics: Arc<crate::metrics::Metrics>,
+        bus: Option<Bus>,
     ) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
@@ -107,6 +110,7 @@ impl Registry {
                 webhooks,
                 settings: Arc::new(settings),
                 metrics,
+                bus,
             },
             store,
             persist,
@@ -268,6 +272,24 @@ impl Handler<Join> for Registry {
 #[rtype(result = "()")]
 pub(crate) struct RowHeard(pub PeerRow);
 
+/// Bus → Registry: another node's subscribers of `doc` changed presence.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct PresenceOfPeers {
+    pub doc: DocId,
+    pub frame: bytes::Bytes,
+}
+
+impl Handler<PresenceOfPeers> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: PresenceOfPeers, _: &mut Context<Self>) {
+        if let Some(Entry::Loaded(addr)) = self.docs.get(&msg.doc) {
+            addr.do_send(PresenceHeard(msg.frame));
+        }
+    }
+}
+
 /// Bus → Registry: the bus is (back) up; look at the logs now for what it may have missed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -297,9 +319,13 @@ impl Handler<WatchNow> for Registry {
 /// Hands the rows the bus hears to the registry.
 pub(crate) struct RegistrySink(pub Addr<Registry>);
 
-impl RowSink for RegistrySink {
+impl BusSink for RegistrySink {
     fn row(&self, row: PeerRow) {
         self.0.do_send(RowHeard(row));
+    }
+
+    fn presence(&self, doc: DocId, frame: bytes::Bytes) {
+        self.0.do_send(PresenceOfPeers { doc, frame });
     }
 }
 

@@ -264,6 +264,11 @@ pub fn encode_awareness(payload: &[u8]) -> Bytes {
 
 /// `[auth, permission denied, reason]`: y-websocket's way to tell a client it may not do
 /// something; the stock client logs the reason.
+/// A query for every presence state (y-websocket message 3).
+pub fn encode_awareness_query() -> Bytes {
+    Bytes::from_static(&[3])
+}
+
 pub fn encode_permission_denied(reason: &str) -> Bytes {
     let mut buf = Vec::with_capacity(reason.len() + 8);
     buf.write_var(MSG_AUTH);

@@ -206,3 +206,52 @@ async fn redis_with_sqlite_refuses_to_start_and_says_why() {
     let error = format!("{:#}", refused.err().expect("refused"));
     assert!(error.contains("needs Postgres"), "{error}");
 }
+
+#[actix_web::test]
+async fn presence_crosses_nodes_and_leaves_every_node_when_its_socket_drops() {
+    if !postgres_configured() {
+        return;
+    }
+    let (_db, apps) = two_nodes(SHARED_REDIS).await;
+    bus_becomes(&apps, "up").await;
+    let doc = doc_name("bus-presence");
+    let mut here = apps[0].connect(&doc).await;
+    let mut there = apps[1].connect(&doc).await;
+    here.set_awareness(r#"{"user":{"name":"Ada"}}"#).await;
+    let id = here.client_id();
+    there
+        .recv_until(|c| c.awareness.get(&id).is_some_and(|s| s.contains("Ada")))
+        .await;
+    // And back the other way.
+    there.set_awareness(r#"{"user":{"name":"Grace"}}"#).await;
+    let other = there.client_id();
+    here.recv_until(|c| c.awareness.get(&other).is_some_and(|s| s.contains("Grace")))
+        .await;
+    // The socket drops: its presence goes on the other node too, well before any timeout.
+    drop(here);
+    there.recv_until(|c| !c.awareness.contains_key(&id)).await;
+    for app in apps {
+        app.stop().await;
+    }
+}
+
+#[actix_web::test]
+async fn a_node_that_loads_a_document_learns_the_presence_the_others_hold() {
+    if !postgres_configured() {
+        return;
+    }
+    let (_db, apps) = two_nodes(SHARED_REDIS).await;
+    bus_becomes(&apps, "up").await;
+    let doc = doc_name("bus-presence-late");
+    let mut here = apps[0].connect(&doc).await;
+    here.set_awareness(r#"{"user":{"name":"Ada"}}"#).await;
+    let id = here.client_id();
+    here.recv_until(|c| c.awareness.contains_key(&id)).await;
+    // Node 1 loads the document only now, long before Ada's client renews its state.
+    let mut late = apps[1].connect(&doc).await;
+    late.recv_until(|c| c.awareness.get(&id).is_some_and(|s| s.contains("Ada")))
+        .await;
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -19,6 +19,9 @@ use crate::sync::protocol::{
 /// offered to the subscriber's queue on its own.
 const PRESENCE_FRAME_BYTES: usize = 64 * 1024;
 
+/// The owner of presence states set on other nodes: no subscriber of this node has this id.
+const PEERS: crate::sync::presence::OwnerId = u64::MAX;
+
 /// Who subscribes.
 #[derive(Debug, Clone)]
 pub struct MemberInfo {
@@ -131,7 +134,7 @@ impl DocCore {
         self.forget_backlog_of(id);
         let cleared = self.presence.remove_owner(id);
         if let Some(message) = self.presence.encode(&cleared) {
-            self.effects.push(Effect::BroadcastPresence(message));
+            self.presence_changed(message);
         }
         if self.members.is_empty() {
             self.policy.unused(self.now);
@@ -183,7 +186,7 @@ impl DocCore {
                 match self.presence.apply(id, entries, self.now, cap) {
                     Ok(changed) => {
                         if let Some(message) = self.presence.encode(&changed) {
-                            self.effects.push(Effect::BroadcastPresence(message));
+                            self.presence_changed(message);
                         }
                     }
                     Err(refused) => {
@@ -223,13 +226,52 @@ impl DocCore {
         Some(encode_sync_step2(&diff))
     }
 
+    /// Presence changed here: every subscriber is told, and so are the other nodes.
+    fn presence_changed(&mut self, message: Bytes) {
+        if self.shared.is_some() {
+            self.effects.push(Effect::PublishPresence(message.clone()));
+        }
+        self.effects.push(Effect::BroadcastPresence(message));
+    }
+
+    /// Presence another node's subscribers changed (heard on the bus): applied, and relayed to
+    /// this node's subscribers. These states are renewed by their clients like any other, so
+    /// those of a node that died expire after the awareness timeout.
+    pub(crate) fn peer_presence(&mut self, frame: Bytes, now: Instant) {
+        self.at(now);
+        if self.closing {
+            return;
+        }
+        let Ok(messages) = crate::sync::protocol::decode_frame(&frame) else {
+            return;
+        };
+        for message in messages {
+            match message {
+                ClientMessage::Awareness(entries) => {
+                    if let Ok(changed) = self.presence.apply(PEERS, entries, self.now, usize::MAX)
+                        && let Some(message) = self.presence.encode(&changed)
+                    {
+                        self.effects.push(Effect::BroadcastPresence(message));
+                    }
+                }
+                // A node that just loaded the document asks what presence there is.
+                ClientMessage::AwarenessQuery => {
+                    for frame in self.presence.encode_all_chunked(PRESENCE_FRAME_BYTES) {
+                        self.effects.push(Effect::PublishPresence(frame));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Removes the presence states nobody renewed within the awareness timeout.
     pub(super) fn expire_presence(&mut self) {
         let expired = self
             .presence
             .expire(self.now, self.settings.awareness_timeout);
         if let Some(message) = self.presence.encode(&expired) {
-            self.effects.push(Effect::BroadcastPresence(message));
+            self.presence_changed(message);
         }
     }
 

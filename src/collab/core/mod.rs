@@ -109,6 +109,8 @@ pub enum Effect {
     Broadcast(Bytes),
     /// Presence for every subscriber, left out for one whose queue is half full.
     BroadcastPresence(Bytes),
+    /// Presence this node's subscribers changed, for the other nodes (in a shared log).
+    PublishPresence(Bytes),
     /// A message one subscriber must get.
     Send(SubscriberId, Bytes),
     /// Presence messages offered to one subscriber.
@@ -257,6 +259,12 @@ impl DocCore {
             settings,
         };
         tracing::debug!(parent: &core.span, "document loaded");
+        if core.shared.is_some() {
+            // The other nodes holding it answer with the presence they know.
+            core.effects.push(Effect::PublishPresence(
+                crate::sync::protocol::encode_awareness_query(),
+            ));
+        }
         if core.compaction_due() {
             core.compact(None);
         }

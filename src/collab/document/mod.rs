@@ -21,8 +21,8 @@ mod history;
 use self::history::save_auto_version;
 use super::core::{self, DocCore, Effect, OffThreadOutcome, Unload};
 use super::messages::{
-    Committed, Disconnect, Evict, GetPresence, Inbound, LogHead, LogRowHeard, Shutdown, Subscribe,
-    Unsubscribe,
+    Committed, Disconnect, Evict, GetPresence, Inbound, LogHead, LogRowHeard, PresenceHeard,
+    Shutdown, Subscribe, Unsubscribe,
 };
 use super::relay::Relay;
 use crate::domain::DocId;
@@ -66,6 +66,8 @@ pub(crate) struct DocServices {
     pub webhooks: Webhooks,
     pub settings: Arc<DocSettings>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The other nodes, with `--redis-url`.
+    pub bus: Option<crate::bus::Bus>,
 }
 
 /// One loaded document.
@@ -75,6 +77,7 @@ pub(crate) struct DocumentActor {
     persist: PersistHandle,
     store: Arc<dyn Store>,
     webhooks: Webhooks,
+    bus: Option<crate::bus::Bus>,
     /// Told when this document goes away.
     unloaded: Recipient<Unloaded>,
     /// The deadline the clock's timer is armed for.
@@ -95,6 +98,7 @@ impl DocumentActor {
             persist: services.persist.clone(),
             store: services.store.clone(),
             webhooks: services.webhooks.clone(),
+            bus: services.bus.clone(),
             unloaded,
             armed: None,
             notify: None,
@@ -142,6 +146,11 @@ impl DocumentActor {
             Effect::BroadcastPresence(message) => {
                 for gone in self.relay.broadcast_lossy(message) {
                     self.core.unsubscribe(gone, now);
+                }
+            }
+            Effect::PublishPresence(frame) => {
+                if let Some(bus) = &self.bus {
+                    bus.publish_presence(self.core.id(), frame);
                 }
             }
             Effect::Send(id, message) => {
@@ -368,6 +377,15 @@ impl Handler<LogRowHeard> for DocumentActor {
     /// Applies and relays a row another node committed, if it is the next one.
     fn handle(&mut self, row: LogRowHeard, ctx: &mut Context<Self>) {
         self.step(ctx, |core, now| core.peer_row(row.position, row.data, now));
+    }
+}
+
+impl Handler<PresenceHeard> for DocumentActor {
+    type Result = ();
+
+    /// Relays presence another node's subscribers set.
+    fn handle(&mut self, PresenceHeard(frame): PresenceHeard, ctx: &mut Context<Self>) {
+        self.step(ctx, |core, now| core.peer_presence(frame, now));
     }
 }
 
