@@ -29,10 +29,9 @@ pub(crate) async fn look(store: Arc<dyn Store>, docs: Vec<(DocId, Addr<DocumentA
     match store.log_heads(&ids).await {
         Ok(heads) => {
             let heads: HashMap<DocId, i64> = heads.into_iter().collect();
+            // A document not in the store has no log: 0 (deleted, if its copy holds any).
             for (id, addr) in docs {
-                if let Some(&head) = heads.get(&id) {
-                    addr.do_send(LogHead(head));
-                }
+                addr.do_send(LogHead(heads.get(&id).copied().unwrap_or(0)));
             }
         }
         // The writer reports the store's health; the next look tries again.

@@ -125,3 +125,28 @@ async fn two_writers_on_two_nodes_with_compaction_lose_nothing_across_a_restart(
     assert_eq!(reader.text(), expected);
     fresh.stop().await;
 }
+
+#[actix_web::test]
+async fn a_delete_on_one_node_closes_the_documents_editors_on_every_node() {
+    if !postgres_configured() {
+        return;
+    }
+    let (_db, apps) = nodes(2, |_| {}).await;
+    let doc = doc_name("cluster-delete");
+    let mut here = apps[0].connect(&doc).await;
+    let mut there = apps[1].connect(&doc).await;
+    here.append("soon gone").await;
+    there.wait_for_text("soon gone").await;
+    let deleted = apps[1].delete_doc(&doc).await;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    for client in [&mut here, &mut there] {
+        let (code, reason) = client.expect_close().await;
+        assert_eq!(code, 4404, "{reason}");
+    }
+    // Whichever node serves it next serves what the store holds: nothing.
+    let fresh = apps[0].connect(&doc).await;
+    assert_eq!(fresh.text(), "");
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -81,12 +81,24 @@ impl SharedLog {
 }
 
 impl DocCore {
-    /// The log watch found the document's log at `head`: reads what is missing.
+    /// The log watch found the document's log at `head` (0: the document is not in the store):
+    /// reads what is missing. A log shorter than what this copy holds was deleted (and perhaps
+    /// begun again) on another node: everyone is closed with 4404, as on the node that deleted
+    /// it, and the document stops without writing, so that the next use loads what the store
+    /// holds now.
     pub(crate) fn log_head(&mut self, head: i64, now: Instant) {
         self.at(now);
-        if let Some(log) = &mut self.shared {
-            log.head = log.head.max(head);
+        let Some(log) = &mut self.shared else {
+            return;
+        };
+        if head < log.applied {
+            let applied = log.applied;
+            tracing::info!(parent: &self.span, head, applied, "deleted on another node");
+            self.evict(now);
+            self.effects.push(Effect::Failed);
+            return;
         }
+        log.head = log.head.max(head);
         self.read_if_behind();
     }
 
