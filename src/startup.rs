@@ -123,6 +123,9 @@ impl Application {
             bus.clone(),
         )
         .start();
+        if store.shares_log() {
+            crate::auth::revocation_watch::spawn(auth.clone(), registry.clone());
+        }
         if let Some(bus) = &bus {
             let watch = registry.clone();
             bus.listen(

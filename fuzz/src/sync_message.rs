@@ -41,6 +41,7 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
         can_write,
         user: None,
         client_ip: None,
+        issued_at: None,
     };
     core.subscribe(OWNER, member(true), now)
         .expect("a fresh document takes subscribers");

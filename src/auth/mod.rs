@@ -7,6 +7,7 @@
 //! document until it expires or is revoked.
 
 pub(crate) mod middleware;
+pub(crate) mod revocation_watch;
 pub(crate) mod revocations;
 pub mod token;
 

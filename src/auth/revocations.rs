@@ -79,6 +79,30 @@ impl Revocations {
         Ok(at)
     }
 
+    /// Reads the revocations made since the last look (by other nodes sharing the store) and
+    /// adds those this node did not know: returns them, so that the sessions they cover here are
+    /// closed too. A look reads a few seconds back, for commits that became visible late.
+    pub(crate) async fn refresh(
+        &self,
+        since: i64,
+    ) -> Result<Vec<(DocId, Option<String>, i64)>, StoreError> {
+        let found = self.store.revocations_since(since).await?;
+        let mut by_doc = self.by_doc.write().unwrap_or_else(|e| e.into_inner());
+        let mut new = Vec::new();
+        for (doc, user, at) in found {
+            let entry = by_doc.entry(doc.clone()).or_default();
+            let known = match &user {
+                None => &mut entry.everyone,
+                Some(user) => entry.users.entry(user.clone()).or_default(),
+            };
+            if at > *known {
+                *known = at;
+                new.push((doc, user, at));
+            }
+        }
+        Ok(new)
+    }
+
     /// Whether a token of `doc` for `user`, issued at `iat` (epoch ms), was revoked since.
     pub(crate) fn is_revoked(&self, doc: &DocId, user: Option<&str>, iat: i64) -> bool {
         let by_doc = self.by_doc.read().unwrap_or_else(|e| e.into_inner());

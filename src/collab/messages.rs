@@ -28,6 +28,9 @@ pub(crate) struct Subscribe {
 pub(crate) struct Disconnect {
     pub doc: DocId,
     pub user: Option<String>,
+    /// Only sessions whose token was issued at or before this time (epoch ms), and those with
+    /// no token: a revocation made on another node, heard after it was made.
+    pub issued_before: Option<i64>,
 }
 
 /// Session → Document: messages decoded from one frame of a subscriber, in order.

@@ -218,7 +218,11 @@ pub(crate) async fn disconnect(
         .context("Failed to record the revocation")?;
     let disconnected = state
         .registry
-        .send(Disconnect { doc, user })
+        .send(Disconnect {
+            doc,
+            user,
+            issued_before: None,
+        })
         .await
         .context("Failed to reach the registry")?;
     Ok(HttpResponse::Ok().json(Disconnected { disconnected }))

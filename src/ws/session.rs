@@ -272,7 +272,7 @@ impl Actor for SessionActor {
         let (outbound, session) = (self.outbound.clone(), self.id);
         let can_write = self.grant.access == Access::Write;
         let user = self.grant.user.as_ref().map(|u| u.name.clone());
-        let client_ip = self.client_ip;
+        let (client_ip, issued_at) = (self.client_ip, self.grant.issued_at);
         let join = Self::join(self.registry.clone(), self.doc_id.clone(), move || {
             Subscribe {
                 subscriber: session,
@@ -281,6 +281,7 @@ impl Actor for SessionActor {
                     can_write,
                     user: user.clone(),
                     client_ip,
+                    issued_at,
                 },
             }
         });

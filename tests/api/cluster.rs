@@ -150,3 +150,46 @@ async fn a_delete_on_one_node_closes_the_documents_editors_on_every_node() {
         app.stop().await;
     }
 }
+
+/// A write token of `doc` for the user Bob, issued by `app`.
+async fn bob_token(app: &TestApp, doc: &str) -> String {
+    let body = serde_json::json!({ "access": "write", "user": { "name": "Bob" } });
+    let response = app.issue_token(doc, body).await;
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let issued: serde_json::Value = response.json().await.expect("json");
+    issued["token"].as_str().expect("a token").to_string()
+}
+
+#[actix_web::test]
+async fn a_revocation_on_one_node_closes_the_sessions_it_covers_on_every_node() {
+    if !postgres_configured() {
+        return;
+    }
+    const SECRET: &str = "an operator secret of more than thirty-two characters";
+    const KEY: &str = "cluster-api-key";
+    let (_db, apps) = nodes(2, |settings| {
+        settings.auth_secret = Some(SECRET.into());
+        settings.api_keys = vec![KEY.into()];
+    })
+    .await;
+    let apps: Vec<TestApp> = apps.into_iter().map(|app| app.with_key(KEY)).collect();
+    let doc = doc_name("cluster-revoke");
+    let old = bob_token(&apps[0], &doc).await;
+    let mut bob = YClient::connect_authorized(&apps[1].ws_base(), &doc, &old).await;
+    let revoked = apps[0]
+        .disconnect(&doc, Some(serde_json::json!({ "user": "Bob" })))
+        .await;
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let (code, reason) = bob.expect_close().await;
+    assert_eq!(code, 4403, "{reason}");
+    // A token issued after the revocation admits Bob on either node, and stays admitted.
+    let fresh = bob_token(&apps[0], &doc).await;
+    let mut again = YClient::connect_authorized(&apps[1].ws_base(), &doc, &fresh).await;
+    again.append("back").await;
+    again.recv_echo().await;
+    let mut here = YClient::connect_authorized(&apps[0].ws_base(), &doc, &fresh).await;
+    here.wait_for_text("back").await;
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -31,6 +31,8 @@ pub struct MemberInfo {
     pub user: Option<String>,
     /// Where it connects from, for the logs.
     pub client_ip: Option<IpAddr>,
+    /// When its token was issued (epoch ms); `None` without a token.
+    pub issued_at: Option<i64>,
 }
 
 /// One subscriber, as the core knows it.
@@ -111,13 +113,22 @@ impl DocCore {
     }
 
     /// Access was revoked: closes the subscribers of `user` (all of them, for `None`) with
-    /// 4403; answers how many.
-    pub(crate) fn revoke(&mut self, user: Option<&str>, now: Instant) -> usize {
+    /// 4403, or with `issued_before` only those whose token was issued by then (and those with
+    /// none); answers how many.
+    pub(crate) fn revoke(
+        &mut self,
+        user: Option<&str>,
+        issued_before: Option<i64>,
+        now: Instant,
+    ) -> usize {
         self.at(now);
         let matching: Vec<SubscriberId> = self
             .members
             .iter()
             .filter(|(_, m)| user.is_none() || m.info.user.as_deref() == user)
+            .filter(|(_, m)| {
+                issued_before.is_none_or(|at| m.info.issued_at.is_none_or(|iat| iat <= at))
+            })
             .map(|(&id, _)| id)
             .collect();
         for &id in &matching {

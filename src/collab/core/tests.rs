@@ -47,6 +47,7 @@ fn writer() -> MemberInfo {
         can_write: true,
         user: Some("ada".into()),
         client_ip: None,
+        issued_at: None,
     }
 }
 
@@ -283,7 +284,7 @@ fn revoking_a_user_closes_only_their_subscribers_with_4403() {
     )
     .expect("open");
     core.take_effects();
-    assert_eq!(core.revoke(Some("bob"), now), 1);
+    assert_eq!(core.revoke(Some("bob"), None, now), 1);
     assert_eq!(closes(&core.take_effects()), vec![(2, close::REVOKED)]);
     assert_eq!(core.presence_summary().clients, 1);
 }

@@ -413,7 +413,9 @@ impl Handler<Disconnect> for DocumentActor {
 
     /// Access was revoked: closes the matching subscribers with 4403.
     fn handle(&mut self, msg: Disconnect, ctx: &mut Context<Self>) -> usize {
-        self.step(ctx, |core, now| core.revoke(msg.user.as_deref(), now))
+        self.step(ctx, |core, now| {
+            core.revoke(msg.user.as_deref(), msg.issued_before, now)
+        })
     }
 }
 
