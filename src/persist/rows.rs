@@ -175,6 +175,26 @@ impl CommittedRows {
             .fold(floor, i64::max)
     }
 
+    /// The positions of the rows of `doc` queued before `mark`.
+    pub(crate) fn positions_before<'a>(
+        &'a self,
+        doc: &'a DocId,
+        mark: Mark,
+    ) -> impl Iterator<Item = i64> + 'a {
+        self.rows
+            .iter()
+            .filter(move |(row, id)| row.doc == *doc && row.first_append < mark.0 && *id > 0)
+            .map(|&(_, id)| id)
+    }
+
+    /// Every row's document and position.
+    pub(crate) fn positions(&self) -> impl Iterator<Item = (DocId, i64)> + '_ {
+        self.rows
+            .iter()
+            .filter(|(_, id)| *id > 0)
+            .map(|(row, id)| (row.doc.clone(), *id))
+    }
+
     /// Whether `doc` has rows queued after `mark`, which a compaction there leaves in the log.
     pub(crate) fn any_after(&self, doc: &DocId, mark: Mark) -> bool {
         self.rows

@@ -47,6 +47,7 @@ pub(super) async fn run(
         metrics,
         follow,
         committed_ids: HashMap::new(),
+        own_positions: HashMap::new(),
         backoff: RETRY.start(),
         tap,
     };
@@ -74,9 +75,13 @@ pub(super) async fn run(
 struct Writer {
     store: Arc<dyn Store>,
     /// Other nodes append to the same logs. A compaction then covers what its document says it
-    /// holds and no more: this node's rows committed before it may come after a row of another
-    /// node that the snapshot lacks, so counting them in would drop that row.
+    /// holds, extended only through this node's rows that follow it without a gap (see
+    /// `own_positions`): a row of this node past a row of another that the snapshot lacks must
+    /// not be counted in, or that row would be dropped.
     shared: bool,
+    /// In a shared log: the positions of this node's rows committed since their document's last
+    /// compaction.
+    own_positions: HashMap<DocId, std::collections::BTreeSet<i64>>,
     /// Whose `document.created` events the store queues with the appends that create the
     /// documents, and whose lanes are woken after.
     webhooks: Webhooks,
@@ -212,6 +217,11 @@ impl Writer {
             });
         }
         self.hand_on(batch.then, &rows);
+        if self.shared {
+            for (doc, position) in rows.positions() {
+                self.own_positions.entry(doc).or_default().insert(position);
+            }
+        }
         // Documents first written over a socket came into existence in this commit, and their
         // `document.created` events with them.
         if !committed.created.is_empty() {
@@ -257,7 +267,24 @@ impl Writer {
                     done,
                     at,
                 } => {
-                    if !self.shared {
+                    if self.shared {
+                        let own = self
+                            .own_positions
+                            .entry(compaction.doc.clone())
+                            .or_default();
+                        let mut covers = compaction.covers_log_id;
+                        let before: std::collections::BTreeSet<i64> =
+                            rows.positions_before(&compaction.doc, at).collect();
+                        while own.contains(&(covers + 1)) || before.contains(&(covers + 1)) {
+                            covers += 1;
+                        }
+                        compaction.covers_log_id = covers;
+                        // What it covers leaves the log.
+                        own.retain(|&position| position > covers);
+                        if own.is_empty() {
+                            self.own_positions.remove(&compaction.doc);
+                        }
+                    } else {
                         compaction.covers_log_id =
                             rows.covered(&compaction.doc, at, compaction.covers_log_id);
                     }
