@@ -193,3 +193,48 @@ async fn a_revocation_on_one_node_closes_the_sessions_it_covers_on_every_node() 
         app.stop().await;
     }
 }
+
+#[actix_web::test]
+async fn a_change_is_announced_once_for_the_whole_service() {
+    if !postgres_configured() {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    // A slow receiver: each node's dispatcher looks at the queue while the other delivers.
+    let mut events =
+        crate::webhooks::slow_receiver(listener, 0, std::time::Duration::from_millis(1500)).await;
+    let (_db, apps) = nodes(2, |settings| {
+        settings.webhook_urls = vec![url.clone()];
+        settings.webhook_secret = Some("a webhook secret".into());
+    })
+    .await;
+    let doc = doc_name("cluster-hooks");
+    let mut writer = apps[0].connect(&doc).await;
+    let mut reader = apps[1].connect(&doc).await;
+    writer.append("announced once").await;
+    reader.wait_for_text("announced once").await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(crate::helpers::WAIT, events.recv())
+            .await
+            .expect("the events arrive")
+            .expect("the receiver runs");
+        seen.push(event.json()["event"].as_str().unwrap_or("").to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["document.changed", "document.created"]);
+    // Both nodes deliver from the queue, and neither delivers an event twice, nor announces the
+    // change the other made.
+    let extra = tokio::time::timeout(std::time::Duration::from_secs(3), events.recv()).await;
+    assert!(
+        extra.is_err(),
+        "one event too many: {:?}",
+        extra.map(|e| e.map(|e| e.json()))
+    );
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -66,7 +66,7 @@ pub(crate) async fn receiver(
 }
 
 /// A receiver like [`receiver`] that waits `delay` before each answer.
-async fn slow_receiver(
+pub(crate) async fn slow_receiver(
     listener: TcpListener,
     failures: usize,
     delay: Duration,

@@ -59,13 +59,19 @@ impl PostgresStore {
         now: i64,
         limit: i64,
     ) -> Result<Vec<PendingDelivery>, StoreError> {
-        let rows = sqlx::query(store::DUE_DELIVERIES_SQL)
+        let rows = sqlx::query(CLAIM_SQL)
             .bind(url)
             .bind(now)
-            .bind(limit)
+            .bind(limit.min(CLAIM_AT_MOST))
+            .bind(now + CLAIM_MS)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(delivery_from_row).collect()
+        let mut due: Vec<PendingDelivery> = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<_, _>>()?;
+        due.sort_unstable_by_key(|delivery| delivery.id);
+        Ok(due)
     }
 
     pub(super) async fn delivery_backlogs(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -100,7 +106,8 @@ impl PostgresStore {
         next_at: i64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE webhook_deliveries SET attempts = $2, next_attempt_at = $3 WHERE id = $1",
+            "UPDATE webhook_deliveries SET attempts = $2, next_attempt_at = $3, claimed_until = 0 \
+             WHERE id = $1",
         )
         .bind(id)
         .bind(attempts)
@@ -110,3 +117,24 @@ impl PostgresStore {
         Ok(())
     }
 }
+
+/// How long a claim holds: longer than a node takes to make the deliveries it claims at once
+/// ([`CLAIM_AT_MOST`], each given up after 10 s). A node that dies leaves its claimed
+/// deliveries to another after this.
+const CLAIM_MS: i64 = 2 * 60 * 1000;
+/// Most deliveries one claim takes.
+const CLAIM_AT_MOST: i64 = 8;
+
+/// Claims a receiver's (`$1`) deliveries due at `$2`, at most `$3`, until `$4`, unless some of
+/// its deliveries are claimed already (by this node or another). The advisory lock, held to the
+/// end of the statement's transaction, keeps two nodes from both finding none claimed.
+const CLAIM_SQL: &str = "WITH free AS ( \
+        SELECT pg_try_advisory_xact_lock(hashtext('tandem-webhooks:' || $1)) AS mine), \
+     picked AS ( \
+        SELECT w.id FROM webhook_deliveries w, free \
+        WHERE free.mine AND w.url = $1 AND w.next_attempt_at <= $2 \
+          AND NOT EXISTS (SELECT 1 FROM webhook_deliveries c \
+                          WHERE c.url = $1 AND c.claimed_until > $2) \
+        ORDER BY w.id LIMIT $3) \
+     UPDATE webhook_deliveries d SET claimed_until = $4 FROM picked WHERE d.id = picked.id \
+     RETURNING d.id, d.url, d.event, d.body, d.attempts";
