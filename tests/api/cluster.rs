@@ -238,3 +238,39 @@ async fn a_change_is_announced_once_for_the_whole_service() {
         app.stop().await;
     }
 }
+
+#[actix_web::test]
+async fn two_nodes_compacting_a_large_document_at_once_leave_it_whole() {
+    if !postgres_configured() {
+        return;
+    }
+    let (db, apps) = nodes(2, |settings| settings.compact_after_updates = 1).await;
+    let doc = doc_name("cluster-large");
+    // A snapshot of about 200 KB is written in parts.
+    let base = "p".repeat(200 * 1024);
+    let created = apps[0]
+        .post_doc(serde_json::json!({ "id": doc, "text": base }))
+        .await;
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let mut a = apps[0].connect(&doc).await;
+    let mut b = apps[1].connect(&doc).await;
+    for i in 0..30 {
+        a.insert(0, &format!("a{i} ")).await;
+        b.insert(0, &format!("b{i} ")).await;
+    }
+    let has_all = |c: &YClient| {
+        let text = c.text();
+        (0..30).all(|i| text.contains(&format!("a{i} ")) && text.contains(&format!("b{i} ")))
+    };
+    a.recv_until(has_all).await;
+    b.recv_until(has_all).await;
+    let expected = a.text();
+    b.wait_for_text(&expected).await;
+    drop((a, b));
+    for app in apps {
+        app.stop().await;
+    }
+    let fresh = TestApp::spawn(db.settings()).await;
+    assert_eq!(fresh.text(&doc).await, expected);
+    fresh.stop().await;
+}

@@ -203,3 +203,54 @@ async fn an_existing_log_is_renumbered_by_document_and_loads_the_same() {
         .expect("appends");
     assert_eq!(committed.ids, vec![4]);
 }
+
+#[actix_web::test]
+async fn two_nodes_compacting_one_document_at_once_never_mix_their_snapshots() {
+    if !postgres_configured() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres).await;
+    let nodes: Vec<Arc<dyn Store>> = vec![
+        tandem::store::connect(&db.url).await.expect("node 0"),
+        tandem::store::connect(&db.url).await.expect("node 1"),
+    ];
+    let doc = DocId::parse("compacted-twice").expect("a valid id");
+    nodes[0]
+        .append(
+            &[Append {
+                doc: doc.clone(),
+                data: b"row".to_vec().into(),
+            }],
+            &CreatedEvents::default(),
+        )
+        .await
+        .expect("the document exists");
+    // Two snapshots of several parts each, different in every byte, written at the same time
+    // again and again: what is stored afterwards is one of them, whole.
+    let snapshots = [vec![b'a'; 300 * 1024], vec![b'b'; 300 * 1024]];
+    for round in 0..10 {
+        let compact = |node: usize| {
+            let (store, doc) = (nodes[node].clone(), doc.clone());
+            let snapshot = snapshots[node].clone();
+            async move {
+                store
+                    .compact(&[tandem::store::Compaction {
+                        doc,
+                        snapshot,
+                        covers_log_id: round + 1,
+                    }])
+                    .await
+            }
+        };
+        let (first, second) = tokio::join!(compact(0), compact(1));
+        first.expect("node 0 compacts or skips");
+        second.expect("node 1 compacts or skips");
+        let stored = nodes[0].load(&doc).await.expect("the document loads");
+        let state = stored.snapshot.expect("a snapshot");
+        assert!(
+            state == snapshots[0] || state == snapshots[1],
+            "round {round}: a snapshot of {} bytes mixing both",
+            state.len()
+        );
+    }
+}

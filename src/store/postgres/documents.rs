@@ -152,8 +152,35 @@ impl PostgresStore {
     }
 
     #[tracing::instrument(skip_all, fields(compactions = compactions.len()))]
+    /// Several nodes may compact one document at once. Each compaction holds the document's
+    /// advisory lock on one connection from its first part to its last statement, so that two
+    /// never share a generation of parts, nor drop the parts of one the other has yet to name;
+    /// a compaction that finds the lock taken is skipped (the other covers as much, or the next
+    /// one will).
     pub(super) async fn compact(&self, compactions: &[Compaction]) -> Result<(), StoreError> {
-        parts::compact_in_parts!(self, compactions, ())
+        for compaction in compactions {
+            let mut conn = self.pool.acquire().await?;
+            let key = format!("tandem-compact:{}", compaction.doc);
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !mine {
+                tracing::debug!(doc = %compaction.doc, "another node is compacting; skipped");
+                continue;
+            }
+            let result = compact_one(&mut conn, compaction).await;
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+                .bind(&key)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                // A session lock must not stay with a pooled connection: close it instead.
+                let _ = conn.close().await;
+            }
+            result?;
+        }
+        Ok(())
     }
 
     pub(super) async fn list(
@@ -340,4 +367,55 @@ fn positions(appends: &[Append], touched: &[String], last: &[i64]) -> Result<Vec
             Ok(*position - 1)
         })
         .collect()
+}
+
+/// One compaction on one connection, under its document's lock: the parts of a large snapshot,
+/// each in a transaction of its own, then the switch to the snapshot and the drop of the rows it
+/// covers in one.
+async fn compact_one(
+    conn: &mut sqlx::PgConnection,
+    compaction: &Compaction,
+) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let doc = compaction.doc.as_str();
+    let mut inline = compaction.snapshot.as_slice();
+    let (mut generation, mut count) = (None, 0i64);
+    if let Some(chunks) = parts::split(&compaction.snapshot) {
+        let next: i64 = sqlx::query_scalar(parts::NEXT_GENERATION_SQL)
+            .bind(doc)
+            .fetch_one(&mut *conn)
+            .await?;
+        for data in chunks {
+            sqlx::query(parts::PART_SQL)
+                .bind(doc)
+                .bind(next)
+                .bind(count)
+                .bind(data)
+                .execute(&mut *conn)
+                .await?;
+            count += 1;
+        }
+        generation = Some(next);
+        inline = &[];
+    }
+    let mut tx = conn.begin().await?;
+    sqlx::query(parts::SNAPSHOT_SQL)
+        .bind(doc)
+        .bind(inline)
+        .bind(compaction.covers_log_id)
+        .bind(generation)
+        .bind(count)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(parts::DROP_STALE_SQL)
+        .bind(doc)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(parts::DROP_COVERED_SQL)
+        .bind(doc)
+        .bind(compaction.covers_log_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
