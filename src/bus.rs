@@ -26,6 +26,7 @@ use crate::backoff::Policy;
 use crate::domain::DocId;
 use crate::metrics::Metrics;
 use crate::persist::CommitTap;
+use crate::store::Store;
 
 /// Rows waiting to be published; beyond this many the newest are dropped (and counted): the
 /// log watch delivers them.
@@ -75,6 +76,33 @@ struct Inner {
 }
 
 impl Bus {
+    /// The bus to the other nodes, with `--redis-url`: refused with SQLite, which serves one node.
+    /// A Redis that cannot be reached does not stop the start: the node serves through the log
+    /// meanwhile, and says so.
+    pub(crate) async fn for_settings(
+        url: Option<&str>,
+        store: &dyn Store,
+        metrics: &Arc<Metrics>,
+    ) -> anyhow::Result<Option<Bus>> {
+        let Some(url) = url else {
+            return Ok(None);
+        };
+        if !store.shares_log() {
+            anyhow::bail!(
+                "--redis-url (TANDEM_REDIS_URL) needs Postgres: Redis relays updates between nodes \
+                 that share one Postgres database, and a SQLite database serves one node. Point \
+                 DATABASE_URL at postgres://… or leave out --redis-url."
+            );
+        }
+        let service = store
+            .service_id()
+            .await
+            .map_err(|e| anyhow::anyhow!("Failed to read the service id from the database: {e}"))?;
+        let bus = Self::start(url, &service, store.node(), metrics.clone())?;
+        tracing::info!(redis = %crate::store::redact(url), "several nodes: relaying through Redis, and through the log");
+        Ok(Some(bus))
+    }
+
     /// A bus on the Redis at `url` for the service `service` (see `Store::service_id`), as node
     /// `node`; starts publishing at once, retrying while Redis cannot be reached. Fails only if
     /// the URL itself is not one.

@@ -25,7 +25,8 @@ use crate::bus::Bus;
 use crate::client_addr::TrustedProxies;
 use crate::collab::Registry;
 use crate::collab::document::DocSettings;
-use crate::collab::registry::{RegistrySink, ShutdownAll, WatchNow};
+use crate::collab::peers::{RegistrySink, WatchNow};
+use crate::collab::registry::ShutdownAll;
 use crate::config::Settings;
 use crate::domain::HostRule;
 use crate::persist::PersistHandle;
@@ -96,7 +97,8 @@ impl Application {
             metrics.clone(),
         );
         crate::webhooks::spawn_dispatcher(webhooks.clone());
-        let bus = start_bus(&settings, store.as_ref(), &metrics).await?;
+        let bus =
+            Bus::for_settings(settings.redis_url.as_deref(), store.as_ref(), &metrics).await?;
         let tap = bus
             .clone()
             .map(|bus| Arc::new(bus) as Arc<dyn crate::persist::CommitTap>);
@@ -361,33 +363,6 @@ fn query_config() -> web::QueryConfig {
 
 /// Binds with `SO_REUSEADDR`, so a restarted server can take its port back at once even while
 /// connections of the previous process linger in TIME_WAIT.
-/// The bus to the other nodes, with `--redis-url`: refused with SQLite, which serves one node.
-/// A Redis that cannot be reached does not stop the start: the node serves through the log
-/// meanwhile, and says so.
-async fn start_bus(
-    settings: &Settings,
-    store: &dyn store::Store,
-    metrics: &Arc<crate::metrics::Metrics>,
-) -> anyhow::Result<Option<Bus>> {
-    let Some(url) = &settings.redis_url else {
-        return Ok(None);
-    };
-    if !store.shares_log() {
-        anyhow::bail!(
-            "--redis-url (TANDEM_REDIS_URL) needs Postgres: Redis relays updates between nodes \
-             that share one Postgres database, and a SQLite database serves one node. Point \
-             DATABASE_URL at postgres://… or leave out --redis-url."
-        );
-    }
-    let service = store
-        .service_id()
-        .await
-        .context("Failed to read the service id from the database")?;
-    let bus = Bus::start(url, &service, store.node(), metrics.clone())?;
-    tracing::info!(redis = %store::redact(url), "several nodes: relaying through Redis, and through the log");
-    Ok(Some(bus))
-}
-
 fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;

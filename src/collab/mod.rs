@@ -13,6 +13,7 @@ pub mod core;
 pub mod document;
 pub(crate) mod log_watch;
 pub(crate) mod messages;
+pub(crate) mod peers;
 pub(crate) mod registry;
 pub(crate) mod relay;
 

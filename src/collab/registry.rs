@@ -14,10 +14,8 @@ use tokio::sync::oneshot;
 use super::core::{DocCore, DocSettings, build_doc};
 use super::document::{DocServices, DocumentActor, Unloaded};
 use super::log_watch;
-use super::messages::{
-    Disconnect, DocPresence, Evict, GetPresence, LogRowHeard, PresenceHeard, Shutdown,
-};
-use crate::bus::{Bus, BusSink, PeerRow};
+use super::messages::{Disconnect, DocPresence, Evict, GetPresence, Shutdown};
+use crate::bus::Bus;
 use crate::domain::DocId;
 use crate::persist::PersistHandle;
 use crate::store::{Store, StoreError, StoredDoc};
@@ -164,8 +162,16 @@ impl Registry {
         }));
     }
 
+    /// The actor of `doc`, if it is loaded.
+    pub(super) fn loaded(&self, doc: &DocId) -> Option<&Addr<DocumentActor>> {
+        match self.docs.get(doc) {
+            Some(Entry::Loaded(addr)) => Some(addr),
+            _ => None,
+        }
+    }
+
     /// Looks at the logs of the loaded documents, unless the last look is still under way.
-    fn watch_log(&mut self, ctx: &mut Context<Self>) {
+    pub(super) fn watch_log(&mut self, ctx: &mut Context<Self>) {
         if self.watching || self.shutting_down {
             return;
         }
@@ -264,68 +270,6 @@ impl Handler<Join> for Registry {
         self.docs.insert(msg.doc.clone(), Entry::Loading(vec![tx]));
         self.start_load(msg.doc, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(JoinError::LoadFailed)) })
-    }
-}
-
-/// Bus → Registry: another node committed this row; handed to its document if it is loaded.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct RowHeard(pub PeerRow);
-
-/// Bus → Registry: another node's subscribers of `doc` changed presence.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct PresenceOfPeers {
-    pub doc: DocId,
-    pub frame: bytes::Bytes,
-}
-
-impl Handler<PresenceOfPeers> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, msg: PresenceOfPeers, _: &mut Context<Self>) {
-        if let Some(Entry::Loaded(addr)) = self.docs.get(&msg.doc) {
-            addr.do_send(PresenceHeard(msg.frame));
-        }
-    }
-}
-
-/// Bus → Registry: the bus is (back) up; look at the logs now for what it may have missed.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub(crate) struct WatchNow;
-
-impl Handler<RowHeard> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, RowHeard(row): RowHeard, _: &mut Context<Self>) {
-        if let Some(Entry::Loaded(addr)) = self.docs.get(&row.doc) {
-            addr.do_send(LogRowHeard {
-                position: row.position,
-                data: row.data,
-            });
-        }
-    }
-}
-
-impl Handler<WatchNow> for Registry {
-    type Result = ();
-
-    fn handle(&mut self, _: WatchNow, ctx: &mut Context<Self>) {
-        self.watch_log(ctx);
-    }
-}
-
-/// Hands the rows the bus hears to the registry.
-pub(crate) struct RegistrySink(pub Addr<Registry>);
-
-impl BusSink for RegistrySink {
-    fn row(&self, row: PeerRow) {
-        self.0.do_send(RowHeard(row));
-    }
-
-    fn presence(&self, doc: DocId, frame: bytes::Bytes) {
-        self.0.do_send(PresenceOfPeers { doc, frame });
     }
 }
 
