@@ -56,6 +56,9 @@ pub struct Metrics {
     pub(crate) bus_relay_seconds: Histogram,
     /// Reads of a document's log for rows other nodes appended.
     pub(crate) log_reads: IntCounter,
+    /// Automatic versions saved, and not saved because another node had saved that state.
+    pub(crate) auto_versions_saved: IntCounter,
+    pub(crate) auto_versions_held_elsewhere: IntCounter,
 }
 
 impl Metrics {
@@ -132,6 +135,11 @@ impl Metrics {
             log_reads: counter(
                 "log_reads_total",
                 "Reads of a document's log for rows other nodes appended",
+            ),
+            auto_versions_saved: counter("auto_versions_saved_total", "Automatic versions saved"),
+            auto_versions_held_elsewhere: counter(
+                "auto_versions_held_elsewhere_total",
+                "Automatic versions not saved because another node had saved the same state",
             ),
             connections: gauge("connections", "WebSocket connections open now"),
             connections_total: counter("connections_total", "WebSocket connections accepted"),

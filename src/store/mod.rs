@@ -104,6 +104,14 @@ pub struct LogRow {
     pub own: bool,
 }
 
+/// How much of a document's shared log an automatic version holds: every row up to `through`,
+/// and, when `exact`, nothing else. On one node nothing is shared and the store ignores it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogCover {
+    pub through: i64,
+    pub exact: bool,
+}
+
 /// A document as listed: its id, times (Unix epoch milliseconds) and stored size in bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocSummary {
@@ -246,6 +254,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes all but the newest `keep` versions of `kind` of a document.
     async fn prune_versions(&self, doc: &DocId, kind: &str, keep: u32) -> Result<u64, StoreError>;
+
+    /// Saves an automatic version of `doc` and keeps the newest `keep`. Where several nodes hold
+    /// the document, a version whose state is `exact`ly the log up to a position that an
+    /// automatic version holds already is not saved again: `None`.
+    async fn save_auto_version(
+        &self,
+        doc: &DocId,
+        state: &[u8],
+        cover: LogCover,
+        keep: u32,
+    ) -> Result<Option<VersionSummary>, StoreError> {
+        let _ = cover;
+        let version = self.create_version(doc, None, "auto", state).await?;
+        self.prune_versions(doc, "auto", keep).await?;
+        Ok(Some(version))
+    }
 
     /// A document's versions, newest first.
     async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError>;

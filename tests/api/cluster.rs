@@ -274,3 +274,87 @@ async fn two_nodes_compacting_a_large_document_at_once_leave_it_whole() {
     assert_eq!(fresh.text(&doc).await, expected);
     fresh.stop().await;
 }
+
+/// The automatic versions every node has saved, and those it did not save because another node
+/// had saved that state, summed over `apps`.
+async fn auto_versions(apps: &[TestApp]) -> (f64, f64) {
+    let (mut saved, mut elsewhere) = (0.0, 0.0);
+    for app in apps {
+        saved += app
+            .metric("tandem_auto_versions_saved_total")
+            .await
+            .unwrap_or(0.0);
+        elsewhere += app
+            .metric("tandem_auto_versions_held_elsewhere_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    (saved, elsewhere)
+}
+
+#[actix_web::test]
+async fn a_pause_in_editing_on_two_nodes_saves_one_version() {
+    if !postgres_configured() {
+        return;
+    }
+    // The pause is long beside the time a change takes to cross to the other node and back, so
+    // that both nodes' pauses follow the same last edit.
+    let (_db, apps) = nodes(2, |settings| {
+        settings.auto_version_after = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let doc = doc_name("cluster-versions");
+    let mut a = apps[0].connect(&doc).await;
+    let mut b = apps[1].connect(&doc).await;
+    let mut expected = String::new();
+    for (round, (chunk_a, chunk_b)) in [("one ", "two "), ("three ", "four ")]
+        .into_iter()
+        .enumerate()
+    {
+        // Each pause follows edits made on both nodes; both see them, and both take a version.
+        expected.push_str(chunk_a);
+        a.append(chunk_a).await;
+        b.wait_for_text(&expected).await;
+        expected.push_str(chunk_b);
+        b.append(chunk_b).await;
+        a.wait_for_text(&expected).await;
+        let taken = 2.0 * (round + 1) as f64;
+        let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+        let (saved, elsewhere) = loop {
+            let (saved, elsewhere) = auto_versions(&apps).await;
+            if saved + elsewhere >= taken {
+                break (saved, elsewhere);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the nodes took {saved} + {elsewhere} versions, not {taken}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        // One node saved the pause's version; the other found it saved.
+        assert_eq!((saved, elsewhere), ((round + 1) as f64, (round + 1) as f64));
+        let list: serde_json::Value = apps[1]
+            .list_versions(&doc)
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        let autos: Vec<&serde_json::Value> = list["versions"]
+            .as_array()
+            .expect("an array")
+            .iter()
+            .filter(|v| v["kind"] == "auto")
+            .collect();
+        assert_eq!(autos.len(), round + 1, "{list}");
+        let newest: serde_json::Value = apps[0]
+            .get_version(&doc, &autos[0]["id"])
+            .await
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(newest["content"]["content"], expected.as_str());
+    }
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{DocCore, Effect, SubscriberId};
+use super::shared_log::LogMark;
+use super::{AutoVersion, DocCore, Effect, SubscriberId};
 pub use crate::persist::{CommittedRow, Durable};
 use crate::sync::protocol::encode_update;
 
@@ -29,6 +30,21 @@ pub(super) enum Delivery {
     To(SubscriberId, Bytes),
     /// An answer for an API caller.
     Reply(oneshot::Sender<Vec<u8>>, Vec<u8>),
+    /// An automatic version to save.
+    Version(oneshot::Sender<AutoVersion>, PendingVersion),
+}
+
+impl Delivery {
+    /// A message for subscribers (which an outage of the store releases), not an answer.
+    fn for_subscribers(&self) -> bool {
+        matches!(self, Delivery::Broadcast(_) | Delivery::To(..))
+    }
+}
+
+/// A state taken for an automatic version, with where the document stood when it was taken.
+pub(super) struct PendingVersion {
+    state: Vec<u8>,
+    taken: LogMark,
 }
 
 /// The durability queue of one document.
@@ -52,11 +68,14 @@ impl Held {
         self.waiting.clear();
     }
 
+    /// Whether the writer has committed everything handed to it.
+    pub(super) fn settled(&self) -> bool {
+        self.durable_seq >= self.last_seq
+    }
+
     /// Whether a message for subscribers is held back (then the store's health is watched).
     pub(super) fn holds_messages(&self) -> bool {
-        self.waiting
-            .iter()
-            .any(|(_, _, d)| !matches!(d, Delivery::Reply(..)))
+        self.waiting.iter().any(|(_, _, d)| d.for_subscribers())
     }
 }
 
@@ -136,7 +155,7 @@ impl DocCore {
     /// Sends now if everything before is durable, or queues it behind the pending updates.
     pub(super) fn deliver(&mut self, delivery: Delivery) {
         let ready = self.held.waiting.is_empty() && self.held.durable_seq >= self.held.last_seq;
-        let outage = !matches!(delivery, Delivery::Reply(..)) && self.held.store_failing;
+        let outage = delivery.for_subscribers() && self.held.store_failing;
         if ready || outage {
             self.run_delivery(delivery);
         } else {
@@ -155,6 +174,18 @@ impl DocCore {
         wait
     }
 
+    /// Yields `state` for an automatic version once everything in it is durable, with how much
+    /// of a shared log it holds.
+    pub(super) fn version_when_durable(
+        &mut self,
+        state: Vec<u8>,
+    ) -> oneshot::Receiver<AutoVersion> {
+        let (reply, wait) = oneshot::channel();
+        let taken = self.log_mark();
+        self.deliver(Delivery::Version(reply, PendingVersion { state, taken }));
+        wait
+    }
+
     /// Sends every message held back for durability; API answers keep waiting for it.
     fn release_held_messages(&mut self) {
         if !self.held.holds_messages() {
@@ -164,7 +195,9 @@ impl DocCore {
         let mut released = 0usize;
         for (seq, queued, delivery) in held {
             match delivery {
-                Delivery::Reply(..) => self.held.waiting.push_back((seq, queued, delivery)),
+                answer if !answer.for_subscribers() => {
+                    self.held.waiting.push_back((seq, queued, answer));
+                }
                 other => {
                     released += 1;
                     self.run_delivery(other);
@@ -181,6 +214,10 @@ impl DocCore {
             // The caller may have gone away; the work is done regardless.
             Delivery::Reply(reply, bytes) => {
                 let _ = reply.send(bytes);
+            }
+            Delivery::Version(reply, PendingVersion { state, taken }) => {
+                let cover = self.log_cover_since(taken);
+                let _ = reply.send(AutoVersion { state, cover });
             }
         }
     }

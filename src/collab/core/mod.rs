@@ -44,9 +44,9 @@ pub use self::durability::{CommittedRow, Durable};
 pub use self::edit::LocalEditError;
 pub use self::integrate::{OffThread, OffThreadOutcome};
 pub use self::members::MemberInfo;
-pub(crate) use self::policy::Unload;
 #[cfg(test)]
 use self::policy::compaction_due;
+pub(crate) use self::policy::{AutoVersion, Unload};
 
 /// Identifies one subscription of one document: a connection holding several documents has
 /// one per document, and a relay to another node has one of its own.
@@ -135,7 +135,7 @@ pub enum Effect {
     /// [`DocCore::log_read`]: other nodes appended to it.
     ReadLog { after: i64 },
     /// Save an automatic version of the state `durable` yields, once it is durable.
-    SaveVersion(oneshot::Receiver<Vec<u8>>),
+    SaveVersion(oneshot::Receiver<AutoVersion>),
     /// Announce `document.changed` with the state vector `durable` yields and `text`.
     Announce {
         durable: oneshot::Receiver<Vec<u8>>,
@@ -295,6 +295,11 @@ impl DocCore {
 
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The metrics, for work that outlives this call.
+    pub(crate) fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Whether unloading or failing has begun.

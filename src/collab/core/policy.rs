@@ -8,7 +8,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{ReadTxn, StateVector, Transact};
 
 use super::{DEFAULT_TEXT_KEY, DocCore, DocSettings, Effect};
-use crate::store::{Compaction, StoredDoc};
+use crate::store::{Compaction, LogCover, StoredDoc};
 use crate::sync::content;
 use crate::webhooks;
 
@@ -44,8 +44,10 @@ pub(super) struct Policy {
     log_bytes: usize,
     /// Size of the last snapshot; with `log_bytes`, the stored size the size limit applies to.
     snapshot_bytes: usize,
-    /// Changes since the last automatic version, and when the last change came.
+    /// Changes since the last automatic version (from anywhere, and from this node's clients
+    /// and API), and when the last change came.
     unversioned: bool,
+    own_unversioned: bool,
     last_edit: Instant,
     /// The first change not yet announced to webhooks.
     unannounced_since: Option<Instant>,
@@ -59,7 +61,15 @@ pub(super) struct Policy {
 /// nothing but a wait for the writer), then an automatic version of the final state.
 pub(crate) struct Unload {
     pub compaction: Option<Compaction>,
-    pub version: Option<Vec<u8>>,
+    pub version: Option<AutoVersion>,
+}
+
+/// An automatic version to save: the document's whole state, and how much of a shared log it
+/// holds (so that several nodes save one version of one pause: see `Store::save_auto_version`).
+#[derive(Debug)]
+pub struct AutoVersion {
+    pub state: Vec<u8>,
+    pub cover: LogCover,
 }
 
 impl Policy {
@@ -70,6 +80,7 @@ impl Policy {
             log_bytes: stored.log_bytes(),
             snapshot_bytes: stored.snapshot.as_ref().map_or(0, Vec::len),
             unversioned: false,
+            own_unversioned: false,
             last_edit: now,
             unannounced_since: None,
             // A document loaded for a client that left before it was ready must still unload.
@@ -94,6 +105,14 @@ impl Policy {
     pub(super) fn peer_row(&mut self, bytes: usize) {
         self.log_rows += 1;
         self.log_bytes += bytes;
+    }
+
+    /// Another node's changes arrived: the pause before the next automatic version counts from
+    /// the last change to the document, wherever it was made. The node that made a change
+    /// announces it, and versions it when it unloads.
+    pub(super) fn peer_changed(&mut self, now: Instant) {
+        self.unversioned = true;
+        self.last_edit = now;
     }
 
     pub(super) fn in_use(&mut self) {
@@ -191,6 +210,7 @@ impl DocCore {
         self.metrics.updates_applied.inc();
         let p = &mut self.policy;
         p.unversioned = true;
+        p.own_unversioned = true;
         p.last_edit = self.now;
         if self.settings.webhooks {
             p.unannounced_since.get_or_insert(self.now);
@@ -268,11 +288,12 @@ impl DocCore {
     /// Asks for an automatic version of the current state, once it is durable.
     fn take_auto_version(&mut self) {
         self.policy.unversioned = false;
-        let full = self
+        self.policy.own_unversioned = false;
+        let state = self
             .doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        let wait = self.when_durable(full);
+        let wait = self.version_when_durable(state);
         self.effects.push(Effect::SaveVersion(wait));
     }
 
@@ -293,13 +314,20 @@ impl DocCore {
             self.announce_change();
         }
         self.closing = true;
-        // Unsaved changes get their automatic version now, once the flush has made them durable.
-        let version = (self.policy.unversioned && !self.settings.auto_version_after.is_zero())
+        // Unsaved changes made here get their automatic version now, once the flush has made
+        // them durable. Other nodes' changes are versioned where they were made.
+        let version = (self.policy.own_unversioned && !self.settings.auto_version_after.is_zero())
             .then(|| {
                 self.policy.unversioned = false;
-                self.doc
+                self.policy.own_unversioned = false;
+                let state = self
+                    .doc
                     .transact()
-                    .encode_state_as_update_v1(&StateVector::default())
+                    .encode_state_as_update_v1(&StateVector::default());
+                AutoVersion {
+                    state,
+                    cover: self.log_cover_now(),
+                }
             });
         let compaction =
             (self.policy.log_bytes > 0 || self.policy.log_rows > 0).then(|| self.compaction());

@@ -18,7 +18,7 @@ use yrs::{ReadTxn, Transact, Update};
 
 use super::integrate::Work;
 use super::{DocCore, Effect};
-use crate::store::LogTail;
+use crate::store::{LogCover, LogTail};
 use crate::sync::protocol::encode_update;
 
 /// Where this copy of the document stands in the shared log.
@@ -33,6 +33,17 @@ pub(super) struct SharedLog {
     head: i64,
     /// A read of the log is under way.
     reading: bool,
+    /// How many times other nodes' changes were applied (rows or a snapshot).
+    taken: u64,
+}
+
+/// Where a copy stood in the shared log when a state was taken from it (see
+/// [`DocCore::log_cover_since`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LogMark {
+    through: i64,
+    last_seq: u64,
+    taken: u64,
 }
 
 impl SharedLog {
@@ -139,6 +150,41 @@ impl DocCore {
         self.read_if_behind();
     }
 
+    /// Where the document stands now, for a state taken now and used once it is durable.
+    pub(super) fn log_mark(&self) -> LogMark {
+        LogMark {
+            through: self.shared.as_ref().map_or(0, SharedLog::applied),
+            last_seq: self.held.last_seq,
+            taken: self.shared.as_ref().map_or(0, |log| log.taken),
+        }
+    }
+
+    /// How much of the log a state taken at `mark` holds, now that everything in it is
+    /// durable: exactly the log up to `applied` if nothing changed here since and every row of
+    /// this node's is placed; otherwise at least the log up to where it stood then.
+    pub(super) fn log_cover_since(&self, mark: LogMark) -> LogCover {
+        let Some(log) = &self.shared else {
+            return LogCover::default();
+        };
+        let unchanged = self.held.last_seq == mark.last_seq && log.taken == mark.taken;
+        if unchanged && self.held.settled() && log.ahead.is_empty() {
+            LogCover {
+                through: log.applied,
+                exact: true,
+            }
+        } else {
+            LogCover {
+                through: mark.through,
+                exact: false,
+            }
+        }
+    }
+
+    /// How much of the log the document holds now.
+    pub(super) fn log_cover_now(&self) -> LogCover {
+        self.log_cover_since(self.log_mark())
+    }
+
     /// Asks to read the log past what the document holds, unless a read is under way.
     pub(super) fn read_if_behind(&mut self) {
         if self.closing {
@@ -196,6 +242,7 @@ impl DocCore {
             }
         }
         let mut relayed = Vec::new();
+        let mut changed = from_snapshot;
         for row in tail.rows {
             if self.closing {
                 return;
@@ -209,12 +256,19 @@ impl DocCore {
                     continue;
                 }
                 self.policy.peer_row(row.data.len());
+                changed = true;
                 if !from_snapshot {
                     relayed.push(row.data);
                 }
             }
             if let Some(log) = &mut self.shared {
                 log.have(row.position);
+            }
+        }
+        if changed {
+            self.policy.peer_changed(self.now);
+            if let Some(log) = &mut self.shared {
+                log.taken += 1;
             }
         }
         if from_snapshot {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
 
 use super::*;
+use crate::store::LogCover;
 use crate::sync::protocol::{ClientMessage, decode_frame, decode_update, encode_update};
 
 fn settings() -> DocSettings {
@@ -594,4 +595,101 @@ fn in_a_shared_log_other_nodes_rows_are_read_relayed_once_and_never_compacted_pa
         _ => None,
     });
     assert_eq!(covers, Some(3));
+}
+
+/// The automatic version the effects ask for, once it is durable.
+fn version_asked(effects: Vec<Effect>) -> oneshot::Receiver<AutoVersion> {
+    effects
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::SaveVersion(wait) => Some(wait),
+            _ => None,
+        })
+        .expect("a version is asked for")
+}
+
+fn committed(seq: u64, log_id: i64, data: Vec<u8>) -> Durable {
+    Durable {
+        up_to_seq: seq,
+        max_log_id: log_id,
+        rows: 1,
+        merged: vec![CommittedRow {
+            first_seq: seq,
+            last_seq: seq,
+            data: Bytes::from(data),
+            log_id,
+        }],
+    }
+}
+
+#[test]
+fn in_a_shared_log_a_version_says_whether_it_holds_exactly_the_log_up_to_a_position() {
+    let now = Instant::now();
+    let pause = Duration::from_secs(1);
+    let shared = DocSettings {
+        shared_log: true,
+        auto_version_after: pause,
+        ..settings()
+    };
+    let stored = StoredDoc {
+        updates: vec![insert(1, "a")],
+        max_log_id: 1,
+        ..StoredDoc::default()
+    };
+    let mut core = core_holding(stored, shared, now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.take_effects();
+
+    // A keystroke, and the pause after it, before its commit: the version waits for it, and then
+    // holds exactly the log up to the keystroke's position.
+    let mine = insert(2, "b");
+    core.receive(1, vec![update_message(mine.clone())], now);
+    core.take_effects();
+    core.tick(false, now + pause);
+    let mut wait = version_asked(core.take_effects());
+    assert!(wait.try_recv().is_err(), "not before the commit");
+    core.durable(committed(1, 2, mine), now + pause);
+    let version = wait.try_recv().expect("durable now");
+    assert_eq!(
+        version.cover,
+        LogCover {
+            through: 2,
+            exact: true
+        }
+    );
+
+    // Another node's change counts as an edit: a pause after it takes a version too.
+    let theirs = insert(3, "c");
+    core.peer_row(3, Bytes::from(theirs), now + pause);
+    core.take_effects();
+    core.tick(false, now + pause * 2);
+    let version = version_asked(core.take_effects())
+        .try_recv()
+        .expect("nothing to wait for");
+    assert_eq!(
+        version.cover,
+        LogCover {
+            through: 3,
+            exact: true
+        }
+    );
+
+    // A keystroke taken, then another node's row read before the keystroke commits after it:
+    // the version lacks that row, so it holds at least the log up to 3, and no more is claimed.
+    let later = insert(5, "d");
+    core.receive(1, vec![update_message(later.clone())], now + pause * 2);
+    core.take_effects();
+    core.tick(false, now + pause * 3);
+    let mut wait = version_asked(core.take_effects());
+    core.peer_row(4, Bytes::from(insert(4, "e")), now + pause * 3);
+    core.take_effects();
+    core.durable(committed(2, 5, later), now + pause * 3);
+    let version = wait.try_recv().expect("durable now");
+    assert_eq!(
+        version.cover,
+        LogCover {
+            through: 3,
+            exact: false
+        }
+    );
 }

@@ -199,11 +199,12 @@ impl DocumentActor {
             }
             Effect::SaveVersion(durable) => {
                 let (store, doc) = (self.store.clone(), self.core.id().clone());
+                let metrics = self.core.metrics_handle();
                 let keep = self.core.settings().auto_version_retention;
                 actix_web::rt::spawn(
                     async move {
-                        if let Ok(full) = durable.await {
-                            save_auto_version(store.as_ref(), &doc, &full, keep).await;
+                        if let Ok(version) = durable.await {
+                            save_auto_version(store.as_ref(), &metrics, &doc, version, keep).await;
                         }
                     }
                     .instrument(self.core.span().clone()),
@@ -277,12 +278,13 @@ impl DocumentActor {
             }
         }
         let (store, doc) = (self.store.clone(), self.core.id().clone());
+        let metrics = self.core.metrics_handle();
         let keep = self.core.settings().auto_version_retention;
         Box::pin(
             async move {
                 let _ = wait.await;
-                if let Some(full) = plan.version {
-                    save_auto_version(store.as_ref(), &doc, &full, keep).await;
+                if let Some(version) = plan.version {
+                    save_auto_version(store.as_ref(), &metrics, &doc, version, keep).await;
                 }
             }
             .instrument(self.core.span().clone())

@@ -15,8 +15,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use super::{
-    Append, Committed, Compaction, CreatedEvents, DocSummary, LogTail, PendingDelivery, StoreError,
-    StoredDoc, VersionSummary,
+    Append, Committed, Compaction, CreatedEvents, DocSummary, LogCover, LogTail, PendingDelivery,
+    StoreError, StoredDoc, VersionSummary,
 };
 use crate::domain::DocId;
 
@@ -129,6 +129,16 @@ impl super::Store for PostgresStore {
 
     async fn prune_versions(&self, doc: &DocId, kind: &str, keep: u32) -> Result<u64, StoreError> {
         PostgresStore::prune_versions(self, doc, kind, keep).await
+    }
+
+    async fn save_auto_version(
+        &self,
+        doc: &DocId,
+        state: &[u8],
+        cover: LogCover,
+        keep: u32,
+    ) -> Result<Option<VersionSummary>, StoreError> {
+        PostgresStore::save_auto_version(self, doc, state, cover, keep).await
     }
 
     async fn list_versions(&self, doc: &DocId) -> Result<Vec<VersionSummary>, StoreError> {

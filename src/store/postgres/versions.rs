@@ -4,7 +4,11 @@ use sqlx::Row;
 
 use super::PostgresStore;
 use crate::domain::DocId;
-use crate::store::{StoreError, VersionSummary, now_ms, version_from_row};
+use crate::store::{LogCover, StoreError, VersionSummary, now_ms, version_from_row};
+
+/// Deletes all but the newest `$3` versions of kind `$2` of document `$1`.
+const PRUNE_SQL: &str = "DELETE FROM versions WHERE doc_id = $1 AND kind = $2 AND id NOT IN \
+     (SELECT id FROM versions WHERE doc_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3)";
 
 impl PostgresStore {
     pub(super) async fn create_version(
@@ -35,17 +39,66 @@ impl PostgresStore {
         kind: &str,
         keep: u32,
     ) -> Result<u64, StoreError> {
-        let pruned = sqlx::query(
-            "DELETE FROM versions WHERE doc_id = $1 AND kind = $2 AND id NOT IN \
-             (SELECT id FROM versions WHERE doc_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3)",
+        let pruned = sqlx::query(PRUNE_SQL)
+            .bind(doc.as_str())
+            .bind(kind)
+            .bind(i64::from(keep))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(pruned)
+    }
+
+    /// Several nodes holding a document each save an automatic version after the same pause.
+    /// Under the document's advisory lock, a node whose copy is exactly the log up to a
+    /// position that an automatic version holds already saves none; any other version is saved
+    /// with the position it holds everything up to.
+    pub(super) async fn save_auto_version(
+        &self,
+        doc: &DocId,
+        state: &[u8],
+        cover: LogCover,
+        keep: u32,
+    ) -> Result<Option<VersionSummary>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tandem-versions:' || $1))")
+            .bind(doc.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if cover.exact {
+            let held: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM versions \
+                 WHERE doc_id = $1 AND kind = 'auto' AND log_position >= $2)",
+            )
+            .bind(doc.as_str())
+            .bind(cover.through)
+            .fetch_one(&mut *tx)
+            .await?;
+            if held {
+                tx.commit().await?;
+                return Ok(None);
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO versions (doc_id, name, kind, created_at, state, log_position) \
+             VALUES ($1, NULL, 'auto', $2, $3, $4) \
+             RETURNING id, name, kind, created_at, octet_length(state)::BIGINT",
         )
         .bind(doc.as_str())
-        .bind(kind)
-        .bind(i64::from(keep))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(pruned)
+        .bind(now_ms())
+        .bind(state)
+        .bind(cover.through)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = version_from_row(&row)?;
+        sqlx::query(PRUNE_SQL)
+            .bind(doc.as_str())
+            .bind("auto")
+            .bind(i64::from(keep))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(version))
     }
 
     pub(super) async fn list_versions(
