@@ -2,6 +2,7 @@
 
 mod access;
 mod bad_input;
+mod balancer;
 mod browser;
 mod cluster;
 mod cluster_bus;
