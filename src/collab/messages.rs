@@ -60,6 +60,12 @@ pub(crate) struct Committed(pub Durable);
 #[rtype(result = "()")]
 pub(crate) struct LogHead(pub i64);
 
+/// API → Document: answers once the document holds everything its log held when asked, so that
+/// an API call on this node sees every change another node has confirmed.
+#[derive(Message)]
+#[rtype(result = "Result<(), Gone>")]
+pub(crate) struct CatchUp;
+
 /// Registry → Document: another node's subscribers changed presence (an awareness frame, heard
 /// on the bus).
 #[derive(Message)]

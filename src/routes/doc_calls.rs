@@ -14,8 +14,8 @@ use actix::{Addr, Handler, MailboxError, Message};
 
 use crate::collab::document::{DocumentActor, IntegrateError};
 use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, CreateError, CreateWith, EditText, EditTextError, EncodeState,
-    Gone, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
+    ApplyUpdate, ApplyUpdateError, CatchUp, CreateError, CreateWith, EditText, EditTextError,
+    EncodeState, Gone, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
 };
 use crate::collab::registry::Join;
 use crate::domain::DocId;
@@ -34,6 +34,9 @@ pub(crate) trait DocCall {
     /// What became of the request when its answer is not durable within [`DURABLE_DEADLINE`],
     /// for the 503. `None` for a request whose handler bounds its own wait on the store.
     const NOT_DURABLE: Option<&'static str>;
+    /// Whether the document first catches up with what other nodes confirmed (see
+    /// [`CatchUp`]): what the request reads or where it edits depends on the current state.
+    const CATCH_UP: bool = true;
 }
 
 impl DocCall for EncodeState {
@@ -44,7 +47,9 @@ impl DocCall for ReadContent {
     const NOT_DURABLE: Option<&'static str> = Some("nothing was changed");
 }
 
+/// A CRDT update means the same whatever the document holds.
 impl DocCall for ApplyUpdate {
+    const CATCH_UP: bool = false;
     const NOT_DURABLE: Option<&'static str> = Some(
         "the update is applied and will be stored when the store is back; \
          posting it again is harmless",
@@ -65,8 +70,10 @@ impl DocCall for Restore {
     );
 }
 
-/// The document bounds the store's transaction itself (and answers why it failed).
+/// The document bounds the store's transaction itself (and answers why it failed); the store
+/// tells whether another node created it first.
 impl DocCall for CreateWith {
+    const CATCH_UP: bool = false;
     const NOT_DURABLE: Option<&'static str> = None;
 }
 
@@ -229,7 +236,22 @@ impl<'a> DocClient<'a> {
     {
         for _ in 0..ATTEMPTS {
             let message = build()?;
-            let request = self.open().await?.send(message);
+            let addr = self.open().await?;
+            if M::CATCH_UP {
+                match addr
+                    .send::<CatchUp>(CatchUp)
+                    .timeout(DURABLE_DEADLINE)
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Err(MailboxError::Timeout) => {
+                        return Err(ApiError::store_down("nothing was changed"));
+                    }
+                    // The document stopped, or found it was deleted: ask its next copy.
+                    Ok(Err(Gone)) | Err(MailboxError::Closed) => continue,
+                }
+            }
+            let request = addr.send(message);
             let answer = match M::NOT_DURABLE {
                 Some(what) => match request.timeout(DURABLE_DEADLINE).await {
                     Err(MailboxError::Timeout) => return Err(ApiError::store_down(what)),

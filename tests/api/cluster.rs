@@ -358,3 +358,49 @@ async fn a_pause_in_editing_on_two_nodes_saves_one_version() {
         app.stop().await;
     }
 }
+
+#[actix_web::test]
+async fn a_rest_edit_or_restore_on_one_node_reaches_the_editors_of_another_durable_first() {
+    if !postgres_configured() {
+        return;
+    }
+    let (db, apps) = nodes(3, |_| {}).await;
+    let doc = doc_name("cluster-rest");
+    let created = apps[1]
+        .post_doc(serde_json::json!({ "id": doc, "text": "first draft" }))
+        .await;
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let mut editor = apps[0].connect(&doc).await;
+    editor.wait_for_text("first draft").await;
+    let saved = apps[2].save_version(&doc, None).await;
+    assert_eq!(saved.status(), reqwest::StatusCode::CREATED);
+    let draft: serde_json::Value = saved.json().await.expect("JSON");
+
+    // An edit through the API of a node the editor is not on: stored before the answer, then
+    // relayed to the editor.
+    let edited = apps[1]
+        .post_text(
+            &doc,
+            serde_json::json!({ "ops": [{ "insert": ", then more", "at": 11 }] }),
+        )
+        .await;
+    assert_eq!(edited.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(
+        crate::helpers::stored_text(&db.url, &doc).await.0,
+        "first draft, then more"
+    );
+    editor.wait_for_text("first draft, then more").await;
+
+    // A restore on the third node likewise.
+    let restored = apps[2].restore_version(&doc, &draft["id"]).await;
+    assert_eq!(restored.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(
+        crate::helpers::stored_text(&db.url, &doc).await.0,
+        "first draft"
+    );
+    editor.wait_for_text("first draft").await;
+    assert_eq!(apps[1].text(&doc).await, "first draft");
+    for app in apps {
+        app.stop().await;
+    }
+}

@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Instant;
 
+use tokio::sync::oneshot;
+
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, Transact, Update};
 
@@ -35,6 +37,8 @@ pub(super) struct SharedLog {
     reading: bool,
     /// How many times other nodes' changes were applied (rows or a snapshot).
     taken: u64,
+    /// API calls waiting until the document holds the log up to a position.
+    waiting: Vec<(i64, oneshot::Sender<()>)>,
 }
 
 /// Where a copy stood in the shared log when a state was taken from it (see
@@ -71,6 +75,19 @@ impl SharedLog {
         while self.ahead.remove(&(self.applied + 1)) {
             self.applied += 1;
         }
+        self.answer_waiting();
+    }
+
+    /// Answers the calls waiting for positions the document now holds.
+    fn answer_waiting(&mut self) {
+        let applied = self.applied;
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(position, _)| *position <= applied);
+        self.waiting = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(());
+        }
     }
 
     /// Everything up to `position` is in the document now (a snapshot that covers it).
@@ -82,6 +99,7 @@ impl SharedLog {
             while self.ahead.remove(&(self.applied + 1)) {
                 self.applied += 1;
             }
+            self.answer_waiting();
         }
     }
 
@@ -111,6 +129,20 @@ impl DocCore {
         }
         log.head = log.head.max(head);
         self.read_if_behind();
+    }
+
+    /// An API call waits until the document holds the log up to `head`, where the store found
+    /// it when the call came: `reply` fires then (at once on one node). Dropped, if the document
+    /// fails or finds itself deleted meanwhile.
+    pub(crate) fn catch_up(&mut self, head: i64, reply: oneshot::Sender<()>, now: Instant) {
+        self.log_head(head, now);
+        match &mut self.shared {
+            Some(log) if !self.closing && head > log.applied => log.waiting.push((head, reply)),
+            _ if self.closing => {}
+            _ => {
+                let _ = reply.send(());
+            }
+        }
     }
 
     /// Another node committed row `position` (heard on the bus): the next one is applied and

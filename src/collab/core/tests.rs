@@ -693,3 +693,48 @@ fn in_a_shared_log_a_version_says_whether_it_holds_exactly_the_log_up_to_a_posit
         }
     );
 }
+
+#[test]
+fn an_api_call_waits_until_the_copy_holds_the_log_as_far_as_the_store_had_it() {
+    let now = Instant::now();
+    let shared = DocSettings {
+        shared_log: true,
+        ..settings()
+    };
+    let stored = StoredDoc {
+        updates: vec![insert(1, "a")],
+        max_log_id: 1,
+        ..StoredDoc::default()
+    };
+    let mut core = core_holding(stored, shared, now);
+
+    // Held already: answered at once.
+    let (reply, mut answered) = oneshot::channel();
+    core.catch_up(1, reply, now);
+    assert!(answered.try_recv().is_ok());
+
+    // Another node wrote up to 3: the copy reads, and answers once it holds 3.
+    let (reply, mut answered) = oneshot::channel();
+    core.catch_up(3, reply, now);
+    assert!(
+        core.take_effects()
+            .iter()
+            .any(|e| matches!(e, Effect::ReadLog { after: 1 }))
+    );
+    assert!(answered.try_recv().is_err());
+    let row = |position: i64, client: u64| crate::store::LogRow {
+        position,
+        data: insert(client, "x"),
+        own: false,
+    };
+    core.log_read(
+        Some(crate::store::LogTail {
+            snapshot: None,
+            rows: vec![row(2, 2)],
+        }),
+        now,
+    );
+    assert!(answered.try_recv().is_err(), "not at 2");
+    core.peer_row(3, Bytes::from(insert(3, "y")), now);
+    assert!(answered.try_recv().is_ok(), "at 3");
+}

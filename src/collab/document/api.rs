@@ -10,8 +10,8 @@ use tracing::Instrument;
 use super::DocumentActor;
 use crate::collab::core::{DEFAULT_TEXT_KEY, LocalEditError, build_doc};
 use crate::collab::messages::{
-    ApplyUpdate, ApplyUpdateError, CreateError, CreateWith, EditText, EditTextError, EncodeState,
-    Gone, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
+    ApplyUpdate, ApplyUpdateError, CatchUp, CreateError, CreateWith, EditText, EditTextError,
+    EncodeState, Gone, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
 };
 use crate::store::{DocSummary, StoreError, StoredDoc, VersionSummary};
 use crate::sync::content::{self, ContentError};
@@ -19,6 +19,35 @@ use crate::sync::{restore, text_ops};
 
 /// How long creating a document may hold it (and the store) before it counts as failed.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Handler<CatchUp> for DocumentActor {
+    type Result = ResponseActFuture<Self, Result<(), Gone>>;
+
+    /// With several nodes, looks where the document's log ends and waits until this copy holds
+    /// that much: a call answered here then reflects every change another node confirmed
+    /// before it. A store that does not answer leaves the call to find that out itself.
+    fn handle(&mut self, _: CatchUp, _: &mut Context<Self>) -> Self::Result {
+        if !self.core.settings().shared_log {
+            return Box::pin(actix::fut::ready(Ok(())));
+        }
+        let (store, id) = (self.store.clone(), self.core.id().clone());
+        let look = async move { store.log_heads(std::slice::from_ref(&id)).await };
+        Box::pin(look.into_actor(self).then(|heads, act, ctx| {
+            let (reply, caught_up) = oneshot::channel();
+            match heads {
+                Ok(heads) => {
+                    let head = heads.first().map_or(0, |(_, head)| *head);
+                    act.step(ctx, |core, now| core.catch_up(head, reply, now));
+                }
+                Err(error) => {
+                    tracing::debug!(parent: act.core.span(), %error, "looking at the log failed");
+                    let _ = reply.send(());
+                }
+            }
+            async move { caught_up.await.map_err(|_| Gone) }.into_actor(act)
+        }))
+    }
+}
 
 impl Handler<EncodeState> for DocumentActor {
     type Result = ResponseFuture<Result<Vec<u8>, Gone>>;
