@@ -277,7 +277,15 @@ async fn publish_rows(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outgoing>) {
 async fn connect(inner: &Inner, reported: &mut bool) -> redis::aio::MultiplexedConnection {
     let mut backoff = RECONNECT.start();
     loop {
-        match inner.client.get_multiplexed_async_connection().await {
+        // A Redis that wants a password lets us connect, and refuses every command after.
+        let answered = async {
+            let mut connection = inner.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING")
+                .query_async::<()>(&mut connection)
+                .await?;
+            redis::RedisResult::Ok(connection)
+        };
+        match answered.await {
             Ok(connection) => {
                 *reported = false;
                 inner.publishing.store(true, Ordering::Relaxed);
@@ -351,8 +359,18 @@ fn down(flag: &AtomicBool, reported: &mut bool, error: &redis::RedisError, what:
     flag.store(false, Ordering::Relaxed);
     if !*reported {
         *reported = true;
-        tracing::warn!(%error, "bus: Redis unreachable for {what}; serving through the log until it is back");
+        if refused_credentials(error) {
+            tracing::error!(%error, "bus: Redis refused this node's credentials for {what}: give its password in --redis-url (redis://:PASSWORD@HOST:6379, or redis://USER:PASSWORD@HOST:6379); serving through the log until it accepts them");
+        } else {
+            tracing::warn!(%error, "bus: Redis unreachable for {what}; serving through the log until it is back");
+        }
     }
+}
+
+/// Whether Redis turned this node away for want of a password, or for a wrong one.
+fn refused_credentials(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 #[cfg(test)]

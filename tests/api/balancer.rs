@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{
-    Backend, ServerProcess, TestDb, WAIT, YClient, doc_name, metric_at, node_scenario,
+    Backend, OwnRedis, ServerProcess, TestDb, WAIT, YClient, doc_name, metric_at, node_scenario,
     postgres_configured,
 };
 
@@ -52,20 +52,6 @@ async fn await_listening(child: &mut Child, port: u16, what: &str) {
     })
     .await
     .unwrap_or_else(|_| panic!("{what} never listened on {port}"));
-}
-
-/// A `redis-server` of the test's own on a free port (killed when dropped), and its URL.
-async fn own_redis() -> (Child, String) {
-    let [port] = free_ports();
-    let mut child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server starts (Debian's redis-server package)");
-    await_listening(&mut child, port, "redis-server").await;
-    (child, format!("redis://127.0.0.1:{port}"))
 }
 
 /// The haproxy program: on the `PATH`, or in `/usr/sbin` where Debian puts it (and which a
@@ -233,14 +219,15 @@ struct Cluster {
     // Fields drop in order: the nodes go first, then the balancer, Redis, the database.
     nodes: Vec<ServerProcess>,
     balancer: Balancer,
-    _redis: Child,
+    _redis: OwnRedis,
     _db: TestDb,
 }
 
 impl Cluster {
     async fn start(extra_env: &[(&str, &str)]) -> Cluster {
         let db = TestDb::new(Backend::Postgres).await;
-        let (redis, redis_url) = own_redis().await;
+        let redis = OwnRedis::start();
+        let redis_url = redis.url();
         let mut env = vec![
             ("TANDEM_REDIS_URL", redis_url.as_str()),
             ("TANDEM_TRUSTED_PROXIES", "127.0.0.1"),

@@ -6,69 +6,11 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Backend, TestApp, TestDb, WAIT, YClient, doc_name, postgres_configured};
+use crate::helpers::{
+    Backend, OwnRedis, TestApp, TestDb, WAIT, YClient, doc_name, postgres_configured,
+};
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
-
-/// A `redis-server` of the test's own, on a free port; stopped when dropped.
-struct OwnRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut redis = OwnRedis { port, child: None };
-        redis.restart();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again) on its port and waits until it answers.
-    fn restart(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts (Debian's redis-server package)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server never listened"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// Two nodes on one fresh database, both with `redis`.
 async fn two_nodes(redis: &str) -> (TestDb, Vec<TestApp>) {

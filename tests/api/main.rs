@@ -6,6 +6,7 @@ mod balancer;
 mod browser;
 mod cluster;
 mod cluster_bus;
+mod cluster_nodes;
 mod convergence;
 mod documents;
 mod fairness;

@@ -2,11 +2,13 @@
 // over the `ws` socket) against a running Tandem server, so the Rust
 // integration tests can prove stock clients sync, converge and share presence.
 //
-//   node tests/interop/run.mjs <scenario> --url <ws base> --doc <name>
+//   node tests/interop/run.mjs <scenario> (--url <ws base> | --urls <ws base>,<ws base>,...) --doc <name>
 //        [--text <s>] [--expect <s>] [--clients <n>] [--timeout-ms <ms>] [--abrupt]
 //        [--write-token <t> --read-token <t>]
 //
 // Scenarios: write, read, converge, awareness, offline, rust-peer, read-only.
+// With --urls (several nodes of one service), the clients a scenario opens take the URLs in
+// turn: the first client the first URL, the second the second, and so on round.
 // Success: one JSON line `{"ok":true,"scenario":...}` on stdout, exit 0.
 // Failure or timeout: `{"ok":false,"scenario":...,"error":...}`, exit 1,
 // details on stderr. Every wait is driven by client events, never by sleeps.
@@ -33,6 +35,7 @@ function parseCli (argv) {
     allowPositionals: true,
     options: {
       url: { type: 'string' },
+      urls: { type: 'string' },
       doc: { type: 'string' },
       text: { type: 'string' },
       expect: { type: 'string' },
@@ -45,13 +48,14 @@ function parseCli (argv) {
   })
   scenario = positionals[0] ?? null
   if (positionals.length !== 1) throw new Error('expected exactly one scenario name')
-  if (!values.url) throw new Error('--url is required')
+  if (!values.url === !values.urls) throw new Error('give --url or --urls')
+  const urls = values.urls ? values.urls.split(',') : [values.url]
   if (!values.doc) throw new Error('--doc is required')
   const clients = Number(values.clients)
   const timeoutMs = Number(values['timeout-ms'])
   if (!Number.isInteger(clients) || clients < 1) throw new Error('--clients must be a positive integer')
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new Error('--timeout-ms must be a positive number')
-  return { ...values, clients, timeoutMs }
+  return { ...values, urls, clients, timeoutMs }
 }
 
 function need (value, flag) {
@@ -78,9 +82,11 @@ function fail (err) {
 // A stock provider on its own Y.Doc. BroadcastChannel exists in Node, so it
 // is disabled: otherwise providers in this one process would sync with each
 // other directly and the test would no longer prove anything about the server.
+let opened = 0
 function connect (opts, name, extra = {}) {
   const doc = new Y.Doc()
-  const provider = new WebsocketProvider(opts.url, opts.doc, doc, {
+  const url = opts.urls[opened++ % opts.urls.length]
+  const provider = new WebsocketProvider(url, opts.doc, doc, {
     WebSocketPolyfill: WebSocket,
     disableBc: true,
     ...extra
