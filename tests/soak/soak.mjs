@@ -1891,7 +1891,8 @@ async function main () {
     const up = MULTI
       ? `nodes ${nodes.map((srv) => `${srv.name} ${srv.alive ? `up (bus ${srv.busSaid ?? '?'})` : 'down'}`).join(', ')}; redis ${redis.alive ? 'up' : 'down'}`
       : `server ${server.alive ? 'up' : 'down'}`
-    log(`progress: ${stats.edits} edits, ${connected}/${clients.length} clients connected, ${up}`)
+    const off = clients.filter((c) => !c.provider.shouldConnect).length
+    log(`progress: ${stats.edits} edits, ${connected}/${clients.length} clients connected (${off} disconnected on purpose), ${up}`)
   }, 30000)
 
   try {
