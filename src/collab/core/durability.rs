@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::shared_log::LogMark;
 use super::{AutoVersion, DocCore, Effect, SubscriberId};
 pub use crate::persist::{CommittedRow, Durable};
 use crate::sync::protocol::encode_update;
@@ -39,6 +38,15 @@ impl Delivery {
     fn for_subscribers(&self) -> bool {
         matches!(self, Delivery::Broadcast(_) | Delivery::To(..))
     }
+}
+
+/// Where a copy stood when a state was taken from it: in a shared log, and in handing updates to
+/// the writer (see [`DocCore::log_cover_since`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LogMark {
+    pub(super) through: i64,
+    pub(super) last_seq: u64,
+    pub(super) taken: u64,
 }
 
 /// A state taken for an automatic version, with where the document stood when it was taken.

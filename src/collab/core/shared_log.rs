@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use yrs::updates::decoder::Decode;
 use yrs::{ReadTxn, Transact, Update};
 
+use super::durability::LogMark;
 use super::integrate::Work;
 use super::{DocCore, Effect};
 use crate::store::{LogCover, LogTail};
@@ -39,15 +40,6 @@ pub(super) struct SharedLog {
     taken: u64,
     /// API calls waiting until the document holds the log up to a position.
     waiting: Vec<(i64, oneshot::Sender<()>)>,
-}
-
-/// Where a copy stood in the shared log when a state was taken from it (see
-/// [`DocCore::log_cover_since`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct LogMark {
-    through: i64,
-    last_seq: u64,
-    taken: u64,
 }
 
 impl SharedLog {
