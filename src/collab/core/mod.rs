@@ -134,6 +134,9 @@ pub enum Effect {
     /// Read the document's log past position `after` and hand what it holds to
     /// [`DocCore::log_read`]: other nodes appended to it.
     ReadLog { after: i64 },
+    /// Look at where the document's log ends once more, and hand it to
+    /// [`DocCore::log_verified`] with `applied`: a look found it shorter than this copy.
+    VerifyLog { applied: i64 },
     /// Save an automatic version of the state `durable` yields, once it is durable.
     SaveVersion(oneshot::Receiver<AutoVersion>),
     /// Announce `document.changed` with the state vector `durable` yields and `text`.

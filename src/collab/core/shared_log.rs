@@ -36,6 +36,8 @@ pub(super) struct SharedLog {
     head: i64,
     /// A read of the log is under way.
     reading: bool,
+    /// A look at the log found it shorter than this copy; a second look is under way.
+    verifying: bool,
     /// How many times other nodes' changes were applied (rows or a snapshot).
     taken: u64,
     /// API calls waiting until the document holds the log up to a position.
@@ -103,17 +105,44 @@ impl SharedLog {
 
 impl DocCore {
     /// The log watch found the document's log at `head` (0: the document is not in the store):
-    /// reads what is missing. A log shorter than what this copy holds was deleted (and perhaps
-    /// begun again) on another node: everyone is closed with 4404, as on the node that deleted
-    /// it, and the document stops without writing, so that the next use loads what the store
-    /// holds now.
+    /// reads what is missing. A log shorter than what this copy holds may have been looked at
+    /// before this node's latest commits, or deleted (and perhaps begun again) on another node:
+    /// the log is looked at again ([`Effect::VerifyLog`]), now that those commits are in it.
     pub(crate) fn log_head(&mut self, head: i64, now: Instant) {
         self.at(now);
+        if self.closing {
+            return;
+        }
         let Some(log) = &mut self.shared else {
             return;
         };
         if head < log.applied {
-            let applied = log.applied;
+            if !log.verifying {
+                log.verifying = true;
+                let applied = log.applied;
+                self.effects.push(Effect::VerifyLog { applied });
+            }
+            return;
+        }
+        log.head = log.head.max(head);
+        self.read_if_behind();
+    }
+
+    /// The second look at the log, asked for once this copy held up to `applied`, found it at
+    /// `head` (`None`: the look failed, and the next one asks again). Shorter than `applied`
+    /// it was deleted on another node: everyone is closed with 4404, as on the node that
+    /// deleted it, and the document stops without writing, so that the next use loads what the
+    /// store holds now.
+    pub(crate) fn log_verified(&mut self, head: Option<i64>, applied: i64, now: Instant) {
+        self.at(now);
+        let Some(log) = &mut self.shared else {
+            return;
+        };
+        log.verifying = false;
+        let Some(head) = head else {
+            return;
+        };
+        if head < applied {
             tracing::info!(parent: &self.span, head, applied, "deleted on another node");
             self.evict(now);
             self.effects.push(Effect::Failed);

@@ -738,3 +738,48 @@ fn an_api_call_waits_until_the_copy_holds_the_log_as_far_as_the_store_had_it() {
     core.peer_row(3, Bytes::from(insert(3, "y")), now);
     assert!(answered.try_recv().is_ok(), "at 3");
 }
+
+#[test]
+fn a_look_at_the_log_older_than_this_nodes_commits_is_checked_before_it_counts_as_a_delete() {
+    let now = Instant::now();
+    let shared = DocSettings {
+        shared_log: true,
+        ..settings()
+    };
+    let stored = StoredDoc {
+        updates: vec![insert(1, "a")],
+        max_log_id: 1,
+        ..StoredDoc::default()
+    };
+    let mut core = core_holding(stored, shared, now);
+    core.subscribe(1, writer(), now).expect("open");
+    core.receive(1, vec![update_message(insert(2, "b"))], now);
+    core.durable(committed(1, 2, insert(2, "b")), now);
+    core.take_effects();
+
+    // A look that began before the commit at 2 sees the log at 1: looked at again, nobody closed.
+    core.log_head(1, now);
+    let effects = core.take_effects();
+    assert!(
+        matches!(effects.as_slice(), [Effect::VerifyLog { applied: 2 }]),
+        "{} effects",
+        effects.len()
+    );
+    core.log_head(1, now);
+    assert!(core.take_effects().is_empty(), "one second look at a time");
+    core.log_verified(Some(2), 2, now);
+    assert!(core.take_effects().is_empty());
+    assert_eq!(core.presence_summary().clients, 1);
+
+    // The second look finds it shorter too: it was deleted on another node.
+    core.log_head(0, now);
+    core.take_effects();
+    core.log_verified(Some(0), 2, now);
+    let effects = core.take_effects();
+    assert!(effects.iter().any(|e| matches!(e, Effect::Failed)));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::CloseAll(code, _) if *code == close::DELETED))
+    );
+}

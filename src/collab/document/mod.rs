@@ -197,6 +197,19 @@ impl DocumentActor {
                     act.step(ctx, |core, now| core.log_read(tail, now));
                 }));
             }
+            Effect::VerifyLog { applied } => {
+                let (store, doc) = (self.store.clone(), self.core.id().clone());
+                let look = async move { store.log_heads(std::slice::from_ref(&doc)).await };
+                ctx.spawn(look.into_actor(self).map(move |heads, act, ctx| {
+                    let head = heads
+                        .map(|heads| heads.first().map_or(0, |(_, head)| *head))
+                        .map_err(|error| {
+                            tracing::warn!(parent: act.core.span(), %error, "looking at the log failed");
+                        })
+                        .ok();
+                    act.step(ctx, |core, now| core.log_verified(head, applied, now));
+                }));
+            }
             Effect::SaveVersion(durable) => {
                 let (store, doc) = (self.store.clone(), self.core.id().clone());
                 let metrics = self.core.metrics_handle();
