@@ -22,6 +22,15 @@ pub(crate) struct Args {
     /// every client connects to `{url}` itself).
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     pub(crate) url: String,
+    /// Base WebSocket URL of the writers (default: `--url`), e.g. one node of several that
+    /// serve one service.
+    #[arg(long)]
+    pub(crate) writer_url: Option<String>,
+    /// Base WebSocket URLs of the readers (default: `--url`), repeatable or comma-separated:
+    /// each document's readers are spread over them in turn (reader `r` at URL `r mod n`; name
+    /// a URL twice to give it twice the share). Latency is reported per URL as well.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) reader_url: Vec<String>,
     /// Wire protocol of the server.
     #[arg(long, value_enum, default_value_t = Protocol::YWebsocket)]
     pub(crate) protocol: Protocol,
@@ -91,6 +100,26 @@ pub(crate) fn send_period(rate: f64) -> Result<Option<Duration>, &'static str> {
 }
 
 impl Args {
+    /// Where the writers connect.
+    pub(crate) fn writer_base(&self) -> &str {
+        self.writer_url.as_deref().unwrap_or(&self.url)
+    }
+
+    /// Where the readers connect, in turn: `--reader-url`, or `--url` alone.
+    pub(crate) fn reader_bases(&self) -> Vec<&str> {
+        if self.reader_url.is_empty() {
+            vec![self.url.as_str()]
+        } else {
+            self.reader_url.iter().map(String::as_str).collect()
+        }
+    }
+
+    /// Whether writers and readers were given URLs of their own (the report then breaks the
+    /// latency down by reader URL).
+    pub(crate) fn split_urls(&self) -> bool {
+        self.writer_url.is_some() || !self.reader_url.is_empty()
+    }
+
     /// Why these options cannot make a run, if they cannot.
     pub(crate) fn problem(&self) -> Option<&'static str> {
         if self.docs == 0 {
@@ -101,17 +130,76 @@ impl Args {
             Some("--duration must be positive")
         } else if self.connect_concurrency == 0 {
             Some("--connect-concurrency must be at least 1")
-        } else if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+        } else if !is_ws(&self.url) {
             Some("--url must start with ws:// or wss://")
+        } else if !self.writer_url.as_deref().is_none_or(is_ws) {
+            Some("--writer-url must start with ws:// or wss://")
+        } else if !self.reader_url.iter().all(|u| is_ws(u)) {
+            Some("every --reader-url must start with ws:// or wss://")
         } else {
             None
         }
     }
 }
 
+fn is_ws(url: &str) -> bool {
+    url.starts_with("ws://") || url.starts_with("wss://")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("tandem-load").chain(args.iter().copied()))
+            .expect("options parse")
+    }
+
+    #[test]
+    fn writers_and_readers_default_to_the_one_url() {
+        let args = parse(&["--url", "ws://a/ws"]);
+        assert_eq!(args.writer_base(), "ws://a/ws");
+        assert_eq!(args.reader_bases(), ["ws://a/ws"]);
+        assert!(!args.split_urls());
+        assert_eq!(args.problem(), None);
+    }
+
+    #[test]
+    fn reader_urls_are_repeatable_or_comma_separated_and_keep_their_order() {
+        let args = parse(&[
+            "--writer-url",
+            "ws://n0/ws",
+            "--reader-url",
+            "ws://n1/ws,ws://n2/ws",
+            "--reader-url",
+            "ws://n0/ws",
+        ]);
+        assert_eq!(args.writer_base(), "ws://n0/ws");
+        assert_eq!(
+            args.reader_bases(),
+            ["ws://n1/ws", "ws://n2/ws", "ws://n0/ws"]
+        );
+        assert!(args.split_urls());
+        assert_eq!(args.problem(), None);
+        // A writer URL alone leaves the readers on --url.
+        let args = parse(&["--url", "ws://a/ws", "--writer-url", "ws://b/ws"]);
+        assert_eq!(args.reader_bases(), ["ws://a/ws"]);
+        assert!(args.split_urls());
+    }
+
+    #[test]
+    fn split_urls_must_be_websocket_urls() {
+        let args = parse(&["--writer-url", "http://n0/ws"]);
+        assert_eq!(
+            args.problem(),
+            Some("--writer-url must start with ws:// or wss://")
+        );
+        let args = parse(&["--reader-url", "ws://n1/ws,n2/ws"]);
+        assert_eq!(
+            args.problem(),
+            Some("every --reader-url must start with ws:// or wss://")
+        );
+    }
 
     #[test]
     fn rate_zero_means_idle_and_bad_rates_are_refused() {

@@ -105,10 +105,16 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
+    /// Document `doc` on the server at `--url`.
     pub(crate) fn new(args: &Args, doc: &str) -> Self {
+        Self::at(args, &args.url, doc)
+    }
+
+    /// Document `doc` on the server whose base URL is `base` (one of several nodes).
+    pub(crate) fn at(args: &Args, base: &str, doc: &str) -> Self {
         let url = match args.protocol {
-            Protocol::YWebsocket => doc_url(&args.url, doc, args.token.as_deref()),
-            Protocol::Hocuspocus => args.url.clone(),
+            Protocol::YWebsocket => doc_url(base, doc, args.token.as_deref()),
+            Protocol::Hocuspocus => base.to_string(),
         };
         Endpoint {
             protocol: args.protocol,

@@ -25,6 +25,37 @@ pub(crate) struct Outcome {
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) cold_ms: Option<f64>,
     pub(crate) cold_bytes: Option<usize>,
+    /// The readers of each reader URL, in the order given (one entry for `--url` alone).
+    pub(crate) by_url: Vec<UrlOutcome>,
+}
+
+/// What the readers at one reader URL measured.
+#[derive(Default)]
+pub(crate) struct UrlOutcome {
+    pub(crate) url: String,
+    /// Readers started at this URL, over every document.
+    pub(crate) readers: usize,
+    pub(crate) readers_ok: usize,
+    /// Latencies in microseconds of this URL's deliveries of updates sent in the window, sorted.
+    pub(crate) latencies: Vec<u32>,
+}
+
+impl UrlOutcome {
+    /// The JSON object of one reader URL.
+    fn summary(&self, window_secs: f64) -> serde_json::Value {
+        let l = &self.latencies;
+        serde_json::json!({
+            "url": self.url,
+            "readers": self.readers,
+            "readers_connected": self.readers_ok,
+            "updates_delivered_in_window": l.len(),
+            "delivered_updates_per_s": ((l.len() as f64 / window_secs) * 1000.0).round() / 1000.0,
+            "latency_ms_p50": ms(percentile(l, 50.0)),
+            "latency_ms_p90": ms(percentile(l, 90.0)),
+            "latency_ms_p99": ms(percentile(l, 99.0)),
+            "latency_ms_max": ms(l.last().copied()),
+        })
+    }
 }
 
 /// Prints the summary (unless `--json-only`), then the JSON line.
@@ -52,6 +83,7 @@ fn summary(args: &Args, outcome: &Outcome) -> serde_json::Value {
         ref errors,
         cold_ms,
         cold_bytes,
+        ref by_url,
     } = outcome;
     let window_secs = args.duration.as_secs_f64();
     let delivered_window = latencies.len() as u64;
@@ -99,6 +131,10 @@ fn summary(args: &Args, outcome: &Outcome) -> serde_json::Value {
     }
     if args.fill_bytes > 0 {
         summary["fill_bytes"] = serde_json::json!(args.fill_bytes);
+    }
+    if args.split_urls() {
+        summary["writer_url"] = serde_json::json!(args.writer_base());
+        summary["reader_urls"] = by_url.iter().map(|u| u.summary(window_secs)).collect();
     }
     summary
 }
@@ -169,6 +205,22 @@ fn print_human(args: &Args, outcome: &Outcome, summary: &serde_json::Value) {
         f("latency_ms_p99"),
         f("latency_ms_max")
     );
+    if args.split_urls() {
+        println!("  writers at: {}", args.writer_base());
+        for u in summary["reader_urls"].as_array().into_iter().flatten() {
+            let f = |k: &str| fmt_ms(u[k].as_f64());
+            println!(
+                "  readers at: {} ({} of {} set up): {} delivered in window; latency ms p50 {}  p99 {}  max {}",
+                u["url"].as_str().unwrap_or("?"),
+                u["readers_connected"],
+                u["readers"],
+                u["updates_delivered_in_window"],
+                f("latency_ms_p50"),
+                f("latency_ms_p99"),
+                f("latency_ms_max")
+            );
+        }
+    }
     if args.fill_bytes > 0 {
         println!(
             "  fill:       {} bytes of text per writer before the run",

@@ -14,7 +14,7 @@ use crate::cli::{Args, send_period};
 use crate::cold::cold_load;
 use crate::protocol::Endpoint;
 use crate::reader::run_reader;
-use crate::report::{self, Outcome};
+use crate::report::{self, Outcome, UrlOutcome};
 use crate::state::{Phase, Shared, Window, WriterLog};
 use crate::writer::run_writer;
 
@@ -63,12 +63,26 @@ pub(crate) async fn run(args: Args) {
     // Validated in `main`.
     let period = send_period(args.rate).unwrap_or(None);
 
+    let reader_bases = args.reader_bases();
+    let mut by_url: Vec<UrlOutcome> = reader_bases
+        .iter()
+        .map(|base| UrlOutcome {
+            url: base.to_string(),
+            ..UrlOutcome::default()
+        })
+        .collect();
     let mut reader_tasks = Vec::new();
+    // The index in `by_url` of each reader task's URL.
+    let mut reader_urls = Vec::new();
     let mut writer_tasks = Vec::new();
     let mut logs: Vec<Vec<Arc<WriterLog>>> = Vec::new();
     for d in 0..args.docs {
         let name = format!("{}-{}-{}", args.doc_prefix, run_id, d);
-        let endpoint = Endpoint::new(&args, &name);
+        let endpoint = Endpoint::at(&args, args.writer_base(), &name);
+        let reader_endpoints: Vec<Endpoint> = reader_bases
+            .iter()
+            .map(|base| Endpoint::at(&args, base, &name))
+            .collect();
         let mut map = HashMap::new();
         let mut docs = Vec::new();
         let mut doc_logs = Vec::new();
@@ -81,10 +95,13 @@ pub(crate) async fn run(args: Args) {
         }
         logs.push(doc_logs);
         let map = Arc::new(map);
-        for _ in 0..args.readers {
+        for r in 0..args.readers {
+            let u = r % reader_endpoints.len();
+            reader_urls.push(u);
+            by_url[u].readers += 1;
             reader_tasks.push(tokio::spawn(run_reader(
                 d,
-                endpoint.clone(),
+                reader_endpoints[u].clone(),
                 map.clone(),
                 shared.clone(),
                 sem.clone(),
@@ -219,13 +236,15 @@ pub(crate) async fn run(args: Args) {
     let mut setups: Vec<u32> = Vec::new();
     let mut readers_ok = 0usize;
     let mut writers_ok = 0usize;
-    for t in reader_tasks {
+    for (t, u) in reader_tasks.into_iter().zip(reader_urls) {
         match tokio::time::timeout(Duration::from_secs(10), t).await {
             Ok(Ok(r)) => {
                 if let Some(s) = r.setup {
                     readers_ok += 1;
+                    by_url[u].readers_ok += 1;
                     setups.push(s.as_micros().min(u32::MAX as u128) as u32);
                 }
+                by_url[u].latencies.extend_from_slice(&r.latencies_us);
                 latencies.extend(r.latencies_us);
             }
             Ok(Err(_)) => shared.error("task_panic"),
@@ -246,6 +265,9 @@ pub(crate) async fn run(args: Args) {
     }
     latencies.sort_unstable();
     setups.sort_unstable();
+    for url in &mut by_url {
+        url.latencies.sort_unstable();
+    }
 
     let mut sent_total = 0u64;
     let mut sent_window = 0u64;
@@ -275,6 +297,7 @@ pub(crate) async fn run(args: Args) {
         errors,
         cold_ms,
         cold_bytes,
+        by_url,
     };
     report::print(&args, &outcome);
 }
