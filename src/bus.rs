@@ -237,7 +237,11 @@ fn decode(message: &[u8]) -> Option<(i64, Heard)> {
 /// log watch delivers it.
 async fn publish_rows(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut reported = false;
-    let mut connection = connect(&inner, &mut reported).await;
+    let (mut connection, waited) = connect(&inner, &mut reported).await;
+    // Rows queued while Redis was away are in the log, and the other nodes read them there.
+    if waited {
+        drop_queued(&inner, &mut queue);
+    }
     while let Some(outgoing) = queue.recv().await {
         let message = encode(inner.node, &outgoing);
         let mut attempts = 0;
@@ -259,12 +263,17 @@ async fn publish_rows(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outgoing>) {
                         inner.metrics.bus_dropped.inc();
                     }
                     // Rows queued while Redis is away are in the log: drop them, then wait
-                    // for a connection.
-                    while attempts >= 2 && queue.try_recv().is_ok() {
-                        inner.metrics.bus_dropped.inc();
-                    }
-                    connection = connect(&inner, &mut reported).await;
+                    // for a connection, and drop those queued meanwhile too.
                     if attempts >= 2 {
+                        drop_queued(&inner, &mut queue);
+                    }
+                    let (fresh, waited) = connect(&inner, &mut reported).await;
+                    connection = fresh;
+                    if attempts >= 2 || waited {
+                        if attempts < 2 {
+                            inner.metrics.bus_dropped.inc();
+                        }
+                        drop_queued(&inner, &mut queue);
                         break;
                     }
                 }
@@ -273,9 +282,17 @@ async fn publish_rows(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outgoing>) {
     }
 }
 
-/// A connection for publishing, once Redis answers.
-async fn connect(inner: &Inner, reported: &mut bool) -> redis::aio::MultiplexedConnection {
+/// Drops (and counts) the rows waiting to be published: the log watch delivers them.
+fn drop_queued(inner: &Inner, queue: &mut mpsc::Receiver<Outgoing>) {
+    while queue.try_recv().is_ok() {
+        inner.metrics.bus_dropped.inc();
+    }
+}
+
+/// A connection for publishing, once Redis answers, and whether it had to wait for Redis.
+async fn connect(inner: &Inner, reported: &mut bool) -> (redis::aio::MultiplexedConnection, bool) {
     let mut backoff = RECONNECT.start();
+    let mut waited = false;
     loop {
         // A Redis that wants a password lets us connect, and refuses every command after.
         let answered = async {
@@ -290,9 +307,10 @@ async fn connect(inner: &Inner, reported: &mut bool) -> redis::aio::MultiplexedC
                 *reported = false;
                 inner.publishing.store(true, Ordering::Relaxed);
                 tracing::info!("bus: publishing to Redis");
-                return connection;
+                return (connection, waited);
             }
             Err(error) => {
+                waited = true;
                 down(&inner.publishing, reported, &error, "publishing");
                 tokio::time::sleep(backoff.next_delay()).await;
             }
