@@ -355,6 +355,12 @@ pub trait Store: Send + Sync + 'static {
         Err(not_shared())
     }
 
+    /// Where one document's log ends (0: the store does not hold it).
+    async fn log_head(&self, doc: &DocId) -> Result<i64, StoreError> {
+        let heads = self.log_heads(std::slice::from_ref(doc)).await?;
+        Ok(heads.first().map_or(0, |(_, head)| *head))
+    }
+
     /// A document's log after position `after`, read at one instant: the rows, and the snapshot
     /// too if a compaction has folded rows past `after` into it.
     async fn read_log(&self, doc: &DocId, after: i64) -> Result<LogTail, StoreError> {

@@ -31,12 +31,11 @@ impl Handler<CatchUp> for DocumentActor {
             return Box::pin(actix::fut::ready(Ok(())));
         }
         let (store, id) = (self.store.clone(), self.core.id().clone());
-        let look = async move { store.log_heads(std::slice::from_ref(&id)).await };
-        Box::pin(look.into_actor(self).then(|heads, act, ctx| {
+        let look = async move { store.log_head(&id).await };
+        Box::pin(look.into_actor(self).then(|head, act, ctx| {
             let (reply, caught_up) = oneshot::channel();
-            match heads {
-                Ok(heads) => {
-                    let head = heads.first().map_or(0, |(_, head)| *head);
+            match head {
+                Ok(head) => {
                     act.step(ctx, |core, now| core.catch_up(head, reply, now));
                 }
                 Err(error) => {

@@ -199,10 +199,9 @@ impl DocumentActor {
             }
             Effect::VerifyLog { applied } => {
                 let (store, doc) = (self.store.clone(), self.core.id().clone());
-                let look = async move { store.log_heads(std::slice::from_ref(&doc)).await };
-                ctx.spawn(look.into_actor(self).map(move |heads, act, ctx| {
-                    let head = heads
-                        .map(|heads| heads.first().map_or(0, |(_, head)| *head))
+                let look = async move { store.log_head(&doc).await };
+                ctx.spawn(look.into_actor(self).map(move |head, act, ctx| {
+                    let head = head
                         .map_err(|error| {
                             tracing::warn!(parent: act.core.span(), %error, "looking at the log failed");
                         })
