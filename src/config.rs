@@ -176,6 +176,16 @@ pub struct Settings {
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: usize,
 
+    /// Most documents one Hocuspocus connection (`/ws`) may hold at once (0: no limit); each
+    /// counts as a connection to its document under --max-connections-per-doc. The provider is
+    /// refused one more with a reason.
+    #[arg(
+        long,
+        env = "TANDEM_MAX_DOCUMENTS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_documents_per_connection: usize,
+
     /// Proxy address or network (`10.0.0.0/8`) whose `X-Forwarded-For` names the client, for
     /// the per-address limit and the logs (repeatable; comma-separated in the environment).
     /// Requests from anywhere else are counted by their socket's address.

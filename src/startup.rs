@@ -238,6 +238,7 @@ fn app(
         .app_data(query_config())
         .app_data(path_config())
         .app_data(web::PayloadConfig::default().limit(body_limit))
+        .service(crate::ws::upgrade::connect_hocuspocus)
         .service(crate::ws::upgrade::connect)
         .service(routes::access::issue)
         .service(routes::access::check)

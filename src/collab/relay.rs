@@ -2,9 +2,9 @@
 //! them.
 //!
 //! A subscriber is a [`Peer`] under a [`SubscriberId`]: a WebSocket connection speaking
-//! y-websocket (`ws::Outbound`), and in time a connection that holds several documents or a
-//! relay to another node's subscribers. Every message is handed out once, as an [`Outgoing`]
-//! that peers of one kind frame once and share. A peer that cannot take a message it must get
+//! y-websocket (`ws::Outbound`), or one document's channel on a Hocuspocus connection, which
+//! holds several documents. Every message is handed out once, as an [`Outgoing`] that peers of
+//! one kind frame once and share. A peer that cannot take a message it must get
 //! is closed with 1013 and dropped, so it never slows the others; presence is only offered, and
 //! left out for a peer whose queue is half full.
 
@@ -26,17 +26,20 @@ pub(crate) enum PeerError {
     Closed,
 }
 
+/// Kinds of peer whose framings one message keeps: y-websocket and Hocuspocus connections.
+const FRAMINGS: usize = 2;
+
 /// One message for subscribers, with its framing made once per kind of peer.
 pub(crate) struct Outgoing {
     message: Bytes,
-    framed: OnceLock<(TypeId, Bytes)>,
+    framed: [OnceLock<(TypeId, Bytes)>; FRAMINGS],
 }
 
 impl Outgoing {
     pub(crate) fn new(message: Bytes) -> Self {
         Self {
             message,
-            framed: OnceLock::new(),
+            framed: Default::default(),
         }
     }
 
@@ -46,18 +49,22 @@ impl Outgoing {
     }
 
     /// The message framed for peers of kind `K` by `frame`: made by the first peer of that kind
-    /// that asks and shared by the rest (a peer of another kind frames its own).
+    /// that asks and shared by the rest (beyond two kinds, a peer of another kind frames its
+    /// own). Every peer of one kind must frame a message of one document alike.
     pub(crate) fn framed<K: 'static>(&self, frame: impl FnOnce(&[u8]) -> Bytes) -> Bytes {
         let kind = TypeId::of::<K>();
-        match self.framed.get() {
-            Some((cached, bytes)) if *cached == kind => bytes.clone(),
-            Some(_) => frame(&self.message),
-            None => {
-                let bytes = frame(&self.message);
-                let _ = self.framed.set((kind, bytes.clone()));
-                bytes
+        for slot in &self.framed {
+            match slot.get() {
+                Some((cached, bytes)) if *cached == kind => return bytes.clone(),
+                Some(_) => continue,
+                None => {
+                    let bytes = frame(&self.message);
+                    let _ = slot.set((kind, bytes.clone()));
+                    return bytes;
+                }
             }
         }
+        frame(&self.message)
     }
 }
 
@@ -281,5 +288,13 @@ mod tests {
         assert_eq!(made, 1);
         let other = out.framed::<Relay>(|_| Bytes::from_static(b"other"));
         assert_eq!(other, Bytes::from_static(b"other"));
+        // Both kinds keep their framing.
+        let again = out.framed::<Relay>(|_| Bytes::from_static(b"made twice"));
+        assert_eq!(again, Bytes::from_static(b"other"));
+        let _ = out.framed::<Kept>(|m| {
+            made += 1;
+            Bytes::copy_from_slice(m)
+        });
+        assert_eq!(made, 1);
     }
 }

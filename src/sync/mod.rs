@@ -2,6 +2,7 @@
 //! the server sends. Nothing here knows about actix, so it is unit-tested directly.
 
 pub mod content;
+pub mod hocuspocus;
 pub mod presence;
 pub mod protocol;
 pub mod restore;

@@ -36,15 +36,17 @@ pub(crate) enum Full {
     Address(usize),
 }
 
-/// One admitted connection's slot.
+/// One admitted connection's slot, or one document's on a connection that holds several: it
+/// counts in whichever of the limits it was admitted under.
 pub(crate) struct Permit {
     limits: Arc<ConnectionLimits>,
-    doc: DocId,
+    /// Counted in the total.
+    total: bool,
+    doc: Option<DocId>,
     ip: Option<IpAddr>,
 }
 
 impl ConnectionLimits {
-    /// Zero means no limit.
     pub(crate) fn new(max_total: usize, max_per_doc: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
@@ -54,16 +56,40 @@ impl ConnectionLimits {
         })
     }
 
-    /// Takes a slot for a connection from `ip` to `doc`, unless a limit is reached.
+    /// Admits a connection to `doc` from `ip` if no limit is reached; the permit holds the slot.
     pub(crate) fn admit(self: &Arc<Self>, doc: &DocId, ip: Option<IpAddr>) -> Result<Permit, Full> {
+        self.take(true, Some(doc), ip)
+    }
+
+    /// Admits a connection that will hold documents of its own choosing (the Hocuspocus
+    /// protocol): counted in the total and its address's; each document is admitted with
+    /// [`Self::admit_doc`].
+    pub(crate) fn admit_socket(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, Full> {
+        self.take(true, None, ip)
+    }
+
+    /// Admits one more document channel of a connection admitted with [`Self::admit_socket`]:
+    /// counted in the document's limit, as a connection to it.
+    pub(crate) fn admit_doc(self: &Arc<Self>, doc: &DocId) -> Result<Permit, Full> {
+        self.take(false, Some(doc), None)
+    }
+
+    fn take(
+        self: &Arc<Self>,
+        total: bool,
+        doc: Option<&DocId>,
+        ip: Option<IpAddr>,
+    ) -> Result<Permit, Full> {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let over = |count: usize, max: usize| max > 0 && count >= max;
-        if over(counts.total, self.max_total) {
+        if total && over(counts.total, self.max_total) {
             return Err(Full::Total(counts.total));
         }
-        let on_doc = counts.per_doc.get(doc).copied().unwrap_or(0);
-        if over(on_doc, self.max_per_doc) {
-            return Err(Full::Document(on_doc));
+        if let Some(doc) = doc {
+            let on_doc = counts.per_doc.get(doc).copied().unwrap_or(0);
+            if over(on_doc, self.max_per_doc) {
+                return Err(Full::Document(on_doc));
+            }
         }
         if let Some(ip) = ip {
             let from_ip = counts.per_ip.get(&ip).copied().unwrap_or(0);
@@ -72,16 +98,20 @@ impl ConnectionLimits {
             }
             *counts.per_ip.entry(ip).or_default() += 1;
         }
-        counts.total += 1;
-        *counts.per_doc.entry(doc.clone()).or_default() += 1;
+        if total {
+            counts.total += 1;
+        }
+        if let Some(doc) = doc {
+            *counts.per_doc.entry(doc.clone()).or_default() += 1;
+        }
         Ok(Permit {
             limits: self.clone(),
-            doc: doc.clone(),
+            total,
+            doc: doc.cloned(),
             ip,
         })
     }
 
-    /// Open connections in total.
     pub(crate) fn open(&self) -> usize {
         self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
     }
@@ -90,8 +120,12 @@ impl ConnectionLimits {
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut counts = self.limits.counts.lock().unwrap_or_else(|e| e.into_inner());
-        counts.total = counts.total.saturating_sub(1);
-        release(&mut counts.per_doc, &self.doc);
+        if self.total {
+            counts.total = counts.total.saturating_sub(1);
+        }
+        if let Some(doc) = &self.doc {
+            release(&mut counts.per_doc, doc);
+        }
         if let Some(ip) = self.ip {
             release(&mut counts.per_ip, &ip);
         }

@@ -10,6 +10,8 @@
 //! frame and hands its messages to the document, and `outbound` is the connection's one writer:
 //! the document's relay queues messages there as a [`crate::collab::relay::Peer`].
 
+pub(crate) mod frames;
+pub(crate) mod hocuspocus;
 pub(crate) mod limits;
 pub(crate) mod outbound;
 pub(crate) mod reader;

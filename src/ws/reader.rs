@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use actix_codec::Decoder;
-use actix_http::ws::{Codec, Frame, ProtocolError};
-use bytes::BytesMut;
+use actix_http::ws::{CloseCode, Codec, Frame, Item, ProtocolError};
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::net::TcpStream;
 
@@ -115,5 +115,60 @@ impl Stream for FrameReader {
                 }
             }
         }
+    }
+}
+
+/// Why a client's frames were refused, as the close code and reason to answer with.
+pub(crate) type Refusal = (actix_http::ws::CloseCode, &'static str);
+
+/// Gathers a binary message that arrives in continuation frames, within the size limit.
+#[derive(Debug, Default)]
+pub(crate) struct Reassembly {
+    partial: Option<BytesMut>,
+    max_message_size: usize,
+}
+
+impl Reassembly {
+    pub(crate) fn new(max_message_size: usize) -> Self {
+        Self {
+            partial: None,
+            max_message_size,
+        }
+    }
+
+    /// A whole binary frame: refused while a fragmented message is unfinished.
+    pub(crate) fn whole(&self) -> Result<(), Refusal> {
+        match self.partial {
+            Some(_) => Err((CloseCode::Protocol, "unfinished fragmented message")),
+            None => Ok(()),
+        }
+    }
+
+    /// One continuation frame: the whole message once its last frame is in.
+    pub(crate) fn push(&mut self, item: Item) -> Result<Option<Bytes>, Refusal> {
+        let (chunk, last) = match item {
+            Item::FirstText(_) => {
+                return Err((CloseCode::Unsupported, "text messages are not supported"));
+            }
+            Item::FirstBinary(chunk) => {
+                self.whole()?;
+                self.partial = Some(BytesMut::new());
+                (chunk, false)
+            }
+            Item::Continue(chunk) => (chunk, false),
+            Item::Last(chunk) => (chunk, true),
+        };
+        let Some(partial) = self.partial.as_mut() else {
+            return Err((CloseCode::Protocol, "continuation without a first frame"));
+        };
+        if partial.len() + chunk.len() > self.max_message_size {
+            return Err((CloseCode::Size, "message too big"));
+        }
+        partial.extend_from_slice(&chunk);
+        Ok(if last {
+            self.partial.take().map(BytesMut::freeze)
+        } else {
+            None
+        })
     }
 }

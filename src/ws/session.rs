@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_http::ws::{CloseCode, Frame, Item, ProtocolError};
-use bytes::{Bytes, BytesMut};
+use actix_http::ws::{CloseCode, Frame, ProtocolError};
+use bytes::Bytes;
 
+use super::frames::{FrameSession, handle_batch};
 use super::limits::{Permit, RateLimiter};
 use super::outbound::Outbound;
-use super::reader::FrameReader;
+use super::reader::{FrameReader, Reassembly};
 use crate::auth::{Access, Auth, Grant};
 use crate::collab::Registry;
 use crate::collab::core::MemberInfo;
@@ -67,12 +68,11 @@ pub(crate) struct SessionActor {
     grant: Grant,
     auth: Arc<Auth>,
     _permit: Permit,
-    max_message_size: usize,
     rate: RateLimiter,
     max_presence_state: usize,
     metrics: Arc<crate::metrics::Metrics>,
     /// A binary message arriving in continuation frames, gathered until its last frame.
-    partial: Option<BytesMut>,
+    partial: Reassembly,
     /// Messages of the frames read in one batch, not yet handed to the document.
     inbound: Vec<ClientMessage>,
     client_ip: Option<IpAddr>,
@@ -115,11 +115,10 @@ impl SessionActor {
             grant,
             auth,
             _permit: permit,
-            max_message_size,
             rate,
             max_presence_state,
             metrics,
-            partial: None,
+            partial: Reassembly::new(max_message_size),
             inbound: Vec::new(),
             client_ip,
         }
@@ -155,7 +154,7 @@ impl SessionActor {
     }
 
     /// Joins the document, retrying if it was unloading at that very moment.
-    async fn join(
+    pub(crate) async fn join(
         registry: Addr<Registry>,
         doc: DocId,
         subscribe: impl Fn() -> Subscribe,
@@ -228,41 +227,6 @@ impl SessionActor {
             }
         }));
     }
-
-    fn handle_continuation(&mut self, item: Item, ctx: &mut Context<Self>) {
-        let (chunk, last) = match item {
-            Item::FirstText(_) => {
-                return self.close(
-                    ctx,
-                    CloseCode::Unsupported,
-                    "text messages are not supported",
-                );
-            }
-            Item::FirstBinary(chunk) => {
-                if self.partial.is_some() {
-                    return self.close(ctx, CloseCode::Protocol, "unfinished fragmented message");
-                }
-                self.partial = Some(BytesMut::new());
-                (chunk, false)
-            }
-            Item::Continue(chunk) => (chunk, false),
-            Item::Last(chunk) => (chunk, true),
-        };
-        let Some(partial) = self.partial.as_mut() else {
-            return self.close(
-                ctx,
-                CloseCode::Protocol,
-                "continuation without a first frame",
-            );
-        };
-        if partial.len() + chunk.len() > self.max_message_size {
-            return self.close(ctx, CloseCode::Size, "message too big");
-        }
-        partial.extend_from_slice(&chunk);
-        if last && let Some(message) = self.partial.take() {
-            self.handle_frame(message.freeze(), ctx);
-        }
-    }
 }
 
 impl Actor for SessionActor {
@@ -282,6 +246,7 @@ impl Actor for SessionActor {
                     user: user.clone(),
                     client_ip,
                     issued_at,
+                    acks: false,
                 },
             }
         });
@@ -323,29 +288,32 @@ impl Actor for SessionActor {
     }
 }
 
-impl SessionActor {
-    fn handle_one(&mut self, frame: Frame, ctx: &mut Context<Self>) {
-        match frame {
-            Frame::Binary(frame) => {
-                if self.partial.is_some() {
-                    return self.close(ctx, CloseCode::Protocol, "unfinished fragmented message");
-                }
-                self.handle_frame(frame, ctx);
-            }
-            Frame::Continuation(item) => self.handle_continuation(item, ctx),
-            Frame::Text(_) => self.close(
-                ctx,
-                CloseCode::Unsupported,
-                "text messages are not supported: send binary y-websocket messages",
-            ),
-            Frame::Ping(payload) => self.outbound.pong(&payload),
-            Frame::Pong(_) => {}
-            Frame::Close(reason) => {
-                tracing::debug!(parent: &self.span, ?reason, "client closed");
-                self.outbound.close(CloseCode::Normal, "bye");
-                ctx.stop();
-            }
-        }
+impl FrameSession for SessionActor {
+    const TEXT_REFUSAL: &'static str =
+        "text messages are not supported: send binary y-websocket messages";
+
+    fn outbound(&self) -> &Outbound {
+        &self.outbound
+    }
+
+    fn reassembly(&mut self) -> &mut Reassembly {
+        &mut self.partial
+    }
+
+    fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>, code: CloseCode, reason: String) {
+        SessionActor::close(self, ctx, code, reason);
+    }
+
+    fn message(&mut self, message: Bytes, ctx: &mut Context<Self>) {
+        self.handle_frame(message, ctx);
+    }
+
+    fn forward(&mut self, ctx: &mut Context<Self>) {
+        SessionActor::forward(self, ctx);
     }
 }
 
@@ -353,21 +321,7 @@ impl StreamHandler<Result<Vec<Frame>, ProtocolError>> for SessionActor {
     /// Handles the frames read together, in order, then hands their messages to the document
     /// at once.
     fn handle(&mut self, item: Result<Vec<Frame>, ProtocolError>, ctx: &mut Context<Self>) {
-        self.outbound.heard();
-        match item {
-            Ok(frames) => {
-                for frame in frames {
-                    if !ctx.state().alive() {
-                        break;
-                    }
-                    self.handle_one(frame, ctx);
-                }
-            }
-            Err(ProtocolError::Overflow) => self.close(ctx, CloseCode::Size, "message too big"),
-            Err(ProtocolError::Io(_)) => ctx.stop(),
-            Err(error) => self.close(ctx, CloseCode::Protocol, error.to_string()),
-        }
-        self.forward(ctx);
+        handle_batch(self, item, ctx);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {

@@ -1,5 +1,7 @@
-//! `GET /ws/{doc}`: the y-websocket endpoint. Checks the name, the page's origin and the
-//! client's credentials, upgrades, and starts a session if the connection limits allow.
+//! `GET /ws/{doc}`: the y-websocket endpoint; `GET /ws` (no document in the path): the
+//! Hocuspocus endpoint. Checks the name, the page's origin and the client's credentials,
+//! upgrades, and starts a session if the connection limits allow. A Hocuspocus connection
+//! names its documents in its messages, so they are authorised there (`hocuspocus/`).
 //!
 //! A WebSocket handshake reaches the application through [`upgrade`], the HTTP server's upgrade
 //! service, which is handed the connection itself. The request is answered by the application as
@@ -21,6 +23,7 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
+use super::hocuspocus::{HocuspocusConnection, HocuspocusSession};
 use super::limits::RateLimiter;
 use super::outbound::Outbound;
 use super::reader::FrameReader;
@@ -48,6 +51,8 @@ struct ViaUpgrade;
 enum Accepted {
     /// Start a session.
     Session(Box<Connection>),
+    /// Start a Hocuspocus session.
+    Hocuspocus(Box<HocuspocusConnection>),
     /// Upgrade, then close at once with 1013 and this reason: the server is full.
     Refused(String),
 }
@@ -63,23 +68,16 @@ pub(crate) async fn connect(
     query: web::Query<WsQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let doc = DocId::parse(&path)?;
-    if !origin_allowed(&req, &state.settings.allowed_origins) {
-        return Err(ApiError::Forbidden(
-            "this page's origin may not connect: see --allowed-origin".into(),
-        ));
+    if path.is_empty() {
+        // `/ws/`: a Hocuspocus provider that keeps the trailing slash.
+        return hocuspocus_handshake(req, query, state);
     }
+    let doc = DocId::parse(&path)?;
+    check_origin(&req, &state)?;
     let grant = state
         .auth
         .authorize_doc(&doc, query.token.as_deref(), auth::bearer(&req))?;
-    let mut handshake =
-        actix_http::ws::handshake(req.head()).map_err(|e| ApiError::NotWebSocket(e.to_string()))?;
-    if req.extensions().get::<ViaUpgrade>().is_none() {
-        // A handshake with a body (chunked) is not routed as an upgrade.
-        return Err(ApiError::NotWebSocket(
-            "a WebSocket handshake carries no body".into(),
-        ));
-    }
+    let handshake = begin_handshake(&req)?;
     let settings = &state.settings;
     let ip = state.client_ip(req.peer_addr(), req.headers());
     let accepted = match state
@@ -107,9 +105,81 @@ pub(crate) async fn connect(
             Accepted::Refused(full.to_string())
         }
     };
+    Ok(finish(handshake, accepted))
+}
+
+/// Upgrades to a Hocuspocus connection, which names its documents in its messages (see
+/// `hocuspocus/`): only the page's origin and the connection limits are checked here.
+#[get("/ws")]
+#[tracing::instrument(skip_all)]
+pub(crate) async fn connect_hocuspocus(
+    req: HttpRequest,
+    query: web::Query<WsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    hocuspocus_handshake(req, query, state)
+}
+
+fn hocuspocus_handshake(
+    req: HttpRequest,
+    query: web::Query<WsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    check_origin(&req, &state)?;
+    let handshake = begin_handshake(&req)?;
+    let ip = state.client_ip(req.peer_addr(), req.headers());
+    let accepted = match state
+        .limits
+        .admit_socket(ip.map(crate::client_addr::limit_key))
+    {
+        Ok(permit) => {
+            state.metrics.connections_total.inc();
+            let handshake_token = query
+                .into_inner()
+                .token
+                .or_else(|| auth::bearer(&req).map(str::to_owned));
+            Accepted::Hocuspocus(Box::new(HocuspocusConnection {
+                state: state.clone(),
+                permit,
+                handshake_token,
+                client_ip: ip,
+            }))
+        }
+        Err(full) => {
+            tracing::warn!(%full, "connection refused");
+            Accepted::Refused(full.to_string())
+        }
+    };
+    Ok(finish(handshake, accepted))
+}
+
+fn check_origin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    if !origin_allowed(req, &state.settings.allowed_origins) {
+        return Err(ApiError::Forbidden(
+            "this page's origin may not connect: see --allowed-origin".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `req` is a WebSocket handshake the upgrade service can take.
+fn begin_handshake(req: &HttpRequest) -> Result<actix_http::ResponseBuilder, ApiError> {
+    let handshake =
+        actix_http::ws::handshake(req.head()).map_err(|e| ApiError::NotWebSocket(e.to_string()))?;
+    if req.extensions().get::<ViaUpgrade>().is_none() {
+        // A handshake with a body (chunked) is not routed as an upgrade.
+        return Err(ApiError::NotWebSocket(
+            "a WebSocket handshake carries no body".into(),
+        ));
+    }
+    Ok(handshake)
+}
+
+/// The `101` answer, carrying what the upgrade service is to start.
+fn finish(mut handshake: actix_http::ResponseBuilder, accepted: Accepted) -> HttpResponse {
     let mut response = HttpResponse::from(handshake.finish()).map_into_boxed_body();
     response.extensions_mut().insert(accepted);
-    Ok(response)
+    response
 }
 
 /// The HTTP server's upgrade service: answers a WebSocket handshake with the application and, if
@@ -151,6 +221,10 @@ where
         Accepted::Session(connection) => {
             let reader = FrameReader::new(socket, parts.read_buf, settings.max_message_size);
             actix::Actor::start(SessionActor::new(*connection, outbound, reader));
+        }
+        Accepted::Hocuspocus(connection) => {
+            let reader = FrameReader::new(socket, parts.read_buf, settings.max_message_size);
+            actix::Actor::start(HocuspocusSession::new(*connection, outbound, reader));
         }
         Accepted::Refused(reason) => outbound.close(CloseCode::Again, reason),
     }

@@ -302,15 +302,13 @@ async fn an_awareness_state_that_is_not_json_is_refused_with_1007() {
 async fn an_invalid_document_name_gets_400_before_the_upgrade() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::spawn(db.settings()).await;
+    // `/ws/` names no document: it is the Hocuspocus endpoint, as `/ws` is.
+    let url = format!("ws://127.0.0.1:{}/ws/", app.port);
+    tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("`/ws/` upgrades to a Hocuspocus connection");
     let too_long = "x".repeat(129);
-    for name in [
-        "a%20b",
-        "caf%C3%A9",
-        "a/b",
-        "",
-        too_long.as_str(),
-        "semi;colon",
-    ] {
+    for name in ["a%20b", "caf%C3%A9", "a/b", too_long.as_str(), "semi;colon"] {
         let url = format!("ws://127.0.0.1:{}/ws/{name}", app.port);
         let error = tokio_tungstenite::connect_async(url.as_str())
             .await

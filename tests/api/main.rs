@@ -14,6 +14,7 @@ mod faults;
 mod fuzz_regressions;
 mod handshake;
 mod helpers;
+mod hocuspocus;
 mod hostile;
 mod interop;
 mod lifecycle;

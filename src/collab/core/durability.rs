@@ -27,6 +27,9 @@ pub(super) enum Delivery {
     Broadcast(Bytes),
     /// A message for one subscriber.
     To(SubscriberId, Bytes),
+    /// A subscriber's acknowledgement that its update is stored: unlike other messages for
+    /// subscribers, an outage of the store does not release it.
+    Ack(SubscriberId, Bytes),
     /// An answer for an API caller.
     Reply(oneshot::Sender<Vec<u8>>, Vec<u8>),
     /// An automatic version to save.
@@ -218,7 +221,9 @@ impl DocCore {
     fn run_delivery(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Broadcast(message) => self.effects.push(Effect::Broadcast(message)),
-            Delivery::To(id, message) => self.effects.push(Effect::Send(id, message)),
+            Delivery::To(id, message) | Delivery::Ack(id, message) => {
+                self.effects.push(Effect::Send(id, message))
+            }
             // The caller may have gone away; the work is done regardless.
             Delivery::Reply(reply, bytes) => {
                 let _ = reply.send(bytes);

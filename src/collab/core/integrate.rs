@@ -346,7 +346,15 @@ impl DocCore {
             Origin::Client(id) => id,
         };
         let (code, reason, what) = match result {
-            Ok(()) | Err(IntegrateError::Failed) => return,
+            Ok(()) => {
+                if self.members.get(&id).is_some_and(|m| m.info.acks) {
+                    // Once everything applied so far, this update included, is stored.
+                    let ack = crate::sync::hocuspocus::sync_status(true);
+                    self.deliver(super::durability::Delivery::Ack(id, ack));
+                }
+                return;
+            }
+            Err(IntegrateError::Failed) => return,
             Err(IntegrateError::TooLarge(limit)) => (
                 close::TOO_LARGE,
                 format!("document too large: its limit is {limit} bytes"),

@@ -11,6 +11,7 @@ use super::cost::CostBudget;
 use super::durability::Delivery;
 use super::integrate::{Origin, Work};
 use super::{DocCore, EMPTY_UPDATE, Effect, Gone, SubscriberId, close};
+use crate::sync::hocuspocus::sync_status;
 use crate::sync::protocol::{
     ClientMessage, encode_permission_denied, encode_sync_step1, encode_sync_step2,
 };
@@ -33,6 +34,9 @@ pub struct MemberInfo {
     pub client_ip: Option<IpAddr>,
     /// When its token was issued (epoch ms); `None` without a token.
     pub issued_at: Option<i64>,
+    /// Whether it is told of each of its updates (SyncStep2 or Update) once it is stored: a
+    /// sync status of 1, or 0 for a change it may not make (the Hocuspocus protocol).
+    pub acks: bool,
 }
 
 /// One subscriber, as the core knows it.
@@ -180,6 +184,14 @@ impl DocCore {
                 };
                 if member.info.can_write {
                     self.integrate(update, Origin::Client(id));
+                } else if member.info.acks {
+                    // Refused with a sync status of 0, which leaves the client's count of
+                    // unsaved changes where it is; one that changes nothing is acknowledged.
+                    if crate::wire::changes_anything(&self.doc, &update.update) {
+                        self.effects.push(Effect::Send(id, sync_status(false)));
+                    } else {
+                        self.deliver(Delivery::Ack(id, sync_status(true)));
+                    }
                 } else if !member.told_read_only
                     && crate::wire::changes_anything(&self.doc, &update.update)
                 {

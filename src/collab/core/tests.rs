@@ -49,6 +49,7 @@ fn writer() -> MemberInfo {
         user: Some("ada".into()),
         client_ip: None,
         issued_at: None,
+        acks: false,
     }
 }
 
@@ -782,4 +783,94 @@ fn a_look_at_the_log_older_than_this_nodes_commits_is_checked_before_it_counts_a
             .iter()
             .any(|e| matches!(e, Effect::CloseAll(code, _) if *code == close::DELETED))
     );
+}
+
+/// What the effects send subscriber `id`.
+fn sent_to(effects: &[Effect], id: SubscriberId) -> Vec<Bytes> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send(to, message) if *to == id => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_subscriber_that_wants_acks_is_told_of_each_update_once_it_is_stored_and_not_before() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    let acked = MemberInfo {
+        acks: true,
+        ..writer()
+    };
+    core.subscribe(1, acked, now).expect("open");
+    core.subscribe(2, writer(), now).expect("open");
+    core.take_effects();
+    let stored = crate::sync::hocuspocus::sync_status(true);
+
+    // Two updates and an empty one: three acknowledgements, none before the commit.
+    core.receive(
+        1,
+        vec![
+            update_message(insert(7, "a")),
+            update_message(insert(8, "b")),
+            update_message(EMPTY_UPDATE.to_vec()),
+        ],
+        now,
+    );
+    assert!(sent_to(&core.take_effects(), 1).is_empty());
+
+    // The store fails: the updates are relayed to the others, the acknowledgements wait.
+    core.tick(true, now + Duration::from_millis(300));
+    let effects = core.take_effects();
+    assert_eq!(appends_and_broadcasts(&effects).1.len(), 2);
+    assert!(
+        sent_to(&effects, 1).is_empty(),
+        "an outage of the store releases no acknowledgement"
+    );
+
+    // The first commit holds the first update only.
+    core.store_failing(false, now);
+    core.durable(committed(1, 1, insert(7, "a")), now);
+    assert_eq!(sent_to(&core.take_effects(), 1), vec![stored.clone()]);
+    core.durable(committed(2, 2, insert(8, "b")), now);
+    assert_eq!(
+        sent_to(&core.take_effects(), 1),
+        vec![stored.clone(), stored]
+    );
+    // The other subscriber, which asked for none, got none.
+    core.receive(2, vec![update_message(insert(9, "c"))], now);
+    core.durable(committed(3, 3, insert(9, "c")), now);
+    assert!(sent_to(&core.take_effects(), 2).is_empty());
+}
+
+#[test]
+fn a_read_only_subscriber_that_wants_acks_gets_a_refusal_per_change_and_no_permission_denied() {
+    let now = Instant::now();
+    let mut core = core_with(settings(), now);
+    let reader = MemberInfo {
+        can_write: false,
+        acks: true,
+        ..writer()
+    };
+    core.subscribe(3, reader, now).expect("open");
+    core.take_effects();
+    core.receive(
+        3,
+        vec![
+            update_message(insert(9, "no")),
+            update_message(insert(10, "no")),
+            update_message(EMPTY_UPDATE.to_vec()),
+        ],
+        now,
+    );
+    let refused = crate::sync::hocuspocus::sync_status(false);
+    let stored = crate::sync::hocuspocus::sync_status(true);
+    assert_eq!(
+        sent_to(&core.take_effects(), 3),
+        vec![refused.clone(), refused, stored]
+    );
+    assert_eq!(text_of(&core), "");
+    assert_eq!(core.presence_summary().clients, 1);
 }
