@@ -52,6 +52,8 @@ pub(crate) struct Connection {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where the connection comes from (see `client_addr`), for the logs.
     pub client_ip: Option<IpAddr>,
+    /// Whether its updates are acknowledged once durable (`?acks=1`).
+    pub acks: bool,
 }
 
 /// One WebSocket connection to one document.
@@ -76,6 +78,7 @@ pub(crate) struct SessionActor {
     /// Messages of the frames read in one batch, not yet handed to the document.
     inbound: Vec<ClientMessage>,
     client_ip: Option<IpAddr>,
+    acks: bool,
 }
 
 impl SessionActor {
@@ -92,6 +95,7 @@ impl SessionActor {
             max_presence_state,
             metrics,
             client_ip,
+            acks,
         } = connection;
         // At debug level, like every line logged in it: at the default level a session then
         // costs no span at all (about 0.4 KiB per connection, with the formatted fields).
@@ -121,6 +125,7 @@ impl SessionActor {
             partial: Reassembly::new(max_message_size),
             inbound: Vec::new(),
             client_ip,
+            acks,
         }
     }
 
@@ -236,7 +241,7 @@ impl Actor for SessionActor {
         let (outbound, session) = (self.outbound.clone(), self.id);
         let can_write = self.grant.access == Access::Write;
         let user = self.grant.user.as_ref().map(|u| u.name.clone());
-        let (client_ip, issued_at) = (self.client_ip, self.grant.issued_at);
+        let (client_ip, issued_at, acks) = (self.client_ip, self.grant.issued_at, self.acks);
         let join = Self::join(self.registry.clone(), self.doc_id.clone(), move || {
             Subscribe {
                 subscriber: session,
@@ -246,7 +251,7 @@ impl Actor for SessionActor {
                     user: user.clone(),
                     client_ip,
                     issued_at,
-                    acks: false,
+                    acks,
                 },
             }
         });

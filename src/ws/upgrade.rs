@@ -41,6 +41,10 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 pub(crate) struct WsQuery {
     /// A document token (or an API key), as `WebsocketProvider`'s `params: { token }` sends it.
     token: Option<String>,
+    /// `acks=1`: the client wants each of its updates acknowledged once it is durable (a
+    /// y-websocket message of type 8, `varUint(1)`; Tandem's editor asks for it, a stock
+    /// client does not and never gets one).
+    acks: Option<String>,
 }
 
 /// Marks a request that came through the upgrade service, which alone can take the socket.
@@ -98,6 +102,7 @@ pub(crate) async fn connect(
                 max_presence_state: settings.max_presence_state_size,
                 metrics: state.metrics.clone(),
                 client_ip: ip,
+                acks: query.acks.as_deref() == Some("1"),
             }))
         }
         Err(full) => {

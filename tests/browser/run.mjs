@@ -222,6 +222,13 @@ async function serverReady (server, label) {
   })())
 }
 
+// Waits until the page says the server has stored every edit made on it.
+const waitForSaved = (page, label) => step(label, page.waitForFunction(() => {
+  const status = document.querySelector('#status')
+  return status?.dataset.saved === 'true' && status.dataset.state === 'live' &&
+    status.querySelector('.status-word')?.textContent === 'Saved'
+}, null, { timeout: 0 }))
+
 async function stopServer (server) {
   if (!servers.has(server)) return server.exited
   server.child.kill('SIGTERM')
@@ -334,6 +341,7 @@ async function offline (opts) {
   await caretTo(a, 'end')
   await a.keyboard.type('before ')
   await waitForText(a, 'first words typed', () => window.tandem.ytext.toString().includes('before '))
+  await waitForSaved(a, 'the server acknowledges the first words as stored')
 
   const stopped = await step('server stops on SIGTERM', stopServer(server))
   log('server stopped:', JSON.stringify(stopped))
@@ -342,8 +350,9 @@ async function offline (opts) {
   await a.keyboard.type(during)
   await waitForText(a, 'typing goes on offline', (s) => window.tandem.ytext.toString().includes(s) &&
     document.querySelector('.cm-content').textContent.includes(s.trim()), during)
-  const outage = await a.locator('#status').evaluate((el) => ({ state: el.dataset.state, text: el.textContent }))
+  const outage = await a.locator('#status').evaluate((el) => ({ state: el.dataset.state, saved: el.dataset.saved, text: el.textContent }))
   log('status during the outage:', JSON.stringify(outage))
+  if (outage.saved !== 'false') throw new Error(`edits typed offline are shown as saved: ${JSON.stringify(outage)}`)
   if (opts.out) {
     mkdirSync(resolve(opts.out), { recursive: true })
     await a.screenshot({ path: join(resolve(opts.out), 'offline.png') })
@@ -352,10 +361,16 @@ async function offline (opts) {
   server = startServer(cmd, { dbUrl, port })
   await serverReady(server, 'server ready again')
   await waitForState(a, ['live'], 'erin live again')
+  await waitForSaved(a, 'the edits typed offline are acknowledged as stored')
   const text = await textOf(a)
   if (!text.includes('before ') || !text.includes(during)) throw new Error(`text lost words: ${JSON.stringify(text)}`)
 
-  // A second person can only get the text from the server.
+  // "Saved" means stored: the server is killed at once, and a second person, who can only get
+  // the text from the server, gets all of it after a restart.
+  server.child.kill('SIGKILL')
+  log('server killed:', JSON.stringify(await server.exited))
+  server = startServer(cmd, { dbUrl, port })
+  await serverReady(server, 'server ready after kill -9')
   const b = await personPage('frank')
   await openEditor(b, base, doc, 'frank')
   await waitForText(b, 'the server has the text', (s) => window.tandem.ytext.toString() === s, text)

@@ -3,6 +3,11 @@
 // plain-words explanations of the close codes the server uses.
 
 import { WebsocketProvider } from 'y-websocket'
+import * as decoding from 'lib0/decoding'
+
+// The acknowledgement Tandem sends, when asked with `?acks=1`, once one of this page's updates
+// (a SyncStep2 or an Update message) is durable: message type 8, then 1 (0: refused).
+const MESSAGE_STORED = 8
 
 // Close codes after which reconnecting would only repeat the refusal.
 const TERMINAL = new Set([1003, 1007, 1008, 1009])
@@ -18,6 +23,11 @@ export const STATES = {
   reconnecting: { word: 'Reconnecting…', detail: 'your edits are kept and merged when the connection returns' },
   offline: { word: 'Offline', detail: 'your edits are kept and merged when you reconnect' }
 }
+
+// A live connection, for someone who edits: whether the server has stored every edit of theirs
+// (it acknowledges each once it is durable).
+export const SAVED = { word: 'Saved', detail: 'every edit is stored on the server' }
+export const SAVING = { word: 'Saving…', detail: 'edits are shared; the server is storing them' }
 
 // The same states for someone who may only read.
 export const READ_ONLY_STATES = {
@@ -47,13 +57,51 @@ function transientMessage (code) {
   return null
 }
 
+// Counts, per socket, the messages that carry this page's changes and the server's
+// acknowledgements of them: a WebSocket class for the provider that counts what it sends.
+function countingSocket (counts) {
+  return class CountingWebSocket extends WebSocket {
+    constructor (...args) {
+      super(...args)
+      counts.sent = 0
+      counts.acked = 0
+    }
+
+    send (data) {
+      const bytes = data instanceof Uint8Array ? data : new Uint8Array(data)
+      // Sync (0), then SyncStep2 (1) or Update (2).
+      if (bytes[0] === 0 && (bytes[1] === 1 || bytes[1] === 2)) counts.sent++
+      super.send(data)
+    }
+  }
+}
+
 // Opens the document `doc` on the server at `wsBase` (e.g. ws://host/ws) for `ydoc`, presenting
-// `token` (a document token, or null on an open server). `onChange({ state, notice })` is called
-// on every state change; `onClose(event)` whenever a connection closes or could not be made;
+// `token` (a document token, or null on an open server). `onChange({ state, notice, saved })` is
+// called on every state change; `saved` says whether the server has stored every edit made on
+// this page; `onClose(event)` whenever a connection closes or could not be made;
 // `onTerminal({ code, reason, deleted, text })` once when the server ends the session for good.
 export function openConnection ({ wsBase, doc, ydoc, token = null, onChange, onClose = () => {}, onTerminal }) {
-  const options = token ? { shouldReconnect, params: { token } } : { shouldReconnect }
+  const counts = { sent: 0, acked: 0 }
+  const params = token ? { token, acks: '1' } : { acks: '1' }
+  const options = { shouldReconnect, params, WebSocketPolyfill: countingSocket(counts) }
   const provider = new WebsocketProvider(wsBase, doc, ydoc, options)
+  // Edits of this page the server has not acknowledged as stored. Made while connected, an edit
+  // is sent at once and counted; made while not, it goes with the SyncStep2 of the next
+  // connection, whose acknowledgement clears it.
+  let unsaved = false
+  ydoc.on('update', (_update, origin) => {
+    if (origin !== provider) {
+      unsaved = true
+      update()
+    }
+  })
+  provider.messageHandlers[MESSAGE_STORED] = (_encoder, decoder) => {
+    if (decoding.readVarUint(decoder) !== 1) return
+    counts.acked++
+    if (counts.acked >= counts.sent && provider.synced) unsaved = false
+    update()
+  }
   let everLive = false
   let failedOnce = false
   let ended = false
@@ -74,10 +122,11 @@ export function openConnection ({ wsBase, doc, ydoc, token = null, onChange, onC
       everLive = true
       notice = null
     }
-    const key = `${state}|${notice}`
+    const saved = !unsaved
+    const key = `${state}|${notice}|${saved}`
     if (key === last) return
     last = key
-    onChange({ state, notice })
+    onChange({ state, notice, saved })
   }
 
   provider.on('status', update)
@@ -108,5 +157,5 @@ export function openConnection ({ wsBase, doc, ydoc, token = null, onChange, onC
   }
 
   update()
-  return { provider, state: compute, isEnded: () => ended, stop }
+  return { provider, state: compute, isEnded: () => ended, stop, unsaved: () => unsaved }
 }

@@ -6,7 +6,7 @@ import '../common/base.css'
 import './editor.css'
 import * as Y from 'yjs'
 import { docNameFromPath, docNameProblem, editorPath } from '../common/docname.js'
-import { openConnection, STATES, READ_ONLY_STATES } from './connection.js'
+import { openConnection, STATES, READ_ONLY_STATES, SAVED, SAVING } from './connection.js'
 import { takeToken, checkAccess, AccessDenied, reasonSentence } from './access.js'
 import { createEditor } from './codemirror.js'
 import { showPresence } from './presence.js'
@@ -95,7 +95,6 @@ function openEditor (doc, token, grant) {
   const ytext = ydoc.getText('content')
   const undoManager = new Y.UndoManager(ytext)
   let editor = null
-  let editedWhileAway = false
   let ended = false
   let denied = false
   let checking = null
@@ -103,7 +102,6 @@ function openEditor (doc, token, grant) {
   // Ends the session the way the server ended it, in words.
   const endWith = ({ deleted, text }) => {
     editor?.setEditable(false)
-    editedWhileAway = false
     showStatus('offline', { word: 'Offline', detail: deleted ? 'this document was deleted' : 'disconnected by the server' })
     showError(text)
   }
@@ -117,8 +115,7 @@ function openEditor (doc, token, grant) {
       denied = ended = true
       connection.stop()
       editor?.setEditable(false)
-      editedWhileAway = false
-      showDenied(err.message)
+        showDenied(err.message)
       return true
     }).finally(() => { checking = null })
     return checking
@@ -129,10 +126,10 @@ function openEditor (doc, token, grant) {
     doc,
     ydoc,
     token,
-    onChange ({ state, notice }) {
+    onChange ({ state, notice, saved }) {
       if (denied) return
-      showStatus(state, states[state])
-      if (state === 'live') editedWhileAway = false
+      showStatus(state, state === 'live' && !readOnly ? (saved ? SAVED : SAVING) : states[state])
+      $('status').dataset.saved = String(saved)
       if (notice) showError(notice, { backLink: false })
       else if (!ended) hideError()
     },
@@ -165,13 +162,10 @@ function openEditor (doc, token, grant) {
     setUpCopyLink($('copy-link'), `${location.origin}${editorPath(doc)}`)
   }
 
-  // Edits made while not live exist only in this tab until the server has them: say so before
-  // the tab is closed.
-  ydoc.on('update', (_update, origin) => {
-    if (origin !== provider && connection.state() !== 'live') editedWhileAway = true
-  })
+  // Edits the server has not stored yet exist only in this tab: say so before the tab is
+  // closed.
   window.addEventListener('beforeunload', (event) => {
-    if (editedWhileAway && !connection.isEnded()) event.preventDefault()
+    if (connection.unsaved() && !connection.isEnded()) event.preventDefault()
   })
 
   editor.view.focus()
