@@ -3,6 +3,7 @@
 
 pub mod content;
 pub mod presence;
+pub mod prosemirror;
 pub mod protocol;
 pub mod restore;
 pub mod text_ops;
