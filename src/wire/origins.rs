@@ -9,20 +9,35 @@
 //! read 38 characters live, 53 reloaded, 60 in Yjs). No client makes such an item, so none is
 //! taken.
 //!
-//! Only origins the document holds already are compared: finding an item's type walks its list
-//! from it to the start, paid once for the first item of an update that inserts between two
-//! others (the rest of a typed run names its own previous item). An update that names two of
-//! its own items in two types is not caught yet: that needs each of its items placed the way
-//! `nesting.rs` places types, by chains through the update.
+//! Only origins the document holds already are compared. yrs gives an item's type only with its
+//! position, walking its list from it to the start, so the walks an update may cost are bounded
+//! ([`MAX_WALK`]) and each origin is looked up once: an honest update pays one lookup pair for
+//! its first insert between two items (the rest of a typed run names its own previous item),
+//! and one crafted to make the document walk (thousands of items between far-apart origins)
+//! costs no more than that bound ([`MAX_LOOKUPS`] lookups at most, too). Past it the update's remaining items are taken unchecked, and
+//! an update that names two of its own items in two types is not caught yet (that needs each of
+//! its items placed the way `nesting.rs` places types, by chains through the update): the check
+//! stops what a client sends by mistake or a fuzzer finds, not every forgery.
 
-use yrs::{Assoc, ClientID, Doc, ID, IndexScope, ReadTxn, StickyIndex, Transact};
+use std::collections::HashMap;
+
+use yrs::{Assoc, BranchID, ClientID, Doc, ID, IndexScope, ReadTxn, StickyIndex, Transact};
 
 use super::index::{Id, Index};
 
+/// Positions the lookups of one update may walk in all (a lookup walks about as far as its
+/// item's position), and how many it may make: a lookup also walks the deleted items on its way,
+/// which take no position, so their number is bounded too.
+pub(crate) const MAX_WALK: u64 = 200_000;
+pub(crate) const MAX_LOOKUPS: usize = 16;
+
 /// Whether some item of the update `index` describes has a left and a right origin, both held
-/// by `doc`, in two different shared types.
+/// by `doc`, in two different shared types (as far as [`MAX_WALK`] and [`MAX_LOOKUPS`] let it
+/// look).
 pub(crate) fn origins_apart(doc: &Doc, index: &Index) -> bool {
     let mut view = None;
+    let mut found: HashMap<Id, Option<BranchID>> = HashMap::new();
+    let mut walked = 0u64;
     for i in 0..index.structs() {
         let Some(head) = index.block(i).and_then(|b| index.head(b)) else {
             continue;
@@ -39,11 +54,20 @@ pub(crate) fn origins_apart(doc: &Doc, index: &Index) -> bool {
         if !held(left) || !held(right) {
             continue;
         }
-        let branch = |(client, clock): Id| {
-            let id = ID::new(ClientID::new(client), clock);
-            StickyIndex::new(IndexScope::Relative(id), Assoc::After)
-                .get_offset(&*txn)
-                .map(|offset| offset.branch.id())
+        if walked > MAX_WALK || found.len() >= MAX_LOOKUPS {
+            return false;
+        }
+        let mut branch = |(client, clock): Id| {
+            found
+                .entry((client, clock))
+                .or_insert_with(|| {
+                    let id = ID::new(ClientID::new(client), clock);
+                    let offset =
+                        StickyIndex::new(IndexScope::Relative(id), Assoc::After).get_offset(&*txn);
+                    walked += offset.as_ref().map_or(1, |o| u64::from(o.index) + 1);
+                    offset.map(|o| o.branch.id())
+                })
+                .clone()
         };
         if let (Some(a), Some(b)) = (branch(left), branch(right))
             && a != b
