@@ -229,3 +229,19 @@ async fn rest_rich_text_reaches_a_stock_client_live() {
     assert_eq!(result["servedSame"], true, "{result}");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn the_rich_text_endpoints_are_described_by_openapi() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let spec = json_of(app.openapi().await, StatusCode::OK).await;
+    let content = &spec["paths"]["/api/docs/{id}/content"];
+    assert!(
+        content["get"].is_object() && content["put"].is_object(),
+        "{content}"
+    );
+    let create = &spec["components"]["schemas"]["CreateDoc"]["properties"];
+    assert!(create["prosemirror"].is_object(), "{create}");
+    assert!(create["key"].is_object(), "{create}");
+    app.stop().await;
+}
