@@ -19,7 +19,9 @@
 //! Marks come in the order a Yjs client lists them: the order their formatting first applies,
 //! walking the text. yrs keeps formatting attributes in a hash map, so where several begin at the
 //! same place their order is not known to the server; they are listed by name there (Tiptap's
-//! own marks, `bold`, `code`, `italic`, `link`, `strike`, sort as its editor adds them).
+//! own marks, `bold`, `code`, `italic`, `link`, `strike`, sort as its editor adds them). What
+//! the server writes it formats in that order too ([`write`]), so its own reading and a Yjs
+//! client's agree on it. ProseMirror sorts a node's marks by its schema in any case.
 //!
 //! The server keeps a fragment as [`XmlNode`]s in between, the same for reading, writing
 //! ([`write`]) and restoring versions; [`json`] turns them into ProseMirror JSON and back.
