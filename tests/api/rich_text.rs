@@ -245,3 +245,23 @@ async fn the_rich_text_endpoints_are_described_by_openapi() {
     assert!(create["key"].is_object(), "{create}");
     app.stop().await;
 }
+
+/// A document large enough that a replace is written off its thread, as a large text edit is:
+/// the answer still waits for it, and editors still see it.
+#[actix_web::test]
+async fn a_replace_in_a_large_document_is_written_off_its_thread() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::spawn(db.settings()).await;
+    let doc = doc_name("rich-large-doc");
+    let text = "many words ".repeat(5_000);
+    let created = app.post_doc(json!({"id": doc, "text": text})).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let mut editor = app.connect(&doc).await;
+    let replaced = app.put_content(&doc, "format=prosemirror", &first()).await;
+    assert_eq!(replaced.status(), StatusCode::NO_CONTENT);
+    editor.recv_until(|c| fragment_of(c) == Some(first())).await;
+    assert_eq!(prosemirror_of(&app, &doc).await, first());
+    assert_eq!(stored_prosemirror(&db.url, &doc).await, first());
+    assert_eq!(app.text(&doc).await, text);
+    app.stop().await;
+}
