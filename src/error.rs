@@ -100,7 +100,9 @@ impl From<ContentError> for ApiError {
     fn from(error: ContentError) -> Self {
         match error {
             ContentError::NoSuchKey(_) => ApiError::KeyNotFound(error.to_string()),
-            ContentError::NotText(_) => ApiError::BadRequest(error.to_string()),
+            ContentError::NotText(_) | ContentError::NotXml(_) => {
+                ApiError::BadRequest(error.to_string())
+            }
             ContentError::Unreadable => ApiError::Conflict(error.to_string()),
         }
     }

@@ -249,6 +249,7 @@ fn app(
         .service(routes::docs::get_one)
         .service(routes::updates::get_update)
         .service(routes::updates::get_content)
+        .service(routes::rich::put_content)
         .service(routes::updates::post_text)
         .service(routes::versions::list)
         .service(routes::versions::create)

@@ -117,6 +117,25 @@ pub(crate) struct EditText {
     pub ops: Vec<crate::sync::text_ops::TextOp>,
 }
 
+/// API → Document: the ProseMirror JSON of fragment root `key`. Answered once everything in it
+/// is durable.
+#[derive(Message)]
+#[rtype(result = "Result<Result<Vec<u8>, crate::sync::content::ContentError>, Gone>")]
+pub(crate) struct ReadProsemirror {
+    pub key: String,
+}
+
+/// API → Document: make fragment root `key` hold `nodes` (one change, creating the root if
+/// need be); `bytes` is what the request weighed, for the size limit. Answered once durable
+/// and relayed; refused as a text edit is.
+#[derive(Message)]
+#[rtype(result = "Result<(), EditTextError>")]
+pub(crate) struct ReplaceFragment {
+    pub key: String,
+    pub nodes: std::sync::Arc<Vec<crate::sync::prosemirror::XmlNode>>,
+    pub bytes: usize,
+}
+
 /// Why a text edit was not applied.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum EditTextError {

@@ -15,7 +15,8 @@ use actix::{Addr, Handler, MailboxError, Message};
 use crate::collab::document::{DocumentActor, IntegrateError};
 use crate::collab::messages::{
     ApplyUpdate, ApplyUpdateError, CatchUp, CreateError, CreateWith, EditText, EditTextError,
-    EncodeState, Gone, ReadContent, Restore, RestoreFailure, SaveVersion, SaveVersionError,
+    EncodeState, Gone, ReadContent, ReadProsemirror, ReplaceFragment, Restore, RestoreFailure,
+    SaveVersion, SaveVersionError,
 };
 use crate::collab::registry::Join;
 use crate::domain::DocId;
@@ -53,6 +54,17 @@ impl DocCall for ApplyUpdate {
     const NOT_DURABLE: Option<&'static str> = Some(
         "the update is applied and will be stored when the store is back; \
          posting it again is harmless",
+    );
+}
+
+impl DocCall for ReadProsemirror {
+    const NOT_DURABLE: Option<&'static str> = Some("nothing was changed");
+}
+
+impl DocCall for ReplaceFragment {
+    const NOT_DURABLE: Option<&'static str> = Some(
+        "the new content is applied and will be stored when the store is back; \
+         writing it again changes nothing more",
     );
 }
 

@@ -14,6 +14,7 @@ use crate::routes::doc_calls::DocClient;
 use crate::routes::rfc3339;
 use crate::state::AppState;
 use crate::store::{DocSummary, StoreError, StoredDoc};
+use crate::sync::prosemirror::{self, DEFAULT_FRAGMENT_KEY};
 use crate::sync::text_ops::{self, TextOp};
 
 /// Page size when the caller names none, and the most a caller may ask for.
@@ -128,6 +129,12 @@ pub(crate) struct CreateDoc {
     id: Option<String>,
     /// Initial text of the `content` root.
     text: Option<String>,
+    /// Initial rich text instead: a ProseMirror document (Tiptap's `editor.getJSON()`),
+    /// written into the XML fragment `key`.
+    #[schema(value_type = Option<Object>)]
+    prosemirror: Option<serde_json::Value>,
+    /// The fragment `prosemirror` goes into; `default` (Tiptap's) by default.
+    key: Option<String>,
 }
 
 #[utoipa::path(
@@ -135,33 +142,56 @@ pub(crate) struct CreateDoc {
     request_body = CreateDoc,
     responses(
         (status = 201, description = "Created", body = DocView),
-        (status = 400, description = "Invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid name or body (both text and prosemirror, or invalid ProseMirror JSON)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The name is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large, or the text is beyond the document size limit", body = Problem, content_type = "application/problem+json")
+        (status = 413, description = "Body too large, or the content is beyond the document size limit", body = Problem, content_type = "application/problem+json")
     )
 )]
-/// Creates a document, empty or with initial text: 201 with its location, 409 if the id is
-/// taken. All or nothing: a refused or failed request leaves no document behind.
+/// Creates a document, empty, with initial text, or with initial rich text (`prosemirror`):
+/// 201 with its location, 409 if the id is taken. All or nothing: a refused or failed request
+/// leaves no document behind.
 #[post("/api/docs")]
 pub(crate) async fn create(
     _key: ApiKey,
     body: web::Json<CreateDoc>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let CreateDoc { id, text } = body.into_inner();
+    let CreateDoc {
+        id,
+        text,
+        prosemirror,
+        key,
+    } = body.into_inner();
     let id = match id {
         Some(id) => DocId::parse(&id)?,
         None => generated_id(),
     };
     let initial = text.unwrap_or_default();
-    let summary = if initial.is_empty() {
-        match state.store.create(&id).await {
+    let update = match (prosemirror, initial.is_empty()) {
+        (Some(_), false) => {
+            return Err(ApiError::BadRequest(
+                "give text or prosemirror, not both".into(),
+            ));
+        }
+        (Some(json), true) => {
+            let key = key.unwrap_or_else(|| DEFAULT_FRAGMENT_KEY.to_string());
+            initial_rich_update(&json, &key)?
+        }
+        (None, _) if key.is_some() => {
+            return Err(ApiError::BadRequest(
+                "key names the fragment for prosemirror; text goes into content".into(),
+            ));
+        }
+        (None, true) => None,
+        (None, false) => Some(initial_update(&initial)?),
+    };
+    let summary = match update {
+        None => match state.store.create(&id).await {
             // The answer names the document, which the store's error does not carry.
             Err(StoreError::AlreadyExists) => return Err(ApiError::AlreadyExists(id.to_string())),
             created => created.context("Failed to create a document")?,
-        }
-    } else {
-        create_with_text(&state, &id, &initial).await?
+        },
+        Some(update) => create_with(&state, &id, update).await?,
     };
     state
         .webhooks
@@ -172,16 +202,15 @@ pub(crate) async fn create(
         .json(DocView::new(summary, DocPresence::default())))
 }
 
-/// Creates `id` holding `text` in its `content` root, all or nothing: the document row and its
+/// Creates `id` holding `update` (its first content), all or nothing: the document row and its
 /// first log row are written in one transaction, through the document's actor so that anyone
-/// connected to the name meanwhile sees the text. A refusal or a failure leaves no document
+/// connected to the name meanwhile sees the content. A refusal or a failure leaves no document
 /// behind (a store that fails at the commit itself may leave either; the answer says so).
-async fn create_with_text(
+async fn create_with(
     state: &AppState,
     id: &DocId,
-    text: &str,
+    update: Vec<u8>,
 ) -> Result<DocSummary, ApiError> {
-    let update = initial_update(text)?;
     DocClient::new(state, id)
         .call(|| CreateWith {
             update: update.clone(),
@@ -201,6 +230,16 @@ fn initial_update(text: &str) -> Result<Vec<u8>, ApiError> {
         text_ops::apply(&doc, &root, &[insert]).context("Failed to write the initial text")?;
     // One insert is one transaction: one update, none for an empty text.
     Ok(yrs::merge_updates_v1(updates).context("Failed to merge the initial text's updates")?)
+}
+
+/// The v1 update that writes the ProseMirror document `json` into fragment `key` of an empty
+/// document; none for an empty one.
+fn initial_rich_update(json: &serde_json::Value, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let nodes = prosemirror::parse_doc(json).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let doc = build_doc(&StoredDoc::default()).context("Failed to start an empty document")?;
+    let updates = prosemirror::replace_fragment(&doc, key, &nodes)
+        .context("Failed to write the initial content")?;
+    Ok(updates.into_iter().next())
 }
 
 /// A fresh document name: `doc-` and 16 random hex digits.

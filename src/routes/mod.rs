@@ -8,6 +8,7 @@ pub(crate) mod doc_calls;
 pub(crate) mod docs;
 pub(crate) mod health;
 pub(crate) mod openapi;
+pub(crate) mod rich;
 pub(crate) mod static_files;
 pub mod updates;
 pub(crate) mod versions;

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, get};
 use utoipa::OpenApi;
 
-use super::{access, docs, updates, versions};
+use super::{access, docs, rich, updates, versions};
 use crate::error::Problem;
 use crate::sync::text_ops::TextOp;
 
@@ -28,6 +28,7 @@ use crate::sync::text_ops::TextOp;
         updates::get_content,
         updates::post_update,
         updates::post_text,
+        rich::put_content,
         versions::list,
         versions::create,
         versions::get_one,

@@ -11,11 +11,12 @@ use serde::Deserialize;
 
 use crate::auth::middleware::ApiKey;
 use crate::collab::document::DEFAULT_TEXT_KEY;
-use crate::collab::messages::{ApplyUpdate, EditText, EncodeState, ReadContent};
+use crate::collab::messages::{ApplyUpdate, EditText, EncodeState, ReadContent, ReadProsemirror};
 use crate::domain::DocId;
 use crate::error::{ApiError, Problem};
 use crate::routes::doc_calls::DocClient;
 use crate::state::AppState;
+use crate::sync::prosemirror::DEFAULT_FRAGMENT_KEY;
 use crate::sync::protocol::{decode_state_vector, decode_update};
 use crate::sync::text_ops::TextOp;
 
@@ -70,9 +71,10 @@ pub(crate) async fn get_update(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ContentQuery {
-    /// One root type by name; with `format=text` the default is `content`.
+    /// One root type by name; with `format=text` the default is `content`, with
+    /// `format=prosemirror` `default`.
     key: Option<String>,
-    /// `json` (default) or `text`.
+    /// `json` (default), `text` or `prosemirror`.
     format: Option<String>,
 }
 
@@ -81,15 +83,19 @@ pub(crate) struct ContentQuery {
     params(("id" = String, Path, description = "Document name"), ContentQuery),
     responses(
         (status = 200, description = "JSON: every root type by name, or one root's value; \
-                                      with format=text, the plain text of a text root",
+                                      with format=text, the plain text of a text root; with \
+                                      format=prosemirror, the ProseMirror JSON of an XML \
+                                      fragment root as y-prosemirror renders it",
             content((serde_json::Value = "application/json"), (String = "text/plain"))),
-        (status = 400, description = "Invalid name, format, or a root that is not text", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid name, format, or a root that is not text (format=text) or not an XML fragment (format=prosemirror)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document or root type", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The document's structure cannot be read", body = Problem, content_type = "application/problem+json")
     )
 )]
-/// The content as JSON (every root type, or `?key=` one), or with `?format=text` the plain text
-/// of a text root (`?key=`, default `content`).
+/// The content as JSON (every root type, or `?key=` one), with `?format=text` the plain text
+/// of a text root (`?key=`, default `content`), or with `?format=prosemirror` the ProseMirror
+/// JSON of a rich-text fragment (`?key=`, default `default`, Tiptap's), exactly as
+/// y-prosemirror's `yXmlFragmentToProsemirrorJSON` gives it to a client.
 #[get("/api/docs/{id}/content")]
 pub(crate) async fn get_content(
     _key: ApiKey,
@@ -101,9 +107,21 @@ pub(crate) async fn get_content(
     let text = match query.format.as_deref() {
         None | Some("json") => false,
         Some("text") => true,
+        Some("prosemirror") => {
+            let key = query.key.as_deref().unwrap_or(DEFAULT_FRAGMENT_KEY);
+            let body = DocClient::existing(&state, &id)
+                .await?
+                .call(|| ReadProsemirror {
+                    key: key.to_string(),
+                })
+                .await??;
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(body));
+        }
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
-                "format must be json or text, not {other:?}"
+                "format must be json, text or prosemirror, not {other:?}"
             )));
         }
     };

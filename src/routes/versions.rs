@@ -176,7 +176,7 @@ pub(crate) async fn get_one(
         (status = 204, description = "Restored; editors received the change"),
         (status = 400, description = "Invalid name or version id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such document or version", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A root changed kind, or holds XML", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A root changed kind, or holds XML other than a fragment of elements and text", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Restoring would grow the document beyond its size limit", body = Problem, content_type = "application/problem+json")
     )
 )]

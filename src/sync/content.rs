@@ -25,6 +25,7 @@ use yrs::{
     Transact, XmlElementRef, XmlTextRef,
 };
 
+use super::prosemirror;
 use crate::wire::MAX_TYPE_DEPTH;
 
 /// Why a root could not be read as asked.
@@ -34,6 +35,9 @@ pub enum ContentError {
     NoSuchKey(String),
     #[error("root type {0:?} is not text")]
     NotText(String),
+    /// Not a fragment of XML elements and text (what a rich-text editor edits).
+    #[error("root type {0:?} is not an XML fragment")]
+    NotXml(String),
     /// yrs cannot read it: its structure is inconsistent, or nested too deep.
     #[error("the document's structure cannot be read")]
     Unreadable,
@@ -41,7 +45,7 @@ pub enum ContentError {
 
 /// Runs a read of the document, turning a panic inside yrs (which malformed but accepted
 /// structures can cause) into `fallback`: reading must never take the server down.
-fn guarded<T>(fallback: T, read: impl FnOnce() -> T) -> T {
+pub(crate) fn guarded<T>(fallback: T, read: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
         tracing::error!("reading a document's content panicked");
         fallback
@@ -50,7 +54,7 @@ fn guarded<T>(fallback: T, read: impl FnOnce() -> T) -> T {
 
 /// How a branch can be read, decided without asking yrs to read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Survey {
+pub(crate) enum Survey {
     /// yrs reads the branch and everything in it.
     Readable,
     /// The branch would be read as a list but holds text beyond the BMP: only its text is read
@@ -88,7 +92,7 @@ fn scan<T: ReadTxn>(txn: &T, branch: BranchPtr) -> (bool, Vec<BranchPtr>) {
     (beyond_bmp, nested)
 }
 
-fn branch_of(out: &Out) -> Option<BranchPtr> {
+pub(crate) fn branch_of(out: &Out) -> Option<BranchPtr> {
     out.try_branch().map(BranchPtr::from)
 }
 
@@ -102,7 +106,7 @@ fn text_only<T: ReadTxn>(txn: &T, branch: BranchPtr, attributes: bool) -> String
 }
 
 /// Surveys `branch` and everything nested in it (without recursion: nesting has no limit).
-fn survey<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Survey {
+pub(crate) fn survey<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Survey {
     let (beyond_bmp, nested) = scan(txn, branch);
     if beyond_bmp && read_as_list(&branch) {
         return match branch.type_ref() {
@@ -189,7 +193,7 @@ fn to_text_unguarded(doc: &Doc, key: &str) -> Result<String, ContentError> {
     }
 }
 
-fn root<T: ReadTxn>(txn: &T, key: &str) -> Option<Out> {
+pub(crate) fn root<T: ReadTxn>(txn: &T, key: &str) -> Option<Out> {
     txn.root_refs()
         .find(|(name, _)| *name == key)
         .map(|(_, out)| out)
@@ -241,6 +245,10 @@ fn kind_of<T: ReadTxn>(txn: &T, out: Out) -> RootKind {
         Out::YMap(_) => RootKind::Map,
         Out::UndefinedRef(branch) => match Out::UndefinedRef(branch).as_prelim(txn) {
             In::Text(_) => RootKind::Text,
+            // What a rich-text editor made: a list of XML elements and text.
+            In::Array(_) if prosemirror::read::is_fragment(txn, &Out::UndefinedRef(branch)) => {
+                RootKind::Xml
+            }
             In::Array(_) => RootKind::Array,
             In::Map(_) => RootKind::Map,
             _ => RootKind::Xml,
@@ -261,6 +269,13 @@ fn render<T: ReadTxn>(txn: &T, out: Out) -> Result<Any, ContentError> {
         }
         Survey::Unreadable => return Err(ContentError::Unreadable),
         Survey::Readable => {}
+    }
+    // A fragment, declared or not, renders as a Yjs client's `toString()` of it: the same live,
+    // reloaded (when no root is declared) and in a client, whatever order yrs keeps things in.
+    let listed = matches!(out, Out::YXmlFragment(_) | Out::UndefinedRef(_)) && branch.len() > 0;
+    if listed && prosemirror::read::is_fragment(txn, &out) {
+        let nodes = prosemirror::read::fragment_of(txn, &out, "")?;
+        return Ok(Any::from(prosemirror::xml::to_xml_string(&nodes)));
     }
     Ok(match out {
         Out::UndefinedRef(branch) => match Out::UndefinedRef(branch).as_prelim(txn) {

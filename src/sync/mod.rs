@@ -4,6 +4,7 @@
 pub mod content;
 pub mod hocuspocus;
 pub mod presence;
+pub mod prosemirror;
 pub mod protocol;
 pub mod restore;
 pub mod text_ops;

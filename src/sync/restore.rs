@@ -2,13 +2,15 @@
 //!
 //! A restore must reach every connected editor and stay undoable, so it cannot swap the state
 //! out: it edits the live document until its content equals the version's, root by root — text
-//! by the smallest range change, maps key by key, arrays whole — and returns those edits as
-//! updates to store and relay like any other. Restoring the version taken before undoes it.
+//! by the smallest range change, maps key by key, arrays whole, XML fragments (rich text) by
+//! rewriting the top-level nodes that differ — and returns those edits as updates to store and
+//! relay like any other. Restoring the version taken before undoes it.
 
 use yrs::types::ToJson;
 use yrs::{Any, Array, Doc, Map, Transact};
 
-use super::content::{RootKind, root_kinds, root_value};
+use super::content::{ContentError, RootKind, root_kinds, root_value};
+use super::prosemirror::{self, XmlNode};
 use super::text_ops::{self, TextOp};
 
 /// Why a restore was refused; nothing was changed.
@@ -16,7 +18,9 @@ use super::text_ops::{self, TextOp};
 pub enum RestoreError {
     #[error("root type {0:?} changed kind since the version was taken")]
     KindChanged(String),
-    #[error("root type {0:?} holds XML, which cannot be restored yet")]
+    #[error(
+        "root type {0:?} holds XML other than a fragment of elements, which cannot be restored"
+    )]
     Unsupported(String),
     #[error("root type {0:?} cannot be read, so it cannot be restored")]
     Unreadable(String),
@@ -63,8 +67,25 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
     {
         return Err(RestoreError::Unreadable(name.clone()));
     }
-    if let Some((name, ..)) = plan.iter().find(|(_, kind, _)| *kind == RootKind::Xml) {
-        return Err(RestoreError::Unsupported(name.clone()));
+    // An XML root is rebuilt from the version's nodes; both must read as fragments.
+    let mut fragments: Vec<(String, Vec<XmlNode>)> = Vec::new();
+    for (name, kind, value) in &plan {
+        if *kind != RootKind::Xml {
+            continue;
+        }
+        let refused = |error: ContentError| match error {
+            ContentError::Unreadable => RestoreError::Unreadable(name.clone()),
+            _ => RestoreError::Unsupported(name.clone()),
+        };
+        match prosemirror::read_fragment(live, name) {
+            Ok(_) | Err(ContentError::NoSuchKey(_)) => {}
+            Err(error) => return Err(refused(error)),
+        }
+        let nodes = match value {
+            Some(_) => prosemirror::read_fragment(target, name).map_err(refused)?,
+            None => Vec::new(),
+        };
+        fragments.push((name.clone(), nodes));
     }
     if let Some((name, ..)) = plan
         .iter()
@@ -124,7 +145,16 @@ pub fn restore(live: &Doc, target: &Doc) -> Result<Vec<Vec<u8>>, RestoreError> {
                 }
                 vec![txn.encode_update_v1()]
             }
-            RootKind::Xml | RootKind::Unreadable => Vec::new(),
+            RootKind::Xml => {
+                let nodes = fragments
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, nodes)| nodes.as_slice())
+                    .unwrap_or_default();
+                // Both were read as fragments above, so this is not refused.
+                prosemirror::replace_fragment(live, &name, nodes).unwrap_or_default()
+            }
+            RootKind::Unreadable => Vec::new(),
         };
         updates.extend(
             made.into_iter()
@@ -236,6 +266,48 @@ mod tests {
         notes.insert(&mut live.transact_mut(), 0, "added later");
         restore(&live, &version).expect("restores");
         assert_eq!(notes.get_string(&live.transact()), "");
+    }
+
+    #[test]
+    fn a_rich_text_fragment_returns_to_the_version() {
+        use crate::sync::prosemirror::{parse_doc, replace_fragment, to_json};
+        let json = |text: &str| {
+            serde_json::json!({"type": "doc", "content": [
+                {"type": "heading", "attrs": {"level": 1}, "content": [{"type": "text", "text": "Title"}]},
+                {"type": "paragraph", "content": [
+                    {"type": "text", "text": text, "marks": [{"type": "bold", "attrs": {}}]}
+                ]}
+            ]})
+        };
+        let live = live_doc();
+        let nodes = parse_doc(&json("first")).expect("valid");
+        replace_fragment(&live, "default", &nodes).expect("written");
+        // The version as stored: the root undeclared, as a client made it.
+        let version = copy(&live);
+        let nodes = parse_doc(&json("second")).expect("valid");
+        replace_fragment(&live, "default", &nodes).expect("written");
+        let notes = live.get_or_insert_text("notes");
+        notes.insert(&mut live.transact_mut(), 0, "added later");
+        let peer = copy(&live);
+
+        let updates = restore(&live, &version).expect("restores");
+        assert_eq!(to_json(&live, "default").expect("reads"), json("first"));
+        assert_eq!(notes.get_string(&live.transact()), "");
+        for update in &updates {
+            peer.transact_mut()
+                .apply_update(Update::decode_v1(update).expect("decodes"))
+                .expect("applies");
+        }
+        assert_eq!(to_json(&peer, "default").expect("reads"), json("first"));
+        assert!(restore(&live, &copy(&live)).expect("restores").is_empty());
+
+        // Restoring a version without the fragment empties it.
+        let empty = copy(&live_doc());
+        restore(&live, &empty).expect("restores");
+        assert_eq!(
+            to_json(&live, "default").expect("reads"),
+            serde_json::json!({"type": "doc", "content": []})
+        );
     }
 
     #[test]

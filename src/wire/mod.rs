@@ -11,8 +11,8 @@
 //! and walk nothing again: how deep an update would nest shared types (`nesting.rs`), how to cut
 //! a large update into parts applied a transaction at a time (`split.rs`), and how to merge
 //! updates that continue each other without yrs's merge (`splice.rs`, which reads only the text
-//! of the string items it joins). What of an update the document already holds is cut out in
-//! `screen.rs`.
+//! of the string items it joins), and whether an item's origins lie in two types
+//! (`origins.rs`). What of an update the document already holds is cut out in `screen.rs`.
 //!
 //! Each of those mirrors details of yrs 0.28.1's layout and its quirks (where yrs differs from
 //! the Yjs spec, this code follows yrs). Bumping yrs means re-checking all of it: the fuzz seeds
@@ -21,6 +21,7 @@
 
 mod index;
 mod nesting;
+mod origins;
 mod reader;
 mod screen;
 mod splice;

@@ -11,6 +11,7 @@ use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, IdSet, ReadTxn, StateVector, Transact, Update};
 
 use super::nesting::{self, NestingError};
+use super::origins;
 use crate::sync::protocol::{IncomingUpdate, decode_update};
 
 /// Why an update was refused before it was applied; the document is unchanged.
@@ -28,6 +29,10 @@ pub enum Refused {
     /// Deleting a type nested thousands deep overflows yrs's recursion: none gets in.
     #[error(transparent)]
     Nesting(#[from] NestingError),
+    /// yrs would link the item into one list after an item of another, losing what lies
+    /// between (see `origins.rs`); no Yjs client makes one.
+    #[error("an item's origins lie in two different shared types")]
+    OriginsApart,
     /// What the update adds beyond the document could not be cut out of it.
     #[error("the update's new part does not decode: {0}")]
     Unsplittable(String),
@@ -76,6 +81,9 @@ pub fn screen(
         without_known(sv, &incoming.raw)?
     };
     nesting::check(doc, &incoming.index)?;
+    if origins::origins_apart(doc, &incoming.index) {
+        return Err(Refused::OriginsApart);
+    }
     Ok(incoming)
 }
 

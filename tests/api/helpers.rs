@@ -245,6 +245,17 @@ impl TestApp {
         Self::send(self.request(reqwest::Method::GET, &path)).await
     }
 
+    /// `PUT /api/docs/{id}/content?{query}` with the JSON `body` (`format=prosemirror&key=..`).
+    pub async fn put_content(
+        &self,
+        id: &str,
+        query: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let path = format!("/api/docs/{id}/content?{query}");
+        Self::send(self.request(reqwest::Method::PUT, &path).json(body)).await
+    }
+
     /// The plain text of the `content` root, checking the read succeeded.
     pub async fn text(&self, id: &str) -> String {
         let response = self.get_content(id, "format=text").await;

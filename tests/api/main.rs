@@ -23,6 +23,7 @@ mod log_order;
 mod metrics;
 mod outage;
 mod persistence;
+mod rich_text;
 mod sync;
 mod updates;
 mod versions;

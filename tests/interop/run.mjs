@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
+import { prosemirrorScenarios } from './prosemirror.mjs'
 
 const TEXT = 'content'
 const INSERTS_PER_CLIENT = 20
@@ -382,6 +383,7 @@ const onUpdate = (doc) => (fn) => {
 }
 
 const SCENARIOS = { write, read, converge, awareness, offline, 'rust-peer': rustPeer, 'read-only': readOnly, 'mixed-root': mixedRoot }
+Object.assign(SCENARIOS, prosemirrorScenarios({ connect, synced, until, onUpdate }))
 
 // ---------------------------------------------------------------- main
 

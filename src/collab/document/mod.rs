@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 mod api;
 mod history;
+mod rich;
 
 use self::history::save_auto_version;
 use super::core::{self, DocCore, Effect, OffThreadOutcome, Unload};
