@@ -42,6 +42,7 @@ pub fn sync_message(data: &[u8]) -> SyncOutcome {
         user: None,
         client_ip: None,
         issued_at: None,
+        acks: false,
     };
     core.subscribe(OWNER, member(true), now)
         .expect("a fresh document takes subscribers");
