@@ -7,6 +7,7 @@ pub mod presence;
 pub mod prosemirror;
 pub mod protocol;
 pub mod restore;
+pub(crate) mod survey;
 pub mod text_ops;
 
 use crate::wire;
@@ -251,19 +252,42 @@ fn merge_round<'a, U: AsRef<[u8]> + 'a>(
 #[cfg(test)]
 pub(crate) mod test_support {
     use yrs::updates::decoder::Decode;
-    use yrs::{Array, Doc, ReadTxn, StateVector, Text, Transact, Update};
+    use yrs::{Array, Doc, OffsetKind, Options, ReadTxn, StateVector, Text, Transact, Update};
 
-    /// A new client holding what `doc` holds.
-    fn synced_client(doc: &Doc) -> Doc {
-        let other = Doc::new();
+    /// `out` after taking in everything `doc` holds.
+    fn copy_into(doc: &Doc, out: Doc) -> Doc {
         let state = doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default());
-        other
-            .transact_mut()
+        out.transact_mut()
             .apply_update(Update::decode_v1(&state).expect("decodes"))
             .expect("applies");
-        other
+        out
+    }
+
+    /// A new client holding what `doc` holds.
+    fn synced_client(doc: &Doc) -> Doc {
+        copy_into(doc, Doc::new())
+    }
+
+    /// `build`'s document as the server holds it: built only from updates, no root declared.
+    pub(crate) fn as_received(build: impl FnOnce(&Doc)) -> Doc {
+        let source = Doc::new();
+        build(&source);
+        copy_into(&source, Doc::new())
+    }
+
+    /// A document with the server's options: text counted in UTF-16 units, as Yjs counts it.
+    pub(crate) fn server_doc() -> Doc {
+        Doc::with_options(Options {
+            offset_kind: OffsetKind::Utf16,
+            ..Options::default()
+        })
+    }
+
+    /// A server document holding what `doc` holds, as after a reload from the store.
+    pub(crate) fn server_copy(doc: &Doc) -> Doc {
+        copy_into(doc, server_doc())
     }
 
     /// The update a client sends after syncing `doc` and inserting `value` at the front of

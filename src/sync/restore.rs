@@ -177,26 +177,9 @@ fn is_empty(value: &Any) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sync::test_support::{server_copy as copy, server_doc as live_doc};
     use yrs::updates::decoder::Decode;
-    use yrs::{GetString, OffsetKind, Options, ReadTxn, StateVector, Text, Update};
-
-    fn live_doc() -> Doc {
-        Doc::with_options(Options {
-            offset_kind: OffsetKind::Utf16,
-            ..Options::default()
-        })
-    }
-
-    fn copy(doc: &Doc) -> Doc {
-        let state = doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let out = live_doc();
-        out.transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decodes"))
-            .expect("applies");
-        out
-    }
+    use yrs::{GetString, ReadTxn, StateVector, Text, Update};
 
     #[test]
     fn text_maps_and_arrays_return_to_the_version() {

@@ -1,5 +1,5 @@
 //! Reading a fragment root into [`XmlNode`]s, guarded the way every content read is
-//! ([`content::survey`] first, yrs's panics caught).
+//! ([`survey::survey`] first, yrs's panics caught).
 //!
 //! A root that clients created arrives without a type (Yjs does not send one), and yrs infers a
 //! list of XML elements as an array. So a root counts as a fragment by what it holds: declared
@@ -14,14 +14,14 @@ use yrs::types::{Attrs, TypeRef};
 use yrs::{Any, Array, ArrayRef, Doc, Map as _, MapRef, Out, ReadTxn, Text, Transact, Xml};
 
 use super::{Element, Insert, Run, XmlNode, to_prosemirror};
-use crate::sync::content::{self, ContentError, Survey};
+use crate::sync::survey::{self, ContentError, Survey};
 
 /// The children of fragment root `key`.
 pub fn read_fragment(doc: &Doc, key: &str) -> Result<Vec<XmlNode>, ContentError> {
-    content::guarded(Err(ContentError::Unreadable), || {
+    survey::guarded(Err(ContentError::Unreadable), || {
         let txn = doc.transact();
         let out =
-            content::root(&txn, key).ok_or_else(|| ContentError::NoSuchKey(key.to_string()))?;
+            survey::root(&txn, key).ok_or_else(|| ContentError::NoSuchKey(key.to_string()))?;
         fragment_of(&txn, &out, key)
     })
 }
@@ -33,8 +33,8 @@ pub fn to_json(doc: &Doc, key: &str) -> Result<Value, ContentError> {
 
 /// Whether root `out` holds a fragment (see the module's doc), without reading it.
 pub(crate) fn is_fragment<T: ReadTxn>(txn: &T, out: &Out) -> bool {
-    content::branch_of(out).is_some_and(|branch| {
-        content::survey(txn, branch) == Survey::Readable && holds_fragment(txn, branch)
+    survey::branch_of(out).is_some_and(|branch| {
+        survey::survey(txn, branch) == Survey::Readable && holds_fragment(txn, branch)
     })
 }
 
@@ -45,8 +45,8 @@ pub(crate) fn fragment_of<T: ReadTxn>(
     key: &str,
 ) -> Result<Vec<XmlNode>, ContentError> {
     let not_xml = || ContentError::NotXml(key.to_string());
-    let branch = content::branch_of(out).ok_or_else(not_xml)?;
-    match content::survey(txn, branch) {
+    let branch = survey::branch_of(out).ok_or_else(not_xml)?;
+    match survey::survey(txn, branch) {
         Survey::Readable => {}
         Survey::TextOnly { .. } => return Err(not_xml()),
         Survey::Unreadable => return Err(ContentError::Unreadable),
@@ -74,7 +74,7 @@ fn holds_fragment<T: ReadTxn>(txn: &T, branch: BranchPtr) -> bool {
 }
 
 /// The XML children of `branch`; anything else among them makes it unreadable. Nesting is
-/// bounded: [`content::survey`] checked it.
+/// bounded: [`survey::survey`] checked it.
 fn children<T: ReadTxn>(txn: &T, branch: BranchPtr) -> Result<Vec<XmlNode>, ContentError> {
     ArrayRef::from(branch)
         .iter(txn)
@@ -137,23 +137,10 @@ fn runs(delta: Vec<yrs::types::text::Diff<YChange>>) -> Result<Vec<Run>, Content
 mod tests {
     use super::*;
     use crate::sync::prosemirror::to_prosemirror;
+    use crate::sync::test_support::as_received;
     use serde_json::json;
-    use yrs::updates::decoder::Decode;
-    use yrs::{StateVector, Update, XmlElementPrelim, XmlFragment, XmlTextPrelim, XmlTextRef};
 
-    /// `build`'s document as the server holds it: from its update, no root declared.
-    fn as_received(build: impl FnOnce(&Doc)) -> Doc {
-        let source = Doc::new();
-        build(&source);
-        let update = source
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let doc = Doc::new();
-        doc.transact_mut()
-            .apply_update(Update::decode_v1(&update).expect("decodes"))
-            .expect("applies");
-        doc
-    }
+    use yrs::{XmlElementPrelim, XmlFragment, XmlTextPrelim, XmlTextRef};
 
     fn attrs(pairs: &[(&str, Any)]) -> Attrs {
         pairs
@@ -202,7 +189,7 @@ mod tests {
         );
         // Reading declared nothing.
         assert!(matches!(
-            content::root(&doc.transact(), "default"),
+            survey::root(&doc.transact(), "default"),
             Some(Out::UndefinedRef(_))
         ));
     }

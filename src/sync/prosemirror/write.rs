@@ -17,7 +17,7 @@ use yrs::{
 };
 
 use super::{Element, Insert, Run, XmlNode, read};
-use crate::sync::content::{self, ContentError};
+use crate::sync::survey::{self, ContentError};
 
 /// Makes fragment root `key` of `doc` hold `nodes`; returns the v1 update made (none if it held
 /// them already). A root that does not exist is created; one that holds something other than a
@@ -47,7 +47,7 @@ pub fn replace_fragment(
     }
     // The root as it is, so as not to declare a type for a root clients made (a declared root
     // would render differently from the same one reloaded); a new root must be declared.
-    let existing = content::root(&doc.transact(), key).and_then(|out| content::branch_of(&out));
+    let existing = survey::root(&doc.transact(), key).and_then(|out| survey::branch_of(&out));
     let fragment = match existing {
         Some(branch) => XmlFragmentRef::from(branch),
         None => doc.get_or_insert_xml_fragment(key),
@@ -64,7 +64,7 @@ pub fn replace_fragment(
 }
 
 /// Inserts `node` at `index` of `parent`. Recursion is bounded: nodes come from a check
-/// ([`super::parse_doc`]) or a read ([`content::survey`]) that bounds their nesting.
+/// ([`super::parse_doc`]) or a read ([`survey::survey`]) that bounds their nesting.
 fn insert<P: XmlFragment>(
     txn: &mut TransactionMut,
     parent: &P,
@@ -135,27 +135,10 @@ fn length(s: &str, units: OffsetKind) -> u32 {
 mod tests {
     use super::*;
     use crate::sync::prosemirror::{parse_doc, read_fragment, to_json};
+    use crate::sync::test_support::{server_copy as copy, server_doc};
     use serde_json::json;
     use yrs::updates::decoder::Decode;
-    use yrs::{Options, ReadTxn, StateVector, Update};
-
-    fn server_doc() -> Doc {
-        Doc::with_options(Options {
-            offset_kind: OffsetKind::Utf16,
-            ..Options::default()
-        })
-    }
-
-    fn copy(doc: &Doc) -> Doc {
-        let state = doc
-            .transact()
-            .encode_state_as_update_v1(&StateVector::default());
-        let out = server_doc();
-        out.transact_mut()
-            .apply_update(Update::decode_v1(&state).expect("decodes"))
-            .expect("applies");
-        out
-    }
+    use yrs::{ReadTxn, Update};
 
     fn rich() -> serde_json::Value {
         json!({"type": "doc", "content": [
