@@ -9,6 +9,10 @@ stopped by its PID. Results go to `target/bench/<time>.json` and to the generate
 Servers:
   tandem-sqlite    Tandem, release build, embedded SQLite (every update committed before relay)
   tandem-postgres  Tandem, release build, on Postgres (same)
+  tandem-hocuspocus
+                   tandem-sqlite (same flags, same durability) spoken to over the Hocuspocus
+                   protocol on its `/ws` endpoint instead of y-websocket: the comparison with
+                   @hocuspocus/server, protocol for protocol
   y-websocket      @y/websocket-server 0.1.1, as shipped (keeps nothing)
   hocuspocus       @hocuspocus/server, no extensions (keeps nothing)
   relay            tandem-relay: bytes in, bytes out to the room; no CRDT, no store
@@ -35,9 +39,12 @@ server is skipped):
       update), and after starting it again on the same port (nodes not restarted)
 
 Results: loads 1–6 make the `bench:results` block, loads x1, x4 and xr (with tandem-postgres's
-loads 1 and 4 from the same run, for the comparison) the `bench:cluster` block. A block is
-rewritten only by a run that has every row it shows (a partial run would wipe the others'
-figures): see --write-partial.
+loads 1 and 4 from the same run, for the comparison) the `bench:cluster` block, and
+tandem-hocuspocus beside hocuspocus the `bench:hocuspocus` block (it needs loads 1–4 on both;
+loads 5 and 6 are shown when the run has them). A block is rewritten only by a run that has
+every row it shows (a partial run would wipe the others' figures): see --write-partial. So
+`--servers tandem-hocuspocus,hocuspocus --loads 1,2,3,4,5,6` rewrites the Hocuspocus block
+alone.
 """
 
 from __future__ import annotations
@@ -64,7 +71,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RELEASE = ROOT / "target" / "release"
 NODE_MODULES = ROOT / "bench" / "node_modules"
 SINGLE_SERVERS = ["tandem-sqlite", "tandem-postgres", "y-websocket", "hocuspocus", "relay"]
-ALL_SERVERS = [*SINGLE_SERVERS, "tandem-cluster"]
+# Tandem over the Hocuspocus protocol and the server it is compared with (the bench:hocuspocus
+# block); tandem-hocuspocus runs loads 1–6 like the single servers, but the bench:results block
+# does not wait for it.
+HOCUSPOCUS_SERVERS = ["tandem-hocuspocus", "hocuspocus"]
+HOCUSPOCUS_LOADS = ["1", "2", "3", "4"]
+ALL_SERVERS = [*SINGLE_SERVERS, "tandem-hocuspocus", "tandem-cluster"]
 SINGLE_LOADS = ["1", "2", "3", "4", "5", "6"]
 CLUSTER_LOADS = ["x1", "x4", "xr"]
 ALL_LOADS = [*SINGLE_LOADS, *CLUSTER_LOADS]
@@ -72,6 +84,8 @@ BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 CLUSTER_BEGIN = "<!-- bench:cluster:begin -->"
 CLUSTER_END = "<!-- bench:cluster:end -->"
+HP_BEGIN = "<!-- bench:hocuspocus:begin -->"
+HP_END = "<!-- bench:hocuspocus:end -->"
 # Nodes of tandem-cluster, and the interval of their log poll (src/collab/log_watch.rs).
 CLUSTER_NODES = 3
 LOG_POLL_MS = 250
@@ -188,20 +202,24 @@ class Sampler(threading.Thread):
 
 class Server:
     """One started server process, stopped by its PID. A node of tandem-cluster is a
-    tandem-postgres server given its database and extra flags (`--redis-url`)."""
+    tandem-postgres server given its database and extra flags (`--redis-url`).
+    tandem-hocuspocus is tandem-sqlite, spoken to over the Hocuspocus protocol: the same `/ws`
+    base URL, which tandem-load then uses as is (one endpoint, the document in each message)
+    rather than as `/ws/{doc}`."""
 
     def __init__(self, name: str, args: argparse.Namespace, workdir: Path,
                  database_url: str | None = None, extra: tuple[str, ...] = (),
                  label: str | None = None):
         self.name = label or name
         self.port = free_port()
-        self.protocol = "hocuspocus" if name == "hocuspocus" else "y-websocket"
+        self.protocol = ("hocuspocus" if name in ("hocuspocus", "tandem-hocuspocus")
+                         else "y-websocket")
         self.metrics_url = None
         env = dict(os.environ)
         if name.startswith("tandem-"):
             if database_url is not None:
                 pass
-            elif name == "tandem-sqlite":
+            elif name in ("tandem-sqlite", "tandem-hocuspocus"):
                 db = workdir / f"tandem-{self.port}.db"
                 database_url = f"sqlite://{db}"
             else:
@@ -1229,6 +1247,93 @@ def cluster_targets(results: dict) -> list[str]:
     return out + [""]
 
 
+# ---- the Hocuspocus block ----
+
+def hocuspocus_report(meta: dict, results: dict) -> str:
+    """The `bench:hocuspocus` block: Tandem over the Hocuspocus protocol (tandem-hocuspocus)
+    beside @hocuspocus/server, loads 1–4 (and 5, 6 if the run has them), and the targets."""
+    mine = {n: results[n] for n in HOCUSPOCUS_SERVERS if n in results}
+    latency_headers = ["server", "clients", "sent/s", "delivered/s", "p50 ms", "p90 ms",
+                       "p99 ms", "max ms", "missing", "errors", "peak RSS MB", "CPU %"]
+    lines = [HP_BEGIN, "", *run_header(meta)]
+    lines += table(mine, "1", "Load 1 — 1 document, 1 writer at 100 updates/s, 50 readers",
+                   latency_headers, latency_cells)
+    lines += table(mine, "2", "Load 2 — 1 document, 1 writer at 50 updates/s, 500 readers",
+                   latency_headers, latency_cells)
+    lines += table(mine, "3",
+                   "Load 3 — 200 documents, each 1 writer at 2 updates/s and 4 readers",
+                   latency_headers, latency_cells)
+    lines += table(mine, "4",
+                   "Load 4 — highest writer rate on 1 document × 10 readers with p99 < 50 ms",
+                   ["server", "max rate/s", "delivered/s there", "p99 ms there", "CPU % there",
+                    "first failing rate/s", "probes"], max_rate_cells)
+    lines += table(mine, "5", "Load 5 — idle connections over documents (10 per document)",
+                   ["server", "connections", "RSS before MB", "RSS holding MB",
+                    "KiB per connection"],
+                   lambda r: memory_cells(r, "bytes_per_connection"))
+    lines += table(mine, "6",
+                   "Load 6 — loaded documents of ~10 KB (one client each); cold load of 5 MB",
+                   ["server", "documents", "RSS before MB", "RSS holding MB", "KiB per document",
+                    "5 MB cold load ms", "cold load errors"], documents_cells)
+    lines += hocuspocus_targets(mine)
+    t = mine.get("tandem-hocuspocus", {})
+    rows = []
+    for load in ("1", "2", "3"):
+        r = t.get(load)
+        if r and "metrics" in r:
+            m = r["metrics"]
+            commits = m["commits"] or None
+            rows.append(row([load, r["updates_sent"], fmt(m["updates_applied"], 0),
+                             fmt(m["commits"], 0),
+                             fmt(m["batched_updates"] / commits if commits else None, 1),
+                             fmt(1000 * m["commit_seconds_sum"] / commits if commits else None,
+                                 2)]))
+    if rows:
+        lines += ["### tandem-hocuspocus: its /metrics", "",
+                  row(["load", "updates sent", "updates applied (metrics)", "commits",
+                       "updates per commit", "mean commit ms"]), row(["---"] * 6), *rows,
+                  "", "A commit (with its fsync) comes before every relay and every "
+                  "acknowledgement: its mean time is part of every update's latency.", ""]
+    lines += [HP_END]
+    return "\n".join(lines)
+
+
+def hocuspocus_targets(results: dict) -> list[str]:
+    """Targets of Tandem over the Hocuspocus protocol against @hocuspocus/server, same run."""
+    mine, ref = results.get("tandem-hocuspocus", {}), results.get("hocuspocus", {})
+    out = ["### Targets against @hocuspocus/server, from this run", "",
+           row(["target", "tandem-hocuspocus", "hocuspocus", "ratio", "met"]),
+           row(["---"] * 5)]
+
+    def get(r: dict, *path):
+        for p in path:
+            if not isinstance(r, dict) or p not in r:
+                return None
+            r = r[p]
+        return r
+
+    def add(target: str, ours, theirs, ratio, ok) -> None:
+        out.append(row([target, ours, theirs, fmt(ratio, 2) if ratio is not None else "–",
+                        "yes" if ok else "**no**"]))
+
+    for load in ("1", "2", "3"):
+        a, b = get(mine, load, "latency_ms_p99"), get(ref, load, "latency_ms_p99")
+        if a is not None and b:
+            add(f"load {load}: p99 ≤ @hocuspocus/server's", f"{fmt(a, 2)} ms",
+                f"{fmt(b, 2)} ms", a / b, a <= b)
+    a, b = get(mine, "4", "max_rate"), get(ref, "4", "max_rate")
+    if a is not None and b:
+        add("load 4: ≥ 10× @hocuspocus/server's rate", f"{fmt(a, 0)}/s", f"{fmt(b, 0)}/s",
+            a / b, a / b >= 10)
+    for load, key, what in (("5", "bytes_per_connection", "connection"),
+                            ("6", "bytes_per_document", "document")):
+        a, b = get(mine, load, key), get(ref, load, key)
+        if a is not None and b:
+            add(f"load {load}: memory per {what} ≤ ⅓ of @hocuspocus/server's",
+                fmt(a / 1024, 1) + " KiB", fmt(b / 1024, 1) + " KiB", a / b, a / b <= 1 / 3)
+    return out + [""]
+
+
 def complete(results: dict, servers: list[str], loads: list[str]) -> bool:
     """Whether the run has every one of `loads` on every one of `servers`."""
     return all(load in results.get(s, {}) for s in servers for load in loads)
@@ -1252,6 +1357,12 @@ def blocks(meta: dict, results: dict, partial: bool) -> list[tuple[str, str, str
         log("not rewriting the bench:cluster block: it needs loads x1, x4, xr on "
             "tandem-cluster and loads 1, 4 on tandem-postgres in one run (--write-partial "
             "does it anyway)")
+    ran_hp = any(l in results.get("tandem-hocuspocus", {}) for l in SINGLE_LOADS)
+    if ran_hp and (partial or complete(results, HOCUSPOCUS_SERVERS, HOCUSPOCUS_LOADS)):
+        out.append((HP_BEGIN, HP_END, hocuspocus_report(meta, results)))
+    elif ran_hp:
+        log("not rewriting the bench:hocuspocus block: it needs loads 1–4 on tandem-hocuspocus "
+            "and hocuspocus in one run (--write-partial does it anyway)")
     return out
 
 
@@ -1262,7 +1373,8 @@ def write_markdown(path: Path, begin: str, end: str, block: str) -> None:
         _, _, tail = rest.partition(end)
         text = head + block + tail
     else:
-        title = "Latest results" if begin == BEGIN else "Latest results, several nodes"
+        title = {BEGIN: "Latest results", CLUSTER_BEGIN: "Latest results, several nodes",
+                 HP_BEGIN: "Latest results, over the Hocuspocus protocol"}[begin]
         text = text.rstrip("\n") + f"\n\n## {title}\n\n" + block + "\n"
     path.write_text(text)
 
