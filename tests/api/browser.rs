@@ -212,3 +212,110 @@ async fn tokens_make_the_editor_read_only_or_deny_access() {
     }
     app.stop().await;
 }
+
+/// ProseMirror JSON of a doc of paragraphs as runs of (text, sorted mark names), neighbouring runs
+/// with the same marks joined; panics on any other node.
+fn paragraph_runs(doc: &Value) -> Vec<Vec<(String, Vec<String>)>> {
+    assert_eq!(doc["type"], "doc", "{doc}");
+    let blocks = doc["content"].as_array().expect("doc content");
+    blocks
+        .iter()
+        .map(|block| {
+            assert_eq!(block["type"], "paragraph", "{block}");
+            let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+            for inline in block["content"].as_array().into_iter().flatten() {
+                assert_eq!(inline["type"], "text", "{inline}");
+                let text = inline["text"].as_str().expect("text").to_owned();
+                let mut marks: Vec<String> = inline["marks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|mark| mark["type"].as_str().expect("mark type").to_owned())
+                    .collect();
+                marks.sort();
+                match runs.last_mut() {
+                    Some((last, last_marks)) if *last_marks == marks => last.push_str(&text),
+                    _ => runs.push((text, marks)),
+                }
+            }
+            runs
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_stock_tiptap_editor_collaborates_over_hocuspocus() {
+    // The Tiptap pages come from an origin of their own, as a Tiptap app's would, which the
+    // server is told to allow; the scenario serves them on this port.
+    let fixture_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut settings = db.settings();
+    settings.allowed_origins = vec![format!("http://127.0.0.1:{fixture_port}")];
+    let app = TestApp::spawn(settings).await;
+    let doc = doc_name("tiptap");
+    let out = artifacts();
+    let result = scenario(
+        "tiptap",
+        &[
+            "--base",
+            &base(&app),
+            "--doc",
+            &doc,
+            "--fixture-port",
+            &fixture_port.to_string(),
+            "--out",
+            &out.to_string_lossy(),
+        ],
+    )
+    .await;
+    let run = |text: &str, marks: &[&str]| {
+        (
+            text.to_owned(),
+            marks.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let expected = vec![
+        vec![
+            run("Start: Alice writes ", &[]),
+            run("in bold", &["bold"]),
+            run(" here.", &[]),
+        ],
+        vec![run("Second paragraph.", &[])],
+        vec![
+            run("Bob adds ", &[]),
+            run("his bold", &["bold"]),
+            run(" words.", &[]),
+        ],
+    ];
+    // What the editors ended with, what the scenario read over REST, and what the server answers
+    // and stores now are the same paragraphs with the same bold runs.
+    assert_eq!(paragraph_runs(&result["editor"]), expected, "{result}");
+    assert_eq!(paragraph_runs(&result["prosemirror"]), expected, "{result}");
+    let served = crate::helpers::json_of(
+        app.get_content(&doc, "format=prosemirror").await,
+        reqwest::StatusCode::OK,
+    )
+    .await;
+    assert_eq!(paragraph_runs(&served), expected, "{served}");
+    assert_eq!(
+        result["carets"],
+        serde_json::json!({"alice": "bob", "bob": "alice"})
+    );
+    app.stop().await;
+    let store = tandem::store::connect(&db.url).await.expect("store opens");
+    let stored = store
+        .load(&tandem::domain::DocId::parse(&doc).expect("valid name"))
+        .await
+        .expect("document loads");
+    store.close().await;
+    let ydoc = tandem::collab::document::build_doc(&stored).expect("stored data decodes");
+    let stored = tandem::sync::prosemirror::to_json(&ydoc, "default").expect("a fragment");
+    assert_eq!(paragraph_runs(&stored), expected, "{stored}");
+    for shot in ["tiptap-alice.png", "tiptap-bob.png"] {
+        let png = std::fs::read(out.join(shot)).expect("screenshot saved");
+        assert!(png.starts_with(b"\x89PNG"), "{shot} is a PNG");
+    }
+}

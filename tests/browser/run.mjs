@@ -26,6 +26,14 @@
 //                                   denied", the list explains that tokens are needed;
 //                                   DIR/read-only.png, DIR/access-denied.png; result {"text",
 //                                   "refused"} (what the read-only page tried to type)
+//   tiptap --doc D --fixture-port P --out DIR
+//                                   a stock Tiptap 3 editor (tiptap/, bundled by tiptap/build.mjs
+//                                   first, served on 127.0.0.1:P, an origin the server must allow)
+//                                   over @hocuspocus/provider: alice and bob type, with
+//                                   bold and paragraph breaks, and converge; each sees the other's
+//                                   caret; a y-websocket client and GET content?format=prosemirror
+//                                   read the same paragraphs; DIR/tiptap-alice.png, DIR/tiptap-bob.png;
+//                                   result {"editor", "prosemirror", "text", "carets"}
 //
 // Success: one JSON line `{"ok":true,"scenario":...}` on stdout, exit 0.
 // Failure or timeout: `{"ok":false,"scenario":...,"error":...}`, exit 1, details on stderr.
@@ -35,11 +43,16 @@
 
 import { parseArgs } from 'node:util'
 import { spawn } from 'node:child_process'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { createServer as createHttpServer } from 'node:http'
 import { join, resolve } from 'node:path'
 import { tmpdir } from 'node:os'
 import { chromium } from 'playwright-core'
+import WebSocket from 'ws'
+import { WebsocketProvider } from 'y-websocket'
+import * as Y from 'yjs'
+import { buildFixture } from './tiptap/build.mjs'
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium'
 const CHROMIUM_ARGS = [
@@ -68,7 +81,8 @@ function parseCli (argv) {
       'server-cmd': { type: 'string' },
       'db-url': { type: 'string' },
       'api-key': { type: 'string' },
-      'expired-token': { type: 'string' }
+      'expired-token': { type: 'string' },
+      'fixture-port': { type: 'string' }
     }
   })
   scenario = positionals[0] ?? null
@@ -662,6 +676,196 @@ async function accessControl (opts) {
   return { text, refused }
 }
 
+// ---------------------------------------------------------------- tiptap (a stock Tiptap 3 editor)
+
+// Serves the fixture files from a plain HTTP server of its own on 127.0.0.1:port, as a Tiptap
+// app is served from its own origin; Tandem must list that origin (--allowed-origin) for the
+// pages to connect. Resolves to the server once it listens.
+function serveFixture (files, port) {
+  const bodies = Object.fromEntries(Object.entries(files).map(([name, path]) => [`/${name}`, readFileSync(path)]))
+  const types = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8' }
+  const server = createHttpServer((req, res) => {
+    const path = new URL(req.url, 'http://fixture').pathname
+    const body = req.method === 'GET' ? bodies[path] : undefined
+    if (!body) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not part of the fixture')
+      return
+    }
+    res.writeHead(200, { 'content-type': types[path.split('.').pop()], 'cache-control': 'no-store' }).end(body)
+  })
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', () => resolve(server))
+  })
+}
+
+// Paragraphs as lists of runs, [[{text, marks}]], from ProseMirror JSON (editor.getJSON() or
+// Tandem's format=prosemirror); mark names sorted. Throws on anything but a doc of paragraphs.
+function pmRuns (json) {
+  if (json?.type !== 'doc') throw new Error(`not a ProseMirror doc: ${JSON.stringify(json)}`)
+  return (json.content ?? []).map((block) => {
+    if (block.type !== 'paragraph') throw new Error(`unexpected block ${JSON.stringify(block)}`)
+    return (block.content ?? []).map((inline) => {
+      if (inline.type !== 'text') throw new Error(`unexpected inline ${JSON.stringify(inline)}`)
+      return { text: inline.text, marks: (inline.marks ?? []).map((m) => m.type).sort() }
+    })
+  })
+}
+
+// The same shape from a Y.XmlFragment as y-prosemirror writes it: an element per paragraph, a
+// Y.XmlText inside whose formatting attributes are the marks.
+function yRuns (fragment) {
+  return fragment.toArray().map((block) => {
+    if (!(block instanceof Y.XmlElement) || block.nodeName !== 'paragraph') {
+      throw new Error(`unexpected block ${block.toString()}`)
+    }
+    return block.toArray().flatMap((child) => {
+      if (!(child instanceof Y.XmlText)) throw new Error(`unexpected inline ${child.toString()}`)
+      return child.toDelta().map((op) => ({ text: op.insert, marks: Object.keys(op.attributes ?? {}).sort() }))
+    })
+  })
+}
+
+// Joins neighbouring runs with the same marks, so how a text was split does not matter.
+function mergeRuns (paragraphs) {
+  return paragraphs.map((runs) => runs.reduce((out, run) => {
+    const last = out[out.length - 1]
+    if (last && JSON.stringify(last.marks) === JSON.stringify(run.marks)) last.text += run.text
+    else out.push({ ...run })
+    return out
+  }, []))
+}
+
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b)
+
+async function tiptapPage (fixture, server, doc, user, color) {
+  const page = await personPage(null, user)
+  const query = new URLSearchParams({ server, doc, user, color })
+  await step(`${user} loads the Tiptap fixture`, page.goto(`${fixture}/index.html?${query}`))
+  await step(`${user}'s provider is synced`, page.waitForFunction(
+    () => document.querySelector('#status')?.dataset.state === 'synced' && window.fixture?.provider.isSynced,
+    null, { timeout: 0 }))
+  return page
+}
+
+const editorJson = (page) => page.evaluate(() => window.fixture.editor.getJSON())
+const editorText = (page) => page.evaluate(() => window.fixture.editor.getText())
+
+async function tiptap (opts) {
+  const base = need(opts.base, '--base')
+  const doc = need(opts.doc, '--doc')
+  const out = resolve(opts.out ?? tmpdir())
+  mkdirSync(out, { recursive: true })
+  const fixturePort = Number(need(opts['fixture-port'], '--fixture-port'))
+  const { files } = await step('the Tiptap fixture is bundled', buildFixture())
+  const fixtureServer = await step('the fixture server listens', serveFixture(files, fixturePort))
+  const fixture = `http://127.0.0.1:${fixturePort}`
+  const wsBase = base.replace(/^http/, 'ws')
+  await launch()
+  const [a, b] = await Promise.all([
+    tiptapPage(fixture, `${wsBase}/ws`, doc, 'alice', '#d81b60'),
+    tiptapPage(fixture, `${wsBase}/ws`, doc, 'bob', '#1e88e5')
+  ])
+  const editable = (page) => page.locator('.ProseMirror[contenteditable="true"]')
+
+  // Alice writes the first paragraph, part of it bold, and opens a second one with Enter.
+  await editable(a).click()
+  await a.keyboard.type('Alice writes ')
+  await a.keyboard.press('Control+b')
+  await a.keyboard.type('in bold')
+  await a.keyboard.press('Control+b')
+  await a.keyboard.type(' here.')
+  await a.keyboard.press('Enter')
+  await a.keyboard.type('Second paragraph.')
+  await step('bob sees alice\'s two paragraphs', b.waitForFunction(
+    () => window.fixture.editor.getJSON().content?.length === 2 &&
+      window.fixture.editor.getText().includes('Second paragraph.'), null, { timeout: 0 }))
+
+  // Then both type at once: alice at the very start, bob at the very end in a paragraph of his own.
+  await editable(b).click()
+  await b.keyboard.press('Control+End')
+  const typing = [
+    (async () => {
+      await a.keyboard.press('Control+Home')
+      await a.keyboard.type('Start: ')
+    })(),
+    (async () => {
+      await b.keyboard.press('Enter')
+      await b.keyboard.type('Bob adds ')
+      await b.keyboard.press('Control+b')
+      await b.keyboard.type('his bold')
+      await b.keyboard.press('Control+b')
+      await b.keyboard.type(' words.')
+    })()
+  ]
+  await step('both type', Promise.all(typing))
+
+  const wanted = ['Start: Alice writes in bold here.', 'Second paragraph.', 'Bob adds his bold words.']
+  const hasAll = (texts) => {
+    const paragraphs = (window.fixture.editor.getJSON().content ?? [])
+      .map((p) => (p.content ?? []).map((t) => t.text).join(''))
+    return JSON.stringify(paragraphs) === JSON.stringify(texts)
+  }
+  await Promise.all([
+    step('alice has the three paragraphs', a.waitForFunction(hasAll, wanted, { timeout: 0 })),
+    step('bob has the three paragraphs', b.waitForFunction(hasAll, wanted, { timeout: 0 }))
+  ])
+  const json = await editorJson(a)
+  await step('bob\'s document equals alice\'s', b.waitForFunction(
+    (expected) => JSON.stringify(window.fixture.editor.getJSON()) === expected, JSON.stringify(json), { timeout: 0 }))
+  const runs = mergeRuns(pmRuns(json))
+  const bold = runs.flat().filter((r) => r.marks.includes('bold')).map((r) => r.text)
+  if (!same(bold, ['in bold', 'his bold'])) throw new Error(`bold runs are ${JSON.stringify(bold)}: ${JSON.stringify(runs)}`)
+
+  // Each sees the other's caret, labelled with the other's name.
+  const caretOf = (page, name) => page.locator('.collaboration-carets__caret .collaboration-carets__label', { hasText: name })
+  await Promise.all([
+    step('alice sees bob\'s caret', caretOf(a, 'bob').waitFor({ state: 'visible', timeout: 0 })),
+    step('bob sees alice\'s caret', caretOf(b, 'alice').waitFor({ state: 'visible', timeout: 0 }))
+  ])
+  for (const [page, who, other] of [[a, 'alice', 'bob'], [b, 'bob', 'alice']]) {
+    const labels = await page.locator('.collaboration-carets__label').allTextContents()
+    if (!same(labels, [other])) throw new Error(`${who} sees carets ${JSON.stringify(labels)}, expected only ${other}'s`)
+  }
+  await a.screenshot({ path: join(out, 'tiptap-alice.png') })
+  await b.screenshot({ path: join(out, 'tiptap-bob.png') })
+
+  fixtureServer.close()
+
+  // A stock y-websocket client on Tandem's own protocol reads the same XML fragment.
+  const ydoc = new Y.Doc()
+  const remote = new WebsocketProvider(`${wsBase}/ws`, doc, ydoc, { WebSocketPolyfill: WebSocket, disableBc: true })
+  const fragment = ydoc.getXmlFragment('default')
+  try {
+    await step('the y-websocket client syncs', new Promise((resolve) => {
+      if (remote.synced) return resolve()
+      remote.once('sync', (synced) => { if (synced) resolve() })
+    }))
+    await step('the y-websocket client has the editors\' paragraphs', new Promise((resolve) => {
+      const check = () => {
+        if (same(mergeRuns(yRuns(fragment)), runs)) {
+          ydoc.off('update', check)
+          resolve()
+        }
+      }
+      ydoc.on('update', check)
+      check()
+    }))
+  } finally {
+    remote.destroy()
+  }
+
+  // Tandem's REST view of the document agrees with the editor.
+  const res = await step('GET content?format=prosemirror',
+    fetch(`${base}/api/docs/${encodeURIComponent(doc)}/content?format=prosemirror`))
+  if (res.status !== 200) throw new Error(`GET content?format=prosemirror answered ${res.status}: ${await res.text()}`)
+  const served = await res.json()
+  if (!same(mergeRuns(pmRuns(served)), runs)) {
+    throw new Error(`REST ProseMirror ${JSON.stringify(served)} differs from the editor's ${JSON.stringify(json)}`)
+  }
+  return { editor: json, prosemirror: served, text: await editorText(a), carets: { alice: 'bob', bob: 'alice' } }
+}
+
 const SCENARIOS = {
   'two-typists': twoTypists,
   list,
@@ -669,7 +873,8 @@ const SCENARIOS = {
   delete: deleted,
   'bad-name': badName,
   'readme-screenshot': readmeScreenshot,
-  access: accessControl
+  access: accessControl,
+  tiptap
 }
 
 // ---------------------------------------------------------------- main
